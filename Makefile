@@ -1,0 +1,53 @@
+# Commands a newcomer needs. `make` alone lists them.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+# The tests run against real PostgreSQL and Redis (the local ones unless overridden).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev run test lint format bench-engine bench-orders clean
+
+help: ## this list
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python ## install runtime dependencies into .venv
+	$(BIN)/pip install -q -r requirements.txt
+
+install-dev: $(BIN)/python ## install runtime + test/tool dependencies into .venv
+	$(BIN)/pip install -q -r requirements-dev.txt
+
+run: install ## set up and run the exchange at http://127.0.0.1:$(PORT)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) dexsite.asgi:application
+
+test: install-dev ## set up and run lint, migration check and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/python -m pytest -q
+
+lint: install-dev ## ruff lint + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install-dev ## apply ruff formatting and fixes
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench-engine: install-dev ## matching engine vs public engines (docs/benchmarks.md)
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/engine.py
+
+bench-orders: install-dev ## persisted orders/s through service and HTTP (PostgreSQL)
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/orders.py
+
+clean: ## remove the local database and collected static files
+	rm -rf db.sqlite3 staticfiles

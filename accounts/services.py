@@ -1,0 +1,181 @@
+"""Writes to balances and the ledger. Each public function expects to run inside the
+caller's transaction (the caller owns it: an order, a fill, a faucet credit)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
+from dexsite.errors import ExchangeError
+
+
+@dataclass(slots=True)
+class Posting:
+    trader_id: int
+    asset: str
+    mode: str
+    amount: Decimal
+    reason: str
+    ref: str = ""
+
+
+def system_account(username: str) -> User:
+    user, _ = get_user_model().objects.get_or_create(
+        username=username, defaults={"is_system": True, "is_active": False}
+    )
+    return user
+
+
+_system_ids: dict[str, int] = {}
+
+
+def system_account_id(username: str) -> int:
+    """Primary key of a system account, looked up once per process."""
+    if username not in _system_ids:
+        _system_ids[username] = system_account(username).pk
+    return _system_ids[username]
+
+
+def balances_ensure(keys: Iterable[tuple[int, str, str]]) -> None:
+    """Create missing balance rows (zero) so that later locks find them."""
+    Balance.objects.bulk_create(
+        [Balance(trader_id=t, asset=a, mode=m) for t, a, m in set(keys)],
+        ignore_conflicts=True,
+    )
+
+
+def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, str], Balance]:
+    """Lock balance rows in primary-key order, the one order every writer uses, so that
+    two transactions touching the same accounts cannot deadlock on them."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    cond = Q()
+    for t, a, m in keys:
+        cond |= Q(trader_id=t, asset=a, mode=m)
+    rows = Balance.objects.select_for_update().filter(cond).order_by("pk")
+    return {(b.trader_id, b.asset, b.mode): b for b in rows}
+
+
+def ledger_apply(postings: list[Posting], balances: dict[tuple[int, str, str], Balance]) -> None:
+    """Append ledger rows and add them to the already-locked balance rows (in memory;
+    the caller saves the balances it touched)."""
+    if not postings:
+        return
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                trader_id=p.trader_id,
+                asset=p.asset,
+                mode=p.mode,
+                amount=p.amount,
+                reason=p.reason,
+                ref=p.ref,
+            )
+            for p in postings
+        ]
+    )
+    for p in postings:
+        balances[(p.trader_id, p.asset, p.mode)].total += p.amount
+
+
+def ledger_post_unlocked(postings: list[Posting]) -> None:
+    """Append ledger rows and add them with `UPDATE ... SET total = total + x`, for
+    accounts that are credited by everyone (the fee account): no row is read or
+    locked ahead, and the caller does this last so that it holds the row's lock only
+    while committing."""
+    if not postings:
+        return
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                trader_id=p.trader_id,
+                asset=p.asset,
+                mode=p.mode,
+                amount=p.amount,
+                reason=p.reason,
+                ref=p.ref,
+            )
+            for p in postings
+        ]
+    )
+    sums: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
+    for p in postings:
+        sums[(p.trader_id, p.asset, p.mode)] += p.amount
+    balances_ensure(sums)
+    for (t, a, m), amount in sorted(sums.items()):
+        Balance.objects.filter(trader_id=t, asset=a, mode=m).update(total=F("total") + amount)
+
+
+def user_signup(*, username: str, password: str) -> User:
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    username = username.strip()
+    if not username or username.startswith("__"):
+        raise ExchangeError("INVALID_USERNAME", "username is not allowed", field="username")
+    try:
+        validate_password(password)
+    except ValidationError as e:
+        raise ExchangeError("INVALID_PASSWORD", " ".join(e.messages), field="password") from e
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=username, password=password)
+    except IntegrityError as e:
+        raise ExchangeError(
+            "USERNAME_TAKEN", "that username is taken", field="username", status_code=409
+        ) from e
+
+
+def token_for(user: User) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
+    """Credit PAPER funds once per cooldown. The conditional UPDATE claims the faucet
+    atomically, so concurrent calls credit once."""
+    now = timezone.now()
+    cooldown = timezone.timedelta(seconds=settings.PAPER_FAUCET_COOLDOWN)
+    with transaction.atomic():
+        claimed = (
+            User.objects.filter(pk=trader.pk)
+            .filter(Q(last_faucet_at__isnull=True) | Q(last_faucet_at__lte=now - cooldown))
+            .update(last_faucet_at=now)
+        )
+        if not claimed:
+            last = User.objects.values_list("last_faucet_at", flat=True).get(pk=trader.pk)
+            retry = int((last + cooldown - now).total_seconds()) + 1
+            raise ExchangeError(
+                "FAUCET_COOLDOWN",
+                "the paper faucet can be used once per cooldown",
+                status_code=429,
+                extra={"retryAfter": retry},
+            )
+        amounts = {a: Decimal(v) for a, v in settings.PAPER_FAUCET_AMOUNTS.items()}
+        keys = [(trader.pk, a, Mode.PAPER) for a in amounts]
+        balances_ensure(keys)
+        locked = balances_lock(keys)
+        ledger_apply(
+            [
+                Posting(trader.pk, a, Mode.PAPER, amt, LedgerReason.FAUCET, "faucet")
+                for a, amt in amounts.items()
+            ],
+            locked,
+        )
+        Balance.objects.bulk_update(locked.values(), ["total"])
+    from accounts.signals import balances_changed
+
+    transaction.on_commit(
+        lambda: balances_changed.send(sender=User, balances=list(locked.values()))
+    )
+    return amounts

@@ -1,0 +1,6 @@
+"""Domain events of the accounts app, sent only after the transaction commits."""
+
+from django.dispatch import Signal
+
+# balances: list[Balance] whose totals or locks changed.
+balances_changed = Signal()

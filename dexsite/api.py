@@ -1,0 +1,90 @@
+"""Shared pieces of the REST API."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+
+class DecimalJSONParser(JSONParser):
+    """JSON numbers become Decimal, never float: `0.1` stays exactly 0.1.
+    NaN and Infinity are refused outright."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        parser_context = parser_context or {}
+        encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            raw = stream.read().decode(encoding)
+        except UnicodeDecodeError as e:
+            raise ParseError("request body is not valid text") from e
+        if not raw.strip():
+            return {}
+
+        def refuse(name: str) -> None:
+            raise ParseError(f"{name} is not a number")
+
+        try:
+            return json.loads(raw, parse_float=Decimal, parse_constant=refuse)
+        except ValueError as e:
+            raise ParseError(f"malformed JSON: {e}") from e
+
+
+class StrictSerializer(serializers.Serializer):
+    """An input serializer that refuses fields it does not know, so that a typo such as
+    `"prcie"` is an error rather than an order without a price."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {unknown[0]: [serializers.ErrorDetail("unknown field", code="unknown_field")]}
+                )
+        return super().to_internal_value(data)
+
+
+def Money(**kwargs) -> serializers.DecimalField:
+    """A decimal input: up to 38 digits, 12 after the point."""
+    return serializers.DecimalField(max_digits=38, decimal_places=12, **kwargs)
+
+
+MODE_CHOICES = ("REAL", "PAPER")
+
+
+def mode_param(request, default: str | None = None, required: bool = False) -> str | None:
+    from dexsite.errors import ExchangeError
+
+    mode = request.query_params.get("mode")
+    if mode is None or mode == "":
+        if required and default is None:
+            raise ExchangeError("MISSING_FIELD", "mode is required", field="mode")
+        return default
+    mode = mode.upper()
+    if mode not in MODE_CHOICES:
+        raise ExchangeError("INVALID_MODE", "mode must be REAL or PAPER", field="mode")
+    return mode
+
+
+def int_param(request, name: str, default: int, lo: int, hi: int) -> int:
+    from dexsite.errors import ExchangeError
+
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ExchangeError(
+            f"INVALID_{name.upper()}", f"{name} must be an integer", field=name
+        ) from None
+    if not lo <= value <= hi:
+        raise ExchangeError(
+            f"INVALID_{name.upper()}", f"{name} must be between {lo} and {hi}", field=name
+        )
+    return value

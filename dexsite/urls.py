@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import views as account_views
+
+
+def api_not_found(request, *args, **kwargs):
+    return JsonResponse({"error": {"code": "NOT_FOUND", "message": "no such endpoint"}}, status=404)
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include("accounts.api.urls")),
+    path("api/v1/", include("trading.api.urls")),
+    path("api/<path:rest>", api_not_found),
+    path("", account_views.home, name="home"),
+]

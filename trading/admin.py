@@ -1,0 +1,118 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from trading.models import Book, Fill, Market, Order, Position, Trade
+from trading.services import markets as market_services
+
+
+@admin.register(Market)
+class MarketAdmin(admin.ModelAdmin):
+    list_display = (
+        "symbol",
+        "kind",
+        "status",
+        "tick_size",
+        "lot_size",
+        "max_leverage",
+        "expiry_at",
+    )
+    list_filter = ("kind", "status")
+    search_fields = ("symbol",)
+    actions = ("pause", "resume", "delist")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Resting orders are integer multiples of these: changing them would reprice
+        # the book, so they are fixed once the market exists.
+        if obj is not None:
+            return ("symbol", "kind", "base", "quote", "tick_size", "lot_size", "status")
+        return ("status",)
+
+    @admin.action(description="Pause: refuse new orders, allow cancels")
+    def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for market in queryset:
+            market_services.market_pause(market=market)
+        self.message_user(request, f"Paused {queryset.count()} market(s).")
+
+    @admin.action(description="Resume trading")
+    def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for market in queryset:
+            market_services.market_resume(market=market)
+        self.message_user(request, f"Resumed {queryset.count()} market(s).")
+
+    @admin.action(description="Delist: cancel every resting order and refuse new ones")
+    def delist(self, request: HttpRequest, queryset: QuerySet) -> None:
+        total = 0
+        for market in queryset:
+            total += len(market_services.market_delist(market=market))
+        self.message_user(
+            request,
+            f"Delisted {queryset.count()} market(s), cancelled {total} order(s).",
+            messages.WARNING,
+        )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Book)
+class BookAdmin(ReadOnlyAdmin):
+    list_display = ("market", "mode", "seq", "last_price")
+    list_filter = ("mode",)
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "trader",
+        "market",
+        "mode",
+        "side",
+        "type",
+        "price",
+        "qty",
+        "filled_qty",
+        "status",
+    )
+    list_filter = ("mode", "status", "market")
+    search_fields = ("trader__username", "client_order_id")
+    list_select_related = ("trader", "market")
+
+
+@admin.register(Trade)
+class TradeAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "market",
+        "mode",
+        "price",
+        "qty",
+        "taker_side",
+        "liquidation",
+        "created_at",
+    )
+    list_filter = ("mode", "market")
+    list_select_related = ("market",)
+
+
+@admin.register(Fill)
+class FillAdmin(ReadOnlyAdmin):
+    list_display = ("id", "trader", "market", "mode", "side", "price", "qty", "fee", "liquidity")
+    list_filter = ("mode", "liquidity", "market")
+    list_select_related = ("trader", "market")
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = ("trader", "market", "mode", "size", "open_notional", "realized_pnl", "leverage")
+    list_filter = ("mode", "market")
+    list_select_related = ("trader", "market")

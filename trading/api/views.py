@@ -1,0 +1,293 @@
+"""Trading endpoints. One view per operation; each validates shape and calls one
+service or selector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
+from dexsite.errors import ExchangeError, validation_error_body
+from trading import selectors
+from trading.models import OrderType, Side, TimeInForce
+from trading.services import markets as market_services
+from trading.services import orders as order_services
+
+MODE = OpenApiParameter("mode", str, enum=list(MODE_CHOICES))
+MARKET = OpenApiParameter("market", str)
+
+
+class PublicApi(APIView):
+    permission_classes = [AllowAny]
+
+
+class MarketsApi(PublicApi):
+    @extend_schema(parameters=[MODE], responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.markets_list(mode=mode_param(request, "REAL")))
+
+
+class MarketApi(PublicApi):
+    @extend_schema(parameters=[MODE], responses={200: dict})
+    def get(self, request: Request, symbol: str) -> Response:
+        found = selectors.markets_list(mode=mode_param(request, "REAL"), symbol=symbol)
+        if not found:
+            raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404)
+        return Response(found[0])
+
+
+class DepthApi(PublicApi):
+    @extend_schema(parameters=[MODE, OpenApiParameter("levels", int)], responses={200: dict})
+    def get(self, request: Request, symbol: str) -> Response:
+        return Response(
+            selectors.depth_get(
+                symbol=symbol,
+                mode=mode_param(request, "REAL"),
+                levels=int_param(request, "levels", 50, 1, 1000),
+            )
+        )
+
+
+class TradesApi(PublicApi):
+    @extend_schema(parameters=[MODE, OpenApiParameter("limit", int)], responses={200: dict})
+    def get(self, request: Request, symbol: str) -> Response:
+        return Response(
+            selectors.trades_recent(
+                symbol=symbol,
+                mode=mode_param(request, "REAL"),
+                limit=int_param(request, "limit", 100, 1, 1000),
+            )
+        )
+
+
+class MetricsApi(PublicApi):
+    @extend_schema(
+        parameters=[
+            MARKET,
+            MODE,
+            OpenApiParameter("interval", str, enum=list(selectors.INTERVALS)),
+            OpenApiParameter("from", int),
+            OpenApiParameter("to", int),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request: Request) -> Response:
+        symbol = request.query_params.get("market")
+        if not symbol:
+            raise ExchangeError("MISSING_FIELD", "market is required", field="market")
+        interval = request.query_params.get("interval", "1m")
+        if interval not in selectors.INTERVALS:
+            raise ExchangeError(
+                "INVALID_INTERVAL",
+                f"interval must be one of {', '.join(selectors.INTERVALS)}",
+                field="interval",
+            )
+        bound = 10**15
+        start = int_param(request, "from", -1, -1, bound)
+        end = int_param(request, "to", -1, -1, bound)
+        return Response(
+            selectors.candles_get(
+                symbol=symbol,
+                mode=mode_param(request, "REAL"),
+                interval=interval,
+                start_ms=None if start < 0 else start,
+                end_ms=None if end < 0 else end,
+            )
+        )
+
+
+class OrderInputSerializer(StrictSerializer):
+    market = serializers.CharField(max_length=40)
+    mode = serializers.ChoiceField(choices=MODE_CHOICES)
+    side = serializers.ChoiceField(choices=Side.choices)
+    type = serializers.ChoiceField(choices=OrderType.choices)
+    price = Money(required=False, allow_null=True)
+    qty = Money()
+    timeInForce = serializers.ChoiceField(choices=TimeInForce.choices, default=TimeInForce.GTC)
+    reduceOnly = serializers.BooleanField(default=False)
+    clientOrderId = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,64}$", required=False, allow_null=True
+    )
+
+    def place(self, trader) -> tuple[dict[str, Any], bool]:
+        d = self.validated_data
+        return order_services.order_place(
+            trader=trader,
+            market=d["market"],
+            mode=d["mode"],
+            side=d["side"],
+            type=d["type"],
+            qty=d["qty"],
+            price=d.get("price"),
+            time_in_force=d["timeInForce"],
+            reduce_only=d["reduceOnly"],
+            client_order_id=d.get("clientOrderId"),
+        )
+
+
+class TradeApi(APIView):
+    @extend_schema(request=OrderInputSerializer, responses={201: dict, 200: dict})
+    def post(self, request: Request) -> Response:
+        data = OrderInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order, created = data.place(request.user)
+        return Response(order, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class BatchInputSerializer(StrictSerializer):
+    orders = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20)
+
+
+class TradeBatchApi(APIView):
+    @extend_schema(request=BatchInputSerializer, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        batch = BatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results: list[dict[str, Any]] = []
+        # Each order is its own transaction: one refusal does not undo the others.
+        for raw in batch.validated_data["orders"]:
+            one = OrderInputSerializer(data=raw)
+            if not one.is_valid():
+                results.append(validation_error_body(one.errors))
+                continue
+            try:
+                order, _ = one.place(request.user)
+                results.append(order)
+            except ExchangeError as e:
+                results.append(e.as_dict())
+        return Response({"results": results})
+
+
+class OrdersApi(APIView):
+    @extend_schema(
+        parameters=[MODE, MARKET, OpenApiParameter("status", str)], responses={200: dict}
+    )
+    def get(self, request: Request) -> Response:
+        status_ = request.query_params.get("status")
+        if status_ and status_.upper() not in {
+            "OPEN",
+            "NEW",
+            "PARTIALLY_FILLED",
+            "FILLED",
+            "CANCELED",
+            "REJECTED",
+        }:
+            raise ExchangeError("INVALID_STATUS", "unknown status", field="status")
+        return Response(
+            selectors.orders_list(
+                trader=request.user,
+                mode=mode_param(request),
+                market=request.query_params.get("market") or None,
+                status=status_.lower() if status_ and status_.upper() == "OPEN" else status_,
+            )
+        )
+
+    @extend_schema(parameters=[MODE, MARKET], responses={200: dict})
+    def delete(self, request: Request) -> Response:
+        ids = order_services.orders_cancel_all(
+            trader=request.user,
+            mode=mode_param(request),
+            market=request.query_params.get("market") or None,
+        )
+        return Response({"canceledIds": ids})
+
+
+class OrderApi(APIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, order_id: int) -> Response:
+        return Response(selectors.order_get(trader=request.user, order_id=order_id))
+
+    @extend_schema(responses={200: dict})
+    def delete(self, request: Request, order_id: int) -> Response:
+        return Response(order_services.order_cancel(trader=request.user, order_id=order_id))
+
+
+class FillsApi(APIView):
+    @extend_schema(
+        parameters=[
+            MODE,
+            MARKET,
+            OpenApiParameter("limit", int),
+            OpenApiParameter("nextToken", str),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            selectors.fills_page(
+                trader=request.user,
+                mode=mode_param(request),
+                market=request.query_params.get("market") or None,
+                limit=int_param(request, "limit", 50, 1, 500),
+                next_token=request.query_params.get("nextToken") or None,
+            )
+        )
+
+
+class PositionsApi(APIView):
+    @extend_schema(parameters=[MODE], responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.positions_list(trader=request.user, mode=mode_param(request)))
+
+
+class ModeSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=MODE_CHOICES)
+
+
+class PositionCloseApi(APIView):
+    @extend_schema(request=ModeSerializer, responses={201: dict})
+    def post(self, request: Request, symbol: str) -> Response:
+        data = ModeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        mode = data.validated_data["mode"]
+        market = selectors.market_get(symbol)
+        position = market.position_set.filter(trader=request.user, mode=mode).first()
+        if position is None or position.size == 0:
+            raise ExchangeError(
+                "NO_POSITION", f"no open {mode} position in {symbol}", status_code=400
+            )
+        order, _ = order_services.order_place(
+            trader=request.user,
+            market=symbol,
+            mode=mode,
+            side=Side.SELL if position.size > 0 else Side.BUY,
+            type=OrderType.MARKET,
+            qty=abs(position.size),
+            reduce_only=True,
+            time_in_force=TimeInForce.IOC,
+        )
+        return Response(order, status=status.HTTP_201_CREATED)
+
+
+class LeverageSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=MODE_CHOICES)
+    leverage = serializers.DecimalField(max_digits=6, decimal_places=2)
+
+
+class LeverageApi(APIView):
+    @extend_schema(request=LeverageSerializer, responses={200: dict})
+    def post(self, request: Request, symbol: str) -> Response:
+        data = LeverageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        market = selectors.market_get(symbol)
+        with transaction.atomic():
+            leverage = market_services.leverage_set(
+                trader=request.user,
+                market=market,
+                mode=data.validated_data["mode"],
+                leverage=data.validated_data["leverage"],
+            )
+        return Response(
+            {
+                "market": symbol,
+                "mode": data.validated_data["mode"],
+                "leverage": str(leverage.normalize()),
+            }
+        )

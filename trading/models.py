@@ -1,0 +1,244 @@
+"""Markets, books, orders, trades, fills and positions.
+
+The database is the source of truth for every book: the open orders of a (market, mode)
+are the book, and `Book.seq` counts its changes. The matching engine's in-memory copy is
+only a cache of it (see trading/services/books.py).
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import MONEY, Mode
+
+QTY = {"max_digits": 38, "decimal_places": 12}
+
+
+class MarketKind(models.TextChoices):
+    PERP = "PERP"
+    FUTURE = "FUTURE"
+    OPTION = "OPTION"
+    SPOT = "SPOT"
+
+
+class MarketStatus(models.TextChoices):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    DELISTED = "DELISTED"
+    SETTLED = "SETTLED"
+
+
+class OptionType(models.TextChoices):
+    CALL = "CALL"
+    PUT = "PUT"
+
+
+class Market(models.Model):
+    symbol = models.CharField(max_length=40, unique=True)
+    kind = models.CharField(max_length=6, choices=MarketKind.choices)
+    base = models.CharField(max_length=16)
+    quote = models.CharField(max_length=16, default="USDC")
+    # Tick and lot sizes are fixed once a market trades: the engine keeps prices and
+    # quantities as integer multiples of them.
+    tick_size = models.DecimalField(max_digits=24, decimal_places=8)
+    lot_size = models.DecimalField(max_digits=24, decimal_places=8)
+    min_notional = models.DecimalField(max_digits=24, decimal_places=8, default=Decimal("10"))
+    max_leverage = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("20"))
+    maintenance_margin_ratio = models.DecimalField(
+        max_digits=8, decimal_places=6, default=Decimal("0.005")
+    )
+    maker_fee = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0.0002"))
+    taker_fee = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0.0005"))
+    status = models.CharField(
+        max_length=8, choices=MarketStatus.choices, default=MarketStatus.ACTIVE
+    )
+    expiry_at = models.DateTimeField(null=True, blank=True)
+    strike = models.DecimalField(max_digits=24, decimal_places=8, null=True, blank=True)
+    option_type = models.CharField(max_length=4, choices=OptionType.choices, null=True, blank=True)
+    underlying = models.CharField(max_length=16, blank=True, default="")
+    index_price = models.DecimalField(null=True, blank=True, **MONEY)
+    mark_price = models.DecimalField(null=True, blank=True, **MONEY)
+    funding_rate = models.DecimalField(max_digits=16, decimal_places=10, null=True, blank=True)
+    next_funding_at = models.DateTimeField(null=True, blank=True)
+    mark_iv = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tick_size__gt=0), name="market_tick_positive"),
+            models.CheckConstraint(condition=Q(lot_size__gt=0), name="market_lot_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    @property
+    def is_derivative(self) -> bool:
+        return self.kind != MarketKind.SPOT
+
+
+class Book(models.Model):
+    """One order book: a market in one mode. Its row is the lock that serialises
+    matching for the book across every process."""
+
+    market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="books")
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    seq = models.BigIntegerField(default=0)
+    last_price = models.DecimalField(null=True, blank=True, **MONEY)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["market", "mode"], name="book_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.market.symbol}/{self.mode}"
+
+
+class Side(models.TextChoices):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(models.TextChoices):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(models.TextChoices):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+    POST_ONLY = "POST_ONLY"
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+
+
+OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+
+
+class Order(models.Model):
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=6, choices=OrderType.choices)
+    time_in_force = models.CharField(max_length=9, choices=TimeInForce.choices)
+    price = models.DecimalField(null=True, blank=True, **MONEY)
+    qty = models.DecimalField(**QTY)
+    filled_qty = models.DecimalField(default=0, **QTY)
+    # Sum of price*qty over fills: the average fill price without rounding drift.
+    filled_notional = models.DecimalField(default=0, **MONEY)
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    reduce_only = models.BooleanField(default=False)
+    client_order_id = models.CharField(max_length=64, null=True, blank=True)
+    # What the remaining quantity reserves from `reserve_asset`'s balance (`locked`).
+    reserved = models.DecimalField(default=0, **MONEY)
+    reserve_asset = models.CharField(max_length=16, blank=True, default="")
+    cancel_reason = models.CharField(max_length=16, blank=True, default="")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trader", "client_order_id"],
+                condition=Q(client_order_id__isnull=False),
+                name="order_client_id_unique",
+            ),
+            models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_positive"),
+            # No order is ever filled past its quantity, whatever the code above does.
+            models.CheckConstraint(
+                condition=Q(filled_qty__gte=0) & Q(filled_qty__lte=models.F("qty")),
+                name="order_fill_within_qty",
+            ),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="order_reserved_nonneg"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["market", "mode", "id"],
+                condition=Q(status__in=["NEW", "PARTIALLY_FILLED"]),
+                name="order_open_book",
+            ),
+            models.Index(fields=["trader", "mode", "status"], name="order_trader_status"),
+        ]
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.qty - self.filled_qty
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+class Trade(models.Model):
+    """A public print: one match between a taker and a maker."""
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    price = models.DecimalField(**MONEY)
+    qty = models.DecimalField(**QTY)
+    taker_side = models.CharField(max_length=4, choices=Side.choices)
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    liquidation = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["market", "mode", "-id"], name="trade_tape")]
+
+
+class Liquidity(models.TextChoices):
+    MAKER = "MAKER"
+    TAKER = "TAKER"
+
+
+class Fill(models.Model):
+    """One side of a trade, as its trader sees it."""
+
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    price = models.DecimalField(**MONEY)
+    qty = models.DecimalField(**QTY)
+    fee = models.DecimalField(**MONEY)
+    liquidity = models.CharField(max_length=5, choices=Liquidity.choices)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["trader", "mode", "-id"], name="fill_trader")]
+
+
+class Position(models.Model):
+    """A trader's position in a derivatives market, one mode.
+
+    `open_notional` is the signed cost of the open size (sum of price*qty of the fills
+    that opened it, less what closing fills released). Keeping the cost instead of a
+    rounded entry price makes realized PnL sum exactly to zero across all traders once
+    positions are flat: money is neither created nor lost by rounding.
+    The row also carries the trader's chosen leverage for the market.
+    """
+
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    size = models.DecimalField(default=0, **QTY)
+    open_notional = models.DecimalField(default=0, **MONEY)
+    realized_pnl = models.DecimalField(default=0, **MONEY)
+    leverage = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trader", "market", "mode"], name="position_unique")
+        ]

@@ -1,0 +1,331 @@
+"""Reads. Nothing here writes or locks."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, Sum
+from django.utils import timezone
+
+from accounts.models import Balance, User
+from dexsite.errors import ExchangeError
+from trading import risk
+from trading.models import (
+    OPEN_STATUSES,
+    Book,
+    Fill,
+    Market,
+    Order,
+    Position,
+    Side,
+    Trade,
+)
+from trading.presenters import balance_dict, dec, fill_dict, ms, order_dict, position_dict
+
+
+def market_get(symbol: str) -> Market:
+    try:
+        return Market.objects.get(symbol=symbol)
+    except Market.DoesNotExist:
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
+
+
+def _stats_24h(mode: str) -> dict[int, dict[str, Any]]:
+    since = timezone.now() - timedelta(hours=24)
+    rows = (
+        Trade.objects.filter(mode=mode, created_at__gte=since)
+        .values("market_id")
+        .annotate(volume=Sum("qty"), first_id=Min("id"), n=Count("id"))
+    )
+    stats = {r["market_id"]: r for r in rows}
+    first_ids = [r["first_id"] for r in rows]
+    firsts = dict(Trade.objects.filter(id__in=first_ids).values_list("market_id", "price"))
+    for market_id, r in stats.items():
+        r["open"] = firsts.get(market_id)
+    return stats
+
+
+def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    markets = Market.objects.all()
+    if symbol is not None:
+        markets = markets.filter(symbol=symbol)
+    markets = list(markets)
+    books = {b.market_id: b for b in Book.objects.filter(mode=mode, market__in=markets)}
+    stats = _stats_24h(mode)
+    oi = dict(
+        Position.objects.filter(mode=mode, size__gt=0)
+        .values("market_id")
+        .annotate(oi=Sum("size"))
+        .values_list("market_id", "oi")
+    )
+    out = []
+    for m in markets:
+        book = books.get(m.pk)
+        last = book.last_price if book else None
+        st = stats.get(m.pk, {})
+        change = None
+        if st.get("open") and last is not None:
+            change = ((last - st["open"]) / st["open"] * 100).quantize(Decimal("0.01"))
+        derivative = m.is_derivative
+        out.append(
+            {
+                "symbol": m.symbol,
+                "kind": m.kind,
+                "base": m.base,
+                "quote": m.quote,
+                "tickSize": dec(m.tick_size),
+                "lotSize": dec(m.lot_size),
+                "minNotional": dec(m.min_notional),
+                "maxLeverage": dec(m.max_leverage) if derivative else None,
+                "makerFee": dec(m.maker_fee),
+                "takerFee": dec(m.taker_fee),
+                "maintenanceMarginRatio": dec(m.maintenance_margin_ratio) if derivative else None,
+                "status": m.status,
+                "markPrice": dec(m.mark_price) if derivative else None,
+                "indexPrice": dec(m.index_price),
+                "lastPrice": dec(last),
+                "change24h": dec(change),
+                "volume24h": dec(st.get("volume") or Decimal(0)),
+                "openInterest": dec(oi.get(m.pk, Decimal(0))) if derivative else None,
+                "fundingRate": dec(m.funding_rate) if m.kind == "PERP" else None,
+                "nextFundingTs": ms(m.next_funding_at) if m.kind == "PERP" else None,
+                "expiryTs": ms(m.expiry_at),
+                "strike": dec(m.strike),
+                "optionType": m.option_type or None,
+                "markIv": dec(m.mark_iv),
+            }
+        )
+    return out
+
+
+def depth_get(*, symbol: str, mode: str, levels: int = 50) -> dict[str, Any]:
+    """The book from its open orders, with the seq it corresponds to. Read in one
+    REPEATABLE READ snapshot so that the seq and the levels belong together."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            book = Book.objects.select_related("market").get(market__symbol=symbol, mode=mode)
+        except Book.DoesNotExist:
+            raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
+        base = Order.objects.filter(market_id=book.market_id, mode=mode, status__in=OPEN_STATUSES)
+        remaining = Sum(F("qty") - F("filled_qty"))
+        bids = list(
+            base.filter(side=Side.BUY)
+            .values("price")
+            .annotate(q=remaining)
+            .order_by("-price")
+            .values_list("price", "q")[:levels]
+        )
+        asks = list(
+            base.filter(side=Side.SELL)
+            .values("price")
+            .annotate(q=remaining)
+            .order_by("price")
+            .values_list("price", "q")[:levels]
+        )
+    return {
+        "market": symbol,
+        "mode": mode,
+        "seq": book.seq,
+        "bids": [[dec(p), dec(q)] for p, q in bids],
+        "asks": [[dec(p), dec(q)] for p, q in asks],
+    }
+
+
+def trades_recent(*, symbol: str, mode: str, limit: int = 100) -> list[dict[str, Any]]:
+    market = market_get(symbol)
+    rows = Trade.objects.filter(market=market, mode=mode).order_by("-id")[:limit]
+    return [
+        {
+            "id": t.pk,
+            "px": dec(t.price),
+            "qty": dec(t.qty),
+            "side": t.taker_side,
+            "ts": ms(t.created_at),
+            "liquidation": t.liquidation,
+        }
+        for t in rows
+    ]
+
+
+INTERVALS = {
+    "1m": 60,
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+}
+MAX_CANDLES = 1000
+
+
+def candles_get(
+    *, symbol: str, mode: str, interval: str, start_ms: int | None, end_ms: int | None
+) -> list[dict[str, Any]]:
+    """OHLCV candles from trades, ascending; at most MAX_CANDLES ending at `end_ms`."""
+    market = market_get(symbol)
+    step = INTERVALS[interval] * 1000
+    now_ms = int(timezone.now().timestamp() * 1000)
+    end = end_ms if end_ms is not None else now_ms
+    start = start_ms if start_ms is not None else end - step * 300
+    start = max(start, end - step * MAX_CANDLES)
+    start -= start % step
+    to_dt = lambda v: datetime.fromtimestamp(v / 1000, tz=UTC)  # noqa: E731
+    rows = (
+        Trade.objects.filter(
+            market=market, mode=mode, created_at__gte=to_dt(start), created_at__lte=to_dt(end)
+        )
+        .order_by("id")
+        .values_list("created_at", "price", "qty")
+    )
+    candles: dict[int, dict[str, Any]] = {}
+    for created, px, qty in rows.iterator(chunk_size=5000):
+        bucket = ms(created)
+        bucket -= bucket % step
+        c = candles.get(bucket)
+        if c is None:
+            candles[bucket] = {
+                "ts": bucket,
+                "open": px,
+                "high": px,
+                "low": px,
+                "close": px,
+                "volume": qty,
+            }
+        else:
+            c["high"] = max(c["high"], px)
+            c["low"] = min(c["low"], px)
+            c["close"] = px
+            c["volume"] += qty
+    return [
+        {k: (dec(v) if k != "ts" else v) for k, v in c.items()} for _, c in sorted(candles.items())
+    ]
+
+
+def orders_list(
+    *, trader: User, mode: str | None, market: str | None, status: str | None, limit: int = 500
+) -> list[dict[str, Any]]:
+    qs = Order.objects.filter(trader=trader).select_related("market")
+    if mode:
+        qs = qs.filter(mode=mode)
+    if market:
+        qs = qs.filter(market__symbol=market)
+    if status == "open":
+        qs = qs.filter(status__in=OPEN_STATUSES)
+    elif status:
+        qs = qs.filter(status=status.upper())
+    return [order_dict(o, o.market.symbol) for o in qs.order_by("-id")[:limit]]
+
+
+def order_get(*, trader: User, order_id: int) -> dict[str, Any]:
+    order = Order.objects.select_related("market").filter(pk=order_id, trader=trader).first()
+    if order is None:
+        raise ExchangeError("NOT_FOUND", "order not found", status_code=404)
+    fills = [fill_dict(f, order.market.symbol) for f in order.fills.order_by("id")]
+    return order_dict(order, order.market.symbol, fills)
+
+
+def _token_encode(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"f:{last_id}".encode()).decode().rstrip("=")
+
+
+def _token_decode(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        prefix, value = raw.split(":", 1)
+        if prefix != "f":
+            raise ValueError(prefix)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExchangeError(
+            "INVALID_NEXT_TOKEN", "nextToken is not valid", field="nextToken"
+        ) from e
+
+
+def fills_page(
+    *, trader: User, mode: str | None, market: str | None, limit: int, next_token: str | None
+) -> dict[str, Any]:
+    """Own fills, newest first, keyset-paginated by id: stable while new fills arrive."""
+    qs = Fill.objects.filter(trader=trader).select_related("market")
+    if mode:
+        qs = qs.filter(mode=mode)
+    if market:
+        qs = qs.filter(market__symbol=market)
+    if next_token:
+        qs = qs.filter(id__lt=_token_decode(next_token))
+    rows = list(qs.order_by("-id")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "results": [fill_dict(f, f.market.symbol) for f in rows],
+        "nextToken": _token_encode(rows[-1].pk) if more else None,
+    }
+
+
+def balances_list(*, trader: User, mode: str | None) -> list[dict[str, Any]]:
+    qs = Balance.objects.filter(trader=trader)
+    if mode:
+        qs = qs.filter(mode=mode)
+    return [balance_dict(b) for b in qs.order_by("mode", "asset")]
+
+
+def positions_list(
+    *, trader: User, mode: str | None, include_flat: bool = False
+) -> list[dict[str, Any]]:
+    qs = Position.objects.filter(trader=trader).select_related("market")
+    if mode:
+        qs = qs.filter(mode=mode)
+    positions = list(qs.order_by("market_id", "mode"))
+    modes = {p.mode for p in positions}
+    usdc = {b.mode: b for b in Balance.objects.filter(trader=trader, asset="USDC", mode__in=modes)}
+    out = []
+    for p in positions:
+        if not p.size and not include_flat:
+            continue
+        others = [o for o in positions if o.mode == p.mode and o.pk != p.pk]
+        bal = usdc.get(p.mode)
+        equity = bal.total if bal else Decimal(0)
+        for o in others:
+            if o.size:
+                mark = o.market.mark_price or o.open_notional / o.size
+                equity += o.size * mark - o.open_notional
+                equity -= abs(o.size) * mark * o.market.maintenance_margin_ratio
+        upnl_now = Decimal(0)
+        mark = p.market.mark_price
+        if p.size:
+            upnl_now = p.size * (mark or p.open_notional / p.size) - p.open_notional
+        metrics = risk.position_metrics(
+            size=p.size,
+            open_notional=p.open_notional,
+            mark=mark,
+            leverage=risk.effective_leverage(p.leverage, p.market.max_leverage),
+            maintenance_ratio=p.market.maintenance_margin_ratio,
+            free_equity=equity + upnl_now,
+        )
+        out.append(position_dict(p, p.market, metrics.as_dict()))
+    return out
+
+
+def trader_summary(*, trader: User) -> dict[str, Any]:
+    return {
+        "traderId": str(trader.trader_id),
+        "username": trader.username,
+        "linkedWallets": [],
+        "paperPoints": "0",
+    }
+
+
+def open_interest(*, market: Market, mode: str) -> dict[str, Decimal]:
+    agg = Position.objects.filter(market=market, mode=mode).aggregate(
+        long=Sum("size", filter=Q(size__gt=0)), short=Sum("size", filter=Q(size__lt=0))
+    )
+    return {"long": agg["long"] or Decimal(0), "short": -(agg["short"] or Decimal(0))}
+
+
+__all__ = ["Max"]

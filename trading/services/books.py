@@ -1,0 +1,84 @@
+"""In-process cache of matching-engine books, and the conversions at the engine's edge.
+
+The database is the source of truth. A cached engine book is valid only while its
+`seq` equals the locked book row's `seq`. A transaction takes the book out of the cache
+before it mutates it and puts it back only from `on_commit`, so a rolled-back
+transaction simply never returns its (now wrong) copy: the next order rebuilds the book
+from open orders.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+from django.db import transaction
+
+from trading.engine import OrderBook
+from trading.models import OPEN_STATUSES, Book, Market, Order
+
+_cache: dict[int, tuple[int, OrderBook]] = {}
+_cache_lock = threading.Lock()
+
+
+def to_ticks(price: Decimal, market: Market) -> int | None:
+    """Price in ticks, or None when it is not on the tick grid."""
+    ticks, rest = divmod(price, market.tick_size)
+    return int(ticks) if rest == 0 else None
+
+
+def to_lots(qty: Decimal, market: Market) -> int | None:
+    lots, rest = divmod(qty, market.lot_size)
+    return int(lots) if rest == 0 else None
+
+
+def engine_book_take(book: Book) -> OrderBook:
+    """The engine book for a locked `book` row: the cached copy if current, else one
+    rebuilt from the open orders. The caller must hold the row lock."""
+    with _cache_lock:
+        cached = _cache.pop(book.pk, None)
+    if cached is not None and cached[0] == book.seq:
+        return cached[1]
+    return engine_book_build(book)
+
+
+def engine_book_build(book: Book) -> OrderBook:
+    market = book.market
+    engine = OrderBook()
+    rows = (
+        Order.objects.filter(market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES)
+        .order_by("id")
+        .values_list("id", "trader_id", "side", "price", "qty", "filled_qty")
+    )
+    tick, lot = market.tick_size, market.lot_size
+    for oid, trader_id, side, price, qty, filled in rows:
+        engine.add_resting(oid, trader_id, side, int(price / tick), int((qty - filled) / lot))
+    return engine
+
+
+def engine_book_return_on_commit(book: Book, engine: OrderBook, seq: int) -> None:
+    """Give the mutated engine book back to the cache once the transaction commits."""
+
+    def put() -> None:
+        with _cache_lock:
+            current = _cache.get(book.pk)
+            # A later transaction may already have stored a newer copy.
+            if current is None or current[0] < seq:
+                _cache[book.pk] = (seq, engine)
+
+    transaction.on_commit(put)
+
+
+def engine_cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def book_lock(*, market_id: int | None = None, symbol: str | None = None, mode: str) -> Book:
+    """Lock one book row (and read its market, fresh) for the rest of the transaction.
+    Every write to a book's orders happens under this lock, so one order per book is
+    matched at a time across all processes."""
+    qs = Book.objects.select_related("market").select_for_update(of=("self",))
+    if market_id is not None:
+        return qs.get(market_id=market_id, mode=mode)
+    return qs.get(market__symbol=symbol, mode=mode)

@@ -1,0 +1,760 @@
+"""Placing and cancelling orders: the write path of the exchange.
+
+One order = one database transaction:
+  1. lock the book row (serialises matching per book across processes);
+  2. validate against the market, reserve margin or balance under the taker's locked
+     balance rows, checked against its positions;
+  3. match in the in-memory engine;
+  4. lock the makers' balance rows (primary-key order), write the order, trades, fills,
+     maker updates, positions and ledger rows in bulk, bump the book's seq;
+  5. on commit: return the engine book to the cache and send the domain events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Balance, LedgerReason, User
+from accounts.services import (
+    Posting,
+    balances_ensure,
+    balances_lock,
+    ledger_apply,
+    ledger_post_unlocked,
+    system_account_id,
+)
+from accounts.signals import balances_changed
+from dexsite.errors import ExchangeError, NotFound
+from trading import engine as eng
+from trading import risk, signals
+from trading.models import (
+    OPEN_STATUSES,
+    Book,
+    Fill,
+    Liquidity,
+    Market,
+    MarketStatus,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from trading.presenters import dec, fill_dict, ms, order_dict
+from trading.services.books import (
+    book_lock,
+    engine_book_return_on_commit,
+    engine_book_take,
+    to_lots,
+    to_ticks,
+)
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction did nothing
+# and may simply run again.
+RETRYABLE_PGCODES = {"40P01", "40001"}
+MAX_ATTEMPTS = 5
+
+
+def retrying(fn):
+    def wrapper(*args, **kwargs):
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as e:
+                code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
+                if code not in RETRYABLE_PGCODES or attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("retrying %s after %s (attempt %d)", fn.__name__, code, attempt)
+                time.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _market_error(market: Market) -> ExchangeError | None:
+    if market.status == MarketStatus.PAUSED:
+        return ExchangeError("MARKET_PAUSED", f"{market.symbol} is paused", field="market")
+    if market.status == MarketStatus.DELISTED:
+        return ExchangeError("MARKET_DELISTED", f"{market.symbol} is delisted", field="market")
+    if market.status == MarketStatus.SETTLED:
+        return ExchangeError("MARKET_SETTLED", f"{market.symbol} has expired", field="market")
+    return None
+
+
+@dataclass
+class _Books:
+    """Everything one transaction changes, gathered for bulk writes and events."""
+
+    postings: list[Posting] = field(default_factory=list)
+    fee_postings: list[Posting] = field(default_factory=list)
+    lock_deltas: dict[tuple[int, str, str], Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
+    touched_orders: dict[int, Order] = field(default_factory=dict)
+
+
+def _positions_for(trader_id: int, mode: str) -> list[Position]:
+    return list(Position.objects.filter(trader_id=trader_id, mode=mode).select_related("market"))
+
+
+def _free_margin(balance: Balance | None, positions: list[Position]) -> Decimal:
+    """Equity less initial margins of positions and what open orders lock."""
+    if balance is None:
+        return Decimal(0)
+    equity = balance.total
+    used = balance.locked
+    for p in positions:
+        if p.size == 0:
+            continue
+        mark = p.market.mark_price or (p.open_notional / p.size)
+        equity += p.size * mark - p.open_notional
+        lev = risk.effective_leverage(p.leverage, p.market.max_leverage)
+        used += abs(p.size) * mark / lev
+    return equity - used
+
+
+@retrying
+def order_place(
+    *,
+    trader: User,
+    market: str,
+    mode: str,
+    side: str,
+    type: str,
+    qty: Decimal,
+    price: Decimal | None = None,
+    time_in_force: str = TimeInForce.GTC,
+    reduce_only: bool = False,
+    client_order_id: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Place an order. Returns (the order as the API shows it, created?). A repeated
+    clientOrderId returns the first order and created=False."""
+    if client_order_id:
+        existing = _order_by_client_id(trader, client_order_id)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            return _place_locked(
+                trader=trader,
+                symbol=market,
+                mode=mode,
+                side=side,
+                type=type,
+                qty=qty,
+                price=price,
+                tif=time_in_force,
+                reduce_only=reduce_only,
+                client_order_id=client_order_id,
+            ), True
+    except IntegrityError as e:
+        # Two requests with one clientOrderId raced; the unique constraint let one in.
+        if client_order_id:
+            existing = _order_by_client_id(trader, client_order_id)
+            if existing is not None:
+                return existing, False
+        if "balance_available_nonneg" in str(e):
+            # A fill would overdraw an account (a loss beyond its funds): the database
+            # refused it and the whole order rolled back.
+            raise ExchangeError(
+                "INSUFFICIENT_MARGIN", "the account cannot carry this trade", field="qty"
+            ) from e
+        raise
+
+
+def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:
+    order = (
+        Order.objects.select_related("market")
+        .filter(trader=trader, client_order_id=client_order_id)
+        .first()
+    )
+    if order is None:
+        return None
+    fills = [fill_dict(f, order.market.symbol) for f in order.fills.order_by("id")]
+    return order_dict(order, order.market.symbol, fills)
+
+
+def _place_locked(
+    *,
+    trader: User,
+    symbol: str,
+    mode: str,
+    side: str,
+    type: str,
+    qty: Decimal,
+    price: Decimal | None,
+    tif: str,
+    reduce_only: bool,
+    client_order_id: str | None,
+) -> dict[str, Any]:
+    try:
+        book = book_lock(symbol=symbol, mode=mode)
+    except Book.DoesNotExist:
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
+    market = book.market
+    if err := _market_error(market):
+        raise err
+
+    # -- shape against the market ------------------------------------------------
+    is_market_order = type == OrderType.MARKET
+    if is_market_order:
+        if price is not None:
+            raise ExchangeError("INVALID_PRICE", "a MARKET order takes no price", field="price")
+        if tif == TimeInForce.POST_ONLY:
+            raise ExchangeError(
+                "INVALID_TIME_IN_FORCE", "a MARKET order cannot be POST_ONLY", field="timeInForce"
+            )
+        ticks = None
+    else:
+        if price is None:
+            raise ExchangeError("INVALID_PRICE", "a LIMIT order needs a price", field="price")
+        ticks = to_ticks(price, market)
+        if ticks is None or ticks <= 0:
+            raise ExchangeError(
+                "INVALID_PRICE",
+                f"price must be a positive multiple of {dec(market.tick_size)}",
+                field="price",
+            )
+    lots = to_lots(qty, market)
+    if lots is None or lots <= 0:
+        raise ExchangeError(
+            "INVALID_QTY", f"qty must be a positive multiple of {dec(market.lot_size)}", field="qty"
+        )
+    if reduce_only and not market.is_derivative:
+        raise ExchangeError(
+            "INVALID_REDUCE_ONLY", "reduceOnly applies to derivatives only", field="reduceOnly"
+        )
+
+    derivative = market.is_derivative
+    positions = _positions_for(trader.pk, mode) if derivative else []
+    own_position = next((p for p in positions if p.market_id == market.pk), None)
+
+    if reduce_only:
+        size = own_position.size if own_position else Decimal(0)
+        reducible = size if side == Side.SELL else -size
+        if reducible <= 0:
+            raise ExchangeError(
+                "REDUCE_ONLY_REJECTED",
+                "reduce-only order would not reduce a position",
+                field="reduceOnly",
+            )
+        if qty > reducible:
+            qty = reducible
+            lots = to_lots(qty, market)
+
+    engine = engine_book_take(book)
+    mutated = False
+    try:
+        # -- what the order needs reserved -------------------------------------------
+        if is_market_order:
+            fillable, cost_tl = engine.sweep(side, lots, None, trader.pk)
+            est_notional = cost_tl * market.tick_size * market.lot_size
+        else:
+            est_notional = price * qty
+        # A market order is held to the minimum on what the book can fill of it; one
+        # that meets an empty book is simply cancelled, as the contract says.
+        if (
+            (not is_market_order or est_notional > 0)
+            and est_notional < market.min_notional
+            and not (is_market_order and fillable < lots)
+        ):
+            raise ExchangeError(
+                "MIN_NOTIONAL",
+                f"order value must be at least {dec(market.min_notional)} {market.quote}",
+                field="qty",
+            )
+
+        if derivative:
+            reserve_asset = market.quote
+            leverage = risk.effective_leverage(
+                own_position.leverage if own_position else None, market.max_leverage
+            )
+            reserve = (
+                Decimal(0)
+                if reduce_only
+                else risk.order_margin(est_notional, leverage, market.taker_fee)
+            )
+        elif side == Side.BUY:
+            reserve_asset = market.quote
+            reserve = risk.spot_buy_reserve(est_notional, market.taker_fee)
+        else:
+            reserve_asset = market.base
+            reserve = qty
+
+        # The taker's own balance row is locked before matching, so that its check
+        # and the writes below see the same funds. Makers are locked after matching,
+        # in primary-key order; the rare cross-book cycle (A takes from B in one book
+        # while B takes from A in another) is a deadlock PostgreSQL breaks and
+        # `retrying` runs again.
+        taker_key = (trader.pk, reserve_asset, mode)
+        taker_rows = balances_lock([taker_key]) if reserve > 0 else {}
+        taker_bal = taker_rows.get(taker_key)
+        if reserve > 0:
+            available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
+            if derivative:
+                free = min(available, _free_margin(taker_bal, positions))
+                if reserve > free:
+                    raise ExchangeError(
+                        "INSUFFICIENT_MARGIN",
+                        f"order needs {dec(reserve)} {reserve_asset} of margin, "
+                        f"{dec(max(free, Decimal(0)))} is free",
+                        field="qty",
+                    )
+            elif reserve > available:
+                raise ExchangeError(
+                    "INSUFFICIENT_BALANCE",
+                    f"order needs {dec(reserve)} {reserve_asset}, {dec(available)} is available",
+                    field="qty",
+                )
+
+        engine_tif = tif
+        if is_market_order and tif != TimeInForce.FOK:
+            engine_tif = TimeInForce.IOC
+        provisional = object()
+        result = engine.place(provisional, trader.pk, side, lots, ticks, engine_tif)
+        if result.status == eng.book.REJECTED:
+            if result.reject_reason == "WOULD_CROSS":
+                raise ExchangeError(
+                    "WOULD_CROSS", "a POST_ONLY order would cross the book", field="price"
+                )
+            raise ExchangeError(
+                "FOK_UNFILLABLE", "a FOK order could not be filled in full", field="qty"
+            )
+        mutated = True
+    finally:
+        if not mutated:
+            # Untouched: hand the book straight back for the next order.
+            engine_book_return_on_commit(book, engine, book.seq)
+
+    now = timezone.now()
+    lot, tick = market.lot_size, market.tick_size
+    filled_qty = result.filled * lot
+    order = Order(
+        trader=trader,
+        market=market,
+        mode=mode,
+        side=side,
+        type=type,
+        time_in_force=tif,
+        price=price,
+        qty=qty,
+        filled_qty=filled_qty,
+        filled_notional=sum((f.price * tick * f.qty * lot for f in result.fills), Decimal(0)),
+        status=result.status,
+        reduce_only=reduce_only,
+        client_order_id=client_order_id,
+        reserved=risk.scale_reserve(reserve, qty, qty - filled_qty)
+        if result.rested
+        else Decimal(0),
+        reserve_asset=reserve_asset,
+        cancel_reason="" if result.rested or result.status == OrderStatus.FILLED else tif,
+        created_at=now,
+        updated_at=now,
+    )
+    if is_market_order and order.cancel_reason:
+        order.cancel_reason = "MARKET"
+    order.save()
+    if result.rested:
+        engine.rekey(provisional, order.pk)
+
+    changes = _Books()
+    changes.lock_deltas[taker_key] += order.reserved
+    maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
+    makers = Order.objects.in_bulk(maker_ids) if maker_ids else {}
+
+    for oid, _ in result.stp_canceled:
+        _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
+
+    trades, fills = _record_fills(market, mode, order, result, makers, now, changes)
+    position_events = _apply_positions(market, mode, fills, changes) if derivative else []
+
+    # Balances of everyone but the fee account, locked in pk order, then written once.
+    keys = set(changes.lock_deltas) | {(p.trader_id, p.asset, p.mode) for p in changes.postings}
+    balances_ensure(keys)
+    locked = balances_lock(keys)
+    ledger_apply(changes.postings, locked)
+    for key, delta in changes.lock_deltas.items():
+        locked[key].locked += delta
+    if locked:
+        Balance.objects.bulk_update(locked.values(), ["total", "locked"])
+    if changes.touched_orders:
+        Order.objects.bulk_update(
+            changes.touched_orders.values(),
+            ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
+        )
+
+    seq = book.seq
+    update: dict[str, Any] = {}
+    if result.changed:
+        seq += 1
+        update["seq"] = seq
+    if result.fills:
+        update["last_price"] = result.fills[-1].price * tick
+    if update:
+        Book.objects.filter(pk=book.pk).update(**update)
+    # Last: the fee account is credited by every order of every book; touching it at
+    # the end means its row lock is held only while this transaction commits, and a
+    # holder of it never waits for another lock, so it can't join a deadlock.
+    ledger_post_unlocked(changes.fee_postings)
+
+    engine_book_return_on_commit(book, engine, seq)
+
+    symbol_ = market.symbol
+    taker_fills = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]
+    taker_payload = order_dict(order, symbol_, taker_fills)
+    _emit_on_commit(
+        market=market,
+        mode=mode,
+        seq=seq,
+        result=result,
+        orders=[(order, taker_payload)]
+        + [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()],
+        trades=trades,
+        fills=fills,
+        balances=[b for b in locked.values()],
+        positions=position_events,
+    )
+    return taker_payload
+
+
+def _mark_canceled(order: Order, reason: str, now, changes: _Books) -> None:
+    changes.lock_deltas[(order.trader_id, order.reserve_asset, order.mode)] -= order.reserved
+    order.reserved = Decimal(0)
+    order.status = OrderStatus.CANCELED
+    order.cancel_reason = reason
+    order.updated_at = now
+    changes.touched_orders[order.pk] = order
+
+
+def _record_fills(
+    market: Market,
+    mode: str,
+    taker: Order,
+    result: eng.MatchResult,
+    makers: dict[int, Order],
+    now,
+    changes: _Books,
+) -> tuple[list[Trade], list[Fill]]:
+    if not result.fills:
+        return [], []
+    tick, lot = market.tick_size, market.lot_size
+    fee_id = system_account_id(User.FEE_ACCOUNT)
+    trades = [
+        Trade(
+            market=market,
+            mode=mode,
+            price=f.price * tick,
+            qty=f.qty * lot,
+            taker_side=taker.side,
+            taker_order=taker,
+            maker_order_id=f.maker_id,
+            created_at=now,
+        )
+        for f in result.fills
+    ]
+    Trade.objects.bulk_create(trades)
+    fills: list[Fill] = []
+    ref = f"order:{taker.pk}"
+    total_fees = Decimal(0)
+    maker_side = Side.SELL if taker.side == Side.BUY else Side.BUY
+    for f, trade in zip(result.fills, trades, strict=True):
+        px, q = trade.price, trade.qty
+        notional = px * q
+        maker = makers[f.maker_id]
+        taker_fee = risk.fee_for(notional, market.taker_fee)
+        maker_fee = risk.fee_for(notional, market.maker_fee)
+        total_fees += taker_fee + maker_fee
+        fills.append(
+            Fill(
+                trade=trade,
+                order=taker,
+                trader_id=taker.trader_id,
+                market=market,
+                mode=mode,
+                side=taker.side,
+                price=px,
+                qty=q,
+                fee=taker_fee,
+                liquidity=Liquidity.TAKER,
+                created_at=now,
+            )
+        )
+        fills.append(
+            Fill(
+                trade=trade,
+                order=maker,
+                trader_id=maker.trader_id,
+                market=market,
+                mode=mode,
+                side=maker_side,
+                price=px,
+                qty=q,
+                fee=maker_fee,
+                liquidity=Liquidity.MAKER,
+                created_at=now,
+            )
+        )
+        # The maker's order: fill it and shrink its reservation to what remains.
+        remaining_before = maker.qty - maker.filled_qty
+        maker.filled_qty += q
+        maker.filled_notional += notional
+        remaining_after = maker.qty - maker.filled_qty
+        new_reserved = risk.scale_reserve(maker.reserved, remaining_before, remaining_after)
+        changes.lock_deltas[(maker.trader_id, maker.reserve_asset, mode)] -= (
+            maker.reserved - new_reserved
+        )
+        maker.reserved = new_reserved
+        maker.status = OrderStatus.FILLED if remaining_after == 0 else OrderStatus.PARTIALLY_FILLED
+        maker.updated_at = now
+        changes.touched_orders[maker.pk] = maker
+
+        mref = f"order:{maker.pk}"
+        if taker_fee:
+            changes.postings.append(
+                Posting(taker.trader_id, market.quote, mode, -taker_fee, LedgerReason.FEE, ref)
+            )
+        if maker_fee:
+            changes.postings.append(
+                Posting(maker.trader_id, market.quote, mode, -maker_fee, LedgerReason.FEE, mref)
+            )
+        if not market.is_derivative:
+            buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+            bref, sref = f"order:{buyer.pk}", f"order:{seller.pk}"
+            changes.postings += [
+                Posting(buyer.trader_id, market.base, mode, q, LedgerReason.TRADE, bref),
+                Posting(buyer.trader_id, market.quote, mode, -notional, LedgerReason.TRADE, bref),
+                Posting(seller.trader_id, market.base, mode, -q, LedgerReason.TRADE, sref),
+                Posting(seller.trader_id, market.quote, mode, notional, LedgerReason.TRADE, sref),
+            ]
+    if total_fees:
+        changes.fee_postings.append(
+            Posting(fee_id, market.quote, mode, total_fees, LedgerReason.FEE, ref)
+        )
+    Fill.objects.bulk_create(fills)
+    return trades, fills
+
+
+def _apply_positions(
+    market: Market, mode: str, fills: list[Fill], changes: _Books
+) -> list[Position]:
+    """Move the positions of everyone who traded; realized PnL becomes ledger rows."""
+    if not fills:
+        return []
+    trader_ids = {f.trader_id for f in fills}
+    # Positions of one (market, mode) change only under that book's lock, held here.
+    existing = {
+        p.trader_id: p
+        for p in Position.objects.filter(market=market, mode=mode, trader_id__in=trader_ids)
+    }
+    new = [Position(trader_id=t, market=market, mode=mode) for t in trader_ids if t not in existing]
+    if new:
+        Position.objects.bulk_create(new)
+        existing.update({p.trader_id: p for p in new})
+    realized: dict[int, Decimal] = defaultdict(Decimal)
+    for f in fills:
+        p = existing[f.trader_id]
+        signed = f.qty if f.side == Side.BUY else -f.qty
+        change = risk.apply_fill(p.size, p.open_notional, signed, f.price)
+        p.size, p.open_notional = change.size, change.open_notional
+        p.realized_pnl += change.realized
+        realized[f.trader_id] += change.realized
+    for trader_id, amount in realized.items():
+        if amount:
+            changes.postings.append(
+                Posting(
+                    trader_id,
+                    market.quote,
+                    mode,
+                    amount,
+                    LedgerReason.REALIZED_PNL,
+                    f"market:{market.symbol}",
+                )
+            )
+    positions = list(existing.values())
+    Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
+    return positions
+
+
+def _emit_on_commit(
+    *,
+    market: Market,
+    mode: str,
+    seq: int,
+    result: eng.MatchResult | None,
+    orders: list[tuple[Order, dict]],
+    trades: list[Trade],
+    fills: list[Fill],
+    balances: list[Balance],
+    positions: list[Position],
+    deltas: tuple[dict[int, int], dict[int, int]] | None = None,
+) -> None:
+    """Build every event payload now (inside the transaction, from what it wrote) and
+    send them once it commits, in a fixed order: book, trades, then private events."""
+    symbol = market.symbol
+    tick, lot = market.tick_size, market.lot_size
+    bid_deltas, ask_deltas = deltas if deltas else (result.bid_deltas, result.ask_deltas)
+    book_event = None
+    if bid_deltas or ask_deltas:
+        book_event = {
+            "bids": [
+                [dec(p * tick), dec(q * lot)] for p, q in sorted(bid_deltas.items(), reverse=True)
+            ],
+            "asks": [[dec(p * tick), dec(q * lot)] for p, q in sorted(ask_deltas.items())],
+        }
+    trade_events = [
+        {
+            "id": t.pk,
+            "px": dec(t.price),
+            "qty": dec(t.qty),
+            "side": t.taker_side,
+            "ts": ms(t.created_at),
+            "liquidation": t.liquidation,
+        }
+        for t in trades
+    ]
+    trader_uuid = (
+        dict(
+            User.objects.filter(
+                pk__in={o.trader_id for o, _ in orders} | {f.trader_id for f in fills}
+            ).values_list("pk", "trader_id")
+        )
+        if orders or fills
+        else {}
+    )
+    order_events = [(trader_uuid[o.trader_id], payload) for o, payload in orders]
+    fill_events = [(trader_uuid[f.trader_id], fill_dict(f, symbol)) for f in fills]
+    position_events = [(p.trader_id, p.pk) for p in positions]
+    balance_list = [b for b in balances if b.trader_id in trader_uuid]
+
+    def send() -> None:
+        if book_event is not None:
+            signals.book_changed.send(
+                sender=Market, market=symbol, mode=mode, seq=seq, **book_event
+            )
+        for t in trade_events:
+            signals.trade_executed.send(sender=Market, market=symbol, mode=mode, trade=t)
+        for trader_id, payload in order_events:
+            signals.order_updated.send(sender=Order, trader_id=trader_id, order=payload)
+        for trader_id, payload in fill_events:
+            signals.fill_created.send(sender=Fill, trader_id=trader_id, fill=payload)
+        if position_events:
+            signals.position_updated.send(
+                sender=Position, market=symbol, mode=mode, position_ids=position_events
+            )
+        if balance_list:
+            balances_changed.send(sender=Balance, balances=balance_list)
+
+    transaction.on_commit(send)
+
+
+# -- cancels ------------------------------------------------------------------------
+
+
+def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]:
+    """Cancel open `orders` of one locked book: off the engine, reservations released,
+    one book delta, events on commit."""
+    if not orders:
+        return []
+    engine = engine_book_take(book)
+    market = book.market
+    now = timezone.now()
+    changes = _Books()
+    bid_deltas: dict[int, int] = {}
+    ask_deltas: dict[int, int] = {}
+    for order in orders:
+        removed = engine.cancel(order.pk)
+        if removed is not None:
+            resting, level_total = removed
+            (bid_deltas if resting.side == eng.BUY else ask_deltas)[resting.price] = level_total
+        else:
+            log.warning("order %s was open in the database but not on the book", order.pk)
+            t = to_ticks(order.price, market)
+            side_deltas = bid_deltas if order.side == Side.BUY else ask_deltas
+            side_deltas[t] = engine.level_qty(order.side, t)
+        _mark_canceled(order, reason, now, changes)
+    keys = list(changes.lock_deltas)
+    locked = balances_lock(keys)
+    for key, delta in changes.lock_deltas.items():
+        locked[key].locked += delta
+    Balance.objects.bulk_update(locked.values(), ["locked"])
+    Order.objects.bulk_update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
+    seq = book.seq + 1
+    Book.objects.filter(pk=book.pk).update(seq=seq)
+    engine_book_return_on_commit(book, engine, seq)
+    _emit_on_commit(
+        market=market,
+        mode=book.mode,
+        seq=seq,
+        result=None,
+        orders=[(o, order_dict(o, market.symbol)) for o in orders],
+        trades=[],
+        fills=[],
+        balances=list(locked.values()),
+        positions=[],
+        deltas=(bid_deltas, ask_deltas),
+    )
+    return orders
+
+
+@retrying
+def order_cancel(*, trader: User, order_id: int) -> dict[str, Any]:
+    found = (
+        Order.objects.filter(pk=order_id, trader=trader).values_list("market_id", "mode").first()
+    )
+    if found is None:
+        raise NotFound("order")
+    market_id, mode = found
+    with transaction.atomic():
+        book = book_lock(market_id=market_id, mode=mode)
+        # Read under the book lock: a fill that raced us has either happened or not.
+        order = Order.objects.get(pk=order_id)
+        if order.status not in OPEN_STATUSES:
+            raise ExchangeError(
+                "ORDER_NOT_OPEN", f"order {order_id} is {order.status}", status_code=400
+            )
+        _cancel_in_book(book, [order], "USER")
+        return order_dict(order, book.market.symbol)
+
+
+@retrying
+def orders_cancel_all(
+    *,
+    trader: User | None,
+    mode: str | None = None,
+    market: str | None = None,
+    reason: str = "USER",
+) -> list[int]:
+    """Cancel open orders (of one trader, or everyone's when trader is None), book by
+    book in book-pk order. Returns the cancelled ids."""
+    filters = Q(status__in=OPEN_STATUSES)
+    if trader is not None:
+        filters &= Q(trader=trader)
+    if mode:
+        filters &= Q(mode=mode)
+    if market:
+        filters &= Q(market__symbol=market)
+    books = sorted(set(Order.objects.filter(filters).values_list("market_id", "mode")))
+    canceled: list[int] = []
+    with transaction.atomic():
+        for market_id, book_mode in books:
+            book = book_lock(market_id=market_id, mode=book_mode)
+            orders = list(
+                Order.objects.filter(filters, market_id=market_id, mode=book_mode).order_by("id")
+            )
+            canceled += [o.pk for o in _cancel_in_book(book, orders, reason)]
+    return canceled
