@@ -13,3 +13,10 @@ def _fresh_process_caches():
     yield
     engine_cache_clear()
     services._system_ids.clear()
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Password hashing is deliberately slow; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

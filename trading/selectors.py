@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db import connection
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
@@ -102,39 +102,37 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
     return out
 
 
+_DEPTH_SQL = """
+    SELECT b.seq, o.side, o.price, SUM(o.qty - o.filled_qty)
+    FROM trading_book b
+    JOIN trading_market m ON m.id = b.market_id
+    LEFT JOIN trading_order o
+      ON o.market_id = b.market_id AND o.mode = b.mode
+     AND o.status IN ('NEW', 'PARTIALLY_FILLED')
+    WHERE m.symbol = %s AND b.mode = %s
+    GROUP BY b.seq, o.side, o.price
+"""
+
+
 def depth_get(*, symbol: str, mode: str, levels: int = 50) -> dict[str, Any]:
-    """The book from its open orders, with the seq it corresponds to. Read in one
-    REPEATABLE READ snapshot so that the seq and the levels belong together."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            book = Book.objects.select_related("market").get(market__symbol=symbol, mode=mode)
-        except Book.DoesNotExist:
-            raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
-        base = Order.objects.filter(market_id=book.market_id, mode=mode, status__in=OPEN_STATUSES)
-        remaining = Sum(F("qty") - F("filled_qty"))
-        bids = list(
-            base.filter(side=Side.BUY)
-            .values("price")
-            .annotate(q=remaining)
-            .order_by("-price")
-            .values_list("price", "q")[:levels]
-        )
-        asks = list(
-            base.filter(side=Side.SELL)
-            .values("price")
-            .annotate(q=remaining)
-            .order_by("price")
-            .values_list("price", "q")[:levels]
-        )
+    """The book from its open orders, with the seq it corresponds to. One statement,
+    so one snapshot: the seq and the levels belong together even while orders flow."""
+    with connection.cursor() as cur:
+        cur.execute(_DEPTH_SQL, [symbol, mode])
+        rows = cur.fetchall()
+    if not rows:
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404)
+    seq = rows[0][0]
+    bids = sorted(
+        ((Decimal(p), Decimal(q)) for _, side, p, q in rows if side == Side.BUY), reverse=True
+    )
+    asks = sorted((Decimal(p), Decimal(q)) for _, side, p, q in rows if side == Side.SELL)
     return {
         "market": symbol,
         "mode": mode,
-        "seq": book.seq,
-        "bids": [[dec(p), dec(q)] for p, q in bids],
-        "asks": [[dec(p), dec(q)] for p, q in asks],
+        "seq": seq,
+        "bids": [[dec(p), dec(q)] for p, q in bids[:levels]],
+        "asks": [[dec(p), dec(q)] for p, q in asks[:levels]],
     }
 
 
@@ -326,6 +324,3 @@ def open_interest(*, market: Market, mode: str) -> dict[str, Decimal]:
         long=Sum("size", filter=Q(size__gt=0)), short=Sum("size", filter=Q(size__lt=0))
     )
     return {"long": agg["long"] or Decimal(0), "short": -(agg["short"] or Decimal(0))}
-
-
-__all__ = ["Max"]

@@ -17,6 +17,7 @@ from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_p
 from dexsite.errors import ExchangeError, validation_error_body
 from trading import selectors
 from trading.models import OrderType, Side, TimeInForce
+from trading.presenters import dec
 from trading.services import markets as market_services
 from trading.services import orders as order_services
 
@@ -288,6 +289,6 @@ class LeverageApi(APIView):
             {
                 "market": symbol,
                 "mode": data.validated_data["mode"],
-                "leverage": str(leverage.normalize()),
+                "leverage": dec(leverage),
             }
         )

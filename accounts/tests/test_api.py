@@ -1,0 +1,115 @@
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection, connections
+from rest_framework.test import APIClient
+
+from accounts.models import Balance, LedgerEntry, User
+from accounts.services import paper_faucet_credit, token_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_signup_token_and_me():
+    c = APIClient()
+    r = c.post(
+        "/api/v1/auth/signup", {"username": "neo", "password": "a-long-password-1"}, format="json"
+    )
+    assert r.status_code == 201
+    trader_id, token = r.json()["traderId"], r.json()["token"]
+    r = c.post(
+        "/api/v1/auth/token", {"username": "neo", "password": "a-long-password-1"}, format="json"
+    )
+    assert r.json() == {"traderId": trader_id, "token": token}
+    c.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    me = c.get("/api/v1/me").json()
+    assert me["traderId"] == trader_id and me["username"] == "neo"
+    assert me["linkedWallets"] == [] and "paperPoints" in me
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"username": "neo"}, "MISSING_FIELD"),
+        ({"username": "neo", "password": "short"}, "INVALID_PASSWORD"),
+        ({"username": "__fees__", "password": "a-long-password-1"}, "INVALID_USERNAME"),
+        ({"username": "neo", "password": "a-long-password-1", "admin": True}, "UNKNOWN_FIELD"),
+    ],
+)
+def test_signup_refusals(body, code):
+    r = APIClient().post("/api/v1/auth/signup", body, format="json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == code
+    assert not User.objects.filter(username="neo").exists()
+
+
+def test_duplicate_username_and_wrong_password():
+    c = APIClient()
+    c.post(
+        "/api/v1/auth/signup", {"username": "neo", "password": "a-long-password-1"}, format="json"
+    )
+    r = c.post(
+        "/api/v1/auth/signup", {"username": "neo", "password": "a-long-password-2"}, format="json"
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "USERNAME_TAKEN"
+    r = c.post(
+        "/api/v1/auth/token", {"username": "neo", "password": "nope-nope-nope"}, format="json"
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "INVALID_CREDENTIALS"
+
+
+def test_faucet_credits_once_per_cooldown():
+    user = User.objects.create_user("neo", password="a-long-password-1")
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    assert c.post("/api/v1/paper/faucet").status_code == 200
+    r = c.post("/api/v1/paper/faucet")
+    assert r.status_code == 429
+    err = r.json()["error"]
+    assert err["code"] == "FAUCET_COOLDOWN" and 0 < err["retryAfter"] <= 24 * 3600
+    assert Balance.objects.get(trader=user, asset="USDC", mode="PAPER").total == Decimal("100000")
+    assert not Balance.objects.filter(trader=user, mode="REAL").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL row locks")
+def test_twenty_concurrent_faucet_calls_credit_once():
+    from dexsite.errors import ExchangeError
+
+    user = User.objects.create_user("neo", password="a-long-password-1")
+    results = []
+    barrier = threading.Barrier(20)
+
+    def work():
+        try:
+            barrier.wait()
+            paper_faucet_credit(trader=user)
+            results.append("ok")
+        except ExchangeError as e:
+            results.append(e.code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["FAUCET_COOLDOWN"] * 19 + ["ok"]
+    assert LedgerEntry.objects.filter(trader=user, asset="USDC").count() == 1
+
+
+def test_session_login_and_signup_pages():
+    c = APIClient()
+    assert c.get("/accounts/login/").status_code == 200
+    r = c.post(
+        "/accounts/signup/",
+        {"username": "trin", "password1": "a-long-password-1", "password2": "a-long-password-1"},
+    )
+    assert r.status_code == 302
+    assert c.get("/api/v1/me").json()["username"] == "trin"
+    # Session-authenticated unsafe requests need CSRF.
+    csrf_client = APIClient(enforce_csrf_checks=True)
+    csrf_client.force_login(User.objects.get(username="trin"))
+    r = csrf_client.post("/api/v1/paper/faucet")
+    assert r.status_code == 403
