@@ -30,7 +30,7 @@ class PublicApi(APIView):
 
 
 class MarketsApi(PublicApi):
-    @extend_schema(parameters=[MODE], responses={200: dict})
+    @extend_schema(operation_id="markets_list", parameters=[MODE], responses={200: dict})
     def get(self, request: Request) -> Response:
         return Response(selectors.markets_list(mode=mode_param(request, "REAL")))
 
@@ -168,7 +168,9 @@ class TradeBatchApi(APIView):
 
 class OrdersApi(APIView):
     @extend_schema(
-        parameters=[MODE, MARKET, OpenApiParameter("status", str)], responses={200: dict}
+        operation_id="orders_list",
+        parameters=[MODE, MARKET, OpenApiParameter("status", str)],
+        responses={200: dict},
     )
     def get(self, request: Request) -> Response:
         status_ = request.query_params.get("status")
@@ -190,7 +192,9 @@ class OrdersApi(APIView):
             )
         )
 
-    @extend_schema(parameters=[MODE, MARKET], responses={200: dict})
+    @extend_schema(
+        operation_id="orders_cancel_all", parameters=[MODE, MARKET], responses={200: dict}
+    )
     def delete(self, request: Request) -> Response:
         ids = order_services.orders_cancel_all(
             trader=request.user,
