@@ -20,6 +20,7 @@ GTC = "GTC"
 IOC = "IOC"
 FOK = "FOK"
 POST_ONLY = "POST_ONLY"
+_TIFS = frozenset((GTC, IOC, FOK, POST_ONLY))
 
 # Outcome statuses, named as on the wire.
 NEW = "NEW"
@@ -147,6 +148,10 @@ class OrderBook:
         self, order_id: Hashable, owner: Hashable, side: str, price: int, qty: int
     ) -> None:
         """Put an order on the book without matching (rebuilding a book from storage)."""
+        if side != BUY and side != SELL:
+            raise BookError(f"unknown side {side!r}")
+        if qty <= 0:
+            raise BookError("qty must be positive")
         if order_id in self.orders:
             raise BookError(f"duplicate order id {order_id!r}")
         self._rest(RestingOrder(order_id, owner, side, price, qty))
@@ -165,6 +170,8 @@ class OrderBook:
             raise BookError(f"unknown side {side!r}")
         if qty <= 0:
             raise BookError("qty must be positive")
+        if tif not in _TIFS:
+            raise BookError(f"unknown time in force {tif!r}")
         if order_id in self.orders:
             raise BookError(f"duplicate order id {order_id!r}")
         is_buy = side == BUY
