@@ -42,7 +42,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "trading",
-    "realtime",
+    "realtime.apps.RealtimeConfig",
 ]
 
 MIDDLEWARE = [
@@ -90,8 +90,12 @@ REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": 86400},
+            # Pub/sub: one PUBLISH per group message, whatever the group's size, where
+            # the core layer pushes once per member (see docs/benchmarks.md).
+            "BACKEND": os.environ.get(
+                "CHANNEL_LAYER_BACKEND", "channels_redis.pubsub.RedisPubSubChannelLayer"
+            ),
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
 else:

@@ -4,6 +4,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
+from realtime.api import WsTicketApi
+from realtime.metrics import metrics_view
 
 
 def api_not_found(request, *args, **kwargs):
@@ -15,8 +17,10 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/ws-ticket", WsTicketApi.as_view(), name="api-ws-ticket"),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("trading.api.urls")),
     path("api/<path:rest>", api_not_found),
+    path("metrics", metrics_view, name="metrics"),
     path("", account_views.home, name="home"),
 ]

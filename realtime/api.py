@@ -1,0 +1,27 @@
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime.models import WsTicket
+from trading.presenters import ms
+
+TICKET_TTL = timedelta(seconds=60)
+
+
+class WsTicketApi(APIView):
+    """A one-time ticket for the WebSocket handshake (`/ws/?ticket=...`)."""
+
+    @extend_schema(request=None, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        now = timezone.now()
+        WsTicket.objects.filter(expires_at__lte=now).delete()
+        ticket = WsTicket.objects.create(user=request.user, expires_at=now + TICKET_TTL)
+        return Response(
+            {"ticket": ticket.key, "expiresAt": ms(ticket.expires_at)},
+            status=status.HTTP_201_CREATED,
+        )

@@ -1,0 +1,211 @@
+"""Domain events → channel-layer groups.
+
+trading and accounts send Django signals from `on_commit`; the receivers here turn each
+into flat JSON messages, serialised once per event (not per socket), and publish them
+in order. Every receiver runs in the thread that committed, after the commit: a client
+never hears of a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import SyncToAsync, async_to_sync
+from channels.layers import get_channel_layer
+from django.dispatch import receiver
+
+from accounts.signals import balances_changed
+from realtime import names
+from realtime.buffer import delta_buffer
+from trading import signals
+
+log = logging.getLogger(__name__)
+
+TICKER_MIN_INTERVAL = 0.25  # seconds between tickers of one book, per process
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def message(
+    type_: str, channel: str, body: dict[str, Any], ts: int | None = None
+) -> dict[str, Any]:
+    """A channel-layer event carrying the socket text, serialised here once."""
+    stamp = ts or now_ms()
+    msg = {"type": type_, "channel": channel, "ts": stamp}
+    for k, v in body.items():
+        msg.setdefault(k, v)
+    return {
+        "type": "ws.forward",
+        "channel": channel,
+        "kind": type_,
+        "ts": stamp,
+        "text": json.dumps(msg, separators=(",", ":")),
+    }
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The ASGI server's event loop when this thread runs a sync view for it.
+
+    asgiref records it in a thread-local; `async_to_sync` then runs coroutines there,
+    on the loop that owns the consumers and the channel layer's connections."""
+    local = SyncToAsync.threadlocal
+    if getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop = getattr(local, "main_event_loop", None)
+    return loop if loop is not None and loop.is_running() else None
+
+
+class _PublisherLoop:
+    """One long-lived event loop for publishing from outside the server (management
+    commands, the clock, tests): a fresh loop per call would open a fresh Redis
+    connection per call."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock = threading.Lock()
+
+    def run(self, coro, timeout: float = 10) -> None:
+        with self.lock:
+            if self.loop is None or not self.loop.is_running():
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self.loop.run_forever, name="realtime-publisher", daemon=True
+                ).start()
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+_publisher = _PublisherLoop()
+
+
+def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = ()) -> None:
+    """Store the depth deltas in the resume buffer, then send every event, in order,
+    from one coroutine: per process, a channel sees events in commit order."""
+    layer = get_channel_layer()
+    if layer is None or not events:
+        return
+
+    async def send_all() -> None:
+        buffer = delta_buffer()
+        for book, seq, text in deltas:
+            await buffer.add(book, seq, text)
+        for event in events:
+            await layer.group_send(event["channel"], event)
+
+    try:
+        if _server_loop() is not None:
+            async_to_sync(send_all)()
+        else:
+            _publisher.run(send_all())
+    except Exception:
+        # Delivery is best effort: the order is committed whatever happens here, and
+        # the book's seq lets every subscriber detect what it missed.
+        log.exception("publishing %d realtime events failed", len(events))
+
+
+@receiver(signals.book_changed)
+def on_book_changed(sender, *, market: str, mode: str, seq: int, bids, asks, **kw) -> None:
+    channel = names.market_channel(market, mode)
+    event = message("depth", channel, {"snapshot": False, "seq": seq, "bids": bids, "asks": asks})
+    event["seq"] = seq
+    publish([event], [(f"{market}:{mode}", seq, event["text"])])
+
+
+_last_ticker: dict[tuple[str, str], float] = {}
+_ticker_lock = threading.Lock()
+
+
+@receiver(signals.trade_executed)
+def on_trade(sender, *, market: str, mode: str, trade: dict[str, Any], **kw) -> None:
+    channel = names.market_channel(market, mode)
+    events = [message("trade", channel, trade)]
+    key = (market, mode)
+    now = time.monotonic()
+    with _ticker_lock:
+        due = now - _last_ticker.get(key, 0) >= TICKER_MIN_INTERVAL
+        if due:
+            _last_ticker[key] = now
+    if due:
+        events.append(message("ticker", channel, ticker_body(market, mode)))
+    publish(events)
+
+
+def ticker_body(symbol: str, mode: str) -> dict[str, Any]:
+    from trading.selectors import markets_list
+
+    found = markets_list(mode=mode, symbol=symbol)
+    if not found:
+        return {}
+    m = found[0]
+    keys = ("markPrice", "indexPrice", "lastPrice", "change24h", "volume24h", "openInterest")
+    return {"symbol": symbol, "mode": mode, **{k: m[k] for k in keys}}
+
+
+@receiver(signals.market_state_changed)
+def on_market_state(sender, *, market: str, status: str, **kw) -> None:
+    body = {"symbol": market, "status": status}
+    publish(
+        [
+            message("marketState", names.admin_channel(market), body),
+            message("marketState", names.market_channel(market, "REAL"), body),
+            message("marketState", names.market_channel(market, "PAPER"), body),
+        ]
+    )
+
+
+@receiver(signals.order_updated)
+def on_order(sender, *, trader_id, order: dict[str, Any], **kw) -> None:
+    publish([message("orderUpdate", names.trader_channel(trader_id), order)])
+
+
+@receiver(signals.fill_created)
+def on_fill(sender, *, trader_id, fill: dict[str, Any], **kw) -> None:
+    publish([message("fill", names.trader_channel(trader_id), fill)])
+
+
+@receiver(signals.position_updated)
+def on_positions(sender, *, market: str, mode: str, position_ids, **kw) -> None:
+    from accounts.models import User
+    from trading.selectors import positions_list
+
+    events = []
+    for user in User.objects.filter(pk__in={t for t, _ in position_ids}):
+        for p in positions_list(trader=user, mode=mode, include_flat=True):
+            if p["market"] == market:
+                events.append(message("positionUpdate", names.trader_channel(user.trader_id), p))
+    publish(events)
+
+
+@receiver(balances_changed)
+def on_balances(sender, *, balances, **kw) -> None:
+    from accounts.models import User
+    from trading.presenters import balance_dict
+
+    uuids = dict(
+        User.objects.filter(pk__in={b.trader_id for b in balances}, is_system=False).values_list(
+            "pk", "trader_id"
+        )
+    )
+    publish(
+        [
+            message("balanceUpdate", names.trader_channel(uuids[b.trader_id]), balance_dict(b))
+            for b in balances
+            if b.trader_id in uuids
+        ]
+    )
+
+
+def send_to_trader(trader_uuid, type_: str, body: dict[str, Any]) -> None:
+    """For other apps' private events (liquidations, funding payments)."""
+    publish([message(type_, names.trader_channel(trader_uuid), body)])
+
+
+def send_to_market(symbol: str, mode: str, type_: str, body: dict[str, Any]) -> None:
+    publish([message(type_, names.market_channel(symbol, mode), body)])

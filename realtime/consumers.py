@@ -1,0 +1,308 @@
+"""The WebSocket endpoint `/ws/`: authenticate, join and leave channel-layer groups,
+forward what they carry. Nothing else happens here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from realtime import metrics, names
+from realtime.auth import Refused, authenticate
+from realtime.buffer import delta_buffer
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 50
+MAX_MESSAGE_BYTES = 4096
+MAX_MESSAGES_PER_SECOND = 20
+SNAPSHOT_LEVELS = 500
+# How long a delta that arrived ahead of its predecessor waits for it (web processes
+# publish independently, so two commits of one book can cross on the way) before the
+# socket gets a fresh snapshot instead.
+GAP_WAIT_SECONDS = 0.5
+POLICY_VIOLATION = 1008
+
+
+@dataclass
+class Subscription:
+    channel: names.Channel
+    next_seq: int | None = None  # market channels: the seq this socket expects next
+    pending: dict[int, str] = field(default_factory=dict)
+    gap_timer: asyncio.TimerHandle | None = None
+
+
+class TokenBucket:
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.stamp = capacity, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@database_sync_to_async
+def market_symbols() -> set[str]:
+    from trading.models import Market
+
+    return set(Market.objects.values_list("symbol", flat=True))
+
+
+@database_sync_to_async
+def depth_snapshot(symbol: str, mode: str) -> dict:
+    from trading.selectors import depth_get
+
+    return depth_get(symbol=symbol, mode=mode, levels=SNAPSHOT_LEVELS)
+
+
+@database_sync_to_async
+def book_seq(symbol: str, mode: str) -> int | None:
+    from trading.models import Book
+
+    return (
+        Book.objects.filter(market__symbol=symbol, mode=mode).values_list("seq", flat=True).first()
+    )
+
+
+@database_sync_to_async
+def cancel_open_orders(user, mode: str | None) -> list[int]:
+    from trading.services.orders import orders_cancel_all
+
+    return orders_cancel_all(trader=user, mode=mode, reason="DISCONNECT")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ExchangeConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.subs: dict[str, Subscription] = {}
+        self.lock = asyncio.Lock()
+        self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_PER_SECOND)
+        self.closing = False
+        self.counted = False
+        try:
+            self.user, self.auth_via = await authenticate(self.scope)
+        except Refused as e:
+            metrics.REFUSED.labels(reason="handshake").inc()
+            log.info("refused WebSocket handshake: %s", e)
+            await self.close()
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        first = {k: v[0] for k, v in query.items() if v}
+        mode = first.get("mode", "REAL").upper()
+        self.cancel_on_disconnect = (
+            first.get("cancelOnDisconnect", "").lower() == "true" and self.user.is_authenticated
+        )
+        self.cancel_mode = mode if "mode" in first and mode in ("REAL", "PAPER") else None
+        await self.accept()
+        self.counted = True
+        metrics.OPEN_SOCKETS.inc()
+        if "market" in first:
+            if mode not in ("REAL", "PAPER"):
+                await self.send_error("BAD_MESSAGE", "mode must be REAL or PAPER")
+            else:
+                await self.subscribe(names.market_channel(first["market"], mode))
+        if "traderId" in first:
+            await self.subscribe(names.trader_channel(first["traderId"]))
+
+    async def disconnect(self, code: int) -> None:
+        for name, sub in list(self.subs.items()):
+            await self.channel_layer.group_discard(name, self.channel_name)
+            metrics.SUBSCRIPTIONS.labels(kind=sub.channel.kind).dec()
+            if sub.gap_timer:
+                sub.gap_timer.cancel()
+        self.subs.clear()
+        if self.counted:
+            metrics.OPEN_SOCKETS.dec()
+            self.counted = False
+        if getattr(self, "cancel_on_disconnect", False):
+            canceled = await cancel_open_orders(self.user, self.cancel_mode)
+            log.info("socket of %s closed: cancelled %d orders", self.user, len(canceled))
+
+    # -- client messages ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else bytes_data or b""
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > MAX_MESSAGE_BYTES:
+            return await self.violation("MESSAGE_TOO_LARGE", "messages are limited to 4 KiB")
+        if not self.bucket.take():
+            return await self.violation("RATE_LIMITED", "at most 20 messages per second")
+        try:
+            msg = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return await self.send_error("BAD_MESSAGE", "not JSON")
+        if not isinstance(msg, dict) or not isinstance(msg.get("action"), str):
+            return await self.send_error("BAD_MESSAGE", 'expected {"action": ...}')
+        action = msg["action"]
+        if action == "ping":
+            return await self.send_json({"type": "pong", "ts": now_ms()})
+        if action in ("subscribe", "unsubscribe"):
+            channel = msg.get("channel")
+            since = msg.get("sinceSeq")
+            if since is not None and (
+                not isinstance(since, int) or isinstance(since, bool) or since < 0
+            ):
+                return await self.send_error(
+                    "BAD_MESSAGE", "sinceSeq must be a non-negative integer", channel
+                )
+            if action == "subscribe":
+                return await self.subscribe(channel, since)
+            return await self.unsubscribe(channel)
+        return await self.send_error("BAD_MESSAGE", f"unknown action {action!r}")
+
+    async def subscribe(self, name: object, since_seq: int | None = None) -> None:
+        channel = names.parse(name)
+        if channel is None:
+            return await self.send_error("UNKNOWN_CHANNEL", "no such channel", name)
+        if channel.name in self.subs:
+            return  # subscribing twice is a no-op
+        if channel.kind == "trader":
+            if not self.user.is_authenticated or self.user.trader_id != channel.trader_id:
+                return await self.send_error(
+                    "FORBIDDEN", "a trader channel is its owner's only", channel.name
+                )
+        elif channel.symbol not in await market_symbols():
+            return await self.send_error(
+                "UNKNOWN_CHANNEL", f"no market {channel.symbol}", channel.name
+            )
+        if len(self.subs) >= MAX_CHANNELS:
+            return await self.violation(
+                "TOO_MANY_CHANNELS", f"at most {MAX_CHANNELS} channels per socket"
+            )
+
+        # Join the group before reading the snapshot: a delta committed after the read
+        # then reaches us through the group, and one already covered is dropped by seq.
+        async with self.lock:
+            sub = Subscription(channel)
+            self.subs[channel.name] = sub
+            metrics.SUBSCRIPTIONS.labels(kind=channel.kind).inc()
+            await self.channel_layer.group_add(channel.name, self.channel_name)
+            await self.send_json({"type": "subscribed", "channel": channel.name, "ts": now_ms()})
+            if channel.kind == "market":
+                await self.sync_book(sub, since_seq)
+
+    async def sync_book(self, sub: Subscription, since_seq: int | None) -> None:
+        """Bring a market subscription up to date: replay the deltas after `since_seq`
+        when the buffer still holds them all, else send a snapshot. Caller holds the lock."""
+        ch = sub.channel
+        if since_seq is not None:
+            current = await book_seq(ch.symbol, ch.mode)
+            if current is not None and since_seq <= current:
+                replay = await delta_buffer().since(ch.book_key, since_seq, current)
+                if replay is not None:
+                    for text in replay:
+                        await self.forward_text(text, "depth")
+                    sub.next_seq = current + 1
+                    await self.drain(sub)
+                    return
+        snap = await depth_snapshot(ch.symbol, ch.mode)
+        await self.send_json(
+            {
+                "type": "depth",
+                "channel": ch.name,
+                "ts": now_ms(),
+                "snapshot": True,
+                "seq": snap["seq"],
+                "bids": snap["bids"],
+                "asks": snap["asks"],
+            }
+        )
+        sub.next_seq = snap["seq"] + 1
+        await self.drain(sub)
+
+    async def unsubscribe(self, name: object) -> None:
+        channel = names.parse(name)
+        if channel is None or channel.name not in self.subs:
+            return await self.send_error("UNKNOWN_CHANNEL", "not subscribed to that channel", name)
+        async with self.lock:
+            sub = self.subs.pop(channel.name)
+            if sub.gap_timer:
+                sub.gap_timer.cancel()
+            await self.channel_layer.group_discard(channel.name, self.channel_name)
+            metrics.SUBSCRIPTIONS.labels(kind=channel.kind).dec()
+        await self.send_json({"type": "unsubscribed", "channel": channel.name, "ts": now_ms()})
+
+    # -- group messages -----------------------------------------------------------------
+
+    async def ws_forward(self, event: dict) -> None:
+        async with self.lock:
+            sub = self.subs.get(event["channel"])
+            if sub is None:
+                return
+            seq = event.get("seq")
+            if seq is None or sub.next_seq is None:
+                return await self.forward_text(
+                    event["text"], event.get("kind", "event"), event.get("ts")
+                )
+            if seq < sub.next_seq:
+                metrics.DROPPED.labels(reason="covered").inc()
+                return
+            sub.pending[seq] = event["text"]
+            await self.drain(sub)
+            if sub.pending and sub.gap_timer is None:
+                loop = asyncio.get_running_loop()
+                sub.gap_timer = loop.call_later(
+                    GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
+                )
+
+    async def drain(self, sub: Subscription) -> None:
+        """Send the buffered deltas that now follow on; drop those already covered."""
+        for seq in [s for s in sub.pending if s < sub.next_seq]:
+            del sub.pending[seq]
+            metrics.DROPPED.labels(reason="covered").inc()
+        while sub.next_seq in sub.pending:
+            await self.forward_text(sub.pending.pop(sub.next_seq), "depth")
+            sub.next_seq += 1
+        if not sub.pending and sub.gap_timer is not None:
+            sub.gap_timer.cancel()
+            sub.gap_timer = None
+
+    async def resync(self, sub: Subscription) -> None:
+        async with self.lock:
+            sub.gap_timer = None
+            if self.subs.get(sub.channel.name) is not sub or not sub.pending:
+                return
+            metrics.DROPPED.labels(reason="gap").inc()
+            await self.sync_book(sub, None)
+
+    # -- sending --------------------------------------------------------------------
+
+    async def forward_text(self, text: str, kind: str, ts: int | None = None) -> None:
+        await self.send(text_data=text)
+        metrics.SENT.labels(type=kind).inc()
+        if ts:
+            metrics.FANOUT_DELAY.observe(max(0.0, time.time() - ts / 1000))
+
+    async def send_json(self, body: dict) -> None:
+        await self.send(text_data=json.dumps(body, separators=(",", ":")))
+        metrics.SENT.labels(type=body.get("type", "event")).inc()
+
+    async def send_error(self, code: str, message: str, channel: object = None) -> None:
+        body = {"type": "error", "code": code, "message": message, "ts": now_ms()}
+        if isinstance(channel, str):
+            body["channel"] = channel
+        await self.send_json(body)
+
+    async def violation(self, code: str, message: str) -> None:
+        """Past a limit: say why, then close with 1008 (policy violation)."""
+        if self.closing:
+            return
+        self.closing = True
+        metrics.REFUSED.labels(reason=code.lower()).inc()
+        await self.send_error(code, message)
+        await self.close(code=POLICY_VIOLATION)
