@@ -1,0 +1,185 @@
+"""End to end: two real daphne processes on one Redis and one PostgreSQL, real
+WebSocket clients, orders over REST. Both processes must deliver the same events in
+the same order."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from django.conf import settings
+from django.db import connection
+
+from accounts.services import token_for
+from trading.tests.factories import MarketFactory, UserFactory, fund
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None),
+        reason="two processes share state only through PostgreSQL and Redis",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def servers():
+    db = connection.settings_dict
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+        DEBUG="true",
+    )
+    ports = [free_port(), free_port()]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(p),
+                "dexsite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for p in ports
+    ]
+    deadline = time.time() + 30
+    for p in ports:
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{p}/api/v1/markets", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.time() > deadline:
+                    raise RuntimeError("daphne did not start") from None
+                time.sleep(0.2)
+    yield [f"127.0.0.1:{p}" for p in ports]
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=10)
+    connection.close()
+
+
+async def collect(url: str, ready: asyncio.Event, until_seq: int, trades: int, out: list):
+    """Read depth and trade messages until the book reached `until_seq` and `trades`
+    trades were printed."""
+    async with websockets.connect(url) as ws:
+        ready.set()
+        seq = seen_trades = 0
+        while seq < until_seq or seen_trades < trades:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            if msg["type"] in ("depth", "trade"):
+                out.append(msg)
+            if msg["type"] == "depth":
+                seq = msg["seq"]
+            elif msg["type"] == "trade":
+                seen_trades += 1
+
+
+def test_two_processes_deliver_the_same_events_in_the_same_order(servers):
+    MarketFactory()
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "1000000")
+    fund(bob, "1000000")
+    tokens = [token_for(alice), token_for(bob)]
+    a, b = servers
+    n_orders = 12
+
+    async def scenario():
+        got_a, got_b = [], []
+        ready_a, ready_b = asyncio.Event(), asyncio.Event()
+        url = "/ws/?market=BTC-PERP&mode=PAPER"
+        # Each pair of orders makes two deltas (the ask rests, the bid takes it).
+        ta = asyncio.create_task(collect(f"ws://{a}{url}", ready_a, n_orders * 2, n_orders, got_a))
+        tb = asyncio.create_task(collect(f"ws://{b}{url}", ready_b, n_orders * 2, n_orders, got_b))
+        await ready_a.wait()
+        await ready_b.wait()
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient() as http:
+            for i in range(n_orders):
+                # Alternate the process that takes the order: commits come from both.
+                host = (a, b)[i % 2]
+                for who, side in ((0, "SELL"), (1, "BUY")):
+                    r = await http.post(
+                        f"http://{host}/api/v1/trade",
+                        headers={"Authorization": f"Token {tokens[who]}"},
+                        json={
+                            "market": "BTC-PERP",
+                            "mode": "PAPER",
+                            "side": side,
+                            "type": "LIMIT",
+                            "price": str(64000 + i),
+                            "qty": "0.01",
+                        },
+                    )
+                    assert r.status_code == 201, r.text
+            depth = (await http.get(f"http://{a}/api/v1/markets/BTC-PERP/depth?mode=PAPER")).json()
+        await asyncio.wait_for(asyncio.gather(ta, tb), 30)
+        return got_a, got_b, depth
+
+    got_a, got_b, depth = asyncio.run(scenario())
+    strip = lambda msgs: [{k: v for k, v in m.items() if k != "ts"} for m in msgs]  # noqa: E731
+    assert strip(got_a) == strip(got_b)
+    deltas = [m for m in got_a if m["type"] == "depth"]
+    assert deltas[0]["snapshot"] is True
+    seqs = [m["seq"] for m in deltas]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "contiguous seq"
+    assert len([m for m in got_a if m["type"] == "trade"]) == n_orders
+    assert depth["seq"] == seqs[-1] and depth["bids"] == [] and depth["asks"] == []
+    assert all(
+        m["px"] == str(Decimal(64000 + i))
+        for i, m in enumerate(m for m in got_a if m["type"] == "trade")
+    )
+
+
+def test_real_handshakes_origin_and_auth(servers):
+    MarketFactory()
+    alice, bob = UserFactory(), UserFactory()
+    host = servers[0]
+    alice_token = token_for(alice)
+
+    async def scenario():
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(f"ws://{host}/ws/", origin="https://evil.example"):
+                pass
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(
+                f"ws://{host}/ws/", additional_headers={"Authorization": "Token nope"}
+            ):
+                pass
+        async with websockets.connect(
+            f"ws://{host}/ws/", additional_headers={"Authorization": f"Token {alice_token}"}
+        ) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "channel": f"trader.{bob.trader_id}"}))
+            msg = json.loads(await ws.recv())
+            assert msg["code"] == "FORBIDDEN"
+            await ws.send(
+                json.dumps({"action": "subscribe", "channel": f"trader.{alice.trader_id}"})
+            )
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+
+    asyncio.run(scenario())
