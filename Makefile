@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format bench-engine bench-orders clean
+.PHONY: help install install-dev run run-prod test lint format bench-engine bench-orders clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ run: install ## set up and run the exchange at http://127.0.0.1:$(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) dexsite.asgi:application
+	WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 $(BIN)/honcho start -f Procfile.dev
 
 test: install-dev ## set up and run lint, migration check and the whole test suite
 	$(BIN)/ruff check .
@@ -48,6 +48,12 @@ bench-engine: install-dev ## matching engine vs public engines (docs/benchmarks.
 bench-orders: install-dev ## persisted orders/s through service and HTTP (PostgreSQL)
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/orders.py
+
+run-prod: install ## the production roles of Procfile against DATABASE_URL and REDIS_URL
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 1; }
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(BIN)/honcho start -f Procfile
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles

@@ -103,36 +103,55 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
 
 
 _DEPTH_SQL = """
-    SELECT b.seq, o.side, o.price, SUM(o.qty - o.filled_qty)
+    SELECT b.seq, o.side, o.price, {remaining}
     FROM trading_book b
     JOIN trading_market m ON m.id = b.market_id
     LEFT JOIN trading_order o
       ON o.market_id = b.market_id AND o.mode = b.mode
      AND o.status IN ('NEW', 'PARTIALLY_FILLED')
     WHERE m.symbol = %s AND b.mode = %s
-    GROUP BY b.seq, o.side, o.price
+    {group}
 """
+
+
+def _exact(value) -> Decimal:
+    # SQLite keeps decimals as floats with up to 15 significant digits; their shortest
+    # repr is the decimal that was stored. PostgreSQL returns Decimal already.
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 def depth_get(*, symbol: str, mode: str, levels: int = 50) -> dict[str, Any]:
     """The book from its open orders, with the seq it corresponds to. One statement,
     so one snapshot: the seq and the levels belong together even while orders flow."""
+    if connection.vendor == "postgresql":
+        sql = _DEPTH_SQL.format(
+            remaining="SUM(o.qty - o.filled_qty), NULL", group="GROUP BY b.seq, o.side, o.price"
+        )
+    else:
+        # SQLite would sum in floating point: add up in Decimal here instead.
+        sql = _DEPTH_SQL.format(remaining="o.qty, o.filled_qty", group="")
     with connection.cursor() as cur:
-        cur.execute(_DEPTH_SQL, [symbol, mode])
+        cur.execute(sql, [symbol, mode])
         rows = cur.fetchall()
     if not rows:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404)
     seq = rows[0][0]
-    bids = sorted(
-        ((Decimal(p), Decimal(q)) for _, side, p, q in rows if side == Side.BUY), reverse=True
-    )
-    asks = sorted((Decimal(p), Decimal(q)) for _, side, p, q in rows if side == Side.SELL)
+    sides: dict[str, dict[Decimal, Decimal]] = {Side.BUY: {}, Side.SELL: {}}
+    for _, side, price, qty, filled in rows:
+        if side is None:
+            continue
+        level = sides[side]
+        px = _exact(price)
+        remaining = _exact(qty) if filled is None else _exact(qty) - _exact(filled)
+        level[px] = level.get(px, Decimal(0)) + remaining
+    bids = sorted(sides[Side.BUY].items(), reverse=True)[:levels]
+    asks = sorted(sides[Side.SELL].items())[:levels]
     return {
         "market": symbol,
         "mode": mode,
         "seq": seq,
-        "bids": [[dec(p), dec(q)] for p, q in bids[:levels]],
-        "asks": [[dec(p), dec(q)] for p, q in asks[:levels]],
+        "bids": [[dec(p), dec(q)] for p, q in bids],
+        "asks": [[dec(p), dec(q)] for p, q in asks],
     }
 
 

@@ -1,0 +1,247 @@
+"""Demo bots that make a live market through the public API, like real clients: a
+maker quotes a ladder around a drifting fair price, a taker crosses it now and then, and
+both follow the book over the WebSocket feed (snapshot, then deltas by seq)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from decimal import Decimal
+
+import httpx
+import websockets
+from django.core.management.base import BaseCommand, CommandParser
+
+log = logging.getLogger("simulate_market")
+D = Decimal
+
+
+class Book:
+    """The bot's view of one book, rebuilt from the feed."""
+
+    def __init__(self) -> None:
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+        self.seq = -1
+
+    def apply(self, msg: dict) -> bool:
+        """Apply a depth message; False when a delta does not follow on (resubscribe)."""
+        if msg["snapshot"]:
+            self.bids = {D(p): D(q) for p, q in msg["bids"]}
+            self.asks = {D(p): D(q) for p, q in msg["asks"]}
+        elif msg["seq"] != self.seq + 1:
+            return False
+        else:
+            for side, levels in ((self.bids, msg["bids"]), (self.asks, msg["asks"])):
+                for p, q in levels:
+                    if D(q) == 0:
+                        side.pop(D(p), None)
+                    else:
+                        side[D(p)] = D(q)
+        self.seq = msg["seq"]
+        return True
+
+    def best(self) -> tuple[Decimal | None, Decimal | None]:
+        return (max(self.bids) if self.bids else None, min(self.asks) if self.asks else None)
+
+
+class Bot:
+    def __init__(self, base: str, username: str, password: str) -> None:
+        self.base = base.rstrip("/")
+        self.username, self.password = username, password
+        self.http = httpx.AsyncClient(base_url=self.base, timeout=10)
+        self.token = ""
+        self.trader_id = ""
+
+    async def login(self) -> None:
+        creds = {"username": self.username, "password": self.password}
+        r = await self.http.post("/api/v1/auth/token", json=creds)
+        if r.status_code != 200:
+            r = await self.http.post("/api/v1/auth/signup", json=creds)
+        r.raise_for_status()
+        self.token, self.trader_id = r.json()["token"], r.json()["traderId"]
+        self.http.headers["Authorization"] = f"Token {self.token}"
+        await self.http.post("/api/v1/paper/faucet")  # 429 within the cooldown is fine
+
+    async def call(self, method: str, path: str, **kw) -> httpx.Response:
+        r = await self.http.request(method, path, **kw)
+        if r.status_code >= 500:
+            log.warning("%s %s -> %s", method, path, r.status_code)
+        return r
+
+
+def fund_real(usernames: list[str]) -> None:
+    """REAL funds for the demo bots. Real money enters through vault deposits; a demo
+    install has no chain to deposit from, so the bots get a ledger credit once."""
+    from django.db import transaction
+
+    from accounts.models import Balance, LedgerEntry, LedgerReason, User
+    from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+
+    with transaction.atomic():
+        for name in usernames:
+            user = User.objects.filter(username=name).first()
+            if (
+                user is None
+                or LedgerEntry.objects.filter(
+                    trader=user, mode="REAL", reason=LedgerReason.DEPOSIT
+                ).exists()
+            ):
+                continue
+            grants = {"USDC": D("5000000"), "CXPT": D("500000")}
+            keys = [(user.pk, a, "REAL") for a in grants]
+            balances_ensure(keys)
+            rows = balances_lock(keys)
+            ledger_apply(
+                [
+                    Posting(user.pk, a, "REAL", v, LedgerReason.DEPOSIT, "demo")
+                    for a, v in grants.items()
+                ],
+                rows,
+            )
+            Balance.objects.bulk_update(rows.values(), ["total"])
+
+
+def on_grid(value: Decimal, step: Decimal) -> Decimal:
+    return (value / step).to_integral_value() * step
+
+
+async def follow_book(
+    ws_base: str, market: str, mode: str, book: Book, stop: asyncio.Event
+) -> None:
+    """Keep `book` current from the feed; resubscribe (from the last seq) on a gap."""
+    channel = f"market.{market}" + (".paper" if mode == "PAPER" else "")
+    while not stop.is_set():
+        try:
+            async with websockets.connect(f"{ws_base}/ws/") as ws:
+                await ws.send(json.dumps({"action": "subscribe", "channel": channel}))
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if msg.get("type") == "depth" and not book.apply(msg):
+                        await ws.send(json.dumps({"action": "unsubscribe", "channel": channel}))
+                        await ws.send(
+                            json.dumps(
+                                {"action": "subscribe", "channel": channel, "sinceSeq": book.seq}
+                            )
+                        )
+                    if stop.is_set():
+                        return
+        except (OSError, websockets.WebSocketException) as e:
+            log.info("feed %s %s reconnecting: %s", market, mode, e)
+            await asyncio.sleep(1)
+
+
+async def run_market(
+    maker: Bot,
+    taker: Bot,
+    market: dict,
+    mode: str,
+    ws_base: str,
+    period: float,
+    stop: asyncio.Event,
+) -> None:
+    symbol = market["symbol"]
+    tick, lot = D(market["tickSize"]), D(market["lotSize"])
+    min_notional = D(market["minNotional"])
+    seed = market.get("lastPrice") or market.get("markPrice") or market.get("indexPrice") or "100"
+    fair = on_grid(D(seed), tick)
+    rng = random.Random(f"{symbol}:{mode}")
+    book = Book()
+    feed = asyncio.create_task(follow_book(ws_base, symbol, mode, book, stop))
+    levels = 5
+    step_ticks = max(1, int(fair * D("0.0005") / tick))
+    while not stop.is_set():
+        fair = max(tick * 10, fair + tick * step_ticks * rng.randint(-2, 2))
+        base_qty = max(lot, on_grid(min_notional * 3 / fair, lot))
+        await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
+        orders = []
+        for i in range(1, levels + 1):
+            qty = str(base_qty * rng.randint(1, 4))
+            for side, sign in (("BUY", -1), ("SELL", 1)):
+                price = fair + sign * tick * step_ticks * i
+                if price > 0:
+                    orders.append(
+                        {
+                            "market": symbol,
+                            "mode": mode,
+                            "side": side,
+                            "type": "LIMIT",
+                            "price": str(price),
+                            "qty": qty,
+                            "timeInForce": "POST_ONLY",
+                        }
+                    )
+        await maker.call("POST", "/api/v1/trade/batch", json={"orders": orders})
+        if rng.random() < 0.7:
+            bid, ask = book.best()
+            side = rng.choice(["BUY", "SELL"])
+            edge = ask if side == "BUY" else bid
+            if edge is not None:
+                await taker.call(
+                    "POST",
+                    "/api/v1/trade",
+                    json={
+                        "market": symbol,
+                        "mode": mode,
+                        "side": side,
+                        "type": "LIMIT",
+                        "price": str(edge),
+                        "qty": str(base_qty * rng.randint(1, 3)),
+                        "timeInForce": "IOC",
+                    },
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=period * rng.uniform(0.6, 1.4))
+    feed.cancel()
+
+
+class Command(BaseCommand):
+    help = "Run demo market-making and taking bots against a running server's public API."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--market", action="append", help="symbol (repeatable); default all")
+        parser.add_argument("--mode", action="append", choices=["REAL", "PAPER"])
+        parser.add_argument("--period", type=float, default=1.5, help="seconds between requotes")
+        parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+        parser.add_argument("--password", default="sim-bot-password-1")
+
+    def handle(self, *args, **opts) -> None:
+        logging.basicConfig(level=logging.INFO)
+        asyncio.run(self.main(opts))
+
+    async def main(self, opts: dict) -> None:
+        base = opts["url"]
+        ws_base = base.replace("http", "ws", 1)
+        maker = Bot(base, "sim-maker", opts["password"])
+        taker = Bot(base, "sim-taker", opts["password"])
+        for attempt in range(60):
+            try:
+                await maker.login()
+                await taker.login()
+                break
+            except httpx.HTTPError:
+                if attempt == 59:
+                    raise
+                await asyncio.sleep(1)
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(fund_real)(["sim-maker", "sim-taker"])
+        markets = (await maker.call("GET", "/api/v1/markets")).json()
+        wanted = set(opts["market"] or [m["symbol"] for m in markets])
+        modes = opts["mode"] or ["PAPER", "REAL"]
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(run_market(maker, taker, m, mode, ws_base, opts["period"], stop))
+            for m in markets
+            if m["symbol"] in wanted and m["status"] == "ACTIVE"
+            for mode in modes
+        ]
+        self.stdout.write(f"simulating {len(tasks)} books against {base}")
+        if opts["duration"]:
+            await asyncio.sleep(opts["duration"])
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
