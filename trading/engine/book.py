@@ -114,6 +114,8 @@ class OrderBook:
     def _head(side: SortedDict, levels: int | None):
         if levels is None or levels >= len(side):
             return side.items()
+        if levels <= 0:
+            return []
         return side.items()[:levels]
 
     def level_qty(self, side: str, price: int) -> int:
@@ -251,11 +253,16 @@ class OrderBook:
         """Rename a resting order (placed under a provisional id before storage gave it
         its own). It is the newest order at its level, so re-appending it there keeps
         its time priority."""
-        o = self.orders.pop(old_id)
+        o = self.orders.get(old_id)
+        if o is None:
+            raise BookError(f"unknown order id {old_id!r}")
+        if new_id in self.orders:
+            raise BookError(f"duplicate order id {new_id!r}")
         book, key = (self.bids, -o.price) if o.side == BUY else (self.asks, o.price)
         orders = book[key].orders
         if next(reversed(orders)) != old_id:
             raise BookError("only the newest order of a level can be renamed")
+        del self.orders[old_id]
         del orders[old_id]
         o.order_id = new_id
         orders[new_id] = o
