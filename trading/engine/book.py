@@ -1,18 +1,21 @@
 """Price-time priority limit order book over integer ticks and lots.
 
-Each side maps price -> Level; a Level keeps its resting orders in arrival order in an
-OrderedDict (O(1) append, pop-front and removal by id) and the level's total quantity,
-so depth reads never walk orders. Bids are keyed by negated price so that both sides
-iterate best-first from index 0 of their SortedDict.
+Each side maps price -> Level in a plain dict; a Level keeps its resting orders in
+arrival order in an OrderedDict (O(1) append, pop-front and removal by id) and the
+level's total quantity, so depth reads never walk orders. Bids are keyed by negated
+price so that on both sides a smaller key is a better price. The order of the levels is
+a plain sorted list per side holding the negated keys, so the best level is the last
+item: reading it is `ranks[-1]` and removing it is `ranks.pop()`, both O(1) in C, and a
+new level is placed with `bisect.insort` (a memmove; new levels are mostly near the
+touch, i.e. near the end).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-
-from sortedcontainers import SortedDict
 
 BUY = "BUY"
 SELL = "SELL"
@@ -87,36 +90,39 @@ class OrderBook:
     """One book. Not thread-safe: the caller serialises access (the service does it
     with a row lock on the book)."""
 
-    __slots__ = ("asks", "bids", "orders")
+    __slots__ = ("_ask_ranks", "_bid_ranks", "asks", "bids", "orders")
 
     def __init__(self) -> None:
-        self.bids: SortedDict = SortedDict()  # -price -> Level
-        self.asks: SortedDict = SortedDict()  # price -> Level
+        self.bids: dict[int, Level] = {}  # -price -> Level
+        self.asks: dict[int, Level] = {}  # price -> Level
+        # Negated keys of each side, ascending: the best level's is last.
+        self._bid_ranks: list[int] = []  # prices, ascending
+        self._ask_ranks: list[int] = []  # -prices, ascending
         self.orders: dict[Hashable, RestingOrder] = {}
 
     # -- reads -------------------------------------------------------------------
 
     def best_bid(self) -> int | None:
-        return -self.bids.peekitem(0)[0] if self.bids else None
+        ranks = self._bid_ranks
+        return ranks[-1] if ranks else None
 
     def best_ask(self) -> int | None:
-        return self.asks.peekitem(0)[0] if self.asks else None
+        ranks = self._ask_ranks
+        return -ranks[-1] if ranks else None
 
     def depth(
         self, levels: int | None = None
     ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Best-first (price, total qty) per side, at most `levels` each."""
-        bids = [(-k, lvl.total) for k, lvl in self._head(self.bids, levels)]
-        asks = [(k, lvl.total) for k, lvl in self._head(self.asks, levels)]
-        return bids, asks
-
-    @staticmethod
-    def _head(side: SortedDict, levels: int | None):
-        if levels is None or levels >= len(side):
-            return side.items()
-        if levels <= 0:
-            return []
-        return side.items()[:levels]
+        if levels is not None and levels <= 0:
+            return [], []
+        bids, asks = self.bids, self.asks
+        bid_ranks = self._bid_ranks[::-1][:levels]
+        ask_ranks = self._ask_ranks[::-1][:levels]
+        return (
+            [(p, bids[-p].total) for p in bid_ranks],
+            [(-r, asks[-r].total) for r in ask_ranks],
+        )
 
     def level_qty(self, side: str, price: int) -> int:
         book, key = (self.bids, -price) if side == BUY else (self.asks, price)
@@ -127,14 +133,16 @@ class OrderBook:
         """What an order of `side` for `qty` at limit `price` (None: market) could take
         right now: (fillable qty, sum of price*qty). Orders of `owner` are skipped, as
         self-trade prevention would cancel them rather than trade."""
-        opposite = self.asks if side == BUY else self.bids
+        is_buy = side == BUY
+        opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
         got = 0
         cost = 0
-        for key, lvl in opposite.items():
-            level_price = key if side == BUY else -key
-            if price is not None and (level_price > price if side == BUY else level_price < price):
+        for rank in reversed(ranks):
+            key = -rank
+            level_price = key if is_buy else rank
+            if price is not None and (level_price > price if is_buy else level_price < price):
                 break
-            for o in lvl.orders.values():
+            for o in opposite[key].orders.values():
                 if o.owner == owner:
                     continue
                 take = min(qty - got, o.qty)
@@ -168,72 +176,121 @@ class OrderBook:
         tif: str = GTC,
     ) -> MatchResult:
         """Match an incoming order; `price=None` is a market order (never rests)."""
-        if side != BUY and side != SELL:
+        if side == BUY:
+            is_buy = True
+        elif side == SELL:
+            is_buy = False
+        else:
             raise BookError(f"unknown side {side!r}")
         if qty <= 0:
             raise BookError("qty must be positive")
         if tif not in _TIFS:
             raise BookError(f"unknown time in force {tif!r}")
-        if order_id in self.orders:
+        book_orders = self.orders
+        if order_id in book_orders:
             raise BookError(f"duplicate order id {order_id!r}")
-        is_buy = side == BUY
-        opposite = self.asks if is_buy else self.bids
+        if is_buy:
+            opposite, ranks = self.asks, self._ask_ranks
+        else:
+            opposite, ranks = self.bids, self._bid_ranks
 
-        if tif == POST_ONLY:
-            if price is None:
-                raise BookError("POST_ONLY needs a price")
-            best = self.best_ask() if is_buy else self.best_bid()
-            if best is not None and (best <= price if is_buy else best >= price):
-                return MatchResult(status=REJECTED, remaining=qty, reject_reason="WOULD_CROSS")
-        elif tif == FOK:
-            fillable, _ = self.sweep(side, qty, price, owner)
-            if fillable < qty:
-                return MatchResult(status=REJECTED, remaining=qty, reject_reason="FOK_UNFILLABLE")
+        if tif is not GTC:
+            if tif == POST_ONLY:
+                if price is None:
+                    raise BookError("POST_ONLY needs a price")
+                if ranks:
+                    best = -ranks[-1] if is_buy else ranks[-1]
+                    if best <= price if is_buy else best >= price:
+                        return MatchResult(
+                            status=REJECTED, remaining=qty, reject_reason="WOULD_CROSS"
+                        )
+            elif tif == FOK:
+                fillable, _ = self.sweep(side, qty, price, owner)
+                if fillable < qty:
+                    return MatchResult(
+                        status=REJECTED, remaining=qty, reject_reason="FOK_UNFILLABLE"
+                    )
 
-        result = MatchResult(status=NEW, remaining=qty)
-        maker_deltas = result.ask_deltas if is_buy else result.bid_deltas
+        fills: list[Fill] = []
+        stp_canceled: list[tuple[Hashable, int]] = []
+        bid_deltas: dict[int, int] = {}
+        ask_deltas: dict[int, int] = {}
+        maker_deltas = ask_deltas if is_buy else bid_deltas
         remaining = qty
-        while remaining and opposite:
-            key, lvl = opposite.peekitem(0)
+        while remaining and ranks:
+            key = -ranks[-1]
             level_price = key if is_buy else -key
             if price is not None and (level_price > price if is_buy else level_price < price):
                 break
+            lvl = opposite[key]
             orders = lvl.orders
             while remaining and orders:
                 maker = next(iter(orders.values()))
                 if maker.owner == owner:
                     # Self-trade prevention, "cancel maker": the resting order goes.
                     del orders[maker.order_id]
-                    del self.orders[maker.order_id]
+                    del book_orders[maker.order_id]
                     lvl.total -= maker.qty
-                    result.stp_canceled.append((maker.order_id, maker.qty))
+                    stp_canceled.append((maker.order_id, maker.qty))
                     continue
-                take = maker.qty if maker.qty < remaining else remaining
-                maker.qty -= take
+                maker_qty = maker.qty
+                if maker_qty <= remaining:
+                    take = maker_qty
+                    maker.qty = 0
+                    del orders[maker.order_id]
+                    del book_orders[maker.order_id]
+                else:
+                    take = remaining
+                    maker.qty = maker_qty - take
                 lvl.total -= take
                 remaining -= take
-                result.fills.append(Fill(maker.order_id, maker.owner, level_price, take, maker.qty))
-                if not maker.qty:
-                    del orders[maker.order_id]
-                    del self.orders[maker.order_id]
+                fills.append(Fill(maker.order_id, maker.owner, level_price, take, maker.qty))
             maker_deltas[level_price] = lvl.total
             if not orders:
                 del opposite[key]
+                ranks.pop()
 
-        result.filled = qty - remaining
-        result.remaining = remaining
-        if remaining and price is not None and tif in (GTC, POST_ONLY):
-            self._rest(RestingOrder(order_id, owner, side, price, remaining))
-            (result.bid_deltas if is_buy else result.ask_deltas)[price] = self.level_qty(
-                side, price
+        filled = qty - remaining
+        if remaining and price is not None and (tif is GTC or tif == POST_ONLY):
+            o = RestingOrder(order_id, owner, side, price, remaining)
+            if is_buy:
+                own, own_ranks, key, own_deltas = self.bids, self._bid_ranks, -price, bid_deltas
+            else:
+                own, own_ranks, key, own_deltas = self.asks, self._ask_ranks, price, ask_deltas
+            lvl = own.get(key)
+            if lvl is None:
+                lvl = own[key] = Level()
+                # A new best level (the common case) goes at the end without a search.
+                if not own_ranks or -key > own_ranks[-1]:
+                    own_ranks.append(-key)
+                else:
+                    insort(own_ranks, -key)
+            lvl.orders[order_id] = o
+            lvl.total += remaining
+            book_orders[order_id] = o
+            own_deltas[price] = lvl.total
+            return MatchResult(
+                PARTIALLY_FILLED if filled else NEW,
+                filled,
+                remaining,
+                True,
+                None,
+                fills,
+                stp_canceled,
+                bid_deltas,
+                ask_deltas,
             )
-            result.rested = True
-            result.status = PARTIALLY_FILLED if result.filled else NEW
-        elif remaining:
-            result.status = CANCELED
-        else:
-            result.status = FILLED
-        return result
+        return MatchResult(
+            CANCELED if remaining else FILLED,
+            filled,
+            remaining,
+            False,
+            None,
+            fills,
+            stp_canceled,
+            bid_deltas,
+            ask_deltas,
+        )
 
     def cancel(self, order_id: Hashable) -> tuple[RestingOrder, int] | None:
         """Remove a resting order; returns it and the new total of its level, or None
@@ -241,12 +298,16 @@ class OrderBook:
         o = self.orders.pop(order_id, None)
         if o is None:
             return None
-        book, key = (self.bids, -o.price) if o.side == BUY else (self.asks, o.price)
+        if o.side == BUY:
+            book, ranks, key = self.bids, self._bid_ranks, -o.price
+        else:
+            book, ranks, key = self.asks, self._ask_ranks, o.price
         lvl = book[key]
         del lvl.orders[order_id]
         lvl.total -= o.qty
         if not lvl.orders:
             del book[key]
+            del ranks[bisect_left(ranks, -key)]
         return o, lvl.total
 
     def rekey(self, old_id: Hashable, new_id: Hashable) -> None:
@@ -269,10 +330,14 @@ class OrderBook:
         self.orders[new_id] = o
 
     def _rest(self, o: RestingOrder) -> None:
-        book, key = (self.bids, -o.price) if o.side == BUY else (self.asks, o.price)
+        if o.side == BUY:
+            book, ranks, key = self.bids, self._bid_ranks, -o.price
+        else:
+            book, ranks, key = self.asks, self._ask_ranks, o.price
         lvl = book.get(key)
         if lvl is None:
             lvl = book[key] = Level()
+            insort(ranks, -key)
         lvl.orders[o.order_id] = o
         lvl.total += o.qty
         self.orders[o.order_id] = o
