@@ -16,7 +16,18 @@ def _fresh_process_caches():
 
 
 def pytest_configure(config):
+    import os
+
     from django.conf import settings
+
+    # A test run shares the machine's Redis with whatever else runs there (a demo, a
+    # benchmark): a channel prefix of its own keeps their messages apart. Set in the
+    # environment too, for the servers the end-to-end tests start.
+    prefix = f"test{os.getpid()}"
+    os.environ["CHANNEL_LAYER_PREFIX"] = prefix
+    config_ = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+    if "prefix" in config_:
+        config_["prefix"] = prefix
 
     # Password hashing is deliberately slow; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,15 +2,21 @@
 
 A balance row is a running total of its ledger rows (checked by the invariant tests),
 kept beside them so that placing an order reads one row instead of summing a history.
-`locked` is what open orders (and later, pending withdrawals) reserve; it is not a
-ledger movement, since the funds have not left the account.
+`locked` is what open orders and pending withdrawals reserve; it is not a ledger
+movement, since the funds have not left the account.
+
+Also here: API keys (stored hashed), linked wallets and their sign-in challenges, vault
+transfers (deposits and withdrawals) and stored responses of idempotent requests.
 """
 
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 
 MONEY = {"max_digits": 38, "decimal_places": 12}
 
@@ -25,6 +31,9 @@ class User(AbstractUser):
     # System accounts (fee collection, insurance fund) hold funds but never log in.
     is_system = models.BooleanField(default=False)
     last_faucet_at = models.DateTimeField(null=True, blank=True)
+    # paperPoints count the PAPER ledger rows after this one: the trader's first faucet
+    # credit, moved to the fresh credit by each paper reset. Null before any credit.
+    paper_points_from = models.BigIntegerField(null=True, blank=True)
 
     FEE_ACCOUNT = "__fees__"
     INSURANCE_ACCOUNT = "__insurance__"
@@ -88,3 +97,218 @@ class LedgerEntry(models.Model):
         if self.pk is not None:
             raise ValueError("ledger entries are append-only")
         super().save(*args, **kwargs)
+
+
+class ApiKeyScope(models.TextChoices):
+    READ = "read"
+    TRADE = "trade"
+    WITHDRAW = "withdraw"
+
+
+ALL_SCOPES = frozenset(ApiKeyScope.values)
+
+
+class ApiKeySource(models.TextChoices):
+    # Made by signup, /auth/token or `token_for`: full scope; only the newest few of
+    # a trader are kept (see accounts.services.api_keys).
+    LOGIN = "LOGIN"
+    # Made by the trader through the API-keys endpoint; never revoked for them.
+    USER = "USER"
+
+
+class ApiKey(models.Model):
+    """A bot's credential. Only the SHA-256 of the key is stored: the key itself is shown
+    once, when it is made. A plain hash is enough because keys are 256 random bits, not
+    passwords a dictionary could guess."""
+
+    trader = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=64, blank=True, default="")
+    # The first characters of the key, so that a trader can tell keys apart in a list.
+    prefix = models.CharField(max_length=12)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # Space-separated subset of ApiKeyScope, e.g. "read trade".
+    scopes = models.CharField(max_length=32)
+    source = models.CharField(max_length=5, choices=ApiKeySource.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["trader", "source", "revoked_at"], name="apikey_trader")]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.scopes})"
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+class LinkedWallet(models.Model):
+    """An Ethereum address a trader proved to control by signing our challenge.
+    Unlinking keeps the row (with `unlinked_at`) as the record of who held it when."""
+
+    trader = models.ForeignKey(User, on_delete=models.PROTECT, related_name="wallets")
+    # EIP-55 checksummed; compared case-insensitively through the constraint below.
+    address = models.CharField(max_length=42)
+    linked_at = models.DateTimeField(auto_now_add=True)
+    unlinked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One address, one trader, whatever the letter case it was sent in.
+            models.UniqueConstraint(
+                Lower("address"),
+                condition=Q(unlinked_at__isnull=True),
+                name="wallet_address_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["trader", "unlinked_at"], name="wallet_trader")]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class WalletChallenge(models.Model):
+    """A sign-in message we issued: the signature must be over exactly this text, by a
+    trader who asks before `expires_at`, once (`used_at`)."""
+
+    trader = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    nonce = models.CharField(max_length=64, unique=True)
+    # Set when the client named its address up front: the message carries it, and only
+    # that address may answer.
+    address = models.CharField(max_length=42, blank=True, default="")
+    message = models.TextField()
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+
+class TransferKind(models.TextChoices):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+
+
+class TransferStatus(models.TextChoices):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"  # deposit credited
+    APPROVED = "APPROVED"  # withdrawal sent
+    REJECTED = "REJECTED"
+
+
+class Transfer(models.Model):
+    """Money entering (deposit) or leaving (withdrawal) the exchange, REAL mode only.
+    One table for both, so that a trader's history is one keyset-paginated list."""
+
+    trader = models.ForeignKey(User, on_delete=models.PROTECT, related_name="transfers")
+    kind = models.CharField(max_length=10, choices=TransferKind.choices)
+    asset = models.CharField(max_length=16)
+    mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.REAL)
+    amount = models.DecimalField(**MONEY)
+    status = models.CharField(
+        max_length=9, choices=TransferStatus.choices, default=TransferStatus.PENDING
+    )
+    # Deposit: the incoming chain transaction. Withdrawal: the outgoing one, set by
+    # staff on approval. Lower-case hex.
+    tx_hash = models.CharField(max_length=66, null=True, blank=True)
+    # Withdrawal: the linked address the funds go to (EIP-55).
+    address = models.CharField(max_length=42, blank=True, default="")
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_positive"),
+            # One chain transaction is one deposit; an outgoing hash pays one withdrawal.
+            models.UniqueConstraint(
+                fields=["kind", "tx_hash"],
+                condition=Q(tx_hash__isnull=False),
+                name="transfer_tx_hash_unique",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=TransferStatus.APPROVED) | Q(tx_hash__isnull=False),
+                name="transfer_approved_has_tx",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["trader", "-id"], name="transfer_trader"),
+            models.Index(
+                fields=["trader", "asset", "mode"],
+                condition=Q(kind="WITHDRAWAL", status="PENDING"),
+                name="transfer_pending_withdrawals",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.asset} ({self.status})"
+
+
+class DepositManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=TransferKind.DEPOSIT)
+
+
+class WithdrawalManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=TransferKind.WITHDRAWAL)
+
+
+class Deposit(Transfer):
+    """The deposits among transfers, for the admin."""
+
+    objects = DepositManager()
+
+    class Meta:
+        proxy = True
+
+
+class Withdrawal(Transfer):
+    """The withdrawals among transfers, for the admin."""
+
+    objects = WithdrawalManager()
+
+    class Meta:
+        proxy = True
+
+
+class SystemBalance(Balance):
+    """Balances of the system accounts (fees, insurance fund), for the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "fee and insurance balance"
+
+
+class SolvencyReport(LedgerEntry):
+    """No rows of its own: the admin's solvency panel hangs off it so that the admin
+    index links to it and its view permission guards it."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "solvency report"
+        verbose_name_plural = "solvency report"
+
+
+class IdempotencyRecord(models.Model):
+    """The stored response of a request sent with an `Idempotency-Key` header. Written
+    in the same transaction as the request's effects, so a key has a record exactly
+    when the request it names took effect (see dexsite/idempotency.py)."""
+
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trader", "key"], name="idempotency_key_unique")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]

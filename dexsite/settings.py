@@ -36,7 +36,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -95,11 +94,30 @@ if REDIS_URL:
             "BACKEND": os.environ.get(
                 "CHANNEL_LAYER_BACKEND", "channels_redis.pubsub.RedisPubSubChannelLayer"
             ),
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A prefix of its own keeps one deployment's (or test run's) groups apart
+            # from another's on a shared Redis: pub/sub channels ignore the db number.
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
+            },
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The cache holds throttle counts: shared by every web process through Redis, or
+# per process in the embedded run.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "dexsite"),
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
@@ -116,16 +134,29 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The dashboard's browser libraries come from npm (`npm ci`, pinned in package-lock.json)
+# and are served from node_modules under static/vendor/, never committed.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/lightweight-charts", BASE_DIR / "node_modules" / "lightweight-charts" / "dist"),
+    ("vendor/ethers", BASE_DIR / "node_modules" / "ethers" / "dist"),
+]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "accounts.permissions.ApiKeyScopes",
+    ],
+    # Proxies in front of the web processes whose X-Forwarded-For entries to trust for
+    # the client address (throttles); 0 = use the socket's address, which no client
+    # can forge.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["dexsite.api.DecimalJSONParser"],
     "EXCEPTION_HANDLER": "dexsite.errors.exception_handler",
@@ -154,6 +185,33 @@ SPECTACULAR_SETTINGS = {
 PAPER_FAUCET_COOLDOWN = int(os.environ.get("PAPER_FAUCET_COOLDOWN", str(24 * 3600)))
 PAPER_FAUCET_AMOUNTS = {"USDC": "100000", "CXPT": "1000"}
 
+# Abuse control, not security (see docs/accounts.md): "N/second|minute|hour|day" per
+# scope, each overridable as THROTTLE_RATE_<SCOPE>, e.g. THROTTLE_RATE_LOGIN_IP=100/hour.
+THROTTLE_RATES = {
+    scope: os.environ.get(f"THROTTLE_RATE_{scope.upper()}", rate)
+    for scope, rate in {
+        "signup": "20/hour",  # per client address
+        "login_ip": "60/hour",  # session login and /auth/token, per client address
+        "login_account": "20/hour",  # the same, per username
+        "faucet": "10/hour",  # faucet and paper reset, per trader
+        "link_wallet": "30/hour",  # challenges and answers, per trader
+        "withdraw": "30/hour",  # per trader
+    }.items()
+}
+# Wallet linking (EIP-4361): the domain and URI the message names default to the host
+# the request reached; the chain id to Ethereum mainnet.
+WALLET_LINK_DOMAIN = os.environ.get("WALLET_LINK_DOMAIN", "")
+WALLET_LINK_URI = os.environ.get("WALLET_LINK_URI", "")
+WALLET_LINK_CHAIN_ID = int(os.environ.get("WALLET_LINK_CHAIN_ID", "1"))
+WALLET_LINK_TTL = int(os.environ.get("WALLET_LINK_TTL", "600"))  # seconds
+WALLETS_MAX = 10
+# Vault: what may be deposited and withdrawn (REAL), and who confirms transfers.
+VAULT_ASSETS = ("USDC", "CXPT")
+VAULT_CHAIN_ADAPTER = os.environ.get("VAULT_CHAIN_ADAPTER", "accounts.chain.StaffConfirmation")
+IDEMPOTENCY_KEY_TTL = int(os.environ.get("IDEMPOTENCY_KEY_TTL", str(24 * 3600)))
+API_KEYS_MAX = 20  # keys a trader makes for bots
+API_LOGIN_KEYS_KEPT = 20  # keys from signup / auth/token still valid per trader
+
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
@@ -171,3 +229,16 @@ LOGGING = {
 }
 
 TEST_RUNNER = "dexsite.test_runner.PytestTestRunner"
+
+# Risk engine. The random-walk demo feed keeps the embedded run alive; production
+# lists its oracle feed classes (comma separated) in INDEX_FEEDS.
+INDEX_FEEDS = [
+    f
+    for f in os.environ.get(
+        "INDEX_FEEDS", "trading.feeds.RandomWalkFeed" if "DATABASE_URL" not in os.environ else ""
+    ).split(",")
+    if f
+]
+INDEX_STALE_SECONDS = int(os.environ.get("INDEX_STALE_SECONDS", "120"))
+LIQUIDATION_FEE_RATE = os.environ.get("LIQUIDATION_FEE_RATE", "0.005")
+FUNDING_INTEREST_8H = os.environ.get("FUNDING_INTEREST_8H", "0.0001")

@@ -16,6 +16,9 @@ TICKET_TTL = timedelta(seconds=60)
 class WsTicketApi(APIView):
     """A one-time ticket for the WebSocket handshake (`/ws/?ticket=...`)."""
 
+    # A ticket only lets a socket read: `read` is enough.
+    required_scope = "read"
+
     @extend_schema(request=None, responses={201: dict})
     def post(self, request: Request) -> Response:
         now = timezone.now()

@@ -39,12 +39,14 @@ def origin_allowed(origin: str) -> bool:
 
 @database_sync_to_async
 def user_for_token(key: str):
-    from rest_framework.authtoken.models import Token
+    from accounts.models import ApiKeyScope
+    from accounts.services.api_keys import api_key_authenticate
 
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
+    # A live API key of an active trader; streams are reads, so it needs `read`.
+    api_key = api_key_authenticate(key)
+    if api_key is None or ApiKeyScope.READ not in api_key.scope_set:
         return None
-    return token.user
+    return api_key.trader
 
 
 @database_sync_to_async

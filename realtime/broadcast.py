@@ -202,10 +202,27 @@ def on_balances(sender, *, balances, **kw) -> None:
     )
 
 
-def send_to_trader(trader_uuid, type_: str, body: dict[str, Any]) -> None:
-    """For other apps' private events (liquidations, funding payments)."""
-    publish([message(type_, names.trader_channel(trader_uuid), body)])
+@receiver(signals.ticker_updated)
+def on_ticker(sender, *, market: str, mode: str, ticker: dict[str, Any], **kw) -> None:
+    publish([message("ticker", names.market_channel(market, mode), ticker)])
 
 
-def send_to_market(symbol: str, mode: str, type_: str, body: dict[str, Any]) -> None:
-    publish([message(type_, names.market_channel(symbol, mode), body)])
+@receiver(signals.funding_rate_updated)
+def on_funding_rate(sender, *, market: str, mode: str, rate, next_funding_ts, **kw) -> None:
+    body = {"market": market, "mode": mode, "rate": rate, "nextFundingTs": next_funding_ts}
+    publish([message("funding", names.market_channel(market, mode), body)])
+
+
+@receiver(signals.option_iv_updated)
+def on_option_iv(sender, *, market: str, mode: str, iv: dict[str, Any], **kw) -> None:
+    publish([message("optionIv", names.market_channel(market, mode), {"market": market, **iv})])
+
+
+@receiver(signals.funding_paid)
+def on_funding_paid(sender, *, trader_id, payment: dict[str, Any], **kw) -> None:
+    publish([message("funding", names.trader_channel(trader_id), payment)])
+
+
+@receiver(signals.liquidated)
+def on_liquidated(sender, *, trader_id, liquidation: dict[str, Any], **kw) -> None:
+    publish([message("liquidation", names.trader_channel(trader_id), liquidation)])

@@ -8,13 +8,18 @@ misses nothing: what it did not receive through the group is already in the buff
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 
 from django.conf import settings
 
 KEEP = 2000
-_PREFIX = "dex:deltas:"
+
+
+def _prefix() -> str:
+    # Per deployment (and test run), like the channel layer's groups.
+    return f"dex:{os.environ.get('CHANNEL_LAYER_PREFIX', 'asgi')}:deltas:"
 
 
 class MemoryBuffer:
@@ -61,7 +66,7 @@ class RedisBuffer:
         return client
 
     async def add(self, book: str, seq: int, text: str) -> None:
-        key = _PREFIX + book
+        key = _prefix() + book
         async with self._client().pipeline(transaction=False) as pipe:
             pipe.zadd(key, {text: seq})
             pipe.zremrangebyrank(key, 0, -self.keep - 1)
@@ -70,7 +75,9 @@ class RedisBuffer:
     async def since(self, book: str, after: int, upto: int) -> list[str] | None:
         if upto <= after:
             return []
-        rows = await self._client().zrangebyscore(_PREFIX + book, after + 1, upto, withscores=True)
+        rows = await self._client().zrangebyscore(
+            _prefix() + book, after + 1, upto, withscores=True
+        )
         if len(rows) != upto - after:
             return None
         return [text.decode() for text, _ in rows]
@@ -80,7 +87,7 @@ class RedisBuffer:
         import asyncio
 
         client = self._client()
-        keys = [k async for k in client.scan_iter(_PREFIX + "*")]
+        keys = [k async for k in client.scan_iter(_prefix() + "*")]
         if keys:
             await client.delete(*keys)
         await client.aclose()

@@ -9,11 +9,25 @@ from decimal import Decimal
 
 from django.db.models import F, Q, Sum
 
-from accounts.models import Balance, LedgerEntry, LedgerReason
+from accounts.models import (
+    Balance,
+    LedgerEntry,
+    LedgerReason,
+    Transfer,
+    TransferKind,
+    TransferStatus,
+)
 from trading.models import OPEN_STATUSES, Book, Order, Position
 from trading.services.books import engine_book_build
 
-EXTERNAL = (LedgerReason.DEPOSIT, LedgerReason.WITHDRAWAL, LedgerReason.FAUCET)
+# Money entering or leaving a mode. A paper reset writes a PAPER account off: money
+# leaving, like a withdrawal.
+EXTERNAL = (
+    LedgerReason.DEPOSIT,
+    LedgerReason.WITHDRAWAL,
+    LedgerReason.FAUCET,
+    LedgerReason.PAPER_RESET,
+)
 
 
 def check_invariants() -> list[str]:
@@ -35,7 +49,7 @@ def check_invariants() -> list[str]:
         if s != 0:
             problems.append(f"ledger rows without a balance row: {key} sums to {s}")
 
-    # Locked funds = what open orders reserve.
+    # Locked funds = what open orders reserve + pending withdrawals.
     reserved: dict[tuple, Decimal] = defaultdict(Decimal)
     for r in (
         Order.objects.filter(status__in=OPEN_STATUSES)
@@ -43,13 +57,22 @@ def check_invariants() -> list[str]:
         .annotate(s=Sum("reserved"))
     ):
         reserved[(r["trader_id"], r["reserve_asset"], r["mode"])] += r["s"]
+    for r in (
+        Transfer.objects.filter(kind=TransferKind.WITHDRAWAL, status=TransferStatus.PENDING)
+        .values("trader_id", "asset", "mode")
+        .annotate(s=Sum("amount"))
+    ):
+        reserved[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
     for b in Balance.objects.filter(locked__gt=0):
         key = (b.trader_id, b.asset, b.mode)
         if reserved.pop(key, Decimal(0)) != b.locked:
-            problems.append(f"balance {key} locked {b.locked} != open orders' reservations")
+            problems.append(
+                f"balance {key} locked {b.locked} != open orders' reservations"
+                " + pending withdrawals"
+            )
     for key, s in reserved.items():
         if s != 0:
-            problems.append(f"open orders reserve {s} of {key} but nothing is locked")
+            problems.append(f"open orders / withdrawals reserve {s} of {key} but nothing is locked")
     closed_reserving = Order.objects.exclude(status__in=OPEN_STATUSES).filter(reserved__gt=0)
     if closed_reserving.exists():
         problems.append(
@@ -68,9 +91,13 @@ def check_invariants() -> list[str]:
     ):
         internal = r["total"] - (r["external"] or Decimal(0))
         if r["asset"] == "USDC":
-            open_cost = Position.objects.filter(mode=r["mode"]).aggregate(s=Sum("open_notional"))[
-                "s"
-            ]
+            # Option premiums move in cash at each fill; only perps and futures carry
+            # their cost basis until they are closed.
+            open_cost = (
+                Position.objects.filter(mode=r["mode"])
+                .exclude(market__kind="OPTION")
+                .aggregate(s=Sum("open_notional"))["s"]
+            )
             internal -= open_cost or Decimal(0)
         if internal != 0:
             problems.append(

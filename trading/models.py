@@ -63,6 +63,8 @@ class Market(models.Model):
     funding_rate = models.DecimalField(max_digits=16, decimal_places=10, null=True, blank=True)
     next_funding_at = models.DateTimeField(null=True, blank=True)
     mark_iv = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    funding_interval = models.PositiveIntegerField(default=8 * 3600, help_text="seconds")
+    funding_cap = models.DecimalField(max_digits=10, decimal_places=8, default=Decimal("0.0075"))
 
     class Meta:
         ordering = ["id"]
@@ -87,6 +89,12 @@ class Book(models.Model):
     mode = models.CharField(max_length=5, choices=Mode.choices)
     seq = models.BigIntegerField(default=0)
     last_price = models.DecimalField(null=True, blank=True, **MONEY)
+    # Mark price of this book (risk, PnL and liquidation use it, never the last trade),
+    # the moving average of (mid - index) it is anchored on, and the funding state.
+    mark_price = models.DecimalField(null=True, blank=True, **MONEY)
+    basis_avg = models.DecimalField(null=True, blank=True, **MONEY)
+    funding_rate = models.DecimalField(max_digits=16, decimal_places=10, null=True, blank=True)
+    next_funding_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["market", "mode"], name="book_unique")]
@@ -141,6 +149,8 @@ class Order(models.Model):
     # What the remaining quantity reserves from `reserve_asset`'s balance (`locked`).
     reserved = models.DecimalField(default=0, **MONEY)
     reserve_asset = models.CharField(max_length=16, blank=True, default="")
+    # Who placed it: the trader, or the risk engine (liquidation, auto-deleverage, expiry).
+    source = models.CharField(max_length=12, default="USER")
     cancel_reason = models.CharField(max_length=16, blank=True, default="")
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -242,3 +252,77 @@ class Position(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["trader", "market", "mode"], name="position_unique")
         ]
+
+
+class IndexPrice(models.Model):
+    """The oracle price of an underlying (BTC, ETH, CXPT), from the configured feeds."""
+
+    underlying = models.CharField(max_length=16, unique=True)
+    price = models.DecimalField(**MONEY)
+    source = models.CharField(max_length=40, default="manual")
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.underlying} {self.price}"
+
+
+class IndexSample(models.Model):
+    """Index history: expiry settles at the average of the last 30 minutes of it."""
+
+    underlying = models.CharField(max_length=16)
+    price = models.DecimalField(**MONEY)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["underlying", "at"])]
+
+
+class FundingSample(models.Model):
+    """One premium-index sample of a perpetual's book (taken every minute)."""
+
+    book = models.ForeignKey(Book, on_delete=models.CASCADE)
+    premium = models.DecimalField(max_digits=20, decimal_places=12)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["book", "at"])]
+
+
+class FundingEvent(models.Model):
+    """One settled funding of one book. The unique constraint, not hope, makes a
+    funding time settle once even when two clocks run."""
+
+    book = models.ForeignKey(Book, on_delete=models.PROTECT)
+    funding_at = models.DateTimeField()
+    rate = models.DecimalField(max_digits=16, decimal_places=10)
+    mark_price = models.DecimalField(**MONEY)
+    positions = models.PositiveIntegerField(default=0)
+    paid = models.DecimalField(default=0, **MONEY)
+    insurance_remainder = models.DecimalField(default=0, **MONEY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["book", "funding_at"], name="funding_once")]
+
+
+class Settlement(models.Model):
+    """The expiry of a dated future or option: settled once."""
+
+    market = models.OneToOneField(Market, on_delete=models.PROTECT)
+    price = models.DecimalField(**MONEY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Liquidation(models.Model):
+    """A liquidation of one account (trader, mode), for the record and the trader's
+    channel."""
+
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    equity = models.DecimalField(**MONEY)
+    maintenance = models.DecimalField(**MONEY)
+    insurance_paid = models.DecimalField(default=0, **MONEY)
+    fee = models.DecimalField(default=0, **MONEY)
+    adl_qty = models.DecimalField(default=0, **QTY)
+    detail = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import Balance, User
 from dexsite.errors import ExchangeError
-from trading import risk
+from trading import margin, risk
 from trading.models import (
     OPEN_STATUSES,
     Book,
@@ -85,14 +85,16 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
                 "takerFee": dec(m.taker_fee),
                 "maintenanceMarginRatio": dec(m.maintenance_margin_ratio) if derivative else None,
                 "status": m.status,
-                "markPrice": dec(m.mark_price) if derivative else None,
+                "markPrice": dec((book.mark_price if book else None) or m.mark_price)
+                if derivative
+                else None,
                 "indexPrice": dec(m.index_price),
                 "lastPrice": dec(last),
                 "change24h": dec(change),
                 "volume24h": dec(st.get("volume") or Decimal(0)),
                 "openInterest": dec(oi.get(m.pk, Decimal(0))) if derivative else None,
-                "fundingRate": dec(m.funding_rate) if m.kind == "PERP" else None,
-                "nextFundingTs": ms(m.next_funding_at) if m.kind == "PERP" else None,
+                "fundingRate": dec(book.funding_rate) if book and m.kind == "PERP" else None,
+                "nextFundingTs": ms(book.next_funding_at) if book and m.kind == "PERP" else None,
                 "expiryTs": ms(m.expiry_at),
                 "strike": dec(m.strike),
                 "optionType": m.option_type or None,
@@ -295,47 +297,39 @@ def balances_list(*, trader: User, mode: str | None) -> list[dict[str, Any]]:
 def positions_list(
     *, trader: User, mode: str | None, include_flat: bool = False
 ) -> list[dict[str, Any]]:
-    qs = Position.objects.filter(trader=trader).select_related("market")
-    if mode:
-        qs = qs.filter(mode=mode)
-    positions = list(qs.order_by("market_id", "mode"))
-    modes = {p.mode for p in positions}
-    usdc = {b.mode: b for b in Balance.objects.filter(trader=trader, asset="USDC", mode__in=modes)}
+    """Positions at their book's mark, with margin and the estimated liquidation price
+    of the cross-margined account (other positions held at their marks)."""
+    modes = [mode] if mode else ["REAL", "PAPER"]
+    cash = {b.mode: b for b in Balance.objects.filter(trader=trader, asset="USDC", mode__in=modes)}
     out = []
-    for p in positions:
-        if not p.size and not include_flat:
+    for m in modes:
+        exposures = margin.exposures_for(trader.pk, m, include_flat=include_flat)
+        if not exposures:
             continue
-        others = [o for o in positions if o.mode == p.mode and o.pk != p.pk]
-        bal = usdc.get(p.mode)
-        equity = bal.total if bal else Decimal(0)
-        for o in others:
-            if o.size:
-                mark = o.market.mark_price or o.open_notional / o.size
-                equity += o.size * mark - o.open_notional
-                equity -= abs(o.size) * mark * o.market.maintenance_margin_ratio
-        upnl_now = Decimal(0)
-        mark = p.market.mark_price
-        if p.size:
-            upnl_now = p.size * (mark or p.open_notional / p.size) - p.open_notional
-        metrics = risk.position_metrics(
-            size=p.size,
-            open_notional=p.open_notional,
-            mark=mark,
-            leverage=risk.effective_leverage(p.leverage, p.market.max_leverage),
-            maintenance_ratio=p.market.maintenance_margin_ratio,
-            free_equity=equity + upnl_now,
+        bal = cash.get(m)
+        account = margin.Account(
+            bal.total if bal else Decimal(0),
+            bal.locked if bal else Decimal(0),
+            [e for e in exposures if e.size],
         )
-        out.append(position_dict(p, p.market, metrics.as_dict()))
+        for e in exposures:
+            p = e.position
+            entry = (e.open_notional / e.size).quantize(risk.MONEY_QUANTUM) if e.size else None
+            out.append(
+                position_dict(
+                    p,
+                    p.market,
+                    {
+                        "entry_price": entry,
+                        "mark_price": e.mark,
+                        "unrealized_pnl": e.size * e.mark - e.open_notional,
+                        "margin": e.initial().quantize(risk.MONEY_QUANTUM),
+                        "liquidation_price": account.liquidation_price(e) if e.size else None,
+                        "leverage": e.leverage,
+                    },
+                )
+            )
     return out
-
-
-def trader_summary(*, trader: User) -> dict[str, Any]:
-    return {
-        "traderId": str(trader.trader_id),
-        "username": trader.username,
-        "linkedWallets": [],
-        "paperPoints": "0",
-    }
 
 
 def open_interest(*, market: Market, mode: str) -> dict[str, Decimal]:

@@ -17,3 +17,13 @@ book_changed = Signal()
 position_updated = Signal()
 # market, status
 market_state_changed = Signal()
+# market, mode, ticker: dict {"markPrice","indexPrice","lastPrice","change24h","volume24h","openInterest"}
+ticker_updated = Signal()
+# market, mode, rate, next_funding_ts
+funding_rate_updated = Signal()
+# market, mode, iv: dict {"markIv","bidIv","askIv","delta","gamma","vega","theta"}
+option_iv_updated = Signal()
+# trader_id (UUID), payment: dict {"market","mode","amount","rate"}
+funding_paid = Signal()
+# trader_id (UUID), liquidation: dict
+liquidated = Signal()

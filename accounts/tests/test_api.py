@@ -21,11 +21,13 @@ def test_signup_token_and_me():
     r = c.post(
         "/api/v1/auth/token", {"username": "neo", "password": "a-long-password-1"}, format="json"
     )
-    assert r.json() == {"traderId": trader_id, "token": token}
-    c.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    me = c.get("/api/v1/me").json()
-    assert me["traderId"] == trader_id and me["username"] == "neo"
-    assert me["linkedWallets"] == [] and "paperPoints" in me
+    # Keys are stored hashed, so /auth/token makes a new full-scope key: both work.
+    assert set(r.json()) == {"traderId", "token"} and r.json()["traderId"] == trader_id
+    for key in (token, r.json()["token"]):
+        c.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        me = c.get("/api/v1/me").json()
+        assert me["traderId"] == trader_id and me["username"] == "neo"
+        assert me["linkedWallets"] == [] and me["paperPoints"] == "0"
 
 
 @pytest.mark.parametrize(
@@ -113,3 +115,20 @@ def test_session_login_and_signup_pages():
     csrf_client.force_login(User.objects.get(username="trin"))
     r = csrf_client.post("/api/v1/paper/faucet")
     assert r.status_code == 403
+
+
+def test_schema_lists_the_account_endpoints():
+    paths = APIClient().get("/api/v1/schema/?format=json").json()["paths"]
+    for p in [
+        "/api/v1/me",
+        "/api/v1/paper/reset",
+        "/api/v1/paper/leaderboard",
+        "/api/v1/user/{trader_id}/link-wallet",
+        "/api/v1/user/{trader_id}/link-wallet/{address}",
+        "/api/v1/vault/deposit",
+        "/api/v1/vault/withdraw",
+        "/api/v1/vault/transfers",
+        "/api/v1/api-keys",
+        "/api/v1/api-keys/{key_id}",
+    ]:
+        assert p in paths, p

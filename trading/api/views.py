@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
+from dexsite.idempotency import idempotent
 from trading import selectors
 from trading.models import OrderType, Side, TimeInForce
 from trading.presenters import dec
@@ -135,6 +136,7 @@ class OrderInputSerializer(StrictSerializer):
 
 class TradeApi(APIView):
     @extend_schema(request=OrderInputSerializer, responses={201: dict, 200: dict})
+    @idempotent
     def post(self, request: Request) -> Response:
         data = OrderInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -74,11 +74,19 @@ def engine_cache_clear() -> None:
         _cache.clear()
 
 
-def book_lock(*, market_id: int | None = None, symbol: str | None = None, mode: str) -> Book:
+def book_lock(
+    *,
+    market_id: int | None = None,
+    symbol: str | None = None,
+    mode: str | None = None,
+    pk: int | None = None,
+) -> Book:
     """Lock one book row (and read its market, fresh) for the rest of the transaction.
     Every write to a book's orders happens under this lock, so one order per book is
     matched at a time across all processes."""
     qs = Book.objects.select_related("market").select_for_update(of=("self",))
+    if pk is not None:
+        return qs.get(pk=pk)
     if market_id is not None:
         return qs.get(market_id=market_id, mode=mode)
     return qs.get(market__symbol=symbol, mode=mode)

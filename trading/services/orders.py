@@ -16,7 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, transaction
@@ -35,13 +35,15 @@ from accounts.services import (
 from accounts.signals import balances_changed
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
-from trading import risk, signals
+from trading import margin, risk, signals
 from trading.models import (
     OPEN_STATUSES,
     Book,
     Fill,
+    IndexPrice,
     Liquidity,
     Market,
+    MarketKind,
     MarketStatus,
     Order,
     OrderStatus,
@@ -75,7 +77,10 @@ def retrying(fn):
                 return fn(*args, **kwargs)
             except OperationalError as e:
                 code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
-                if code not in RETRYABLE_PGCODES or attempt == MAX_ATTEMPTS:
+                # Inside a caller's transaction the whole of it failed: only the caller
+                # can run it again.
+                in_outer = transaction.get_connection().in_atomic_block
+                if code not in RETRYABLE_PGCODES or attempt == MAX_ATTEMPTS or in_outer:
                     raise
                 log.info("retrying %s after %s (attempt %d)", fn.__name__, code, attempt)
                 time.sleep(0.005 * attempt)
@@ -116,16 +121,13 @@ def _free_margin(balance: Balance | None, positions: list[Position]) -> Decimal:
     """Equity less initial margins of positions and what open orders lock."""
     if balance is None:
         return Decimal(0)
-    equity = balance.total
-    used = balance.locked
-    for p in positions:
-        if p.size == 0:
-            continue
-        mark = p.market.mark_price or (p.open_notional / p.size)
-        equity += p.size * mark - p.open_notional
-        lev = risk.effective_leverage(p.leverage, p.market.max_leverage)
-        used += abs(p.size) * mark / lev
-    return equity - used
+    exposures = [margin.exposure_of(p) for p in positions if p.size]
+    return margin.Account(balance.total, balance.locked, exposures).free
+
+
+def _index_of(market: Market) -> Decimal | None:
+    found = IndexPrice.objects.filter(underlying=market.underlying).values_list("price", flat=True)
+    return found.first() or market.index_price
 
 
 @retrying
@@ -141,9 +143,14 @@ def order_place(
     time_in_force: str = TimeInForce.GTC,
     reduce_only: bool = False,
     client_order_id: str | None = None,
+    source: str = "USER",
 ) -> tuple[dict[str, Any], bool]:
     """Place an order. Returns (the order as the API shows it, created?). A repeated
-    clientOrderId returns the first order and created=False."""
+    clientOrderId returns the first order and created=False.
+
+    `source` LIQUIDATION marks the risk engine's own orders: they may trade in a paused
+    market, are exempt from the minimum notional, and their trades are flagged on the
+    public tape."""
     if client_order_id:
         existing = _order_by_client_id(trader, client_order_id)
         if existing is not None:
@@ -161,6 +168,7 @@ def order_place(
                 tif=time_in_force,
                 reduce_only=reduce_only,
                 client_order_id=client_order_id,
+                source=source,
             ), True
     except IntegrityError as e:
         # Two requests with one clientOrderId raced; the unique constraint let one in.
@@ -201,13 +209,16 @@ def _place_locked(
     tif: str,
     reduce_only: bool,
     client_order_id: str | None,
+    source: str = "USER",
 ) -> dict[str, Any]:
     try:
         book = book_lock(symbol=symbol, mode=mode)
     except Book.DoesNotExist:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
     market = book.market
-    if err := _market_error(market):
+    risk_engine = source != "USER"
+    err = _market_error(market)
+    if err and not (risk_engine and market.status == MarketStatus.PAUSED):
         raise err
 
     # -- shape against the market ------------------------------------------------
@@ -241,8 +252,14 @@ def _place_locked(
         )
 
     derivative = market.is_derivative
-    positions = _positions_for(trader.pk, mode) if derivative else []
-    own_position = next((p for p in positions if p.market_id == market.pk), None)
+    if derivative:
+        # Every change to this account's positions happens under its USDC balance row
+        # lock (as taker here, as maker below): taken first, the positions read next
+        # cannot move under the margin check.
+        balances_lock([(trader.pk, market.quote, mode)])
+    exposures = margin.exposures_for(trader.pk, mode, include_flat=True) if derivative else []
+    own = next((e for e in exposures if e.position.market_id == market.pk), None)
+    own_position = own.position if own else None
 
     if reduce_only:
         size = own_position.size if own_position else Decimal(0)
@@ -269,7 +286,8 @@ def _place_locked(
         # A market order is held to the minimum on what the book can fill of it; one
         # that meets an empty book is simply cancelled, as the contract says.
         if (
-            (not is_market_order or est_notional > 0)
+            not risk_engine
+            and (not is_market_order or est_notional > 0)
             and est_notional < market.min_notional
             and not (is_market_order and fillable < lots)
         ):
@@ -279,22 +297,15 @@ def _place_locked(
                 field="qty",
             )
 
-        if derivative:
-            reserve_asset = market.quote
-            leverage = risk.effective_leverage(
-                own_position.leverage if own_position else None, market.max_leverage
-            )
-            reserve = (
-                Decimal(0)
-                if reduce_only
-                else risk.order_margin(est_notional, leverage, market.taker_fee)
-            )
-        elif side == Side.BUY:
-            reserve_asset = market.quote
-            reserve = risk.spot_buy_reserve(est_notional, market.taker_fee)
-        else:
-            reserve_asset = market.base
-            reserve = qty
+        reserve_asset, reserve, shortfall_code = _reservation(
+            market=market,
+            book=book,
+            side=side,
+            qty=qty,
+            est_notional=est_notional,
+            reduce_only=reduce_only,
+            own=own,
+        )
 
         # The taker's own balance row is locked before matching, so that its check
         # and the writes below see the same funds. Makers are locked after matching,
@@ -306,19 +317,18 @@ def _place_locked(
         taker_bal = taker_rows.get(taker_key)
         if reserve > 0:
             available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
-            if derivative:
-                free = min(available, _free_margin(taker_bal, positions))
-                if reserve > free:
-                    raise ExchangeError(
-                        "INSUFFICIENT_MARGIN",
-                        f"order needs {dec(reserve)} {reserve_asset} of margin, "
-                        f"{dec(max(free, Decimal(0)))} is free",
-                        field="qty",
-                    )
-            elif reserve > available:
+            free = available
+            if derivative and taker_bal is not None:
+                account = margin.Account(
+                    taker_bal.total, taker_bal.locked, [e for e in exposures if e.size]
+                )
+                free = min(available, account.free)
+            if reserve > free:
+                noun = "margin" if shortfall_code == "INSUFFICIENT_MARGIN" else "funds"
                 raise ExchangeError(
-                    "INSUFFICIENT_BALANCE",
-                    f"order needs {dec(reserve)} {reserve_asset}, {dec(available)} is available",
+                    shortfall_code,
+                    f"order needs {dec(reserve)} {reserve_asset} of {noun}, "
+                    f"{dec(max(free, Decimal(0)))} is free",
                     field="qty",
                 )
 
@@ -363,6 +373,7 @@ def _place_locked(
         else Decimal(0),
         reserve_asset=reserve_asset,
         cancel_reason="" if result.rested or result.status == OrderStatus.FILLED else tif,
+        source=source,
         created_at=now,
         updated_at=now,
     )
@@ -376,6 +387,12 @@ def _place_locked(
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
     makers = Order.objects.in_bulk(maker_ids) if maker_ids else {}
+    if makers:
+        # Lock the makers' balances (pk order) before their positions change.
+        assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
+        maker_keys = {(o.trader_id, a, mode) for o in makers.values() for a in assets}
+        balances_ensure(maker_keys)
+        balances_lock(maker_keys)
 
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
@@ -432,6 +449,58 @@ def _place_locked(
     return taker_payload
 
 
+def _reservation(
+    *,
+    market: Market,
+    book: Book,
+    side: str,
+    qty: Decimal,
+    est_notional: Decimal,
+    reduce_only: bool,
+    own: margin.Exposure | None,
+) -> tuple[str, Decimal, str]:
+    """(asset, amount, error code if it is not there) that an order must reserve.
+
+    Perps and futures: initial margin at the order's price plus the worst-case fee.
+    Option buys: the premium and fee, in cash. Option sells: short-option margin on the
+    part that opens a short (selling what one holds needs none). Spot: the quote of a
+    buy with its fee, or the base of a sell."""
+    if market.kind == MarketKind.SPOT:
+        if side == Side.BUY:
+            return (
+                market.quote,
+                risk.spot_buy_reserve(est_notional, market.taker_fee),
+                "INSUFFICIENT_BALANCE",
+            )
+        return market.base, qty, "INSUFFICIENT_BALANCE"
+    if market.kind == MarketKind.OPTION:
+        if side == Side.BUY:
+            return (
+                market.quote,
+                risk.spot_buy_reserve(est_notional, market.taker_fee),
+                "INSUFFICIENT_BALANCE",
+            )
+        held = own.size if own and own.size > 0 else Decimal(0)
+        opening = Decimal(0) if reduce_only else max(Decimal(0), qty - held)
+        if not opening:
+            return market.quote, Decimal(0), "INSUFFICIENT_MARGIN"
+        mark = book.mark_price or market.mark_price or (est_notional / qty)
+        index = (own.index if own else None) or _index_of(market) or mark
+        per_unit = margin.short_option_margin(market.option_type, market.strike, index, mark)
+        amount = (opening * per_unit + est_notional * market.taker_fee).quantize(
+            risk.MONEY_QUANTUM, rounding=ROUND_UP
+        )
+        return market.quote, amount, "INSUFFICIENT_MARGIN"
+    if reduce_only:
+        return market.quote, Decimal(0), "INSUFFICIENT_MARGIN"
+    leverage = risk.effective_leverage(own.position.leverage if own else None, market.max_leverage)
+    return (
+        market.quote,
+        risk.order_margin(est_notional, leverage, market.taker_fee),
+        "INSUFFICIENT_MARGIN",
+    )
+
+
 def _mark_canceled(order: Order, reason: str, now, changes: _Books) -> None:
     changes.lock_deltas[(order.trader_id, order.reserve_asset, order.mode)] -= order.reserved
     order.reserved = Decimal(0)
@@ -463,6 +532,7 @@ def _record_fills(
             taker_side=taker.side,
             taker_order=taker,
             maker_order_id=f.maker_id,
+            liquidation=taker.source != "USER",
             created_at=now,
         )
         for f in result.fills
@@ -532,15 +602,19 @@ def _record_fills(
             changes.postings.append(
                 Posting(maker.trader_id, market.quote, mode, -maker_fee, LedgerReason.FEE, mref)
             )
-        if not market.is_derivative:
+        if market.kind in (MarketKind.SPOT, MarketKind.OPTION):
             buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
             bref, sref = f"order:{buyer.pk}", f"order:{seller.pk}"
+            # Spot swaps base for quote; an option's buyer pays the premium up front.
             changes.postings += [
-                Posting(buyer.trader_id, market.base, mode, q, LedgerReason.TRADE, bref),
                 Posting(buyer.trader_id, market.quote, mode, -notional, LedgerReason.TRADE, bref),
-                Posting(seller.trader_id, market.base, mode, -q, LedgerReason.TRADE, sref),
                 Posting(seller.trader_id, market.quote, mode, notional, LedgerReason.TRADE, sref),
             ]
+            if market.kind == MarketKind.SPOT:
+                changes.postings += [
+                    Posting(buyer.trader_id, market.base, mode, q, LedgerReason.TRADE, bref),
+                    Posting(seller.trader_id, market.base, mode, -q, LedgerReason.TRADE, sref),
+                ]
     if total_fees:
         changes.fee_postings.append(
             Posting(fee_id, market.quote, mode, total_fees, LedgerReason.FEE, ref)
@@ -573,8 +647,10 @@ def _apply_positions(
         p.size, p.open_notional = change.size, change.open_notional
         p.realized_pnl += change.realized
         realized[f.trader_id] += change.realized
+    # Option premiums already moved in cash at each fill: their realized PnL is shown
+    # on the position but not booked again.
     for trader_id, amount in realized.items():
-        if amount:
+        if amount and market.kind != MarketKind.OPTION:
             changes.postings.append(
                 Posting(
                     trader_id,

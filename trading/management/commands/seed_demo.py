@@ -1,6 +1,5 @@
 """Demo markets (both modes' books) and a funded demo trader. Safe to run twice."""
 
-from datetime import timedelta
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand
@@ -9,19 +8,17 @@ from django.utils import timezone
 
 from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
 from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply, system_account
-from trading.models import Book, Market
+from trading.models import IndexPrice
+from trading.services.prices import index_set
+from trading.services.series import dated_specs, market_ensure
 
 D = Decimal
 
 
 def demo_markets() -> list[dict]:
     now = timezone.now()
-    # Dated contracts roll: the next Friday 08:00 UTC at least a week away.
-    expiry = (now + timedelta(days=7 + (4 - now.weekday()) % 7)).replace(
-        hour=8, minute=0, second=0, microsecond=0
-    )
-    tag = expiry.strftime("%d%b%y").upper()
     perp = {"tick_size": D("0.5"), "lot_size": D("0.001"), "min_notional": D("10")}
+    # Demo perps fund every 15 minutes, so that a new user sees one.
     return [
         {
             "symbol": "BTC-PERP",
@@ -32,6 +29,7 @@ def demo_markets() -> list[dict]:
             **perp,
             "mark_price": D("64000"),
             "index_price": D("64000"),
+            "funding_interval": 900,
         },
         {
             "symbol": "ETH-PERP",
@@ -44,48 +42,9 @@ def demo_markets() -> list[dict]:
             "max_leverage": D("25"),
             "mark_price": D("3200"),
             "index_price": D("3200"),
+            "funding_interval": 900,
         },
-        {
-            "symbol": f"BTC-{tag}",
-            "kind": "FUTURE",
-            "base": "BTC",
-            "underlying": "BTC",
-            "max_leverage": D("20"),
-            "expiry_at": expiry,
-            **perp,
-            "mark_price": D("64200"),
-            "index_price": D("64000"),
-        },
-        {
-            "symbol": f"BTC-{tag}-70000-C",
-            "kind": "OPTION",
-            "base": "BTC",
-            "underlying": "BTC",
-            "tick_size": D("5"),
-            "lot_size": D("0.01"),
-            "min_notional": D("1"),
-            "max_leverage": D("10"),
-            "expiry_at": expiry,
-            "strike": D("70000"),
-            "option_type": "CALL",
-            "mark_price": D("900"),
-            "index_price": D("64000"),
-        },
-        {
-            "symbol": f"BTC-{tag}-60000-P",
-            "kind": "OPTION",
-            "base": "BTC",
-            "underlying": "BTC",
-            "tick_size": D("5"),
-            "lot_size": D("0.01"),
-            "min_notional": D("1"),
-            "max_leverage": D("10"),
-            "expiry_at": expiry,
-            "strike": D("60000"),
-            "option_type": "PUT",
-            "mark_price": D("700"),
-            "index_price": D("64000"),
-        },
+        *dated_specs(now),
         {
             "symbol": "CXPT-USDC",
             "kind": "SPOT",
@@ -108,11 +67,11 @@ class Command(BaseCommand):
         system_account(User.FEE_ACCOUNT)
         system_account(User.INSURANCE_ACCOUNT)
         for spec in demo_markets():
-            symbol = spec.pop("symbol")
-            market, created = Market.objects.get_or_create(symbol=symbol, defaults=spec)
-            for mode in Mode.values:
-                Book.objects.get_or_create(market=market, mode=mode)
-            self.stdout.write(f"{'created' if created else 'exists '} {symbol}")
+            market, created = market_ensure(spec)
+            self.stdout.write(f"{'created' if created else 'exists '} {market.symbol}")
+        for underlying, price in (("BTC", D("64000")), ("ETH", D("3200")), ("CXPT", D("1.25"))):
+            if not IndexPrice.objects.filter(underlying=underlying).exists():
+                index_set(underlying=underlying, price=price, source="seed")
         demo, created = User.objects.get_or_create(username="demo")
         if created:
             demo.set_password("demo-password")

@@ -1,5 +1,9 @@
-"""Writes to balances and the ledger. Each public function expects to run inside the
-caller's transaction (the caller owns it: an order, a fill, a faucet credit)."""
+"""Writes to balances and the ledger. The ledger helpers expect to run inside the
+caller's transaction (the caller owns it: an order, a fill, a faucet credit).
+
+The other writes of the accounts app live beside this module, each owning its
+transactions: `api_keys`, `wallets`, `vault`, `paper` (the reset). They are not imported
+here, because they use trading's services, which import this module."""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
 from dexsite.errors import ExchangeError
@@ -60,9 +63,14 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
     keys = set(keys)
     if not keys:
         return {}
-    cond = Q()
+    # One `trader_id IN (...)` per (asset, mode): a funding over a thousand positions
+    # would otherwise build a thousand-term OR.
+    groups: dict[tuple[str, str], set[int]] = {}
     for t, a, m in keys:
-        cond |= Q(trader_id=t, asset=a, mode=m)
+        groups.setdefault((a, m), set()).add(t)
+    cond = Q()
+    for (a, m), traders in groups.items():
+        cond |= Q(asset=a, mode=m, trader_id__in=traders)
     rows = Balance.objects.select_for_update().filter(cond).order_by("pk")
     return {(b.trader_id, b.asset, b.mode): b for b in rows}
 
@@ -138,7 +146,10 @@ def user_signup(*, username: str, password: str) -> User:
 
 
 def token_for(user: User) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    """A new full-scope API key for `user` (what signup and /auth/token return)."""
+    from accounts.services.api_keys import api_key_issue_login
+
+    return api_key_issue_login(trader=user)
 
 
 def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
@@ -173,9 +184,25 @@ def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
             locked,
         )
         Balance.objects.bulk_update(locked.values(), ["total"])
+        paper_points_start(trader=trader, first_only=True)
     from accounts.signals import balances_changed
 
     transaction.on_commit(
         lambda: balances_changed.send(sender=User, balances=list(locked.values()))
     )
     return amounts
+
+
+def paper_points_start(*, trader: User, first_only: bool) -> None:
+    """Make paperPoints count from the trader's latest faucet credit (written just now in
+    the caller's transaction). `first_only`: only if they have never been counted."""
+    latest = (
+        LedgerEntry.objects.filter(trader=trader, mode=Mode.PAPER, reason=LedgerReason.FAUCET)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    users = User.objects.filter(pk=trader.pk)
+    if first_only:
+        users = users.filter(paper_points_from__isnull=True)
+    users.update(paper_points_from=latest)

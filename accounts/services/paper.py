@@ -1,0 +1,215 @@
+"""Paper reset: a PAPER account started afresh, its old state closed and written off.
+
+One transaction, so a refusal changes nothing:
+  1. lock the PAPER books where the trader has open orders or a position, in market-id
+     order (the order `orders_cancel_all` uses, so the two cannot deadlock); positions
+     change only under their book's lock, so none moves while we work;
+  2. cancel the open orders through `orders_cancel_all` (it finds its books locked);
+  3. hand each open position over to the insurance fund at the mark price rounded to
+     the tick, booked as a fill between the two would be (`risk.apply_fill` on both
+     sides; perps and futures realize PnL, an option's premium moves in cash): open
+     interest stays balanced, and no price impact lands on the shared paper book (a
+     market order could also fail on an empty book or on a position below the minimum
+     notional, and a reset must always work);
+  4. write the trader's PAPER balances off to zero (PAPER_RESET rows, counted as money
+     leaving, like a withdrawal) and credit a fresh faucet grant (FAUCET rows).
+The insurance fund's PAPER account absorbs what it realizes later; when a loss exceeds
+its paper funds it is topped up from the paper faucet (a FAUCET row), since paper money
+is free and a system account must never go negative.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Balance, LedgerReason, Mode, User
+from accounts.services import (
+    Posting,
+    balances_ensure,
+    balances_lock,
+    ledger_apply,
+    paper_points_start,
+    system_account_id,
+)
+from accounts.signals import balances_changed
+from dexsite.errors import ExchangeError
+from trading import risk, signals
+from trading.models import OPEN_STATUSES, Book, MarketKind, Order, Position
+from trading.presenters import dec
+from trading.services.books import book_lock
+from trading.services.orders import orders_cancel_all, retrying
+
+PAPER = Mode.PAPER
+CANCEL_REASON = "RESET"
+
+
+def _handover_price(position: Position, book: Book) -> Decimal:
+    market = position.market
+    raw = (
+        book.mark_price
+        or market.mark_price
+        or book.last_price
+        or position.open_notional / position.size
+    )
+    # On the tick grid, so that size * price stays within the ledger's 12 decimals, as
+    # every fill's does: the hand-over then conserves money to the last unit.
+    ticks = (raw / market.tick_size).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    return max(ticks, Decimal(0)) * market.tick_size
+
+
+def _hand_over(
+    positions: list[Position], books: dict[int, Book], insurance_id: int
+) -> tuple[list[Posting], list[dict[str, Any]], list[Position]]:
+    postings: list[Posting] = []
+    closed: list[dict[str, Any]] = []
+    touched: list[Position] = []
+    for p in positions:
+        market = p.market
+        price = _handover_price(p, books[market.pk])
+        backstop, _ = Position.objects.get_or_create(
+            trader_id=insurance_id, market=market, mode=PAPER
+        )
+        size = p.size
+        mine = risk.apply_fill(p.size, p.open_notional, -size, price)
+        theirs = risk.apply_fill(backstop.size, backstop.open_notional, size, price)
+        ref = f"reset:{market.symbol}"
+        if market.kind == MarketKind.OPTION:
+            # The buyer pays the premium, as at any option fill; no PnL is booked.
+            cash = size * price
+            postings += [
+                Posting(p.trader_id, market.quote, PAPER, cash, LedgerReason.TRADE, ref),
+                Posting(insurance_id, market.quote, PAPER, -cash, LedgerReason.TRADE, ref),
+            ]
+        else:
+            for trader_id, change in ((p.trader_id, mine), (insurance_id, theirs)):
+                if change.realized:
+                    postings.append(
+                        Posting(
+                            trader_id,
+                            market.quote,
+                            PAPER,
+                            change.realized,
+                            LedgerReason.REALIZED_PNL,
+                            ref,
+                        )
+                    )
+        p.size, p.open_notional = mine.size, mine.open_notional
+        p.realized_pnl += mine.realized
+        backstop.size, backstop.open_notional = theirs.size, theirs.open_notional
+        backstop.realized_pnl += theirs.realized
+        touched += [p, backstop]
+        closed.append(
+            {
+                "market": market.symbol,
+                "side": "LONG" if size > 0 else "SHORT",
+                "size": dec(abs(size)),
+                "price": dec(price),
+                "realizedPnl": dec(mine.realized),
+            }
+        )
+    if touched:
+        Position.objects.bulk_update(touched, ["size", "open_notional", "realized_pnl"])
+    return postings, closed, touched
+
+
+@retrying
+def paper_reset(*, trader: User) -> dict[str, Any]:
+    """Close the trader's PAPER orders and positions, write the PAPER balances off and
+    credit a fresh faucet grant. paperPoints start again from that grant. Locks books
+    across markets, so a rare cycle with another multi-book writer is a deadlock that
+    PostgreSQL breaks and `retrying` runs again, whole."""
+    with transaction.atomic():
+        market_ids = sorted(
+            set(
+                Order.objects.filter(
+                    trader=trader, mode=PAPER, status__in=OPEN_STATUSES
+                ).values_list("market_id", flat=True)
+            )
+            | set(
+                Position.objects.filter(trader=trader, mode=PAPER)
+                .exclude(size=0)
+                .values_list("market_id", flat=True)
+            )
+        )
+        books = {mid: book_lock(market_id=mid, mode=PAPER) for mid in market_ids}
+        canceled = orders_cancel_all(trader=trader, mode=PAPER, reason=CANCEL_REASON)
+        positions = list(
+            Position.objects.filter(trader=trader, mode=PAPER)
+            .exclude(size=0)
+            .select_related("market")
+            .order_by("market_id")
+        )
+        if (
+            any(p.market_id not in books for p in positions)
+            or Order.objects.filter(trader=trader, mode=PAPER, status__in=OPEN_STATUSES).exists()
+        ):
+            # An order placed between our look and our locks, in a book we hold no lock on.
+            raise ExchangeError(
+                "RESET_CONFLICT", "the account changed during the reset; try again", status_code=409
+            )
+        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        realized, closed, touched = _hand_over(positions, books, insurance_id)
+
+        grant = {a: Decimal(v) for a, v in settings.PAPER_FAUCET_AMOUNTS.items()}
+        keys = {(trader.pk, a, PAPER) for a in grant}
+        keys |= {
+            (trader.pk, a, PAPER)
+            for a in Balance.objects.filter(trader=trader, mode=PAPER).values_list(
+                "asset", flat=True
+            )
+        }
+        keys |= {(p.trader_id, p.asset, p.mode) for p in realized}
+        balances_ensure(keys)
+        rows = balances_lock(keys)
+        ledger_apply(realized, rows)
+
+        fresh: list[Posting] = []
+        for (owner, asset, _), row in sorted(rows.items()):
+            if owner == insurance_id:
+                if row.total < row.locked:
+                    shortfall = row.locked - row.total
+                    fresh.append(
+                        Posting(owner, asset, PAPER, shortfall, LedgerReason.FAUCET, "backstop")
+                    )
+                continue
+            if row.locked:
+                raise ExchangeError(
+                    "RESET_CONFLICT", "funds are still locked; try again", status_code=409
+                )
+            if row.total:
+                fresh.append(
+                    Posting(owner, asset, PAPER, -row.total, LedgerReason.PAPER_RESET, "reset")
+                )
+        fresh += [
+            Posting(trader.pk, a, PAPER, amount, LedgerReason.FAUCET, "reset")
+            for a, amount in grant.items()
+        ]
+        ledger_apply(fresh, rows)
+        Balance.objects.bulk_update(rows.values(), ["total"])
+        User.objects.filter(pk=trader.pk).update(last_faucet_at=timezone.now())
+        paper_points_start(trader=trader, first_only=False)
+
+        balances = list(rows.values())
+        by_market: dict[str, list[tuple[int, int]]] = {}
+        for p in touched:
+            by_market.setdefault(p.market.symbol, []).append((p.trader_id, p.pk))
+
+        def send() -> None:
+            for symbol, ids in by_market.items():
+                signals.position_updated.send(
+                    sender=Position, market=symbol, mode=PAPER, position_ids=ids
+                )
+            balances_changed.send(sender=Balance, balances=balances)
+
+        transaction.on_commit(send)
+    return {
+        "mode": PAPER,
+        "canceledOrderIds": canceled,
+        "closedPositions": closed,
+        "credited": {a: dec(v) for a, v in grant.items()},
+    }

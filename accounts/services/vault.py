@@ -1,0 +1,292 @@
+"""The vault: REAL money entering (deposits) and leaving (withdrawals).
+
+Every movement is ledger rows: a confirmed deposit is a DEPOSIT row, an approved
+withdrawal a WITHDRAWAL row; nothing else changes a mode's total. A withdrawal request
+moves nothing yet: it locks the amount in `Balance.locked` at once (so neither an order
+nor a second withdrawal can spend it), and staff approval turns the lock into the ledger
+row, or rejection releases it.
+
+Locks, always in this order: a transfer row, then balance rows (pk order through
+`balances_lock`), then a linked-wallet row. A withdrawal request starts at the balance
+row, the same row an order placement of this trader locks before reserving margin, so
+orders and withdrawals queue on it and never spend the same free funds twice.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_DOWN, Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.chain import chain_adapter
+from accounts.models import (
+    Balance,
+    LedgerReason,
+    LinkedWallet,
+    Mode,
+    Transfer,
+    TransferKind,
+    TransferStatus,
+    User,
+)
+from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+from accounts.services.wallets import address_parse
+from accounts.signals import balances_changed
+from dexsite.errors import ExchangeError, NotFound
+from trading.presenters import dec
+from trading.risk import MONEY_QUANTUM
+from trading.services.orders import _free_margin, _positions_for
+
+TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def tx_hash_parse(raw: object, field: str = "txHash") -> str:
+    if not isinstance(raw, str) or not TX_HASH.match(raw):
+        raise ExchangeError(
+            "INVALID_TX_HASH", "a transaction hash is 0x and 64 hex digits", field=field
+        )
+    return raw.lower()
+
+
+def _asset(asset: str) -> str:
+    if asset not in settings.VAULT_ASSETS:
+        raise ExchangeError(
+            "INVALID_ASSET",
+            f"the vault takes {', '.join(settings.VAULT_ASSETS)}",
+            field="asset",
+        )
+    return asset
+
+
+def _amount(amount: Decimal) -> Decimal:
+    if amount <= 0:
+        raise ExchangeError("INVALID_AMOUNT", "amount must be positive", field="amount")
+    return amount
+
+
+def _notify_balances(balances: list[Balance]) -> None:
+    transaction.on_commit(lambda: balances_changed.send(sender=Balance, balances=balances))
+
+
+# -- deposits ---------------------------------------------------------------------------
+
+
+def deposit_record(
+    *, trader: User, asset: str, amount: Decimal, tx_hash: str
+) -> tuple[Transfer, bool]:
+    """A pending deposit for an incoming transaction. Returns (deposit, created?): the
+    same transaction reported again by its trader is the same deposit."""
+    asset, amount, tx_hash = _asset(asset), _amount(amount), tx_hash_parse(tx_hash)
+    existing = Transfer.objects.filter(kind=TransferKind.DEPOSIT, tx_hash=tx_hash).first()
+    if existing is not None:
+        return _same_deposit(existing, trader, asset, amount), False
+    try:
+        with transaction.atomic():
+            deposit = Transfer.objects.create(
+                trader=trader,
+                kind=TransferKind.DEPOSIT,
+                asset=asset,
+                mode=Mode.REAL,
+                amount=amount,
+                tx_hash=tx_hash,
+            )
+    except IntegrityError:
+        # Reported twice at once: the unique constraint let one in; this is the other.
+        existing = Transfer.objects.get(kind=TransferKind.DEPOSIT, tx_hash=tx_hash)
+        return _same_deposit(existing, trader, asset, amount), False
+    transaction.on_commit(lambda: chain_adapter().deposit_recorded(deposit))
+    return deposit, True
+
+
+def _same_deposit(existing: Transfer, trader: User, asset: str, amount: Decimal) -> Transfer:
+    if (existing.trader_id, existing.asset, existing.amount) != (trader.pk, asset, amount):
+        raise ExchangeError(
+            "TX_HASH_CONFLICT",
+            "this transaction is already recorded as another deposit",
+            field="txHash",
+            status_code=409,
+        )
+    return existing
+
+
+def _locked_transfer(kind: str, **lookup) -> Transfer:
+    # The transfer row's lock: of two staff members deciding one transfer at once, the
+    # second waits here and then finds it no longer PENDING.
+    transfer = Transfer.objects.select_for_update().filter(kind=kind, **lookup).first()
+    if transfer is None:
+        raise NotFound(kind.lower())
+    if transfer.status != TransferStatus.PENDING:
+        raise ExchangeError(
+            f"{kind}_NOT_PENDING", f"this {kind.lower()} is {transfer.status}", status_code=409
+        )
+    return transfer
+
+
+def deposit_confirm(
+    *, by: User | None, tx_hash: str | None = None, deposit_id: int | None = None
+) -> Transfer:
+    """Credit a pending deposit, exactly once: a DEPOSIT ledger row."""
+    lookup = {"pk": deposit_id} if deposit_id is not None else {"tx_hash": tx_hash_parse(tx_hash)}
+    with transaction.atomic():
+        deposit = _locked_transfer(TransferKind.DEPOSIT, **lookup)
+        key = (deposit.trader_id, deposit.asset, deposit.mode)
+        balances_ensure([key])
+        rows = balances_lock([key])
+        ledger_apply(
+            [
+                Posting(
+                    deposit.trader_id,
+                    deposit.asset,
+                    deposit.mode,
+                    deposit.amount,
+                    LedgerReason.DEPOSIT,
+                    f"deposit:{deposit.pk}",
+                )
+            ],
+            rows,
+        )
+        Balance.objects.bulk_update(rows.values(), ["total"])
+        _decide(deposit, TransferStatus.CONFIRMED, by)
+        _notify_balances(list(rows.values()))
+    return deposit
+
+
+def deposit_reject(*, deposit_id: int, by: User | None, note: str = "") -> Transfer:
+    """A reported deposit staff found no such transaction for. Nothing was credited."""
+    with transaction.atomic():
+        deposit = _locked_transfer(TransferKind.DEPOSIT, pk=deposit_id)
+        _decide(deposit, TransferStatus.REJECTED, by, note=note)
+    return deposit
+
+
+def _decide(
+    transfer: Transfer, status: str, by: User | None, note: str = "", tx_hash: str | None = None
+) -> None:
+    transfer.status = status
+    transfer.decided_at = timezone.now()
+    transfer.decided_by = by
+    fields = ["status", "decided_at", "decided_by"]
+    if note:
+        transfer.note = note[:200]
+        fields.append("note")
+    if tx_hash is not None:
+        transfer.tx_hash = tx_hash
+        fields.append("tx_hash")
+    transfer.save(update_fields=fields)
+
+
+# -- withdrawals ------------------------------------------------------------------------
+
+
+def withdrawable(balance: Balance, trader_id: int) -> Decimal:
+    """What may leave: the available balance and, for the margin asset of open
+    derivative positions, no more than the free margin the order path computes (equity
+    at mark less position margins and what open orders and pending withdrawals lock).
+    The caller holds the balance row's lock."""
+    available = balance.total - balance.locked
+    positions = [
+        p for p in _positions_for(trader_id, balance.mode) if p.market.quote == balance.asset
+    ]
+    if any(p.size for p in positions):
+        available = min(available, _free_margin(balance, positions))
+    # Down to the ledger's 12 places: never more than is free, and a figure a client
+    # can send back as an amount.
+    return max(available, Decimal(0)).quantize(MONEY_QUANTUM, rounding=ROUND_DOWN)
+
+
+def _linked(trader: User, address: str, *, lock: bool) -> LinkedWallet | None:
+    qs = LinkedWallet.objects.filter(trader=trader, address=address, unlinked_at__isnull=True)
+    return (qs.select_for_update() if lock else qs).first()
+
+
+def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: str) -> Transfer:
+    """Lock `amount` for a withdrawal to one of the trader's linked addresses."""
+    asset, amount, address = _asset(asset), _amount(amount), address_parse(address)
+    not_linked = ExchangeError(
+        "WALLET_NOT_LINKED", "withdrawals go only to a linked wallet", field="address"
+    )
+    if _linked(trader, address, lock=False) is None:
+        raise not_linked
+    key = (trader.pk, asset, Mode.REAL)
+    with transaction.atomic():
+        balances_ensure([key])
+        # The balance row's lock serialises this trader's withdrawals and orders: 50
+        # concurrent requests pass here one at a time, each seeing what the last locked.
+        balance = balances_lock([key])[key]
+        # Locked too, so that an unlink in flight either finished (and we refuse) or
+        # waits for this request and then sees it pending.
+        if _linked(trader, address, lock=True) is None:
+            raise not_linked
+        free = withdrawable(balance, trader.pk)
+        if amount > free:
+            raise ExchangeError(
+                "INSUFFICIENT_BALANCE",
+                f"{dec(amount)} {asset} requested, {dec(free)} can be withdrawn",
+                field="amount",
+            )
+        balance.locked += amount
+        balance.save(update_fields=["locked"])
+        withdrawal = Transfer.objects.create(
+            trader=trader,
+            kind=TransferKind.WITHDRAWAL,
+            asset=asset,
+            mode=Mode.REAL,
+            amount=amount,
+            address=address,
+        )
+        _notify_balances([balance])
+    transaction.on_commit(lambda: chain_adapter().withdrawal_requested(withdrawal))
+    return withdrawal
+
+
+def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> Transfer:
+    """Staff sent the funds: the lock becomes a WITHDRAWAL ledger row."""
+    tx_hash = tx_hash_parse(tx_hash)
+    with transaction.atomic():
+        withdrawal = _locked_transfer(TransferKind.WITHDRAWAL, pk=withdrawal_id)
+        if Transfer.objects.filter(
+            ~Q(pk=withdrawal.pk), kind=TransferKind.WITHDRAWAL, tx_hash=tx_hash
+        ).exists():
+            raise ExchangeError(
+                "TX_HASH_CONFLICT",
+                "this transaction already pays another withdrawal",
+                field="txHash",
+                status_code=409,
+            )
+        key = (withdrawal.trader_id, withdrawal.asset, withdrawal.mode)
+        rows = balances_lock([key])
+        rows[key].locked -= withdrawal.amount
+        ledger_apply(
+            [
+                Posting(
+                    withdrawal.trader_id,
+                    withdrawal.asset,
+                    withdrawal.mode,
+                    -withdrawal.amount,
+                    LedgerReason.WITHDRAWAL,
+                    f"withdrawal:{withdrawal.pk}",
+                )
+            ],
+            rows,
+        )
+        Balance.objects.bulk_update(rows.values(), ["total", "locked"])
+        _decide(withdrawal, TransferStatus.APPROVED, by, tx_hash=tx_hash)
+        _notify_balances(list(rows.values()))
+    return withdrawal
+
+
+def withdrawal_reject(*, withdrawal_id: int, by: User | None, note: str = "") -> Transfer:
+    """Staff refused: the locked amount is available again; no ledger row."""
+    with transaction.atomic():
+        withdrawal = _locked_transfer(TransferKind.WITHDRAWAL, pk=withdrawal_id)
+        key = (withdrawal.trader_id, withdrawal.asset, withdrawal.mode)
+        rows = balances_lock([key])
+        rows[key].locked -= withdrawal.amount
+        Balance.objects.bulk_update(rows.values(), ["locked"])
+        _decide(withdrawal, TransferStatus.REJECTED, by, note=note)
+        _notify_balances(list(rows.values()))
+    return withdrawal

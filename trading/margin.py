@@ -1,0 +1,193 @@
+"""Cross margin of an account (trader, mode), in USDC.
+
+  equity       = cash (USDC total) + value of positions at mark
+  value        = perps/futures: unrealized PnL, size*mark - cost;
+                 options: size*mark (the premium was paid in cash up front)
+  initial      = perps/futures: |size|*mark/leverage; short options: see below; long: 0
+  maintenance  = perps/futures: |size|*mark*mmr;      short options: (7.5% index + mark)*|size|
+  free margin  = equity - initial - locked (what open orders reserve)
+
+Short options post max(15% index - out-of-the-money amount, 10% index) + mark per unit.
+One place computes this for the order path, the positions endpoint and liquidation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import OuterRef, Subquery
+
+from trading import risk
+from trading.models import Book, IndexPrice, MarketKind, OptionType, Position
+
+SHORT_OPTION_RATE = Decimal("0.15")
+SHORT_OPTION_FLOOR = Decimal("0.10")
+SHORT_OPTION_MAINTENANCE = Decimal("0.075")
+
+
+def short_option_margin(
+    option_type: str, strike: Decimal, index: Decimal, mark: Decimal
+) -> Decimal:
+    """Initial margin per unit of a short option."""
+    if option_type == OptionType.CALL:
+        otm = max(Decimal(0), strike - index)
+    else:
+        otm = max(Decimal(0), index - strike)
+    return max(SHORT_OPTION_RATE * index - otm, SHORT_OPTION_FLOOR * index) + mark
+
+
+@dataclass(slots=True)
+class Exposure:
+    position: Position
+    kind: str
+    size: Decimal
+    open_notional: Decimal
+    mark: Decimal
+    index: Decimal
+    leverage: Decimal
+    maintenance_ratio: Decimal
+    strike: Decimal | None = None
+    option_type: str | None = None
+
+    @property
+    def is_option(self) -> bool:
+        return self.kind == MarketKind.OPTION
+
+    def value(self, mark: Decimal | None = None) -> Decimal:
+        px = self.mark if mark is None else mark
+        if self.is_option:
+            return self.size * px
+        return self.size * px - self.open_notional
+
+    def initial(self) -> Decimal:
+        if self.is_option:
+            if self.size >= 0:
+                return Decimal(0)
+            per_unit = short_option_margin(self.option_type, self.strike, self.index, self.mark)
+            return per_unit * -self.size
+        return abs(self.size) * self.mark / self.leverage
+
+    def maintenance(self, mark: Decimal | None = None) -> Decimal:
+        px = self.mark if mark is None else mark
+        if self.is_option:
+            if self.size >= 0:
+                return Decimal(0)
+            return (SHORT_OPTION_MAINTENANCE * self.index + px) * -self.size
+        return abs(self.size) * px * self.maintenance_ratio
+
+
+@dataclass(slots=True)
+class Account:
+    cash: Decimal
+    locked: Decimal
+    exposures: list[Exposure] = field(default_factory=list)
+
+    @property
+    def equity(self) -> Decimal:
+        return self.cash + sum((e.value() for e in self.exposures), Decimal(0))
+
+    @property
+    def initial(self) -> Decimal:
+        return sum((e.initial() for e in self.exposures), Decimal(0))
+
+    @property
+    def maintenance(self) -> Decimal:
+        return sum((e.maintenance() for e in self.exposures), Decimal(0))
+
+    @property
+    def free(self) -> Decimal:
+        return self.equity - self.initial - self.locked
+
+    def below_maintenance(self) -> bool:
+        return bool(self.exposures) and self.equity < self.maintenance
+
+    def bankruptcy_price(self, exposure: Exposure) -> Decimal | None:
+        """The mark of `exposure` at which the account's equity reaches zero, every
+        other position held at its mark."""
+        if exposure.size == 0:
+            return None
+        rest = self.equity - exposure.value()
+        if exposure.is_option:
+            price = -rest / exposure.size
+        else:
+            price = (exposure.open_notional - rest) / exposure.size
+        return price if price > 0 else None
+
+    def liquidation_price(self, exposure: Exposure) -> Decimal | None:
+        """The mark of `exposure` at which equity meets maintenance, others at mark."""
+        if exposure.size == 0 or exposure.is_option:
+            return None
+        rest_equity = self.equity - exposure.value()
+        rest_maint = self.maintenance - exposure.maintenance()
+        # rest_equity + size*P - cost = rest_maint + |size|*P*mmr
+        denom = exposure.size - abs(exposure.size) * exposure.maintenance_ratio
+        if denom == 0:
+            return None
+        price = (rest_maint - rest_equity + exposure.open_notional) / denom
+        return price.quantize(risk.MONEY_QUANTUM) if price > 0 else None
+
+
+def exposures_for(trader_id: int, mode: str, *, include_flat: bool = False) -> list[Exposure]:
+    """The account's positions with their book's mark and the underlying's index, in
+    one query."""
+    return _exposures(Position.objects.filter(trader_id=trader_id, mode=mode), include_flat)
+
+
+def accounts_with_positions() -> dict[tuple[int, str], Account]:
+    """Every trading account that holds a position, in two queries: what a liquidation
+    sweep scans."""
+    from accounts.models import Balance
+
+    exposures = _exposures(Position.objects.filter(trader__is_system=False), False)
+    accounts: dict[tuple[int, str], Account] = {}
+    for e in exposures:
+        key = (e.position.trader_id, e.position.mode)
+        accounts.setdefault(key, Account(Decimal(0), Decimal(0))).exposures.append(e)
+    traders = {t for t, _ in accounts}
+    for b in Balance.objects.filter(trader_id__in=traders, asset="USDC"):
+        account = accounts.get((b.trader_id, b.mode))
+        if account is not None:
+            account.cash, account.locked = b.total, b.locked
+    return accounts
+
+
+def _exposures(positions, include_flat: bool) -> list[Exposure]:
+    qs = (
+        positions.select_related("market")
+        .annotate(
+            book_mark=Subquery(
+                Book.objects.filter(market_id=OuterRef("market_id"), mode=OuterRef("mode")).values(
+                    "mark_price"
+                )[:1]
+            ),
+            index_now=Subquery(
+                IndexPrice.objects.filter(underlying=OuterRef("market__underlying")).values(
+                    "price"
+                )[:1]
+            ),
+        )
+        .order_by("trader_id", "market_id")
+    )
+    if not include_flat:
+        qs = qs.exclude(size=0)
+    return [exposure_of(p) for p in qs]
+
+
+def exposure_of(p: Position) -> Exposure:
+    m = p.market
+    entry = p.open_notional / p.size if p.size else None
+    mark = getattr(p, "book_mark", None) or m.mark_price or entry or Decimal(0)
+    index = getattr(p, "index_now", None) or m.index_price or mark
+    return Exposure(
+        position=p,
+        kind=m.kind,
+        size=p.size,
+        open_notional=p.open_notional,
+        mark=mark,
+        index=index,
+        leverage=risk.effective_leverage(p.leverage, m.max_leverage),
+        maintenance_ratio=m.maintenance_margin_ratio,
+        strike=m.strike,
+        option_type=m.option_type,
+    )

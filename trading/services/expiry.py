@@ -1,0 +1,126 @@
+"""Expiry of dated futures and options.
+
+At expiry the settlement price is the average index of the last 30 minutes. Open
+orders are cancelled; futures positions close at that price (PnL realized); options
+pay their intrinsic value in cash, shorts to longs. Then the market is SETTLED and
+`marketState` is broadcast. A Settlement row (one per market) makes it happen once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import LedgerReason
+from trading import pricing, risk
+from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
+from trading.services.markets import _set_status
+from trading.services.orders import orders_cancel_all
+from trading.services.prices import index_average, index_is_fresh, indexes_current
+from trading.services.transfers import transfers_settle
+
+log = logging.getLogger(__name__)
+SETTLEMENT_WINDOW = timedelta(minutes=30)
+
+
+def settle_expired(now: datetime | None = None) -> list[Settlement]:
+    now = now or timezone.now()
+    due = Market.objects.filter(
+        kind__in=(MarketKind.FUTURE, MarketKind.OPTION),
+        expiry_at__lte=now,
+        status__in=(MarketStatus.ACTIVE, MarketStatus.PAUSED),
+    )
+    done = []
+    for market in due:
+        price = index_average(
+            market.underlying, market.expiry_at - SETTLEMENT_WINDOW, market.expiry_at
+        )
+        if price is None:
+            if not index_is_fresh(market.underlying, now):
+                log.warning("expiry of %s waits: no index history and a stale index", market)
+                continue
+            price = indexes_current().get(market.underlying)
+        if price is None:
+            continue
+        result = market_settle(market=market, price=price)
+        if result is not None:
+            done.append(result)
+    return done
+
+
+def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
+    orders_cancel_all(trader=None, market=market.symbol, reason="EXPIRED")
+    with transaction.atomic():
+        market = Market.objects.select_for_update().get(pk=market.pk)
+        if market.status == MarketStatus.SETTLED:
+            return None
+        try:
+            with transaction.atomic():
+                settlement = Settlement.objects.create(market=market, price=price)
+        except IntegrityError:
+            return None
+        for book in Book.objects.select_for_update().filter(market=market).order_by("pk"):
+            _settle_book(market, book.mode, price)
+            Book.objects.filter(pk=book.pk).update(
+                mark_price=price
+                if market.kind == "FUTURE"
+                else pricing.intrinsic(market.option_type, price, market.strike)
+            )
+        _set_status(market, MarketStatus.SETTLED)
+        return settlement
+
+
+def _settle_book(market: Market, mode: str, price: Decimal) -> None:
+    positions = list(Position.objects.filter(market=market, mode=mode).exclude(size=0))
+    if not positions:
+        return
+    amounts: dict[int, Decimal] = {}
+    if market.kind == MarketKind.FUTURE:
+        # Closing every position at one price: the realized PnL is exactly what the
+        # open cost basis said (longs' and shorts' sizes cancel).
+        for p in positions:
+            change = risk.apply_fill(p.size, p.open_notional, -p.size, price)
+            amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + change.realized
+            p.realized_pnl += change.realized
+        reason = LedgerReason.SETTLEMENT
+    else:
+        value = pricing.intrinsic(market.option_type, price, market.strike)
+        for p in positions:
+            payout = p.size * value
+            amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + payout
+            p.realized_pnl += payout - p.open_notional
+        reason = LedgerReason.SETTLEMENT
+    if market.kind == MarketKind.FUTURE:
+        # Realized PnL of perps and futures is booked against the cost basis, not paid
+        # by a counterparty row: shortfalls still go through the fund so that no cash
+        # goes negative.
+        _book_futures(amounts, market, mode, reason)
+    else:
+        transfers_settle(
+            amounts={t: a for t, a in amounts.items() if a},
+            asset=market.quote,
+            mode=mode,
+            reason=reason,
+            ref=f"expiry:{market.symbol}",
+        )
+    for p in positions:
+        p.size = Decimal(0)
+        p.open_notional = Decimal(0)
+    Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
+
+
+def _book_futures(amounts: dict[int, Decimal], market: Market, mode: str, reason: str) -> None:
+    """The losers' realized PnL may exceed their cash; the fund (and, failing it, the
+    winners pro rata) absorbs it. The sum of the amounts equals minus the open cost
+    basis, which this settlement takes to zero: conservation holds."""
+    transfers_settle(
+        amounts={t: a for t, a in amounts.items() if a},
+        asset=market.quote,
+        mode=mode,
+        reason=reason,
+        ref=f"expiry:{market.symbol}",
+    )
