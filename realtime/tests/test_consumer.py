@@ -156,16 +156,18 @@ async def test_oversize_message_and_flooding_close_with_1008(layer):
 
     flood = communicator()
     assert (await flood.connect())[0]
-    for _ in range(25):
+    # Far past 20 a second, even on a slow machine where the bucket refills meanwhile.
+    for _ in range(80):
         await flood.send_json_to({"action": "ping"})
     seen = []
     while True:
-        out = await flood.receive_output(timeout=2)
+        out = await flood.receive_output(timeout=3)
         if out["type"] == "websocket.close":
             assert out["code"] == 1008
             break
         seen.append(json.loads(out["text"]))
-    assert [m["type"] for m in seen].count("pong") == 20
+    pongs = [m["type"] for m in seen].count("pong")
+    assert 20 <= pongs < 80
     assert seen[-1]["code"] == "RATE_LIMITED"
 
 

@@ -194,7 +194,7 @@ class OrderBook:
         else:
             opposite, ranks = self.bids, self._bid_ranks
 
-        if tif is not GTC:
+        if tif != GTC:
             if tif == POST_ONLY:
                 if price is None:
                     raise BookError("POST_ONLY needs a price")
@@ -251,7 +251,7 @@ class OrderBook:
                 ranks.pop()
 
         filled = qty - remaining
-        if remaining and price is not None and (tif is GTC or tif == POST_ONLY):
+        if remaining and price is not None and tif in (GTC, POST_ONLY):
             o = RestingOrder(order_id, owner, side, price, remaining)
             if is_buy:
                 own, own_ranks, key, own_deltas = self.bids, self._bid_ranks, -price, bid_deltas

@@ -684,3 +684,17 @@ def test_rekey_onto_id_of_finished_order(book: Any) -> None:
     book.rekey("tmp", "s1")
     order, total = book.cancel("s1")
     assert (order.order_id, order.owner, order.price, order.qty, total) == ("s1", C, 101, 2, 0)
+
+
+@pytest.mark.parametrize("tif", ["GTC", "POST_ONLY"])
+def test_time_in_force_is_compared_by_value_not_identity(tif):
+    """Callers pass strings built elsewhere (enum members, parsed JSON), not this
+    module's constants: a resting order must rest whatever string object names it."""
+    from trading.engine import OrderBook
+
+    book = OrderBook()
+    built = "".join(list(tif))
+    assert built == tif and built is not tif
+    result = book.place(1, "a", "BUY", 5, 100, built)
+    assert result.rested and result.status == "NEW"
+    assert book.depth() == ([(100, 5)], [])
