@@ -73,12 +73,21 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
-    )
-}
+DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and os.environ.get(
+    "DB_POOL_MAX"
+):
+    # Under ASGI every sync request runs in a fresh thread, so per-thread persistent
+    # connections (CONN_MAX_AGE) are never reused and each request would open a new
+    # PostgreSQL connection. The web role (Procfile) sets DB_POOL_MAX for a
+    # process-wide pool; tests and commands, with their own threads, do without.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("DB_POOL_MIN", "2")),
+        "max_size": int(os.environ["DB_POOL_MAX"]),
+        "timeout": 10,
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DB_CONN_MAX_AGE", "60"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; a busy timeout lets concurrent requests wait instead
     # of failing with "database is locked" in the embedded run.
