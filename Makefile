@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run run-prod test lint format bench-engine bench-orders clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,18 +22,35 @@ install: $(BIN)/python ## install runtime dependencies into .venv
 install-dev: $(BIN)/python ## install runtime + test/tool dependencies into .venv
 	$(BIN)/pip install -q -r requirements-dev.txt
 
-run: install ## set up and run the exchange at http://127.0.0.1:$(PORT)
+# The dashboard's browser libraries (lightweight-charts, ethers), pinned in
+# package-lock.json and served from node_modules as static files.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+install-js: node_modules/.package-lock.json ## install the dashboard's browser libraries (npm ci)
+
+install-browser: ## install Debian's Chromium for the browser tests, if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+run: install install-js ## set up and run the exchange at http://127.0.0.1:$(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 $(BIN)/honcho start -f Procfile.dev
 
-test: install-dev ## set up and run lint, migration check and the whole test suite
+test: install-dev install-js install-browser ## set up and run lint, migration check, JS units and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
+	node --test static/js/tests/
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest -q
+
+screenshots: install-dev install-js install-browser ## refresh docs/screenshots/ (browser tests, PostgreSQL + Redis)
+	SCREENSHOTS=1 DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/python -m pytest -q trading/tests/browser
 
 lint: install-dev ## ruff lint + format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,11 +1,13 @@
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts import views as account_views
+from accounts import pages as account_pages
 from realtime.api import WsTicketApi
 from realtime.metrics import metrics_view
+from trading import pages as trading_pages
 
 
 def api_not_found(request, *args, **kwargs):
@@ -22,5 +24,11 @@ urlpatterns = [
     path("api/v1/", include("trading.api.urls")),
     path("api/<path:rest>", api_not_found),
     path("metrics", metrics_view, name="metrics"),
-    path("", account_views.home, name="home"),
+    path("account/", account_pages.account_page, name="account"),
+    path("trade/<str:symbol>/", trading_pages.trade_page, name="trade"),
+    path("", trading_pages.markets_page, name="home"),
 ]
+# The dashboard's CSS and ES modules, and the npm packages it uses (settings:
+# STATICFILES_DIRS); served by Django only with DEBUG on (a production deployment
+# serves STATIC_ROOT from its proxy).
+urlpatterns += staticfiles_urlpatterns()

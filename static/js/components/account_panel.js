@@ -1,0 +1,231 @@
+// AccountInfoPanel: tabs with OpenOrdersList (cancel, cancel all), PositionsList
+// (close, PnL in colour, liquidation price), BalancesInfo (REAL: deposit/withdraw;
+// PAPER: paperPoints and the faucet) and TradeHistoryList ("Load more" by nextToken).
+import { $, h, setText, dateTimeOf } from '../lib/dom.js';
+import { del, get, post } from '../lib/api.js';
+import { cmp, format, mul, sign, sub } from '../lib/decimal.js';
+import { DataTable } from './datatable.js';
+import { Tabs } from './tabs.js';
+import { busy } from './loading.js';
+
+export const isOpen = (o) => o.status === 'NEW' || o.status === 'PARTIALLY_FILLED';
+const HISTORY_PAGE = 20;
+
+function signed(value, dp = 2) {
+  const s = value ? sign(value) : 0;
+  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: format(value, { dp, plus: true }) });
+}
+
+function actionButton(td, label, className, onClick, aria) {
+  let btn = td.firstChild;
+  if (!btn || btn.dataset.label !== aria) {
+    btn = h(`button.btn.btn-sm.${className}`, { type: 'button', 'aria-label': aria, dataset: { label: aria } }, label);
+    btn.addEventListener('click', () => onClick(btn));
+  }
+  return btn;
+}
+
+export class AccountPanel {
+  constructor(root, { toaster, onCancelled, marketBySymbol }) {
+    this.root = root;
+    this.toaster = toaster;
+    this.onCancelled = onCancelled;
+    this.marketBySymbol = marketBySymbol;
+    this.mode = 'PAPER';
+    this.nextToken = null;
+    this.tabs = new Tabs($('[role=tablist]', root));
+    this.tabs.select('orders');
+
+    this.orders = new DataTable($('[data-table=orders]', root), {
+      caption: 'Open orders',
+      empty: 'No open orders.',
+      columns: [
+        { key: 'market', label: 'Market', sortable: true },
+        { key: 'side', label: 'Side', sortable: true, className: (o) => (o.side === 'BUY' ? 'buy' : 'sell') },
+        { key: 'type', label: 'Type' },
+        { key: 'price', label: 'Price', num: true, sortable: true, render: (o) => format(o.price) },
+        { key: 'qty', label: 'Qty', num: true, sortable: true, render: (o) => format(o.qty) },
+        { key: 'filledQty', label: 'Filled', num: true, render: (o) => format(o.filledQty) },
+        { key: 'timeInForce', label: 'TIF' },
+        { key: 'createdAt', label: 'Time', sortable: true, render: (o) => dateTimeOf(o.createdAt) },
+        {
+          key: 'cancel', label: 'Cancel',
+          render: (o, td) => actionButton(td, 'Cancel', 'btn-ghost', (b) => this.cancel(o, b), `Cancel order ${o.id}`),
+        },
+      ],
+    });
+    this.positions = new DataTable($('[data-table=positions]', root), {
+      caption: 'Positions',
+      rowKey: (p) => p.market,
+      empty: 'No open positions.',
+      columns: [
+        { key: 'market', label: 'Market', sortable: true },
+        {
+          key: 'size', label: 'Size', num: true, sortable: true,
+          render: (p) => `${p.side} ${format(p.size)}`,
+          className: (p) => (p.side === 'LONG' ? 'buy' : 'sell'),
+        },
+        { key: 'entryPrice', label: 'Entry', num: true, render: (p) => format(p.entryPrice, { dp: 2 }) },
+        { key: 'markPrice', label: 'Mark', num: true, render: (p) => format(p.markPrice, { dp: 2 }) },
+        { key: 'unrealizedPnl', label: 'Unrealized', num: true, sortable: true, render: (p) => signed(p.unrealizedPnl) },
+        { key: 'realizedPnl', label: 'Realized', num: true, render: (p) => signed(p.realizedPnl) },
+        {
+          key: 'margin', label: 'Margin', num: true,
+          render: (p) => `${format(p.margin, { dp: 2 })}${p.leverage ? ` (${format(p.leverage)}×)` : ''}`,
+        },
+        { key: 'liquidationPrice', label: 'Liq. price', num: true, render: (p) => format(p.liquidationPrice, { dp: 2 }), className: () => 'warn' },
+        {
+          key: 'close', label: 'Close',
+          render: (p, td) => actionButton(td, 'Close', 'btn-danger', (b) => this.close(p, b), `Close ${p.market} position`),
+        },
+      ],
+    });
+    this.balances = new DataTable($('[data-table=balances]', root), {
+      caption: 'Balances',
+      rowKey: (b) => `${b.asset}:${b.mode}`,
+      empty: 'No balances yet.',
+      columns: [
+        { key: 'asset', label: 'Asset', sortable: true },
+        { key: 'total', label: 'Total', num: true, sortable: true, render: (b) => format(b.total, { dp: 4 }) },
+        { key: 'available', label: 'Available', num: true, sortable: true, render: (b) => format(b.available, { dp: 4 }) },
+        { key: 'locked', label: 'In orders', num: true, render: (b) => format(b.locked, { dp: 4 }) },
+      ],
+    });
+    this.history = new DataTable($('[data-table=history]', root), {
+      caption: 'Trade history',
+      empty: 'No trades yet.',
+      columns: [
+        { key: 'ts', label: 'Time', sortable: true, render: (f) => dateTimeOf(f.ts) },
+        { key: 'market', label: 'Market', sortable: true },
+        { key: 'side', label: 'Side', className: (f) => (f.side === 'BUY' ? 'buy' : 'sell') },
+        { key: 'px', label: 'Price', num: true, render: (f) => format(f.px) },
+        { key: 'qty', label: 'Qty', num: true, render: (f) => format(f.qty) },
+        { key: 'fee', label: 'Fee', num: true, render: (f) => format(f.fee, { dp: 6 }) },
+        { key: 'liquidity', label: 'Role' },
+      ],
+    });
+    this.moreBtn = $('[data-action=load-more]', root);
+    this.moreBtn.addEventListener('click', () => this.loadMore());
+    $('[data-action=cancel-all]', root).addEventListener('click', (e) => this.cancelAll(e.currentTarget));
+  }
+
+  count(name, n) {
+    setText($(`[data-count=${name}]`, this.root), String(n));
+  }
+
+  async load(mode) {
+    this.mode = mode;
+    for (const t of [this.orders, this.positions, this.balances, this.history]) {
+      t.rows = [];
+      t.setLoading(true);
+    }
+    const m = { mode };
+    const [orders, positions, balances, fills] = await Promise.all([
+      get('orders', { ...m, status: 'open' }),
+      get('positions', m),
+      get('balances', m),
+      get('fills', { ...m, limit: HISTORY_PAGE }),
+    ]);
+    if (mode !== this.mode) return null;
+    this.orders.setRows(orders.filter(isOpen));
+    this.positions.setRows(positions.filter((p) => p.side !== 'FLAT' && sign(p.size) !== 0));
+    this.balances.setRows(balances);
+    this.history.setRows(fills.results);
+    this.setNext(fills.nextToken);
+    this.counts();
+    return { orders, positions, balances };
+  }
+
+  setNext(token) {
+    this.nextToken = token;
+    this.moreBtn.hidden = !token;
+  }
+
+  counts() {
+    this.count('orders', this.orders.rows.length);
+    this.count('positions', this.positions.rows.length);
+  }
+
+  async loadMore() {
+    if (!this.nextToken) return;
+    const restore = busy(this.moreBtn, 'Loading…');
+    try {
+      const page = await get('fills', { mode: this.mode, limit: HISTORY_PAGE, nextToken: this.nextToken });
+      this.history.append(page.results);
+      restore();
+      this.setNext(page.nextToken);
+    } catch (err) {
+      restore();
+      this.toaster.show({ title: 'Could not load more', message: err.message, kind: 'error' });
+    }
+  }
+
+  orderUpdate(order) {
+    if (order.mode !== this.mode) return;
+    if (isOpen(order)) this.orders.upsert(order);
+    else this.orders.remove(order.id);
+    this.counts();
+  }
+
+  positionUpdate(p) {
+    if (p.mode !== this.mode) return;
+    if (p.side === 'FLAT' || sign(p.size) === 0) this.positions.remove(p.market);
+    else this.positions.upsert(p);
+    this.counts();
+  }
+
+  balanceUpdate(b) {
+    if (b.mode !== this.mode) return;
+    this.balances.upsert(b);
+  }
+
+  fill(f) {
+    if (f.mode !== this.mode) return;
+    this.history.upsert(f);
+  }
+
+  /** A new mark price: unrealized PnL follows it between position updates. */
+  mark(symbol, markPrice) {
+    const p = this.positions.rows.find((r) => r.market === symbol);
+    if (!p || !markPrice || !p.entryPrice || cmp(p.markPrice || '0', markPrice) === 0) return;
+    const diff = sub(markPrice, p.entryPrice);
+    const pnl = mul(diff, p.side === 'LONG' ? p.size : `-${p.size}`);
+    this.positions.upsert({ ...p, markPrice, unrealizedPnl: pnl });
+  }
+
+  async cancel(order, btn) {
+    const restore = busy(btn, 'Cancel');
+    try {
+      const o = await del(`orders/${order.id}`);
+      this.onCancelled(o);
+    } catch (err) {
+      restore();
+      this.toaster.show({ title: 'Cancel refused', message: err.message, kind: 'error' });
+    }
+  }
+
+  async cancelAll(btn) {
+    if (!this.orders.rows.length) return;
+    const restore = busy(btn);
+    try {
+      const r = await del('orders', { mode: this.mode });
+      this.toaster.show({ title: `Cancelled ${r.canceledIds.length} order${r.canceledIds.length === 1 ? '' : 's'}`, kind: 'info' });
+      for (const id of r.canceledIds) this.orders.remove(id);
+      this.counts();
+    } catch (err) {
+      this.toaster.show({ title: 'Cancel all refused', message: err.message, kind: 'error' });
+    }
+    restore();
+  }
+
+  async close(position, btn) {
+    const restore = busy(btn, 'Close');
+    try {
+      const order = await post(`positions/${encodeURIComponent(position.market)}/close`, { mode: this.mode });
+      this.toaster.show({ title: `Closing ${position.market}`, message: `Market ${order.side} ${format(order.qty)} sent`, kind: 'info' });
+    } catch (err) {
+      this.toaster.show({ title: 'Close refused', message: err.message, kind: 'error' });
+    }
+    restore();
+  }
+}

@@ -1,0 +1,266 @@
+// OrderEntryPanel: limit/market, buy/sell, price and qty checked against the tick and
+// lot grids, percentage-of-available buttons, leverage, reduce-only, time in force, a
+// cost/margin preview, and the API's refusals shown on the field they concern.
+import { $, $$, setText } from '../lib/dom.js';
+import { post } from '../lib/api.js';
+import { add, decimalsOf, divFloor, floorToStep, format, isValid, mul, sign } from '../lib/decimal.js';
+import { errorForForm, validateOrder } from '../lib/validate.js';
+import { busy } from './loading.js';
+
+const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce'];
+
+export class OrderEntry extends EventTarget {
+  constructor(root, { onPlaced, onRejected, bestPrices }) {
+    super();
+    this.root = root;
+    this.form = $('form', root);
+    this.onPlaced = onPlaced;
+    this.onRejected = onRejected;
+    this.bestPrices = bestPrices;
+    this.side = 'BUY';
+    this.type = 'LIMIT';
+    this.market = null;
+    this.mode = 'PAPER';
+    this.balances = [];
+    this.leverage = null;
+    if (!this.form) return; // logged out: the panel shows a call to log in
+    this.price = this.form.elements.price;
+    this.qty = this.form.elements.qty;
+    this.tif = this.form.elements.timeInForce;
+    this.reduceOnly = this.form.elements.reduceOnly;
+    this.leverageInput = this.form.elements.leverage;
+    this.submitBtn = $('button[type=submit]', this.form);
+    for (const b of $$('[data-side]', root)) b.addEventListener('click', () => this.setSide(b.dataset.side));
+    for (const b of $$('[data-type]', root)) b.addEventListener('click', () => this.setType(b.dataset.type));
+    for (const b of $$('[data-pct]', root)) b.addEventListener('click', () => this.fillPercent(b.dataset.pct));
+    for (const el of [this.price, this.qty, this.tif, this.reduceOnly]) {
+      el.addEventListener('input', () => {
+        this.clearError(el.name);
+        this.clearError('form');
+        this.preview();
+      });
+    }
+    this.leverageInput.addEventListener('input', () => {
+      setText($('output[name=leverageOut]', root), `${this.leverageInput.value}×`);
+      this.preview();
+    });
+    this.leverageInput.addEventListener('change', () => this.saveLeverage());
+    this.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.submit();
+    });
+  }
+
+  setMarket(market, mode) {
+    this.market = market;
+    this.mode = mode;
+    if (!this.form) return;
+    this.derivative = market.kind !== 'SPOT';
+    for (const el of $$('[data-derivative]', this.root)) el.hidden = !this.derivative;
+    this.price.step = market.tickSize;
+    this.qty.step = market.lotSize;
+    setText($('[data-suffix=price]', this.root), market.quote);
+    setText($('[data-suffix=qty]', this.root), market.base);
+    this.price.value = '';
+    this.qty.value = '';
+    this.reduceOnly.checked = false;
+    const max = Number(market.maxLeverage || 1);
+    this.leverageInput.max = String(max);
+    this.setLeverage(null);
+    for (const f of [...FIELDS, 'form']) this.clearError(f);
+    this.preview();
+  }
+
+  setLeverage(value) {
+    if (!this.form || !this.market) return;
+    const max = Number(this.market.maxLeverage || 1);
+    // Without a position the server's default applies: 10, or the maximum if lower.
+    const lev = value !== null && value !== undefined ? Number(value) : Math.min(10, max);
+    this.leverage = String(Math.round(lev));
+    this.leverageInput.value = this.leverage;
+    setText($('output[name=leverageOut]', this.root), `${this.leverage}×`);
+    this.preview();
+  }
+
+  setBalances(balances) {
+    this.balances = balances;
+    this.preview();
+  }
+
+  setSide(side) {
+    this.side = side;
+    for (const b of $$('[data-side]', this.root)) b.setAttribute('aria-pressed', String(b.dataset.side === side));
+    if (this.submitBtn) {
+      this.submitBtn.className = `btn btn-block ${side === 'BUY' ? 'btn-buy' : 'btn-sell'}`;
+      this.updateSubmitLabel();
+    }
+    this.preview();
+  }
+
+  setType(type) {
+    this.type = type;
+    for (const b of $$('[data-type]', this.root)) b.setAttribute('aria-pressed', String(b.dataset.type === type));
+    if (!this.form) return;
+    $('[data-field-wrap=price]', this.root).hidden = type === 'MARKET';
+    const options = type === 'MARKET' ? ['IOC', 'FOK'] : ['GTC', 'POST_ONLY', 'IOC', 'FOK'];
+    for (const o of this.tif.options) o.hidden = !options.includes(o.value);
+    if (!options.includes(this.tif.value)) this.tif.value = options[0];
+    this.clearError('price');
+    this.updateSubmitLabel();
+    this.preview();
+  }
+
+  updateSubmitLabel() {
+    if (!this.market) return;
+    setText(this.submitBtn, `${this.side === 'BUY' ? 'Buy' : 'Sell'} ${this.market.base}${this.type === 'MARKET' ? ' at market' : ''}`);
+  }
+
+  /** A price from the order book. */
+  setPrice(px) {
+    if (!this.form) return;
+    if (this.type !== 'LIMIT') this.setType('LIMIT');
+    this.price.value = px;
+    this.clearError('price');
+    this.preview();
+    this.price.focus();
+  }
+
+  available(asset) {
+    const b = this.balances.find((x) => x.asset === asset && x.mode === this.mode);
+    return b ? b.available : '0';
+  }
+
+  refPrice() {
+    if (this.type === 'LIMIT' && isValid(this.price.value) && sign(this.price.value) > 0) return this.price.value.trim();
+    const { bestBid, bestAsk } = this.bestPrices();
+    return (this.side === 'BUY' ? bestAsk : bestBid) || this.market.markPrice || this.market.lastPrice || null;
+  }
+
+  fillPercent(pct) {
+    const m = this.market;
+    const price = this.refPrice();
+    let qty = '0';
+    if (!this.derivative && this.side === 'SELL') {
+      qty = divFloor(mul(this.available(m.base), pct), '100', 18);
+    } else if (price && sign(price) > 0) {
+      const quote = divFloor(mul(this.available(m.quote), pct), '100', 18);
+      const fee = m.takerFee || '0';
+      if (this.derivative) {
+        // notional / leverage + notional * fee <= available  →  notional <= avail / (1/lev + fee)
+        const perNotional = add(divFloor('1', this.leverage, 18), fee);
+        qty = divFloor(divFloor(quote, perNotional, 18), price, 18);
+      } else {
+        qty = divFloor(quote, mul(price, add('1', fee)), 18);
+      }
+    }
+    qty = floorToStep(qty, m.lotSize);
+    this.qty.value = sign(qty) > 0 ? format(qty, { grouping: false, dp: decimalsOf(m.lotSize) }) : '';
+    this.clearError('qty');
+    this.preview();
+  }
+
+  preview() {
+    if (!this.form || !this.market) return;
+    const m = this.market;
+    const price = this.refPrice();
+    const qty = this.qty.value.trim();
+    const out = (name, text) => setText($(`[data-preview=${name}]`, this.root), text);
+    const avail = !this.derivative && this.side === 'SELL' ? this.available(m.base) : this.available(m.quote);
+    out('available', `${format(avail, { dp: decimalsOf(m.lotSize) > 4 ? 8 : 2 })} ${!this.derivative && this.side === 'SELL' ? m.base : m.quote}`);
+    if (!price || !isValid(qty) || sign(qty) <= 0 || !isValid(price)) {
+      out('notional', '—');
+      out('cost', '—');
+      out('fee', '—');
+      return;
+    }
+    const notional = mul(price, qty);
+    const fee = mul(notional, m.takerFee || '0');
+    out('notional', `${format(notional, { dp: 2 })} ${m.quote}`);
+    out('fee', `${format(fee, { dp: 4 })} ${m.quote}`);
+    if (this.derivative) {
+      const margin = add(divFloor(notional, this.leverage || '1', 8), fee);
+      out('cost', `${format(margin, { dp: 2 })} ${m.quote}`);
+    } else {
+      out('cost', this.side === 'BUY' ? `${format(add(notional, fee), { dp: 4 })} ${m.quote}` : `${format(qty)} ${m.base}`);
+    }
+    setText($('[data-preview-label=cost]', this.root), this.derivative ? 'Margin required' : this.side === 'BUY' ? 'Cost' : 'You sell');
+  }
+
+  showError(field, message) {
+    if (field === 'form') {
+      setText($('.form-error', this.root), message);
+      return;
+    }
+    const el = $(`[data-error-for=${field}]`, this.root);
+    if (el) setText(el, message);
+    const input = this.form.elements[field];
+    if (input && input.setAttribute) input.setAttribute('aria-invalid', 'true');
+  }
+
+  clearError(field) {
+    if (!this.form) return;
+    if (field === 'form') {
+      setText($('.form-error', this.root), '');
+      return;
+    }
+    const el = $(`[data-error-for=${field}]`, this.root);
+    if (el) setText(el, '');
+    const input = this.form.elements[field];
+    if (input && input.removeAttribute) input.removeAttribute('aria-invalid');
+  }
+
+  async saveLeverage() {
+    const value = this.leverageInput.value;
+    this.clearError('leverage');
+    try {
+      const r = await post(`markets/${encodeURIComponent(this.market.symbol)}/leverage`, { mode: this.mode, leverage: value });
+      this.leverage = String(Number(r.leverage));
+      this.dispatchEvent(new CustomEvent('leverage', { detail: r }));
+    } catch (err) {
+      this.showError('leverage', errorForForm(err).message);
+      this.setLeverage(this.leverage);
+    }
+    this.preview();
+  }
+
+  async submit() {
+    for (const f of [...FIELDS, 'form']) this.clearError(f);
+    const { bestBid, bestAsk } = this.bestPrices();
+    const form = {
+      type: this.type,
+      side: this.side,
+      price: this.type === 'LIMIT' ? this.price.value.trim() : undefined,
+      qty: this.qty.value.trim(),
+      timeInForce: this.tif.value,
+    };
+    const check = validateOrder(form, this.market, { bestBid, bestAsk });
+    if (!check.ok) {
+      for (const [field, e] of Object.entries(check.errors)) this.showError(field, e.message);
+      const first = Object.keys(check.errors).find((f) => this.form.elements[f]);
+      if (first) this.form.elements[first].focus();
+      return;
+    }
+    const body = {
+      market: this.market.symbol,
+      mode: this.mode,
+      side: this.side,
+      type: this.type,
+      qty: form.qty,
+      timeInForce: form.timeInForce,
+      reduceOnly: this.derivative ? this.reduceOnly.checked : false,
+      clientOrderId: `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+    };
+    if (this.type === 'LIMIT') body.price = form.price;
+    const restore = busy(this.submitBtn, 'Placing…');
+    try {
+      const order = await post('trade', body);
+      restore();
+      this.onPlaced(order);
+    } catch (err) {
+      restore();
+      const e = errorForForm(err);
+      this.showError(e.field, e.message);
+      this.onRejected(err, body);
+    }
+  }
+}

@@ -1,0 +1,32 @@
+// NotificationToaster: short messages in a polite live region; errors are assertive.
+import { h } from '../lib/dom.js';
+
+export class Toaster {
+  constructor(root) {
+    this.root = root;
+    this.seen = new Map();
+  }
+
+  /** kind: info | success | error | warning. A `key` is shown once (an order's
+   * acceptance may be told by the REST response and by the socket). */
+  show({ title, message = '', kind = 'info', key = null, timeout = 6000 }) {
+    if (key) {
+      if (this.seen.has(key)) return null;
+      this.seen.set(key, Date.now());
+      if (this.seen.size > 1000) this.seen.delete(this.seen.keys().next().value);
+    }
+    const close = h('button.icon-btn', { type: 'button', 'aria-label': 'Dismiss notification' }, '×');
+    const toast = h(
+      'div.toast',
+      { role: kind === 'error' ? 'alert' : 'status', dataset: { kind } },
+      h('div.body', {}, h('span.title', { text: title }), message ? h('span', { text: message }) : null),
+      close,
+    );
+    const remove = () => toast.remove();
+    close.addEventListener('click', remove);
+    this.root.append(toast);
+    while (this.root.children.length > 5) this.root.firstElementChild.remove();
+    if (timeout) setTimeout(remove, timeout);
+    return toast;
+  }
+}

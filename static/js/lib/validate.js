@@ -1,0 +1,105 @@
+// Order-form checks, the same the API makes, so that most mistakes show before a
+// round trip. Codes are the API's (docs/api.md); the server still has the last word.
+
+import { cmp, isMultipleOf, mul, parse, sign, format } from './decimal.js';
+
+const POSITIVE = /^\d*\.?\d*$/;
+
+function positiveDecimal(text) {
+  if (text === undefined || text === null || String(text).trim() === '') return 'missing';
+  const t = String(text).trim();
+  if (!POSITIVE.test(t) || parse(t) === null) return 'invalid';
+  if (sign(t) <= 0) return 'invalid';
+  return null;
+}
+
+/**
+ * Check an order against its market. `form`: {type, side, price, qty, timeInForce};
+ * `market`: {tickSize, lotSize, minNotional, status}; `ref`: {bestBid, bestAsk} for the
+ * notional of a market order. Returns {ok, errors} with errors keyed by field name
+ * ("price", "qty", "timeInForce", "form"), each {code, message}.
+ */
+export function validateOrder(form, market, ref = {}) {
+  const errors = {};
+  const type = form.type === 'MARKET' ? 'MARKET' : 'LIMIT';
+  const qty = form.qty === undefined || form.qty === null ? '' : String(form.qty).trim();
+  const price = form.price === undefined || form.price === null ? '' : String(form.price).trim();
+
+  if (market.status && market.status !== 'ACTIVE') {
+    const code = { PAUSED: 'MARKET_PAUSED', DELISTED: 'MARKET_DELISTED', SETTLED: 'MARKET_SETTLED' }[
+      market.status
+    ];
+    errors.form = { code: code || 'MARKET_CLOSED', message: `${market.symbol || 'This market'} is ${market.status.toLowerCase()}: no new orders.` };
+  }
+
+  const qtyProblem = positiveDecimal(qty);
+  if (qtyProblem === 'missing') {
+    errors.qty = { code: 'MISSING_FIELD', message: 'Enter a quantity.' };
+  } else if (qtyProblem) {
+    errors.qty = { code: 'INVALID_QTY', message: 'Quantity must be a positive number.' };
+  } else if (!isMultipleOf(qty, market.lotSize)) {
+    errors.qty = { code: 'INVALID_QTY', message: `Quantity must be a multiple of ${market.lotSize}.` };
+  }
+
+  if (type === 'LIMIT') {
+    const priceProblem = positiveDecimal(price);
+    if (priceProblem === 'missing') {
+      errors.price = { code: 'INVALID_PRICE', message: 'Enter a price.' };
+    } else if (priceProblem) {
+      errors.price = { code: 'INVALID_PRICE', message: 'Price must be a positive number.' };
+    } else if (!isMultipleOf(price, market.tickSize)) {
+      errors.price = { code: 'INVALID_PRICE', message: `Price must be a multiple of ${market.tickSize}.` };
+    }
+  } else if (form.timeInForce === 'POST_ONLY' || form.timeInForce === 'GTC') {
+    errors.timeInForce = { code: 'INVALID_TIME_IN_FORCE', message: 'A market order is IOC or FOK.' };
+  }
+
+  if (!errors.qty && !errors.price && market.minNotional) {
+    const reference =
+      type === 'LIMIT' ? price : form.side === 'BUY' ? ref.bestAsk : ref.bestBid;
+    if (reference) {
+      const notional = mul(reference, qty);
+      if (cmp(notional, market.minNotional) < 0) {
+        errors.qty = {
+          code: 'MIN_NOTIONAL',
+          message: `Order value ${format(notional)} is below the minimum of ${format(market.minNotional)}.`,
+        };
+      }
+    }
+  }
+  return { ok: Object.keys(errors).length === 0, errors };
+}
+
+const FIELD_OF_CODE = {
+  INVALID_PRICE: 'price',
+  INVALID_QTY: 'qty',
+  MIN_NOTIONAL: 'qty',
+  INSUFFICIENT_MARGIN: 'qty',
+  INSUFFICIENT_BALANCE: 'qty',
+  WOULD_CROSS: 'price',
+  FOK_UNFILLABLE: 'qty',
+  REDUCE_ONLY_REJECTED: 'reduceOnly',
+  INVALID_LEVERAGE: 'leverage',
+  INVALID_TIME_IN_FORCE: 'timeInForce',
+};
+
+const FRIENDLY = {
+  INSUFFICIENT_MARGIN: 'Not enough free margin for this order. Lower the size or raise leverage.',
+  INSUFFICIENT_BALANCE: 'Not enough available balance for this order.',
+  WOULD_CROSS: 'A post-only order at this price would trade at once. Move the price away from the spread.',
+  FOK_UNFILLABLE: 'Fill-or-kill: the book cannot fill the whole quantity now. Nothing was traded.',
+  REDUCE_ONLY_REJECTED: 'Reduce-only: this order would not reduce your position.',
+  MARKET_PAUSED: 'The market is paused: no new orders (cancels still work).',
+  MARKET_DELISTED: 'The market is delisted.',
+  MARKET_SETTLED: 'The market has settled.',
+  UNAUTHENTICATED: 'Log in to trade.',
+  RATE_LIMITED: 'Too many requests. Try again in a moment.',
+};
+
+/** Where an API error belongs in the form, and what to say: {field, code, message}. */
+export function errorForForm(error) {
+  const code = error.code || 'ERROR';
+  let field = error.field || FIELD_OF_CODE[code] || 'form';
+  if (!['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce'].includes(field)) field = 'form';
+  return { field, code, message: FRIENDLY[code] || error.message || code };
+}
