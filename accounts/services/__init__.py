@@ -75,11 +75,7 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
     return {(b.trader_id, b.asset, b.mode): b for b in rows}
 
 
-def ledger_apply(postings: list[Posting], balances: dict[tuple[int, str, str], Balance]) -> None:
-    """Append ledger rows and add them to the already-locked balance rows (in memory;
-    the caller saves the balances it touched)."""
-    if not postings:
-        return
+def _ledger_insert(postings: list[Posting]) -> None:
     LedgerEntry.objects.bulk_create(
         [
             LedgerEntry(
@@ -93,6 +89,14 @@ def ledger_apply(postings: list[Posting], balances: dict[tuple[int, str, str], B
             for p in postings
         ]
     )
+
+
+def ledger_apply(postings: list[Posting], balances: dict[tuple[int, str, str], Balance]) -> None:
+    """Append ledger rows and add them to the already-locked balance rows (in memory;
+    the caller saves the balances it touched)."""
+    if not postings:
+        return
+    _ledger_insert(postings)
     for p in postings:
         balances[(p.trader_id, p.asset, p.mode)].total += p.amount
 
@@ -104,19 +108,7 @@ def ledger_post_unlocked(postings: list[Posting]) -> None:
     while committing."""
     if not postings:
         return
-    LedgerEntry.objects.bulk_create(
-        [
-            LedgerEntry(
-                trader_id=p.trader_id,
-                asset=p.asset,
-                mode=p.mode,
-                amount=p.amount,
-                reason=p.reason,
-                ref=p.ref,
-            )
-            for p in postings
-        ]
-    )
+    _ledger_insert(postings)
     sums: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     for p in postings:
         sums[(p.trader_id, p.asset, p.mode)] += p.amount

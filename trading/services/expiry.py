@@ -94,33 +94,21 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
             amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + payout
             p.realized_pnl += payout - p.open_notional
         reason = LedgerReason.SETTLEMENT
-    if market.kind == MarketKind.FUTURE:
-        # Realized PnL of perps and futures is booked against the cost basis, not paid
-        # by a counterparty row: shortfalls still go through the fund so that no cash
-        # goes negative.
-        _book_futures(amounts, market, mode, reason)
-    else:
-        transfers_settle(
-            amounts={t: a for t, a in amounts.items() if a},
-            asset=market.quote,
-            mode=mode,
-            reason=reason,
-            ref=f"expiry:{market.symbol}",
-        )
-    for p in positions:
-        p.size = Decimal(0)
-        p.open_notional = Decimal(0)
-    Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
-
-
-def _book_futures(amounts: dict[int, Decimal], market: Market, mode: str, reason: str) -> None:
-    """The losers' realized PnL may exceed their cash; the fund (and, failing it, the
-    winners pro rata) absorbs it. The sum of the amounts equals minus the open cost
-    basis, which this settlement takes to zero: conservation holds."""
+    # Futures' realized PnL settles their open cost basis, not a counterparty: the
+    # amounts add up to it (expected_net). Option payouts go from shorts to longs and
+    # add up to zero. Either way a loser pays at most its cash; the fund (and, failing
+    # it, the winners pro rata) absorbs the rest, so no cash goes negative.
     transfers_settle(
         amounts={t: a for t, a in amounts.items() if a},
         asset=market.quote,
         mode=mode,
         reason=reason,
         ref=f"expiry:{market.symbol}",
+        expected_net=sum(amounts.values(), Decimal(0))
+        if market.kind == MarketKind.FUTURE
+        else Decimal(0),
     )
+    for p in positions:
+        p.size = Decimal(0)
+        p.open_notional = Decimal(0)
+    Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
