@@ -26,13 +26,13 @@ D = Decimal
 
 
 def ensure_database(url: str) -> None:
-    """Create the benchmark's own database if it does not exist."""
+    """Start from an empty database of the benchmark's own."""
     import psycopg
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def main() -> None:
@@ -62,7 +62,6 @@ def main() -> None:
 
     print(f"database {connection.settings_dict['NAME']}; resetting", flush=True)
     call_command("migrate", verbosity=0)
-    call_command("flush", "--noinput", verbosity=0)
     engine_cache_clear()
     perp = MarketFactory(max_leverage=D("20"), funding_interval=8 * 3600)
     index_set(underlying="BTC", price=D("64000"))

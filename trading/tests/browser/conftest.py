@@ -122,6 +122,7 @@ def server(django_db_setup, django_db_blocker):
         redis_client.delete(key)
     redis_client.close()
     port = free_port()
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # a fresh clone has none yet
     log = open(ROOT / ".pytest_cache" / "browser-daphne.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
@@ -148,6 +149,10 @@ def server(django_db_setup, django_db_blocker):
         except httpx.HTTPError:
             if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
+                # The seeded rows are committed: leave the database as the next
+                # module expects it.
+                with django_db_blocker.unblock():
+                    call_command("flush", interactive=False, verbosity=0)
                 raise RuntimeError("daphne did not start; see .pytest_cache/browser-daphne.log")
             time.sleep(0.2)
     srv = Server(base)
