@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-ws bench-risk clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,13 @@ run-prod: install ## the production roles of Procfile against DATABASE_URL and R
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(BIN)/honcho start -f Procfile
+
+bench-ws: install-dev ## WebSocket fan-out vs a bare websockets server, idle capacity
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/ws_fanout.py
+
+bench-risk: install-dev ## funding over 1,000 positions, liquidation sweeps over 1,000 accounts
+	$(BIN)/python bench/risk.py
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles
