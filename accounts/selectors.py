@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +20,7 @@ from accounts.models import (
     TransferStatus,
     User,
 )
-from dexsite.errors import ExchangeError
+from dexsite.api import page_token, page_value
 from trading.models import Position
 from trading.presenters import dec, ms
 
@@ -71,27 +70,10 @@ def trader_summary(*, trader: User) -> dict[str, Any]:
     }
 
 
-def _page_token(prefix: str, value: int) -> str:
-    return base64.urlsafe_b64encode(f"{prefix}:{value}".encode()).decode().rstrip("=")
-
-
-def _page_value(prefix: str, token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        got, value = raw.split(":", 1)
-        if got != prefix or int(value) < 0:
-            raise ValueError(got)
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ExchangeError(
-            "INVALID_NEXT_TOKEN", "nextToken is not valid", field="nextToken"
-        ) from e
-
-
 def paper_leaderboard(*, limit: int, next_token: str | None) -> dict[str, Any]:
     """Traders ranked by paperPoints, best first. Offset-paginated: a ranking reorders
     itself as trades happen, so a page is a snapshot of its moment."""
-    offset = _page_value("r", next_token) if next_token else 0
+    offset = page_value("r", next_token) if next_token else 0
     points = Coalesce(
         Sum(
             "ledger__amount",
@@ -117,7 +99,7 @@ def paper_leaderboard(*, limit: int, next_token: str | None) -> dict[str, Any]:
             {"rank": offset + i + 1, "username": name, "paperPoints": dec(pts)}
             for i, (name, pts) in enumerate(rows)
         ],
-        "nextToken": _page_token("r", offset + limit) if more else None,
+        "nextToken": page_token("r", offset + limit) if more else None,
     }
 
 
@@ -141,13 +123,13 @@ def transfers_page(*, trader: User, limit: int, next_token: str | None) -> dict[
     """Own deposits and withdrawals, newest first, keyset-paginated by id like /fills."""
     qs = Transfer.objects.filter(trader=trader)
     if next_token:
-        qs = qs.filter(id__lt=_page_value("t", next_token))
+        qs = qs.filter(id__lt=page_value("t", next_token))
     rows = list(qs.order_by("-id")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     return {
         "results": [transfer_dict(t) for t in rows],
-        "nextToken": _page_token("t", rows[-1].pk) if more else None,
+        "nextToken": page_token("t", rows[-1].pk) if more else None,
     }
 
 

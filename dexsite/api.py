@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from decimal import Decimal
 from typing import Any
@@ -88,3 +89,24 @@ def int_param(request, name: str, default: int, lo: int, hi: int) -> int:
             f"INVALID_{name.upper()}", f"{name} must be between {lo} and {hi}", field=name
         )
     return value
+
+
+def page_token(prefix: str, value: int) -> str:
+    """An opaque `nextToken`: which list it belongs to (`prefix`) and where it resumes."""
+    return base64.urlsafe_b64encode(f"{prefix}:{value}".encode()).decode().rstrip("=")
+
+
+def page_value(prefix: str, token: str) -> int:
+    """The resume point of a `nextToken` this server issued for the `prefix` list."""
+    from dexsite.errors import ExchangeError
+
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        got, value = raw.split(":", 1)
+        if got != prefix or int(value) < 0:
+            raise ValueError(got)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExchangeError(
+            "INVALID_NEXT_TOKEN", "nextToken is not valid", field="nextToken"
+        ) from e

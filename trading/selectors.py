@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +11,7 @@ from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
+from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
 from trading import margin, risk
 from trading.models import (
@@ -250,23 +250,6 @@ def order_get(*, trader: User, order_id: int) -> dict[str, Any]:
     return order_dict(order, order.market.symbol, fills)
 
 
-def _token_encode(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"f:{last_id}".encode()).decode().rstrip("=")
-
-
-def _token_decode(token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        prefix, value = raw.split(":", 1)
-        if prefix != "f":
-            raise ValueError(prefix)
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ExchangeError(
-            "INVALID_NEXT_TOKEN", "nextToken is not valid", field="nextToken"
-        ) from e
-
-
 def fills_page(
     *, trader: User, mode: str | None, market: str | None, limit: int, next_token: str | None
 ) -> dict[str, Any]:
@@ -277,13 +260,13 @@ def fills_page(
     if market:
         qs = qs.filter(market__symbol=market)
     if next_token:
-        qs = qs.filter(id__lt=_token_decode(next_token))
+        qs = qs.filter(id__lt=page_value("f", next_token))
     rows = list(qs.order_by("-id")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     return {
         "results": [fill_dict(f, f.market.symbol) for f in rows],
-        "nextToken": _token_encode(rows[-1].pk) if more else None,
+        "nextToken": page_token("f", rows[-1].pk) if more else None,
     }
 
 
