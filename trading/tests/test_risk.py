@@ -52,15 +52,21 @@ def test_scaled_reservation_never_exceeds_the_original(reserved_units, split):
 
 
 def test_liquidation_price_of_a_lone_long():
-    # 1 BTC long from 60000, 10x, 6000 USDC equity at entry, 0.5% maintenance:
-    # equity(P) = 6000 + (P - 60000) = 0.005 P  ->  P = 54000 / 0.995
-    m = risk.position_metrics(
+    # 1 BTC long from 60000, 10x, 6000 USDC of cash, 0.5% maintenance:
+    # 6000 + (P - 60000) = 0.005 P  ->  P = 54000 / 0.995
+    from trading.margin import Account, Exposure
+
+    e = Exposure(
+        position=None,
+        kind="PERP",
         size=D(1),
         open_notional=D(60000),
         mark=D(60000),
+        index=D(60000),
         leverage=D(10),
         maintenance_ratio=D("0.005"),
-        free_equity=D(6000),
     )
-    assert m.liquidation_price == (D(54000) / D("0.995")).quantize(D("1e-12"))
-    assert m.margin == D(6000) and m.unrealized_pnl == 0
+    account = Account(D(6000), D(0), [e])
+    assert account.liquidation_price(e) == (D(54000) / D("0.995")).quantize(D("1e-12"))
+    assert e.initial() == D(6000) and e.value() == 0
+    assert account.bankruptcy_price(e) == D(54000)
