@@ -252,11 +252,12 @@ def _place_locked(
         )
 
     derivative = market.is_derivative
+    taker_locked: dict = {}
     if derivative:
         # Every change to this account's positions happens under its USDC balance row
         # lock (as taker here, as maker below): taken first, the positions read next
         # cannot move under the margin check.
-        balances_lock([(trader.pk, market.quote, mode)])
+        taker_locked = balances_lock([(trader.pk, market.quote, mode)])
     exposures = margin.exposures_for(trader.pk, mode, include_flat=True) if derivative else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
     own_position = own.position if own else None
@@ -313,8 +314,11 @@ def _place_locked(
         # while B takes from A in another) is a deadlock PostgreSQL breaks and
         # `retrying` runs again.
         taker_key = (trader.pk, reserve_asset, mode)
-        taker_rows = balances_lock([taker_key]) if reserve > 0 else {}
-        taker_bal = taker_rows.get(taker_key)
+        # A derivative's quote row is already held from above: no second lock.
+        if taker_key in taker_locked or reserve <= 0:
+            taker_bal = taker_locked.get(taker_key)
+        else:
+            taker_bal = balances_lock([taker_key]).get(taker_key)
         if reserve > 0:
             available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
             free = available
@@ -465,21 +469,16 @@ def _reservation(
     Option buys: the premium and fee, in cash. Option sells: short-option margin on the
     part that opens a short (selling what one holds needs none). Spot: the quote of a
     buy with its fee, or the base of a sell."""
+    if side == Side.BUY and market.kind in (MarketKind.SPOT, MarketKind.OPTION):
+        # Paid in cash at the fill: the quote and the worst-case fee.
+        return (
+            market.quote,
+            risk.spot_buy_reserve(est_notional, market.taker_fee),
+            "INSUFFICIENT_BALANCE",
+        )
     if market.kind == MarketKind.SPOT:
-        if side == Side.BUY:
-            return (
-                market.quote,
-                risk.spot_buy_reserve(est_notional, market.taker_fee),
-                "INSUFFICIENT_BALANCE",
-            )
         return market.base, qty, "INSUFFICIENT_BALANCE"
     if market.kind == MarketKind.OPTION:
-        if side == Side.BUY:
-            return (
-                market.quote,
-                risk.spot_buy_reserve(est_notional, market.taker_fee),
-                "INSUFFICIENT_BALANCE",
-            )
         held = own.size if own and own.size > 0 else Decimal(0)
         opening = Decimal(0) if reduce_only else max(Decimal(0), qty - held)
         if not opening:
