@@ -3,16 +3,19 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    """Per-process caches (engine books, system account ids) outlive a test's
+    """Per-process caches (engine books, system and public account ids) outlive a test's
     database; each test starts without them as a fresh process would."""
-    from accounts import services
+    from accounts import selectors, services
     from trading.services.books import engine_cache_clear
 
-    engine_cache_clear()
-    services._system_ids.clear()
+    def clear() -> None:
+        engine_cache_clear()
+        services._system_ids.clear()
+        selectors._public_ids.clear()
+
+    clear()
     yield
-    engine_cache_clear()
-    services._system_ids.clear()
+    clear()
 
 
 def pytest_configure(config):

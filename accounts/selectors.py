@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +39,29 @@ EXTERNAL_REASONS = (
     LedgerReason.PAPER_RESET,
 )
 POINTS_REASONS = tuple(r for r in LedgerReason.values if r not in EXTERNAL_REASONS)
+# pk -> traderId (None for a system account). Neither ever changes, so each process
+# looks an account up once; bounded so that a long-lived process can't grow it forever.
+_public_ids: dict[int, uuid.UUID | None] = {}
+PUBLIC_IDS_MAX = 200_000
+
+
+def public_trader_ids(pks: Iterable[int], *, known: Iterable[User] = ()) -> dict[int, uuid.UUID]:
+    """The public traderId of each account (what `trader.<traderId>` channels are named
+    by); system accounts are left out. `known`: User rows already in hand."""
+    for user in known:
+        _public_ids[user.pk] = None if user.is_system else user.trader_id
+    pks = set(pks)
+    missing = pks - _public_ids.keys()
+    if missing:
+        if len(_public_ids) > PUBLIC_IDS_MAX:
+            _public_ids.clear()
+            missing = pks
+        rows = User.objects.filter(pk__in=missing).values_list("pk", "trader_id", "is_system")
+        for pk, trader_id, system in rows:
+            _public_ids[pk] = None if system else trader_id
+    return {pk: uid for pk in pks if (uid := _public_ids.get(pk)) is not None}
+
+
 _ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=38, decimal_places=12))
 
 

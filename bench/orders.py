@@ -188,6 +188,34 @@ def ensure_database(db_url: str) -> None:
         log(f"created database {name}")
 
 
+def perp_create(symbol: str, **extra: Any) -> Any:
+    """A BTC-style perpetual (0.5 tick, 0.001 lot, 20x) marked at MID, with both books;
+    `extra` sets more market fields."""
+    from trading.models import Book, Market
+
+    market, _ = Market.objects.update_or_create(
+        symbol=symbol,
+        defaults=dict(
+            kind="PERP",
+            base="BTC",
+            quote="USDC",
+            underlying="BTC",
+            tick_size=TICK,
+            lot_size=LOT,
+            min_notional=Decimal("10"),
+            max_leverage=Decimal("20"),
+            maker_fee=Decimal("0.0002"),
+            taker_fee=Decimal("0.0005"),
+            mark_price=MID,
+            status="ACTIVE",
+            **extra,
+        ),
+    )
+    for mode in ("REAL", "PAPER"):
+        Book.objects.update_or_create(market=market, mode=mode, defaults={"mark_price": MID})
+    return market
+
+
 @dataclass
 class Fixture:
     traders: list  # User rows
@@ -198,28 +226,9 @@ class Fixture:
 def make_fixture(n_traders: int, with_tokens: bool = True) -> Fixture:
     from accounts.models import User
     from accounts.services import token_for
-    from trading.models import Book, Market
 
     for symbol in SYMBOLS:
-        market, _ = Market.objects.update_or_create(
-            symbol=symbol,
-            defaults=dict(
-                kind="PERP",
-                base="BTC",
-                quote="USDC",
-                underlying="BTC",
-                tick_size=TICK,
-                lot_size=LOT,
-                min_notional=Decimal("10"),
-                max_leverage=Decimal("20"),
-                maker_fee=Decimal("0.0002"),
-                taker_fee=Decimal("0.0005"),
-                mark_price=MID,
-                status="ACTIVE",
-            ),
-        )
-        for mode in ("REAL", "PAPER"):
-            Book.objects.get_or_create(market=market, mode=mode)
+        perp_create(symbol)
     names = [f"bench{i:03d}" for i in range(n_traders)]
     existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
     new = []
@@ -533,7 +542,7 @@ def install_service_counters() -> _Counters:
         counted._bench_counted = True
         books.engine_book_build = counted
     handler = _Counters()
-    lg = logging.getLogger("trading.services.orders")
+    lg = logging.getLogger("dexsite.db")
     lg.setLevel(logging.INFO)
     lg.addHandler(handler)
     return handler
@@ -724,7 +733,7 @@ def run_service(
             retries += rt
         for p in ps:
             p.join()
-    logging.getLogger("trading.services.orders").removeHandler(counters)
+    logging.getLogger("dexsite.db").removeHandler(counters)
     set_broadcast(True)
     arrangement = "processes" if procs else "threads"
     run = Run(

@@ -85,9 +85,42 @@ class _PublisherLoop:
 _publisher = _PublisherLoop()
 
 
+class _Held(threading.local):
+    """What this thread's current commit has published so far (None: not holding)."""
+
+    depth = 0
+    events: list[dict[str, Any]] | None = None
+    deltas: list[tuple[str, int, str]] | None = None
+
+
+_held = _Held()
+
+
+@receiver(signals.events_started)
+def hold(sender, **kw) -> None:
+    if _held.depth == 0:
+        _held.events, _held.deltas = [], []
+    _held.depth += 1
+
+
+@receiver(signals.events_finished)
+def release(sender, **kw) -> None:
+    _held.depth -= 1
+    if _held.depth == 0:
+        events, deltas = _held.events, _held.deltas
+        _held.events = _held.deltas = None
+        publish(events, deltas)
+
+
 def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = ()) -> None:
     """Store the depth deltas in the resume buffer, then send every event, in order,
-    from one coroutine: per process, a channel sees events in commit order."""
+    from one coroutine: per process, a channel sees events in commit order. Between
+    `events_started` and `events_finished` (one commit's events), hold them and send
+    them all at the end."""
+    if _held.events is not None:
+        _held.events += events
+        _held.deltas += deltas
+        return
     layer = get_channel_layer()
     if layer is None or not events:
         return
@@ -116,6 +149,13 @@ def on_book_changed(sender, *, market: str, mode: str, seq: int, bids, asks, **k
     event = message("depth", channel, {"snapshot": False, "seq": seq, "bids": bids, "asks": asks})
     event["seq"] = seq
     publish([event], [(f"{market}:{mode}", seq, event["text"])])
+
+
+@receiver(signals.book_quiet)
+def on_book_quiet(sender, *, market: str, mode: str, seq: int, **kw) -> None:
+    # Not for the client: each socket compares it with the last delta it saw.
+    channel = names.market_channel(market, mode)
+    publish([{"type": "ws.seq", "channel": channel, "seq": seq}])
 
 
 _last_ticker: dict[tuple[str, str], float] = {}
@@ -172,27 +212,22 @@ def on_fill(sender, *, trader_id, fill: dict[str, Any], **kw) -> None:
 
 @receiver(signals.position_updated)
 def on_positions(sender, *, market: str, mode: str, position_ids, **kw) -> None:
-    from accounts.models import User
-    from trading.selectors import positions_list
+    from accounts.selectors import public_trader_ids
+    from trading.selectors import positions_in_market
 
-    events = []
-    for user in User.objects.filter(pk__in={t for t, _ in position_ids}):
-        for p in positions_list(trader=user, mode=mode, include_flat=True):
-            if p["market"] == market:
-                events.append(message("positionUpdate", names.trader_channel(user.trader_id), p))
-    publish(events)
+    uuids = public_trader_ids({t for t, _ in position_ids})
+    shown = positions_in_market(trader_ids=uuids, mode=mode, market=market)
+    publish(
+        [message("positionUpdate", names.trader_channel(uuids[t]), p) for t, p in shown.items()]
+    )
 
 
 @receiver(balances_changed)
 def on_balances(sender, *, balances, **kw) -> None:
-    from accounts.models import User
+    from accounts.selectors import public_trader_ids
     from trading.presenters import balance_dict
 
-    uuids = dict(
-        User.objects.filter(pk__in={b.trader_id for b in balances}, is_system=False).values_list(
-            "pk", "trader_id"
-        )
-    )
+    uuids = public_trader_ids({b.trader_id for b in balances})
     publish(
         [
             message("balanceUpdate", names.trader_channel(uuids[b.trader_id]), balance_dict(b))

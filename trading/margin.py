@@ -13,6 +13,7 @@ One place computes this for the order path, the positions endpoint and liquidati
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -132,6 +133,11 @@ def exposures_for(trader_id: int, mode: str, *, include_flat: bool = False) -> l
     """The account's positions with their book's mark and the underlying's index, in
     one query."""
     return _exposures(Position.objects.filter(trader_id=trader_id, mode=mode), include_flat)
+
+
+def exposures_of(trader_ids: Iterable[int], mode: str) -> list[Exposure]:
+    """Several accounts' positions (flat ones included), in one query."""
+    return _exposures(Position.objects.filter(trader_id__in=set(trader_ids), mode=mode), True)
 
 
 def accounts_with_positions() -> dict[tuple[int, str], Account]:

@@ -3,6 +3,9 @@ sees a change that was rolled back. Payloads are the API's JSON-ready dicts, bui
 per event; trading does not know who listens (the realtime app does).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.dispatch import Signal
 
 # order: dict (the order object of the API)
@@ -15,6 +18,8 @@ fill_created = Signal()
 book_changed = Signal()
 # position: dict, trader_id
 position_updated = Signal()
+# market, mode, seq: the book has not moved since delta `seq` (sent by the clock)
+book_quiet = Signal()
 # market, status
 market_state_changed = Signal()
 # market, mode, ticker: dict {"markPrice","indexPrice","lastPrice","change24h","volume24h","openInterest"}
@@ -27,3 +32,17 @@ option_iv_updated = Signal()
 funding_paid = Signal()
 # trader_id (UUID), liquidation: dict
 liquidated = Signal()
+
+# The events of one commit are sent between these two: a receiver may hold what it
+# would deliver and deliver it all at once (one round trip for the whole commit).
+events_started = Signal()
+events_finished = Signal()
+
+
+@contextmanager
+def events_of_one_commit() -> Iterator[None]:
+    events_started.send(sender=None)
+    try:
+        yield
+    finally:
+        events_finished.send(sender=None)

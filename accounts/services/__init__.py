@@ -8,7 +8,7 @@ here, because they use trading's services, which import this module."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -43,10 +43,14 @@ _system_ids: dict[str, int] = {}
 
 
 def system_account_id(username: str) -> int:
-    """Primary key of a system account, looked up once per process."""
-    if username not in _system_ids:
-        _system_ids[username] = system_account(username).pk
-    return _system_ids[username]
+    """Primary key of a system account, looked up once per process. Remembered only
+    once committed: a row created by a transaction that then rolls back is gone, and a
+    remembered id of it would fail every later posting."""
+    if username in _system_ids:
+        return _system_ids[username]
+    pk = system_account(username).pk
+    transaction.on_commit(lambda: _system_ids.setdefault(username, pk))
+    return pk
 
 
 def balances_ensure(keys: Iterable[tuple[int, str, str]]) -> None:
@@ -91,30 +95,47 @@ def _ledger_insert(postings: list[Posting]) -> None:
     )
 
 
-def ledger_apply(postings: list[Posting], balances: dict[tuple[int, str, str], Balance]) -> None:
+def ledger_apply(
+    postings: list[Posting],
+    balances: dict[tuple[int, str, str], Balance],
+    *,
+    unlocked: Sequence[Posting] = (),
+) -> None:
     """Append ledger rows and add them to the already-locked balance rows (in memory;
-    the caller saves the balances it touched)."""
-    if not postings:
+    the caller saves the balances it touched).
+
+    `unlocked`: rows for accounts that everyone credits (the fee account), appended in
+    the same statement; their balances are not in `balances` and are updated by
+    `balances_credit_unlocked`, the caller's last write."""
+    if not postings and not unlocked:
         return
-    _ledger_insert(postings)
+    _ledger_insert([*postings, *unlocked])
     for p in postings:
         balances[(p.trader_id, p.asset, p.mode)].total += p.amount
 
 
 def ledger_post_unlocked(postings: list[Posting]) -> None:
-    """Append ledger rows and add them with `UPDATE ... SET total = total + x`, for
-    accounts that are credited by everyone (the fee account): no row is read or
-    locked ahead, and the caller does this last so that it holds the row's lock only
-    while committing."""
+    """Append ledger rows for accounts credited by everyone and add them to their
+    balances (`balances_credit_unlocked`)."""
     if not postings:
         return
     _ledger_insert(postings)
+    balances_credit_unlocked(postings)
+
+
+def balances_credit_unlocked(postings: list[Posting]) -> None:
+    """Add postings (already in the ledger) to their balances with
+    `UPDATE ... SET total = total + x`: no row is read or locked ahead, and the caller
+    does this last so that it holds the row's lock only while committing."""
     sums: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     for p in postings:
         sums[(p.trader_id, p.asset, p.mode)] += p.amount
-    balances_ensure(sums)
     for (t, a, m), amount in sorted(sums.items()):
-        Balance.objects.filter(trader_id=t, asset=a, mode=m).update(total=F("total") + amount)
+        rows = Balance.objects.filter(trader_id=t, asset=a, mode=m)
+        if not rows.update(total=F("total") + amount):
+            # The account's first credit in this asset and mode.
+            balances_ensure([(t, a, m)])
+            rows.update(total=F("total") + amount)
 
 
 def user_signup(*, username: str, password: str) -> User:

@@ -37,12 +37,13 @@ from accounts.services import (
     system_account_id,
 )
 from accounts.signals import balances_changed
+from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import risk, signals
 from trading.models import OPEN_STATUSES, Book, MarketKind, Order, Position
 from trading.presenters import dec
 from trading.services.books import book_lock
-from trading.services.orders import orders_cancel_all, retrying
+from trading.services.orders import orders_cancel_all
 
 PAPER = Mode.PAPER
 CANCEL_REASON = "RESET"

@@ -36,6 +36,7 @@ from accounts.models import (
 from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
 from accounts.services.wallets import address_parse
 from accounts.signals import balances_changed
+from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
 from trading.presenters import dec
 from trading.risk import MONEY_QUANTUM
@@ -126,6 +127,7 @@ def _locked_transfer(kind: str, **lookup) -> Transfer:
     return transfer
 
 
+@retrying
 def deposit_confirm(
     *, by: User | None, tx_hash: str | None = None, deposit_id: int | None = None
 ) -> Transfer:
@@ -155,6 +157,7 @@ def deposit_confirm(
     return deposit
 
 
+@retrying
 def deposit_reject(*, deposit_id: int, by: User | None, note: str = "") -> Transfer:
     """A reported deposit staff found no such transaction for. Nothing was credited."""
     with transaction.atomic():
@@ -203,6 +206,7 @@ def _linked(trader: User, address: str, *, lock: bool) -> LinkedWallet | None:
     return (qs.select_for_update() if lock else qs).first()
 
 
+@retrying
 def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: str) -> Transfer:
     """Lock `amount` for a withdrawal to one of the trader's linked addresses."""
     asset, amount, address = _asset(asset), _amount(amount), address_parse(address)
@@ -243,6 +247,7 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
     return withdrawal
 
 
+@retrying
 def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> Transfer:
     """Staff sent the funds: the lock becomes a WITHDRAWAL ledger row."""
     tx_hash = tx_hash_parse(tx_hash)
@@ -279,6 +284,7 @@ def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> 
     return withdrawal
 
 
+@retrying
 def withdrawal_reject(*, withdrawal_id: int, by: User | None, note: str = "") -> Transfer:
     """Staff refused: the locked amount is available again; no ledger row."""
     with transaction.atomic():

@@ -84,9 +84,51 @@ def book_lock(
     """Lock one book row (and read its market, fresh) for the rest of the transaction.
     Every write to a book's orders happens under this lock, so one order per book is
     matched at a time across all processes."""
-    qs = Book.objects.select_related("market").select_for_update(of=("self",))
+    qs = Book.objects.select_for_update(of=("self",))
     if pk is not None:
-        return qs.get(pk=pk)
-    if market_id is not None:
-        return qs.get(market_id=market_id, mode=mode)
-    return qs.get(market__symbol=symbol, mode=mode)
+        book = qs.get(pk=pk)
+    elif market_id is not None:
+        book = qs.get(market_id=market_id, mode=mode)
+    else:
+        book = qs.get(market__symbol=symbol, mode=mode)
+    # Read after the lock is granted: a statement that waited for it sees the rows it
+    # joined as they were when it started waiting, so a delisting or expiry that held
+    # the lock would go unseen.
+    book.market = Market.objects.get(pk=book.market_id)
+    return book
+
+
+# -- quiet books ----------------------------------------------------------------------
+
+# (book pk) -> (seq at the last look, announced?): the clock's memory between looks.
+_last_seen: dict[int, tuple[int, bool]] = {}
+
+
+def books_gone_quiet() -> list[tuple[str, str, int]]:
+    """(symbol, mode, seq) of each book that moved before the previous look and not
+    since: its last delta is now final. A subscriber that has not seen it (its web
+    process died between commit and publish) learns so from this and resyncs; a busy
+    book needs no such notice, its next delta shows the gap. Each change is announced
+    once."""
+    quiet = []
+    for pk, symbol, mode, seq in Book.objects.values_list("pk", "market__symbol", "mode", "seq"):
+        before = _last_seen.get(pk)
+        if before is None:
+            _last_seen[pk] = (seq, True)
+        elif before[0] != seq:
+            _last_seen[pk] = (seq, False)
+        elif not before[1]:
+            _last_seen[pk] = (seq, True)
+            quiet.append((symbol, mode, seq))
+    return quiet
+
+
+def books_quiet_announce() -> int:
+    """Send `book_quiet` for each book gone quiet (the clock runs this every 2 s);
+    returns how many."""
+    from trading import signals
+
+    quiet = books_gone_quiet()
+    for symbol, mode, seq in quiet:
+        signals.book_quiet.send(sender=Book, market=symbol, mode=mode, seq=seq)
+    return len(quiet)

@@ -63,7 +63,10 @@ def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
                 settlement = Settlement.objects.create(market=market, price=price)
         except IntegrityError:
             return None
-        for book in Book.objects.select_for_update().filter(market=market).order_by("pk"):
+        books = list(Book.objects.select_for_update().filter(market=market).order_by("pk"))
+        # Again under the books' locks: an order may have come in since the first pass.
+        orders_cancel_all(trader=None, market=market.symbol, reason="EXPIRED")
+        for book in books:
             _settle_book(market, book.mode, price)
             Book.objects.filter(pk=book.pk).update(
                 mark_price=price

@@ -33,6 +33,7 @@ from accounts.services import (
     ledger_apply,
     system_account_id,
 )
+from dexsite.errors import ExchangeError
 from trading import margin, risk, signals
 from trading.models import (
     Book,
@@ -49,6 +50,7 @@ from trading.models import (
 from trading.presenters import dec
 from trading.services.orders import order_place, orders_cancel_all
 from trading.services.prices import index_is_fresh
+from trading.services.transfers import paper_backstop
 
 log = logging.getLogger(__name__)
 QUOTE = "USDC"
@@ -82,7 +84,13 @@ def liquidations_run(now: datetime | None = None) -> list[Liquidation]:
         if stale:
             log.warning("liquidation of %s/%s paused: stale index %s", trader_id, mode, stale)
             continue
-        result = liquidate_account(trader_id=trader_id, mode=mode)
+        try:
+            result = liquidate_account(trader_id=trader_id, mode=mode)
+        except ExchangeError as e:
+            # One account the engine cannot close (it rolled back whole) must not
+            # keep the sweep from the others.
+            log.error("liquidation of %s/%s refused: %s %s", trader_id, mode, e.code, e)
+            continue
         if result is not None:
             done.append(result)
     return done
@@ -359,6 +367,9 @@ def _auto_deleverage(
     keys = [(p.trader_id, QUOTE, mode) for p in postings]
     balances_ensure(keys)
     rows = balances_lock(keys)
+    # The PAPER insurance fund may be the position closed against: its loss is covered.
+    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    postings += paper_backstop(postings, rows, insurance_id, QUOTE, mode)
     ledger_apply(postings, rows)
     Balance.objects.bulk_update(rows.values(), ["total"])
 

@@ -7,10 +7,11 @@ from decimal import Decimal
 from django.db import transaction
 
 from accounts.models import User
+from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import risk, signals
 from trading.models import Market, MarketStatus, Position
-from trading.services.orders import _free_margin, _positions_for, orders_cancel_all, retrying
+from trading.services.orders import _free_margin, _positions_for, orders_cancel_all
 
 
 def _set_status(market: Market, status: str) -> None:

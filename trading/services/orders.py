@@ -13,26 +13,28 @@ One order = one database transaction:
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Balance, LedgerReason, User
+from accounts.selectors import public_trader_ids
 from accounts.services import (
     Posting,
+    balances_credit_unlocked,
     balances_ensure,
     balances_lock,
     ledger_apply,
-    ledger_post_unlocked,
     system_account_id,
 )
 from accounts.signals import balances_changed
+from dexsite.db import retrying, rows_update
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
 from trading import margin, risk, signals
@@ -63,32 +65,6 @@ from trading.services.books import (
 )
 
 log = logging.getLogger(__name__)
-
-# PostgreSQL's deadlock_detected and serialization_failure: the transaction did nothing
-# and may simply run again.
-RETRYABLE_PGCODES = {"40P01", "40001"}
-MAX_ATTEMPTS = 5
-
-
-def retrying(fn):
-    def wrapper(*args, **kwargs):
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return fn(*args, **kwargs)
-            except OperationalError as e:
-                code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
-                # Inside a caller's transaction the whole of it failed: only the caller
-                # can run it again.
-                in_outer = transaction.get_connection().in_atomic_block
-                if code not in RETRYABLE_PGCODES or attempt == MAX_ATTEMPTS or in_outer:
-                    raise
-                log.info("retrying %s after %s (attempt %d)", fn.__name__, code, attempt)
-                time.sleep(0.005 * attempt)
-        raise AssertionError("unreachable")
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 def _market_error(market: Market) -> ExchangeError | None:
@@ -315,10 +291,9 @@ def _place_locked(
         # `retrying` runs again.
         taker_key = (trader.pk, reserve_asset, mode)
         # A derivative's quote row is already held from above: no second lock.
-        if taker_key in taker_locked or reserve <= 0:
-            taker_bal = taker_locked.get(taker_key)
-        else:
-            taker_bal = balances_lock([taker_key]).get(taker_key)
+        if taker_key not in taker_locked and reserve > 0:
+            taker_locked.update(balances_lock([taker_key]))
+        taker_bal = taker_locked.get(taker_key)
         if reserve > 0:
             available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
             free = available
@@ -391,12 +366,13 @@ def _place_locked(
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
     makers = Order.objects.in_bulk(maker_ids) if maker_ids else {}
+    # Every balance row this transaction holds locked, so that none is locked twice.
+    held = taker_locked
     if makers:
         # Lock the makers' balances (pk order) before their positions change.
         assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
         maker_keys = {(o.trader_id, a, mode) for o in makers.values() for a in assets}
-        balances_ensure(maker_keys)
-        balances_lock(maker_keys)
+        _lock_more(held, maker_keys)
 
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
@@ -405,19 +381,19 @@ def _place_locked(
     position_events = _apply_positions(market, mode, fills, changes) if derivative else []
 
     # Balances of everyone but the fee account, locked in pk order, then written once.
-    keys = set(changes.lock_deltas) | {(p.trader_id, p.asset, p.mode) for p in changes.postings}
-    balances_ensure(keys)
-    locked = balances_lock(keys)
-    ledger_apply(changes.postings, locked)
+    keys = {k for k, delta in changes.lock_deltas.items() if delta}
+    keys |= {(p.trader_id, p.asset, p.mode) for p in changes.postings}
+    _lock_more(held, keys)
+    locked = {k: held[k] for k in keys}
+    ledger_apply(changes.postings, locked, unlocked=changes.fee_postings)
     for key, delta in changes.lock_deltas.items():
-        locked[key].locked += delta
-    if locked:
-        Balance.objects.bulk_update(locked.values(), ["total", "locked"])
-    if changes.touched_orders:
-        Order.objects.bulk_update(
-            changes.touched_orders.values(),
-            ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
-        )
+        if delta:
+            locked[key].locked += delta
+    rows_update(locked.values(), ["total", "locked"])
+    rows_update(
+        changes.touched_orders.values(),
+        ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
+    )
 
     seq = book.seq
     update: dict[str, Any] = {}
@@ -431,7 +407,7 @@ def _place_locked(
     # Last: the fee account is credited by every order of every book; touching it at
     # the end means its row lock is held only while this transaction commits, and a
     # holder of it never waits for another lock, so it can't join a deadlock.
-    ledger_post_unlocked(changes.fee_postings)
+    balances_credit_unlocked(changes.fee_postings)
 
     engine_book_return_on_commit(book, engine, seq)
 
@@ -447,10 +423,24 @@ def _place_locked(
         + [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()],
         trades=trades,
         fills=fills,
-        balances=[b for b in locked.values()],
+        balances=list(locked.values()),
         positions=position_events,
+        known=[trader],
     )
     return taker_payload
+
+
+def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:
+    """Lock the balance rows of `keys` not yet in `held` (creating missing ones) and add
+    them to it."""
+    missing = set(keys) - held.keys()
+    if missing:
+        held.update(balances_lock(missing))
+        # Rows an account has never had: created at zero, then locked like the rest.
+        missing -= held.keys()
+        if missing:
+            balances_ensure(missing)
+            held.update(balances_lock(missing))
 
 
 def _reservation(
@@ -661,7 +651,7 @@ def _apply_positions(
                 )
             )
     positions = list(existing.values())
-    Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
+    rows_update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
     return positions
 
 
@@ -677,6 +667,7 @@ def _emit_on_commit(
     balances: list[Balance],
     positions: list[Position],
     deltas: tuple[dict[int, int], dict[int, int]] | None = None,
+    known: Iterable[User] = (),
 ) -> None:
     """Build every event payload now (inside the transaction, from what it wrote) and
     send them once it commits, in a fixed order: book, trades, then private events."""
@@ -702,21 +693,24 @@ def _emit_on_commit(
         }
         for t in trades
     ]
-    trader_uuid = (
-        dict(
-            User.objects.filter(
-                pk__in={o.trader_id for o, _ in orders} | {f.trader_id for f in fills}
-            ).values_list("pk", "trader_id")
-        )
-        if orders or fills
-        else {}
+    # Private events go to trading accounts only: system accounts have no channel.
+    trader_uuid = public_trader_ids(
+        {o.trader_id for o, _ in orders} | {f.trader_id for f in fills}, known=known
     )
-    order_events = [(trader_uuid[o.trader_id], payload) for o, payload in orders]
-    fill_events = [(trader_uuid[f.trader_id], fill_dict(f, symbol)) for f in fills]
+    order_events = [(trader_uuid[o.trader_id], p) for o, p in orders if o.trader_id in trader_uuid]
+    fill_events = [
+        (trader_uuid[f.trader_id], fill_dict(f, symbol))
+        for f in fills
+        if f.trader_id in trader_uuid
+    ]
     position_events = [(p.trader_id, p.pk) for p in positions]
     balance_list = [b for b in balances if b.trader_id in trader_uuid]
 
     def send() -> None:
+        with signals.events_of_one_commit():
+            send_each()
+
+    def send_each() -> None:
         if book_event is not None:
             signals.book_changed.send(
                 sender=Market, market=symbol, mode=mode, seq=seq, **book_event
@@ -766,8 +760,8 @@ def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]
     locked = balances_lock(keys)
     for key, delta in changes.lock_deltas.items():
         locked[key].locked += delta
-    Balance.objects.bulk_update(locked.values(), ["locked"])
-    Order.objects.bulk_update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
+    rows_update(locked.values(), ["locked"])
+    rows_update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
     seq = book.seq + 1
     Book.objects.filter(pk=book.pk).update(seq=seq)
     engine_book_return_on_commit(book, engine, seq)

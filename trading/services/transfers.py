@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
-from accounts.models import Balance, User
+from accounts.models import Balance, LedgerReason, Mode, User
 from accounts.services import (
     Posting,
     balances_ensure,
@@ -62,8 +62,13 @@ def transfers_settle(
             shortfall += -amount - pay
     owed = sum((a for a in amounts.values() if a > 0), Decimal(0))
     fund = locked[(insurance_id, asset, mode)]
-    pool = collected + max(Decimal(0), fund.total - fund.locked) + expected_net
-    factor = Decimal(1) if owed <= pool else pool / owed
+    # The fund may itself be a payer (it holds the positions a paper reset handed it):
+    # what it paid as one is no longer there to cover the others.
+    fund_paid = -applied.get(insurance_id, Decimal(0))
+    pool = collected + max(Decimal(0), fund.total - fund.locked - fund_paid) + expected_net
+    # When losses exceed what payers and the fund hold, the pool is negative: receivers
+    # get nothing (and with none, owed is 0).
+    factor = Decimal(1) if owed <= pool else pool / owed if pool > 0 else Decimal(0)
     paid = Decimal(0)
     for trader_id, amount in amounts.items():
         if amount > 0:
@@ -76,7 +81,34 @@ def transfers_settle(
     postings = [Posting(t, asset, mode, a, reason, ref) for t, a in applied.items() if a]
     if insurance:
         postings.append(Posting(insurance_id, asset, mode, insurance, reason, ref))
+    postings += paper_backstop(postings, locked, insurance_id, asset, mode)
     ledger_apply(postings, locked)
     touched = [locked[(p.trader_id, asset, mode)] for p in postings]
     Balance.objects.bulk_update(touched, ["total"])
     return TransferResult(applied, insurance, shortfall, owed - paid, touched)
+
+
+def paper_backstop(
+    postings: list[Posting],
+    rows: dict[tuple[int, str, str], Balance],
+    insurance_id: int,
+    asset: str,
+    mode: str,
+) -> list[Posting]:
+    """The FAUCET row that keeps the PAPER insurance fund from going negative once
+    `postings` are applied to the locked `rows`: the fund holds the positions paper
+    resets hand it and can lose more on them than it has; paper money is free and a
+    system account never goes negative (see accounts/services/paper.py). Nothing in
+    REAL mode, or while the fund can pay."""
+    key = (insurance_id, asset, mode)
+    if mode != Mode.PAPER or key not in rows:
+        return []
+    fund = rows[key]
+    after = fund.total + sum(
+        (p.amount for p in postings if (p.trader_id, p.asset, p.mode) == key), Decimal(0)
+    )
+    if after >= fund.locked:
+        return []
+    return [
+        Posting(insurance_id, asset, mode, fund.locked - after, LedgerReason.FAUCET, "backstop")
+    ]

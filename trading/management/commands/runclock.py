@@ -22,13 +22,14 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
 
     def handle(self, *args, once: bool = False, duration: float = 0, **options) -> None:
-        from trading.services import expiry, funding, liquidation, prices
+        from trading.services import books, expiry, funding, liquidation, prices
         from trading.services.series import series_roll
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s clock %(message)s")
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("index", 1, prices.index_poll_feeds),
             ("marks", 1, prices.marks_refresh),
+            ("quiet-books", 2, books.books_quiet_announce),
             ("funding-sample", 60, funding.funding_sample),
             ("funding", 5, funding.funding_settle_due),
             ("liquidations", 2, liquidation.liquidations_run),
