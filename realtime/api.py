@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dexsite import schema as S
 from realtime.models import WsTicket
 from trading.presenters import ms
 
@@ -19,7 +20,7 @@ class WsTicketApi(APIView):
     # A ticket only lets a socket read: `read` is enough.
     required_scope = "read"
 
-    @extend_schema(request=None, responses={201: dict})
+    @extend_schema(request=None, responses=S.responses({201: S.WsTicketSerializer}, *S.PRIVATE))
     def post(self, request: Request) -> Response:
         now = timezone.now()
         WsTicket.objects.filter(expires_at__lte=now).delete()

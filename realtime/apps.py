@@ -6,5 +6,6 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Connect the receivers that turn domain events into channel-layer messages.
-        from realtime import broadcast  # noqa: F401
+        # Connect the receivers that turn domain events into channel-layer messages,
+        # and those that end the sockets of a logged-out session.
+        from realtime import auth, broadcast  # noqa: F401

@@ -5,16 +5,32 @@
 - Bots: an `Authorization: Token …` header on the handshake, or a one-time `ticket`
   query parameter. Bots send no Origin; a socket without Origin is accepted only when no
   cookie authenticates it.
+
+A socket outlives its handshake, so the credential it came with is watched: a logout
+or a deleted session publishes `auth.revoke` to the socket's revoke group at once, and
+the consumer re-checks the credential (session, API key, active user) before private
+deliveries at most every REVALIDATE_SECONDS, which also catches revoked keys and
+expired sessions.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user as session_user
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.models import Session
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.http.request import validate_host
 from django.utils import timezone
 
@@ -37,8 +53,7 @@ def origin_allowed(origin: str) -> bool:
     return validate_host(parsed.hostname, settings.ALLOWED_HOSTS)
 
 
-@database_sync_to_async
-def user_for_token(key: str):
+def _api_key_for_token(key: str):
     from accounts.models import ApiKeyScope
     from accounts.services.api_keys import api_key_authenticate
 
@@ -46,7 +61,16 @@ def user_for_token(key: str):
     api_key = api_key_authenticate(key)
     if api_key is None or ApiKeyScope.READ not in api_key.scope_set:
         return None
-    return api_key.trader
+    return api_key
+
+
+api_key_for_token = database_sync_to_async(_api_key_for_token)
+
+
+@database_sync_to_async
+def user_for_token(key: str):
+    api_key = _api_key_for_token(key)
+    return None if api_key is None else api_key.trader
 
 
 @database_sync_to_async
@@ -65,8 +89,18 @@ class Refused(Exception):
     pass
 
 
-async def authenticate(scope) -> tuple[object, str]:
-    """(user, how) for a handshake, or raise Refused. `how` is session/token/ticket/anonymous."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a socket is, and by which credential: `via` is session/token/ticket/anonymous."""
+
+    user: object
+    via: str
+    session_key: str | None = None
+    api_key_id: int | None = None
+
+
+async def identify(scope) -> Identity:
+    """The identity of a handshake, or raise Refused."""
     origin = header(scope, b"origin")
     if origin is not None and not origin_allowed(origin):
         raise Refused("foreign origin")
@@ -75,20 +109,94 @@ async def authenticate(scope) -> tuple[object, str]:
         kind, _, key = auth.partition(" ")
         if kind.lower() != "token" or not key:
             raise Refused("bad authorization header")
-        user = await user_for_token(key.strip())
-        if user is None:
+        api_key = await api_key_for_token(key.strip())
+        if api_key is None:
             raise Refused("bad token")
-        return user, "token"
+        return Identity(api_key.trader, "token", api_key_id=api_key.pk)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
         user = await user_for_ticket(query["ticket"][0])
         if user is None:
             raise Refused("bad or used ticket")
-        return user, "ticket"
+        return Identity(user, "ticket")
     if "session" in scope:
         user = await get_user(scope)
         if user.is_authenticated:
             if origin is None:
                 raise Refused("a cookie-authenticated socket must send an allowed Origin")
-            return user, "session"
-    return AnonymousUser(), "anonymous"
+            return Identity(user, "session", session_key=scope["session"].session_key)
+    return Identity(AnonymousUser(), "anonymous")
+
+
+async def authenticate(scope) -> tuple[object, str]:
+    """(user, how) for a handshake, or raise Refused. `how` is session/token/ticket/anonymous."""
+    identity = await identify(scope)
+    return identity.user, identity.via
+
+
+# -- revocation ---------------------------------------------------------------------------
+
+REVOKE = "auth.revoke"
+
+
+def session_group(session_key: str) -> str:
+    # A digest: session keys are credentials and stay out of the channel layer.
+    return "revoke.s." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+def api_key_group(api_key_id: int) -> str:
+    return f"revoke.k.{api_key_id}"
+
+
+def revoke_groups(identity: Identity) -> list[str]:
+    """The groups whose `auth.revoke` ends a socket of this identity."""
+    if identity.session_key:
+        return [session_group(identity.session_key)]
+    if identity.api_key_id is not None:
+        return [api_key_group(identity.api_key_id)]
+    return []
+
+
+def revoke(groups: list[str]) -> None:
+    """Close the sockets of these groups once the current transaction commits."""
+    from realtime.broadcast import publish
+
+    events = [{"type": REVOKE, "channel": g} for g in groups]
+    transaction.on_commit(lambda: publish(events))
+
+
+@receiver(user_logged_out)
+def on_logged_out(sender, request=None, **kwargs) -> None:
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    if key:
+        revoke([session_group(key)])
+
+
+@receiver(post_delete, sender=Session)
+def on_session_deleted(sender, instance: Session, **kwargs) -> None:
+    revoke([session_group(instance.session_key)])
+
+
+def _still_valid(identity: Identity) -> bool:
+    from accounts.models import ApiKey, ApiKeyScope, User
+
+    user = identity.user
+    if identity.session_key:
+        engine = import_module(settings.SESSION_ENGINE)
+        request = SimpleNamespace(session=engine.SessionStore(identity.session_key))
+        current = session_user(request)
+        return current.is_authenticated and current.pk == user.pk and current.is_active
+    if identity.api_key_id is not None:
+        key = (
+            ApiKey.objects.filter(
+                pk=identity.api_key_id, revoked_at__isnull=True, trader__is_active=True
+            )
+            .only("scopes")
+            .first()
+        )
+        return key is not None and ApiKeyScope.READ in key.scope_set
+    return User.objects.filter(pk=user.pk, is_active=True).exists()
+
+
+still_valid = database_sync_to_async(_still_valid)

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime import metrics, names
-from realtime.auth import Refused, authenticate
+from realtime.auth import Identity, Refused, identify, revoke_groups, still_valid
 from realtime.buffer import delta_buffer
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ SNAPSHOT_LEVELS = 500
 # socket gets a fresh snapshot instead.
 GAP_WAIT_SECONDS = 0.5
 POLICY_VIOLATION = 1008
+# How often, at most, a socket re-checks its credential (session, API key) before it
+# forwards private data: a revoked key or an expired session stops deliveries within
+# this bound, while the fan-out of private events stays free of database work.
+REVALIDATE_SECONDS = 30.0
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Subscription:
     channel: names.Channel
     next_seq: int | None = None  # market channels: the seq this socket expects next
     pending: dict[int, str] = field(default_factory=dict)
+    behind: int | None = None  # a seq the book has reached that this socket has not seen
     gap_timer: asyncio.TimerHandle | None = None
 
 
@@ -94,13 +99,16 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_PER_SECOND)
         self.closing = False
         self.counted = False
+        self.revoke_groups: list[str] = []
+        self.recheck_at = float("inf")
         try:
-            self.user, self.auth_via = await authenticate(self.scope)
+            self.identity: Identity = await identify(self.scope)
         except Refused as e:
             metrics.REFUSED.labels(reason="handshake").inc()
             log.info("refused WebSocket handshake: %s", e)
             await self.close()
             return
+        self.user, self.auth_via = self.identity.user, self.identity.via
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         first = {k: v[0] for k, v in query.items() if v}
         mode = first.get("mode", "REAL").upper()
@@ -111,6 +119,12 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.counted = True
         metrics.OPEN_SOCKETS.inc()
+        if self.user.is_authenticated:
+            # A logout or a revoked credential reaches the socket through these groups.
+            self.revoke_groups = revoke_groups(self.identity)
+            for group in self.revoke_groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+            self.recheck_at = time.monotonic() + REVALIDATE_SECONDS
         if "market" in first:
             if mode not in ("REAL", "PAPER"):
                 await self.send_error("BAD_MESSAGE", "mode must be REAL or PAPER")
@@ -127,6 +141,9 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             if sub.gap_timer:
                 sub.gap_timer.cancel()
         self.subs.clear()
+        for group in self.revoke_groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.revoke_groups = []
         if self.counted:
             metrics.OPEN_SOCKETS.dec()
             self.counted = False
@@ -145,7 +162,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             return await self.violation("RATE_LIMITED", "at most 20 messages per second")
         try:
             msg = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return await self.send_error("BAD_MESSAGE", "not JSON")
         if not isinstance(msg, dict) or not isinstance(msg.get("action"), str):
             return await self.send_error("BAD_MESSAGE", 'expected {"action": ...}')
@@ -177,6 +194,8 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                 return await self.send_error(
                     "FORBIDDEN", "a trader channel is its owner's only", channel.name
                 )
+            if not await self.credential_current():
+                return
         elif channel.symbol not in await market_symbols():
             return await self.send_error(
                 "UNKNOWN_CHANNEL", f"no market {channel.symbol}", channel.name
@@ -246,12 +265,16 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         # CPU. Forwarding never touches the database, so it skips it.
         if message["type"] == "ws.forward":
             return await self.ws_forward(message)
+        if message["type"] == "ws.seq":
+            return await self.ws_seq(message)
         return await super().dispatch(message)
 
     async def ws_forward(self, event: dict) -> None:
         async with self.lock:
             sub = self.subs.get(event["channel"])
             if sub is None:
+                return
+            if sub.channel.kind == "trader" and not await self.credential_current():
                 return
             seq = event.get("seq")
             if seq is None or sub.next_seq is None:
@@ -269,6 +292,21 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                     GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
                 )
 
+    async def ws_seq(self, event: dict) -> None:
+        """The book has been still since delta `seq`. A socket that has not seen it
+        (the web process that committed it died before publishing) waits the usual
+        gap time for it, then resyncs from a snapshot."""
+        async with self.lock:
+            sub = self.subs.get(event["channel"])
+            if sub is None or sub.next_seq is None or event["seq"] < sub.next_seq:
+                return
+            sub.behind = max(sub.behind or 0, event["seq"])
+            if sub.gap_timer is None:
+                loop = asyncio.get_running_loop()
+                sub.gap_timer = loop.call_later(
+                    GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
+                )
+
     async def drain(self, sub: Subscription) -> None:
         """Send the buffered deltas that now follow on; drop those already covered."""
         for seq in [s for s in sub.pending if s < sub.next_seq]:
@@ -277,17 +315,49 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         while sub.next_seq in sub.pending:
             await self.forward_text(sub.pending.pop(sub.next_seq), "depth")
             sub.next_seq += 1
-        if not sub.pending and sub.gap_timer is not None:
+        if sub.behind is not None and sub.behind < sub.next_seq:
+            sub.behind = None
+        if not sub.pending and sub.behind is None and sub.gap_timer is not None:
             sub.gap_timer.cancel()
             sub.gap_timer = None
 
     async def resync(self, sub: Subscription) -> None:
         async with self.lock:
             sub.gap_timer = None
-            if self.subs.get(sub.channel.name) is not sub or not sub.pending:
+            if self.subs.get(sub.channel.name) is not sub:
+                return
+            if not sub.pending and (sub.behind is None or sub.behind < sub.next_seq):
                 return
             metrics.DROPPED.labels(reason="gap").inc()
             await self.sync_book(sub, None)
+
+    # -- credentials ----------------------------------------------------------------
+
+    async def credential_current(self) -> bool:
+        """Whether the socket's credential still holds; re-checked in the database at
+        most every REVALIDATE_SECONDS. A stale one ends the socket."""
+        if self.closing:
+            return False
+        if time.monotonic() < self.recheck_at:
+            return True
+        if await still_valid(self.identity):
+            self.recheck_at = time.monotonic() + REVALIDATE_SECONDS
+            return True
+        await self.end_session("the credential of this socket is no longer valid")
+        return False
+
+    async def auth_revoke(self, event: dict) -> None:
+        """The session or API key this socket authenticated with has ended."""
+        await self.end_session("signed out: the session of this socket has ended")
+
+    async def end_session(self, message: str) -> None:
+        """Stop private deliveries at once, then close with 1008."""
+        for name, sub in list(self.subs.items()):
+            if sub.channel.kind == "trader":
+                del self.subs[name]
+                await self.channel_layer.group_discard(name, self.channel_name)
+                metrics.SUBSCRIPTIONS.labels(kind="trader").dec()
+        await self.violation("UNAUTHENTICATED", message)
 
     # -- sending --------------------------------------------------------------------
 

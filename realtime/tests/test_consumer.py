@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import transaction
 
+from realtime.consumers import GAP_WAIT_SECONDS as GAP_WAIT
 from realtime.tests.conftest import communicator
 from trading.selectors import depth_get
 from trading.services.orders import order_cancel, order_place
@@ -403,4 +404,40 @@ async def test_rebuilt_book_from_snapshot_and_deltas_equals_rest_depth(layer):
     rebuilt_asks = sorted(book["asks"].items(), key=lambda x: D(x[0]))
     assert [list(x) for x in rebuilt_bids] == final["bids"]
     assert [list(x) for x in rebuilt_asks] == final["asks"]
+    await comm.disconnect()
+
+
+async def test_a_lost_last_delta_is_recovered_when_the_book_goes_quiet(layer):
+    """A web process that dies between its commit and its publish leaves subscribers a
+    delta short, and no later delta reveals the gap while the book is still. The
+    clock's quiet-book notice does: the socket resyncs from a snapshot."""
+    from realtime import broadcast
+    from trading import signals
+    from trading.services.books import books_gone_quiet, books_quiet_announce
+
+    a, _ = await setup_market_and_traders()
+    comm = communicator("/ws/?market=BTC-PERP&mode=PAPER")
+    assert (await comm.connect())[0]
+    await recv(comm)
+    assert (await recv(comm))["seq"] == 0
+    await database_sync_to_async(books_gone_quiet)()  # the clock's first look
+
+    # Committed, never published: as if the process died right after its COMMIT.
+    signals.book_changed.disconnect(broadcast.on_book_changed)
+    try:
+        await place(a, "SELL", "64000", "0.1")
+    finally:
+        signals.book_changed.connect(broadcast.on_book_changed)
+    assert await comm.receive_nothing(timeout=0.3)
+
+    assert await database_sync_to_async(books_quiet_announce)() == 0  # it just moved
+    assert await database_sync_to_async(books_quiet_announce)() == 1  # and is still
+    snap = await recv_until(comm, "depth", timeout=3)
+    assert (snap["snapshot"], snap["seq"], snap["asks"]) == (True, 1, [["64000", "0.1"]])
+    # Announced once; a socket already current ignores a notice.
+    assert await database_sync_to_async(books_quiet_announce)() == 0
+    await database_sync_to_async(broadcast.on_book_quiet)(
+        sender=None, market="BTC-PERP", mode="PAPER", seq=1
+    )
+    assert await comm.receive_nothing(timeout=GAP_WAIT + 0.2)
     await comm.disconnect()
