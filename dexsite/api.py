@@ -38,7 +38,9 @@ class DecimalJSONParser(JSONParser):
 
 class StrictSerializer(serializers.Serializer):
     """An input serializer that refuses fields it does not know, so that a typo such as
-    `"prcie"` is an error rather than an order without a price."""
+    `"prcie"` is an error rather than an order without a price. Text and boolean fields
+    take their JSON type only: `"clientOrderId": 0` and `"reduceOnly": 0` are refused,
+    not read as "0" and false."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -46,6 +48,19 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError(
                     {unknown[0]: [serializers.ErrorDetail("unknown field", code="unknown_field")]}
+                )
+            for name, field in self.fields.items():
+                value = data.get(name)
+                if value is None:
+                    continue
+                if isinstance(field, serializers.CharField) and not isinstance(value, str):
+                    wrong = "must be a string"
+                elif isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+                    wrong = "must be true or false"
+                else:
+                    continue
+                raise serializers.ValidationError(
+                    {name: [serializers.ErrorDetail(wrong, code="invalid")]}
                 )
         return super().to_internal_value(data)
 

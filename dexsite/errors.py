@@ -61,7 +61,8 @@ def _first_error(detail: Any, prefix: str = "") -> tuple[str | None, Any]:
     """Walk a DRF error structure to its first leaf: (dotted field path, ErrorDetail)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = None if key == "non_field_errors" else key
+            # List items are reported under their index: `orders.3`.
+            name = None if key == "non_field_errors" else str(key)
             path = ".".join(p for p in (prefix, name) if p) if name or prefix else ""
             return _first_error(value, path)
     if isinstance(detail, list) and detail:
@@ -72,12 +73,14 @@ def _first_error(detail: Any, prefix: str = "") -> tuple[str | None, Any]:
 def validation_error_body(detail: Any) -> dict[str, Any]:
     field, leaf = _first_error(detail)
     drf_code = getattr(leaf, "code", "invalid")
-    last = field.rsplit(".", 1)[-1] if field else None
+    # The innermost named field: `orders.3` is a bad item of `orders`.
+    named = [p for p in field.split(".") if not p.isdigit()] if field else []
+    last = named[-1] if named else None
     if drf_code == "required":
         code = "MISSING_FIELD"
     elif drf_code == "unknown_field":
         code = "UNKNOWN_FIELD"
-    elif last and not last.isdigit():
+    elif last:
         code = f"INVALID_{_upper_snake(last)}"
     else:
         code = "BAD_REQUEST"

@@ -83,7 +83,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
 
 def _run(call: Callable[[], Response], request: Request, key: str) -> Response:
     from accounts.models import IdempotencyRecord
-    from trading.services.orders import retrying
+    from dexsite.db import retrying
 
     trader = request.user
     wanted = fingerprint(request)

@@ -29,19 +29,21 @@ class MarketAdmin(admin.ModelAdmin):
             return ("symbol", "kind", "base", "quote", "tick_size", "lot_size", "status")
         return ("status",)
 
-    @admin.action(description="Pause: refuse new orders, allow cancels")
+    @admin.action(description="Pause: refuse new orders, allow cancels", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
         for market in queryset:
             market_services.market_pause(market=market)
         self.message_user(request, f"Paused {queryset.count()} market(s).")
 
-    @admin.action(description="Resume trading")
+    @admin.action(description="Resume trading", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
         for market in queryset:
             market_services.market_resume(market=market)
         self.message_user(request, f"Resumed {queryset.count()} market(s).")
 
-    @admin.action(description="Delist: cancel every resting order and refuse new ones")
+    @admin.action(
+        description="Delist: cancel every resting order and refuse new ones", permissions=["change"]
+    )
     def delist(self, request: HttpRequest, queryset: QuerySet) -> None:
         total = 0
         for market in queryset:

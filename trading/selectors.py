@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -287,31 +288,57 @@ def positions_list(
     out = []
     for m in modes:
         exposures = margin.exposures_for(trader.pk, m, include_flat=include_flat)
-        if not exposures:
+        out += _position_dicts(exposures, cash.get(m))
+    return out
+
+
+def positions_in_market(*, trader_ids: Iterable[int], mode: str, market: str) -> dict[int, dict]:
+    """Each trader's position in one market as `positions_list` shows it (its account's
+    other positions weigh on the liquidation price), for many traders in two queries:
+    what a fill publishes to everyone it touched."""
+    trader_ids = set(trader_ids)
+    cash = {
+        b.trader_id: b
+        for b in Balance.objects.filter(trader_id__in=trader_ids, asset="USDC", mode=mode)
+    }
+    accounts: dict[int, list[margin.Exposure]] = {}
+    for e in margin.exposures_of(trader_ids, mode):
+        accounts.setdefault(e.position.trader_id, []).append(e)
+    out = {}
+    for trader_id, exposures in accounts.items():
+        for shown in _position_dicts(exposures, cash.get(trader_id), market=market):
+            out[trader_id] = shown
+    return out
+
+
+def _position_dicts(
+    exposures: list[margin.Exposure], cash: Balance | None, market: str | None = None
+) -> list[dict[str, Any]]:
+    account = margin.Account(
+        cash.total if cash else Decimal(0),
+        cash.locked if cash else Decimal(0),
+        [e for e in exposures if e.size],
+    )
+    out = []
+    for e in exposures:
+        p = e.position
+        if market is not None and p.market.symbol != market:
             continue
-        bal = cash.get(m)
-        account = margin.Account(
-            bal.total if bal else Decimal(0),
-            bal.locked if bal else Decimal(0),
-            [e for e in exposures if e.size],
-        )
-        for e in exposures:
-            p = e.position
-            entry = (e.open_notional / e.size).quantize(risk.MONEY_QUANTUM) if e.size else None
-            out.append(
-                position_dict(
-                    p,
-                    p.market,
-                    {
-                        "entry_price": entry,
-                        "mark_price": e.mark,
-                        "unrealized_pnl": e.size * e.mark - e.open_notional,
-                        "margin": e.initial().quantize(risk.MONEY_QUANTUM),
-                        "liquidation_price": account.liquidation_price(e) if e.size else None,
-                        "leverage": e.leverage,
-                    },
-                )
+        entry = (e.open_notional / e.size).quantize(risk.MONEY_QUANTUM) if e.size else None
+        out.append(
+            position_dict(
+                p,
+                p.market,
+                {
+                    "entry_price": entry,
+                    "mark_price": e.mark,
+                    "unrealized_pnl": e.size * e.mark - e.open_notional,
+                    "margin": e.initial().quantize(risk.MONEY_QUANTUM),
+                    "liquidation_price": account.liquidation_price(e) if e.size else None,
+                    "leverage": e.leverage,
+                },
             )
+        )
     return out
 
 

@@ -4,6 +4,8 @@ validates shape and calls one service or selector."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import Http404
@@ -19,13 +21,19 @@ from accounts.api.csrf import csrf_check_session_get
 from accounts.models import ApiKeyScope
 from accounts.permissions import FULL_ACCESS
 from accounts.services import api_keys, paper, vault, wallets
-from dexsite.api import Money, StrictSerializer, int_param, mode_param
+from dexsite import schema as S
+from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError
 from dexsite.idempotency import idempotent
 from trading import selectors as trading_selectors
 from trading.presenters import ms
 
-PAGE = [OpenApiParameter("limit", int), OpenApiParameter("nextToken", str)]
+
+def page(limit_max: int) -> list[OpenApiParameter]:
+    return [S.int_query("limit", 1, limit_max, 50), OpenApiParameter("nextToken", str)]
+
+
+MODE = OpenApiParameter("mode", str, enum=list(MODE_CHOICES))
 
 
 class CredentialsSerializer(StrictSerializer):
@@ -38,7 +46,11 @@ class SignupApi(APIView):
     authentication_classes: list = []
     throttle_classes = [throttles.SignupThrottle]
 
-    @extend_schema(request=CredentialsSerializer, responses={201: dict}, auth=[])
+    @extend_schema(
+        request=CredentialsSerializer,
+        responses=S.responses({201: S.TokenResultSerializer}, 400, 409, 429),
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = CredentialsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -55,7 +67,11 @@ class TokenApi(APIView):
     # The same buckets as the session login form: both check a password.
     throttle_classes = list(throttles.LOGIN_THROTTLES)
 
-    @extend_schema(request=CredentialsSerializer, responses={200: dict}, auth=[])
+    @extend_schema(
+        request=CredentialsSerializer,
+        responses=S.responses({200: S.TokenResultSerializer}, 400, 401, 429),
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = CredentialsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -68,13 +84,16 @@ class TokenApi(APIView):
 
 
 class MeApi(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=S.responses({200: S.MeSerializer}, *S.PRIVATE))
     def get(self, request: Request) -> Response:
         return Response(selectors.trader_summary(trader=request.user))
 
 
 class BalancesApi(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        parameters=[MODE],
+        responses=S.responses({200: S.BalanceSerializer(many=True)}, 400, *S.PRIVATE),
+    )
     def get(self, request: Request) -> Response:
         return Response(
             trading_selectors.balances_list(trader=request.user, mode=mode_param(request))
@@ -84,11 +103,24 @@ class BalancesApi(APIView):
 # -- paper ------------------------------------------------------------------------------
 
 
+def _no_body(request: Request) -> None:
+    """Endpoints without input take an empty body or `{}`; anything else is a mistake."""
+    data = request.data
+    if isinstance(data, dict) and data:
+        field = sorted(data)[0]
+        raise ExchangeError("UNKNOWN_FIELD", "unknown field", field=str(field))
+    if not isinstance(data, dict):
+        raise ExchangeError("BAD_REQUEST", "expected a JSON object or no body")
+
+
 class PaperFaucetApi(APIView):
     throttle_classes = [throttles.FaucetThrottle]
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=None, responses=S.responses({200: S.FaucetResultSerializer}, *S.PRIVATE, 429)
+    )
     def post(self, request: Request) -> Response:
+        _no_body(request)
         credited = services.paper_faucet_credit(trader=request.user)
         return Response(
             {"mode": "PAPER", "credited": {a: str(v) for a, v in credited.items()}},
@@ -100,13 +132,20 @@ class PaperResetApi(APIView):
     # One bucket with the faucet: a reset grants fresh paper funds too.
     throttle_classes = [throttles.FaucetThrottle]
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=None,
+        responses=S.responses({200: S.PaperResetResultSerializer}, *S.PRIVATE, 409, 429),
+    )
     def post(self, request: Request) -> Response:
+        _no_body(request)
         return Response(paper.paper_reset(trader=request.user))
 
 
 class PaperLeaderboardApi(APIView):
-    @extend_schema(parameters=PAGE, responses={200: dict})
+    @extend_schema(
+        parameters=page(200),
+        responses=S.responses({200: S.LeaderboardPageSerializer}, 400, *S.PRIVATE),
+    )
     def get(self, request: Request) -> Response:
         return Response(
             selectors.paper_leaderboard(
@@ -152,7 +191,7 @@ class LinkWalletApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("address", str, description="recommended: the wallet")],
-        responses={200: dict},
+        responses=S.responses({200: S.WalletChallengeSerializer}, 400, *S.PRIVATE, 404, 429),
     )
     def get(self, request: Request, trader_id) -> Response:
         _own(request, trader_id)
@@ -169,7 +208,17 @@ class LinkWalletApi(APIView):
             }
         )
 
-    @extend_schema(request=LinkWalletInputSerializer, responses={201: dict, 200: dict})
+    @extend_schema(
+        request=LinkWalletInputSerializer,
+        responses=S.responses(
+            {201: S.WalletLinkedSerializer, 200: S.WalletLinkedSerializer},
+            400,
+            *S.PRIVATE,
+            404,
+            409,
+            429,
+        ),
+    )
     def post(self, request: Request, trader_id) -> Response:
         _own(request, trader_id)
         data = LinkWalletInputSerializer(data=request.data)
@@ -184,7 +233,9 @@ class LinkWalletApi(APIView):
 class UnlinkWalletApi(APIView):
     required_scope = ApiKeyScope.WITHDRAW
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses=S.responses({200: S.WalletUnlinkedSerializer}, 400, *S.PRIVATE, 404, 409)
+    )
     def delete(self, request: Request, trader_id, address: str) -> Response:
         _own(request, trader_id)
         wallet = wallets.wallet_unlink(trader=request.user, address=address)
@@ -194,14 +245,33 @@ class UnlinkWalletApi(APIView):
 # -- vault ------------------------------------------------------------------------------
 
 
+# The largest deposit or withdrawal taken: a balance keeps 26 digits before the point,
+# and its arithmetic 28 significant digits with 12 after it.
+AMOUNT_LIMIT = Decimal(10) ** 15
+
+
+def _amount_in_range(value: Decimal) -> Decimal:
+    if value > AMOUNT_LIMIT:
+        raise serializers.ValidationError("amount must be at most 1E+15")
+    return value
+
+
 class DepositInputSerializer(StrictSerializer):
     asset = serializers.CharField(max_length=16)
     amount = Money()
     txHash = serializers.CharField(max_length=80)
 
+    def validate_amount(self, value: Decimal) -> Decimal:
+        return _amount_in_range(value)
+
 
 class DepositApi(APIView):
-    @extend_schema(request=DepositInputSerializer, responses={201: dict, 200: dict})
+    @extend_schema(
+        request=DepositInputSerializer,
+        responses=S.responses(
+            {201: S.TransferSerializer, 200: S.TransferSerializer}, 400, *S.PRIVATE, 409, 422
+        ),
+    )
     @idempotent
     def post(self, request: Request) -> Response:
         data = DepositInputSerializer(data=request.data)
@@ -221,12 +291,18 @@ class WithdrawInputSerializer(StrictSerializer):
     amount = Money()
     address = serializers.CharField(max_length=64)
 
+    def validate_amount(self, value: Decimal) -> Decimal:
+        return _amount_in_range(value)
+
 
 class WithdrawApi(APIView):
     required_scope = ApiKeyScope.WITHDRAW
     throttle_classes = [throttles.WithdrawThrottle]
 
-    @extend_schema(request=WithdrawInputSerializer, responses={201: dict})
+    @extend_schema(
+        request=WithdrawInputSerializer,
+        responses=S.responses({201: S.TransferSerializer}, 400, *S.PRIVATE, 409, 422, 429),
+    )
     @idempotent
     def post(self, request: Request) -> Response:
         data = WithdrawInputSerializer(data=request.data)
@@ -236,7 +312,10 @@ class WithdrawApi(APIView):
 
 
 class TransfersApi(APIView):
-    @extend_schema(parameters=PAGE, responses={200: dict})
+    @extend_schema(
+        parameters=page(500),
+        responses=S.responses({200: S.TransfersPageSerializer}, 400, *S.PRIVATE),
+    )
     def get(self, request: Request) -> Response:
         return Response(
             selectors.transfers_page(
@@ -260,12 +339,17 @@ class ApiKeysApi(APIView):
     # A narrow key must not mint a wider one, nor list or revoke its siblings.
     required_scope = FULL_ACCESS
 
-    @extend_schema(operation_id="api_keys_list", responses={200: dict})
+    @extend_schema(
+        operation_id="api_keys_list",
+        responses=S.responses({200: S.ApiKeySerializer(many=True)}, *S.PRIVATE),
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.api_keys_list(trader=request.user))
 
     @extend_schema(
-        operation_id="api_keys_create", request=ApiKeyInputSerializer, responses={201: dict}
+        operation_id="api_keys_create",
+        request=ApiKeyInputSerializer,
+        responses=S.responses({201: S.ApiKeyCreatedSerializer}, 400, *S.PRIVATE, 409),
     )
     def post(self, request: Request) -> Response:
         data = ApiKeyInputSerializer(data=request.data)
@@ -280,7 +364,7 @@ class ApiKeysApi(APIView):
 class ApiKeyApi(APIView):
     required_scope = FULL_ACCESS
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=S.responses({200: S.ApiKeySerializer}, *S.PRIVATE, 404))
     def delete(self, request: Request, key_id: int) -> Response:
         key = api_keys.api_key_revoke(trader=request.user, key_id=key_id)
         return Response(selectors.api_key_dict(key))

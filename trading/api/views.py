@@ -3,16 +3,18 @@ service or selector."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dexsite import schema as S
 from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
 from dexsite.idempotency import idempotent
@@ -31,13 +33,19 @@ class PublicApi(APIView):
 
 
 class MarketsApi(PublicApi):
-    @extend_schema(operation_id="markets_list", parameters=[MODE], responses={200: dict})
+    @extend_schema(
+        operation_id="markets_list",
+        parameters=[MODE],
+        responses=S.responses({200: S.MarketSerializer(many=True)}, 400, 401),
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.markets_list(mode=mode_param(request, "REAL")))
 
 
 class MarketApi(PublicApi):
-    @extend_schema(parameters=[MODE], responses={200: dict})
+    @extend_schema(
+        parameters=[MODE], responses=S.responses({200: S.MarketSerializer}, 400, 401, 404)
+    )
     def get(self, request: Request, symbol: str) -> Response:
         found = selectors.markets_list(mode=mode_param(request, "REAL"), symbol=symbol)
         if not found:
@@ -46,7 +54,10 @@ class MarketApi(PublicApi):
 
 
 class DepthApi(PublicApi):
-    @extend_schema(parameters=[MODE, OpenApiParameter("levels", int)], responses={200: dict})
+    @extend_schema(
+        parameters=[MODE, S.int_query("levels", 1, 1000, 50)],
+        responses=S.responses({200: S.DepthSerializer}, 400, 401, 404),
+    )
     def get(self, request: Request, symbol: str) -> Response:
         return Response(
             selectors.depth_get(
@@ -58,7 +69,10 @@ class DepthApi(PublicApi):
 
 
 class TradesApi(PublicApi):
-    @extend_schema(parameters=[MODE, OpenApiParameter("limit", int)], responses={200: dict})
+    @extend_schema(
+        parameters=[MODE, S.int_query("limit", 1, 1000, 100)],
+        responses=S.responses({200: S.PublicTradeSerializer(many=True)}, 400, 401, 404),
+    )
     def get(self, request: Request, symbol: str) -> Response:
         return Response(
             selectors.trades_recent(
@@ -72,13 +86,13 @@ class TradesApi(PublicApi):
 class MetricsApi(PublicApi):
     @extend_schema(
         parameters=[
-            MARKET,
+            S.required_query("market", "symbol, e.g. BTC-PERP"),
             MODE,
             OpenApiParameter("interval", str, enum=list(selectors.INTERVALS)),
-            OpenApiParameter("from", int),
-            OpenApiParameter("to", int),
+            S.int_query("from", 0, 10**15),
+            S.int_query("to", 0, 10**15),
         ],
-        responses={200: dict},
+        responses=S.responses({200: S.CandleSerializer(many=True)}, 400, 401, 404),
     )
     def get(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
@@ -92,8 +106,8 @@ class MetricsApi(PublicApi):
                 field="interval",
             )
         bound = 10**15
-        start = int_param(request, "from", -1, -1, bound)
-        end = int_param(request, "to", -1, -1, bound)
+        start = int_param(request, "from", -1, 0, bound)
+        end = int_param(request, "to", -1, 0, bound)
         return Response(
             selectors.candles_get(
                 symbol=symbol,
@@ -103,6 +117,11 @@ class MetricsApi(PublicApi):
                 end_ms=None if end < 0 else end,
             )
         )
+
+
+# The largest price, qty and order value (price * qty) taken: margin arithmetic keeps 28
+# significant digits with 12 after the point, so values stay below 10**16.
+ORDER_LIMIT = Decimal(10) ** 15
 
 
 class OrderInputSerializer(StrictSerializer):
@@ -118,24 +137,58 @@ class OrderInputSerializer(StrictSerializer):
         r"^[A-Za-z0-9._:-]{1,64}$", required=False, allow_null=True
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        price, qty = attrs.get("price"), attrs["qty"]
+        if price is not None and price > ORDER_LIMIT:
+            raise serializers.ValidationError({"price": "price must be at most 1E+15"})
+        if qty > ORDER_LIMIT:
+            raise serializers.ValidationError({"qty": "qty must be at most 1E+15"})
+        if price is not None and price * qty > ORDER_LIMIT:
+            raise serializers.ValidationError({"qty": "price * qty must be at most 1E+15"})
+        return attrs
+
     def place(self, trader) -> tuple[dict[str, Any], bool]:
         d = self.validated_data
-        return order_services.order_place(
-            trader=trader,
-            market=d["market"],
-            mode=d["mode"],
-            side=d["side"],
-            type=d["type"],
-            qty=d["qty"],
-            price=d.get("price"),
-            time_in_force=d["timeInForce"],
-            reduce_only=d["reduceOnly"],
-            client_order_id=d.get("clientOrderId"),
-        )
+        try:
+            return order_services.order_place(
+                trader=trader,
+                market=d["market"],
+                mode=d["mode"],
+                side=d["side"],
+                type=d["type"],
+                qty=d["qty"],
+                price=d.get("price"),
+                time_in_force=d["timeInForce"],
+                reduce_only=d["reduceOnly"],
+                client_order_id=d.get("clientOrderId"),
+            )
+        except ArithmeticError as e:
+            # A size whose margin or fee does not fit the arithmetic's precision; the
+            # service's transaction has rolled back.
+            raise ExchangeError("INVALID_QTY", "the order is too large", field="qty") from e
 
 
 class TradeApi(APIView):
-    @extend_schema(request=OrderInputSerializer, responses={201: dict, 200: dict})
+    @extend_schema(
+        request=OrderInputSerializer,
+        examples=[
+            OpenApiExample(
+                "limit order",
+                value={
+                    "market": "BTC-PERP",
+                    "mode": "PAPER",
+                    "side": "BUY",
+                    "type": "LIMIT",
+                    "price": "60000",
+                    "qty": "0.01",
+                },
+                request_only=True,
+            )
+        ],
+        responses=S.responses(
+            {201: S.OrderSerializer, 200: S.OrderSerializer}, 400, *S.PRIVATE, 404, 422
+        ),
+    )
     @idempotent
     def post(self, request: Request) -> Response:
         data = OrderInputSerializer(data=request.data)
@@ -149,7 +202,10 @@ class BatchInputSerializer(StrictSerializer):
 
 
 class TradeBatchApi(APIView):
-    @extend_schema(request=BatchInputSerializer, responses={200: dict})
+    @extend_schema(
+        request=BatchInputSerializer,
+        responses=S.responses({200: S.BatchResultSerializer}, 400, *S.PRIVATE),
+    )
     def post(self, request: Request) -> Response:
         batch = BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
@@ -172,7 +228,7 @@ class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_list",
         parameters=[MODE, MARKET, OpenApiParameter("status", str)],
-        responses={200: dict},
+        responses=S.responses({200: S.OrderSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         status_ = request.query_params.get("status")
@@ -195,7 +251,9 @@ class OrdersApi(APIView):
         )
 
     @extend_schema(
-        operation_id="orders_cancel_all", parameters=[MODE, MARKET], responses={200: dict}
+        operation_id="orders_cancel_all",
+        parameters=[MODE, MARKET],
+        responses=S.responses({200: S.CanceledIdsSerializer}, 400, *S.PRIVATE),
     )
     def delete(self, request: Request) -> Response:
         ids = order_services.orders_cancel_all(
@@ -207,11 +265,11 @@ class OrdersApi(APIView):
 
 
 class OrderApi(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=S.responses({200: S.OrderSerializer}, *S.PRIVATE, 404))
     def get(self, request: Request, order_id: int) -> Response:
         return Response(selectors.order_get(trader=request.user, order_id=order_id))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=S.responses({200: S.OrderSerializer}, 400, *S.PRIVATE, 404))
     def delete(self, request: Request, order_id: int) -> Response:
         return Response(order_services.order_cancel(trader=request.user, order_id=order_id))
 
@@ -221,10 +279,10 @@ class FillsApi(APIView):
         parameters=[
             MODE,
             MARKET,
-            OpenApiParameter("limit", int),
+            S.int_query("limit", 1, 500, 50),
             OpenApiParameter("nextToken", str),
         ],
-        responses={200: dict},
+        responses=S.responses({200: S.FillsPageSerializer}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         return Response(
@@ -239,7 +297,10 @@ class FillsApi(APIView):
 
 
 class PositionsApi(APIView):
-    @extend_schema(parameters=[MODE], responses={200: dict})
+    @extend_schema(
+        parameters=[MODE],
+        responses=S.responses({200: S.PositionSerializer(many=True)}, 400, *S.PRIVATE),
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.positions_list(trader=request.user, mode=mode_param(request)))
 
@@ -249,7 +310,10 @@ class ModeSerializer(StrictSerializer):
 
 
 class PositionCloseApi(APIView):
-    @extend_schema(request=ModeSerializer, responses={201: dict})
+    @extend_schema(
+        request=ModeSerializer,
+        responses=S.responses({201: S.OrderSerializer}, 400, *S.PRIVATE, 404),
+    )
     def post(self, request: Request, symbol: str) -> Response:
         data = ModeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -279,7 +343,10 @@ class LeverageSerializer(StrictSerializer):
 
 
 class LeverageApi(APIView):
-    @extend_schema(request=LeverageSerializer, responses={200: dict})
+    @extend_schema(
+        request=LeverageSerializer,
+        responses=S.responses({200: S.LeverageResultSerializer}, 400, *S.PRIVATE, 404),
+    )
     def post(self, request: Request, symbol: str) -> Response:
         data = LeverageSerializer(data=request.data)
         data.is_valid(raise_exception=True)
