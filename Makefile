@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-ws bench-risk clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-ws bench-risk chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -81,3 +81,14 @@ bench-risk: install-dev ## funding over 1,000 positions, liquidation sweeps over
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles
+
+chaos: install-dev ## trust suite, long: flows, 100k differential, fuzzing, two web processes, 20 kill -9 and a PostgreSQL crash
+	$(BIN)/pip install -q -r requirements-bench.txt
+	TRUST_FLOWS=1000 TRUST_DIFF_COMMANDS=100000 TRUST_FUZZ_EXAMPLES=200 \
+		DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/python -m pytest -q trust/tests/test_flows.py trust/tests/test_differential.py trust/tests/test_fuzz.py
+	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(BIN)/python trust/chaos.py --json bench/results/chaos.json
+
+soak: install-dev ## trust suite: 10 minutes at 70% of peak (open model): latency, errors, memory
+	$(BIN)/pip install -q -r requirements-bench.txt
+	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(BIN)/python trust/soak.py --json bench/results/soak.json

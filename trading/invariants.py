@@ -1,13 +1,41 @@
 """The exchange's invariants, checked against the database. Returns the violations
 found (empty = healthy). Run after every test scenario; cheap enough for staff to run
-on a live system."""
+on a live system (`manage.py check_invariants`).
+
+What it checks:
+- every balance equals the sum of its ledger rows, and none is negative;
+- per asset and mode, the ledger moves only by money entering or leaving (deposits,
+  withdrawals, faucet credits, paper write-offs): every internal movement nets to zero;
+  confirmed deposits and approved withdrawals are booked exactly once, others never;
+- locked funds equal what open orders and pending withdrawals reserve;
+- orders: none filled past its quantity, statuses agree with what filled, resting
+  orders sit on the tick and lot grids, every fill adds up to its order's fills;
+- trades: one taker and one maker fill each, never a trader with itself; fees charged
+  equal fees collected;
+- positions: long open interest equals short in every market and mode, a flat position
+  carries no cost;
+- books: rebuilt from open orders, uncrossed; a cached engine book that claims to be
+  current holds exactly the same levels and orders in the same queue order;
+- optionally, orders a client was told about (`acknowledged`) exist.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
 
-from django.db.models import F, Q, Sum
+from django.db.models import (
+    BooleanField,
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Q,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
 from accounts.models import (
     Balance,
@@ -16,9 +44,24 @@ from accounts.models import (
     Transfer,
     TransferKind,
     TransferStatus,
+    User,
 )
-from trading.models import OPEN_STATUSES, Book, Order, Position
-from trading.services.books import engine_book_build
+from trading.engine import BookError, OrderBook
+from trading.models import (
+    OPEN_STATUSES,
+    Book,
+    Fill,
+    Liquidity,
+    MarketKind,
+    MarketStatus,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    TimeInForce,
+    Trade,
+)
+from trading.services import books as engine_books
 
 # Money entering or leaving a mode. A paper reset writes a PAPER account off: money
 # leaving, like a withdrawal.
@@ -28,19 +71,47 @@ EXTERNAL = (
     LedgerReason.FAUCET,
     LedgerReason.PAPER_RESET,
 )
+ZERO = Decimal(0)
+# At most this many ids are quoted per violation.
+SHOWN = 10
+_DEC = DecimalField(max_digits=38, decimal_places=12)
 
 
-def check_invariants() -> list[str]:
+def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
+    """Every violation found, as one line each; `acknowledged` are order ids a client
+    was given, each of which must exist."""
     problems: list[str] = []
+    _balances(problems)
+    _locks(problems)
+    _conservation(problems)
+    _transfers(problems)
+    _orders(problems)
+    _fills(problems)
+    _acknowledged(problems, acknowledged)
+    _positions(problems)
+    _books(problems)
+    return problems
 
-    # Every balance equals the sum of its ledger rows, and none is negative.
+
+def _ids(qs) -> list[int]:
+    return list(qs.order_by("pk").values_list("pk", flat=True)[:SHOWN])
+
+
+def _report(problems: list[str], what: str, qs) -> None:
+    found = _ids(qs)
+    if found:
+        problems.append(f"{what}: {found}")
+
+
+def _balances(problems: list[str]) -> None:
+    """Every balance equals the sum of its ledger rows, and none is negative."""
     sums = {
         (r["trader_id"], r["asset"], r["mode"]): r["s"]
         for r in LedgerEntry.objects.values("trader_id", "asset", "mode").annotate(s=Sum("amount"))
     }
     for b in Balance.objects.all():
         key = (b.trader_id, b.asset, b.mode)
-        ledger = sums.pop(key, Decimal(0))
+        ledger = sums.pop(key, ZERO)
         if b.total != ledger:
             problems.append(f"balance {key} total {b.total} != ledger sum {ledger}")
         if b.locked < 0 or b.total < b.locked:
@@ -49,7 +120,9 @@ def check_invariants() -> list[str]:
         if s != 0:
             problems.append(f"ledger rows without a balance row: {key} sums to {s}")
 
-    # Locked funds = what open orders reserve + pending withdrawals.
+
+def _locks(problems: list[str]) -> None:
+    """Locked funds = what open orders reserve + pending withdrawals."""
     reserved: dict[tuple, Decimal] = defaultdict(Decimal)
     for r in (
         Order.objects.filter(status__in=OPEN_STATUSES)
@@ -65,54 +138,307 @@ def check_invariants() -> list[str]:
         reserved[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
     for b in Balance.objects.filter(locked__gt=0):
         key = (b.trader_id, b.asset, b.mode)
-        if reserved.pop(key, Decimal(0)) != b.locked:
+        expected = reserved.pop(key, ZERO)
+        if expected != b.locked:
             problems.append(
                 f"balance {key} locked {b.locked} != open orders' reservations"
-                " + pending withdrawals"
+                f" + pending withdrawals {expected}"
             )
     for key, s in reserved.items():
         if s != 0:
             problems.append(f"open orders / withdrawals reserve {s} of {key} but nothing is locked")
-    closed_reserving = Order.objects.exclude(status__in=OPEN_STATUSES).filter(reserved__gt=0)
-    if closed_reserving.exists():
-        problems.append(
-            f"closed orders still reserving: {list(closed_reserving.values_list('id', flat=True)[:10])}"
-        )
 
-    # No order filled past its quantity (also a database constraint).
-    over = Order.objects.filter(filled_qty__gt=F("qty"))
-    if over.exists():
-        problems.append(f"overfilled orders: {list(over.values_list('id', flat=True)[:10])}")
 
-    # Conservation: per asset and mode, the ledger changes only by money entering or
-    # leaving; realized PnL sums to the cost basis still open (zero once flat).
+def _conservation(problems: list[str]) -> None:
+    """Per asset and mode, the ledger changes only by money entering or leaving; realized
+    PnL sums to the cost basis still open (zero once flat)."""
+    # Option premiums move in cash at each fill; only perps and futures carry their
+    # cost basis until they are closed.
+    open_cost = {
+        (r["market__quote"], r["mode"]): r["s"]
+        for r in Position.objects.exclude(market__kind=MarketKind.OPTION)
+        .values("market__quote", "mode")
+        .annotate(s=Sum("open_notional"))
+    }
     for r in LedgerEntry.objects.values("asset", "mode").annotate(
         total=Sum("amount"), external=Sum("amount", filter=Q(reason__in=EXTERNAL))
     ):
-        internal = r["total"] - (r["external"] or Decimal(0))
-        if r["asset"] == "USDC":
-            # Option premiums move in cash at each fill; only perps and futures carry
-            # their cost basis until they are closed.
-            open_cost = (
-                Position.objects.filter(mode=r["mode"])
-                .exclude(market__kind="OPTION")
-                .aggregate(s=Sum("open_notional"))["s"]
-            )
-            internal -= open_cost or Decimal(0)
+        key = (r["asset"], r["mode"])
+        internal = r["total"] - (r["external"] or ZERO) - (open_cost.pop(key, None) or ZERO)
         if internal != 0:
             problems.append(
                 f"{r['asset']}/{r['mode']}: internal movements sum to {internal}, not 0"
             )
+    for (asset, mode), s in open_cost.items():
+        if s:
+            problems.append(f"{asset}/{mode}: open cost basis {s} with no ledger rows")
 
-    # Open interest: longs equal shorts in every market and mode.
+
+def _transfers(problems: list[str]) -> None:
+    """Deposits and withdrawals against the ledger: a confirmed deposit is one DEPOSIT
+    row of its amount, an approved withdrawal one WITHDRAWAL row of minus its amount;
+    a pending or rejected transfer moved nothing; no WITHDRAWAL row stands alone."""
+    booked: dict[tuple[str, int], list[tuple[int, str, str, Decimal]]] = defaultdict(list)
+    for trader_id, asset, mode, amount, reason, ref in LedgerEntry.objects.filter(
+        Q(reason=LedgerReason.WITHDRAWAL)
+        | Q(reason=LedgerReason.DEPOSIT, ref__startswith="deposit:")
+    ).values_list("trader_id", "asset", "mode", "amount", "reason", "ref"):
+        kind, _, pk = ref.partition(":")
+        if (reason == LedgerReason.WITHDRAWAL and kind != "withdrawal") or not pk.isdigit():
+            problems.append(f"{reason} ledger row of trader {trader_id} refers to {ref!r}")
+            continue
+        booked[(kind, int(pk))].append((trader_id, asset, mode, amount))
+    for t in Transfer.objects.all():
+        kind = "deposit" if t.kind == TransferKind.DEPOSIT else "withdrawal"
+        rows = booked.pop((kind, t.pk), [])
+        done = TransferStatus.CONFIRMED if kind == "deposit" else TransferStatus.APPROVED
+        sign = 1 if kind == "deposit" else -1
+        expected = [(t.trader_id, t.asset, t.mode, sign * t.amount)] if t.status == done else []
+        if rows != expected:
+            problems.append(f"{kind} {t.pk} ({t.status}) booked as {rows}, expected {expected}")
+    for (kind, pk), rows in booked.items():
+        problems.append(f"ledger rows for {kind} {pk}, which does not exist: {rows}")
+
+
+def _orders(problems: list[str]) -> None:
+    """No order filled past its quantity (also a database constraint), statuses agree
+    with what filled, and what rests could rest. One query for the offenders, sorted
+    out here."""
+    open_ = Q(status__in=OPEN_STATUSES)
+    rules = {
+        "overfilled orders": Q(filled_qty__gt=F("qty")) | Q(filled_qty__lt=0),
+        "FILLED orders not filled in full": Q(status=OrderStatus.FILLED) & ~Q(filled_qty=F("qty")),
+        "NEW orders with fills": Q(status=OrderStatus.NEW) & ~Q(filled_qty=0),
+        "PARTIALLY_FILLED orders not partially filled": Q(status=OrderStatus.PARTIALLY_FILLED)
+        & (Q(filled_qty=0) | Q(filled_qty__gte=F("qty"))),
+        "REJECTED orders that traded": Q(status=OrderStatus.REJECTED) & ~Q(filled_qty=0),
+        "resting orders that cannot rest (MARKET, IOC, FOK or no price)": open_
+        & (
+            Q(type=OrderType.MARKET)
+            | Q(price__isnull=True)
+            | Q(price__lte=0)
+            | ~Q(time_in_force__in=(TimeInForce.GTC, TimeInForce.POST_ONLY))
+        ),
+        "open orders in a delisted or settled market": open_
+        & Q(market__status__in=(MarketStatus.DELISTED, MarketStatus.SETTLED)),
+        "closed orders still reserving": ~open_ & Q(reserved__gt=0),
+        "orders reserving a negative amount": Q(reserved__lt=0),
+    }
+    _sort_offenders(problems, Order.objects, rules)
+
+
+def _sort_offenders(problems: list[str], qs, rules: dict[str, Q]) -> None:
+    """Report the rows of `qs` matching each rule, with one query for all the rules."""
+    annotations = {
+        f"rule{i}": ExpressionWrapper(q, output_field=BooleanField())
+        for i, q in enumerate(rules.values())
+    }
+    any_rule = Q()
+    for q in rules.values():
+        any_rule |= q
+    found: dict[int, list[int]] = defaultdict(list)
+    for row in (
+        qs.filter(any_rule)
+        .annotate(**annotations)
+        .order_by("pk")
+        .values_list("pk", *annotations)[: SHOWN * len(rules)]
+    ):
+        for i, hit in enumerate(row[1:]):
+            if hit:
+                found[i].append(row[0])
+    for i, what in enumerate(rules):
+        if found[i]:
+            problems.append(f"{what}: {found[i][:SHOWN]}")
+
+
+def _fills(problems: list[str]) -> None:
+    """Every order's fills add up to its filled quantity and notional; every trade is
+    one taker fill and one maker fill of its price and quantity, between two traders;
+    the fees the fills charged are exactly the fees the ledger moved."""
+    zero = Value(ZERO, output_field=_DEC)
+    _report(
+        problems,
+        "orders whose fills do not add up to filledQty / filledNotional",
+        Order.objects.annotate(
+            fq=Coalesce(Sum("fills__qty"), zero),
+            fn=Coalesce(Sum(F("fills__price") * F("fills__qty"), output_field=_DEC), zero),
+        ).filter(~Q(fq=F("filled_qty")) | ~Q(fn=F("filled_notional"))),
+    )
+    _sort_offenders(
+        problems,
+        Trade.objects.annotate(
+            takers=Count("fill", filter=Q(fill__liquidity=Liquidity.TAKER)),
+            makers=Count("fill", filter=Q(fill__liquidity=Liquidity.MAKER)),
+        ),
+        {
+            "trades without exactly one taker and one maker fill": ~Q(takers=1) | ~Q(makers=1),
+            "trades of a trader with itself": Q(taker_order__trader_id=F("maker_order__trader_id")),
+            "trades between orders of another market or mode": ~Q(
+                taker_order__market_id=F("market_id")
+            )
+            | ~Q(maker_order__market_id=F("market_id"))
+            | ~Q(taker_order__mode=F("mode"))
+            | ~Q(maker_order__mode=F("mode")),
+        },
+    )
+    _report(
+        problems,
+        "fills that disagree with their trade or order",
+        Fill.objects.filter(
+            ~Q(qty=F("trade__qty"))
+            | ~Q(price=F("trade__price"))
+            | ~Q(trader_id=F("order__trader_id"))
+            | ~Q(side=F("order__side"))
+            | ~Q(market_id=F("order__market_id"))
+            | ~Q(mode=F("order__mode"))
+            | ~Q(mode=F("trade__mode"))
+            | (Q(liquidity=Liquidity.TAKER) & ~Q(order_id=F("trade__taker_order_id")))
+            | (Q(liquidity=Liquidity.MAKER) & ~Q(order_id=F("trade__maker_order_id")))
+        ),
+    )
+    charged = {
+        (r["market__quote"], r["mode"]): r["s"]
+        for r in Fill.objects.values("market__quote", "mode").annotate(s=Sum("fee"))
+    }
+    collected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    paid: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for r in (
+        LedgerEntry.objects.filter(reason=LedgerReason.FEE)
+        .values("asset", "mode", "trader__username")
+        .annotate(s=Sum("amount"))
+    ):
+        key = (r["asset"], r["mode"])
+        if r["trader__username"] == User.FEE_ACCOUNT:
+            collected[key] += r["s"]
+        else:
+            paid[key] -= r["s"]
+    for key in sorted(set(charged) | set(collected) | set(paid)):
+        fills, got, gave = charged.get(key, ZERO), collected.get(key, ZERO), paid.get(key, ZERO)
+        if not fills == got == gave:
+            problems.append(
+                f"fees {key}: fills charged {fills}, traders paid {gave}, fee account got {got}"
+            )
+
+
+def _acknowledged(problems: list[str], acknowledged: Iterable[int]) -> None:
+    """Every order a client was told about exists (its fills are checked above)."""
+    wanted = sorted({int(i) for i in acknowledged})
+    missing: list[int] = []
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        found = set(Order.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+        missing += [i for i in chunk if i not in found]
+    if missing:
+        problems.append(f"acknowledged orders missing: {missing[:SHOWN]} ({len(missing)} in all)")
+
+
+def _positions(problems: list[str]) -> None:
+    """Open interest: longs equal shorts in every market and mode; a flat position
+    holds no cost; spot markets and settled markets hold no position."""
     for r in Position.objects.values("market_id", "mode").annotate(s=Sum("size")):
         if r["s"] != 0:
             problems.append(f"market {r['market_id']}/{r['mode']}: long - short = {r['s']}")
+    _sort_offenders(
+        problems,
+        Position.objects,
+        {
+            "flat positions with an open cost": Q(size=0) & ~Q(open_notional=0),
+            "open positions in a spot or settled market": ~Q(size=0)
+            & (Q(market__kind=MarketKind.SPOT) | Q(market__status=MarketStatus.SETTLED)),
+        },
+    )
 
-    # The book: resting orders are fully on the book, none crossed.
-    for book in Book.objects.select_related("market"):
-        engine = engine_book_build(book)
+
+def _cached_engines() -> dict[int, tuple[int, OrderBook]]:
+    with engine_books._cache_lock:
+        return dict(engine_books._cache)
+
+
+def engine_shape(engine: OrderBook) -> list[tuple]:
+    """A book's full content, best level first per side: (side, price, level total,
+    ((order id, owner, qty), ...) in queue order)."""
+    shape: list[tuple] = []
+    for side, levels in (("BUY", engine.bids), ("SELL", engine.asks)):
+        for key in sorted(levels):
+            lvl = levels[key]
+            price = -key if side == "BUY" else key
+            orders = tuple((o.order_id, o.owner, o.qty) for o in lvl.orders.values())
+            shape.append((side, price, lvl.total, orders))
+    return shape
+
+
+def _engine_consistent(engine: OrderBook) -> list[str]:
+    """The engine's own bookkeeping: level totals, the order index and the sorted
+    price ranks agree with the levels."""
+    found: list[str] = []
+    indexed = 0
+    for side, levels in (("BUY", engine.bids), ("SELL", engine.asks)):
+        for key, lvl in levels.items():
+            price = -key if side == "BUY" else key
+            if not lvl.orders or lvl.total != sum(o.qty for o in lvl.orders.values()):
+                found.append(f"{side} level {price} total {lvl.total} != its orders")
+            for oid, o in lvl.orders.items():
+                if engine.orders.get(oid) is not o or o.side != side or o.price != price:
+                    found.append(f"order {oid} misfiled at {side} {price}")
+                if o.qty <= 0:
+                    found.append(f"order {oid} rests {o.qty} lots")
+            indexed += len(lvl.orders)
+    if indexed != len(engine.orders):
+        found.append(f"{len(engine.orders)} orders indexed, {indexed} on levels")
+    if engine._bid_ranks != sorted(-k for k in engine.bids):
+        found.append("bid ranks out of step with the bid levels")
+    if engine._ask_ranks != sorted(-k for k in engine.asks):
+        found.append("ask ranks out of step with the ask levels")
+    return found
+
+
+def _books(problems: list[str]) -> None:
+    """Each book rebuilt from its open orders (as `engine_book_build` rebuilds it, from
+    one query for every book) is uncrossed and its orders sit on the grid; a cached
+    engine book as current as the row matches it exactly."""
+    books = {(b.market_id, b.mode): b for b in Book.objects.select_related("market")}
+    engines = {key: OrderBook() for key in books}
+    rows = (
+        Order.objects.filter(status__in=OPEN_STATUSES)
+        .order_by("id")
+        .values_list("id", "market_id", "mode", "trader_id", "side", "price", "qty", "filled_qty")
+    )
+    for oid, market_id, mode, trader_id, side, price, qty, filled in rows:
+        book = books.get((market_id, mode))
+        if book is None:
+            problems.append(f"order {oid} rests in market {market_id}/{mode}, which has no book")
+            continue
+        market = book.market
+        remaining = qty - filled
+        ticks, off_tick = divmod(price, market.tick_size) if price is not None else (0, 1)
+        lots, off_lot = divmod(remaining, market.lot_size)
+        if off_tick or ticks <= 0:
+            problems.append(f"book {book}: order {oid} price {price} off the tick grid")
+            continue
+        if off_lot or lots <= 0:
+            problems.append(f"book {book}: order {oid} rests {remaining}, not whole lots")
+            continue
+        try:
+            engines[(market_id, mode)].add_resting(oid, trader_id, side, int(ticks), int(lots))
+        except BookError as e:
+            problems.append(f"book {book}: order {oid} cannot rest: {e}")
+    cached = _cached_engines()
+    for key, book in books.items():
+        engine = engines[key]
         bid, ask = engine.best_bid(), engine.best_ask()
         if bid is not None and ask is not None and bid >= ask:
             problems.append(f"book {book} crossed: bid {bid} >= ask {ask} ticks")
-    return problems
+        entry = cached.get(book.pk)
+        if entry is None:
+            continue
+        seq, copy = entry
+        if seq > book.seq:
+            problems.append(
+                f"book {book}: cached copy at seq {seq} is ahead of the row's {book.seq}"
+            )
+        elif seq == book.seq:
+            problems += [f"book {book} cache: {p}" for p in _engine_consistent(copy)]
+            if engine_shape(copy) != engine_shape(engine) or copy.depth() != engine.depth():
+                problems.append(
+                    f"book {book}: cached engine at seq {seq} differs from its open orders"
+                )

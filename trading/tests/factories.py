@@ -1,7 +1,9 @@
+from datetime import timedelta
 from decimal import Decimal
 
 import factory
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Balance, LedgerReason, User
 from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
@@ -42,9 +44,9 @@ class MarketFactory(factory.django.DjangoModelFactory):
             Book.objects.get_or_create(market=obj, mode=mode)
 
 
-def spot_market() -> Market:
+def spot_market(symbol: str = "CXPT-USDC") -> Market:
     return MarketFactory(
-        symbol="CXPT-USDC",
+        symbol=symbol,
         kind="SPOT",
         base="CXPT",
         underlying="CXPT",
@@ -53,6 +55,24 @@ def spot_market() -> Market:
         min_notional=Decimal("1"),
         max_leverage=Decimal("1"),
         mark_price=None,
+    )
+
+
+def call_market(
+    symbol: str, strike: str = "64000", expiry_in: timedelta = timedelta(days=7)
+) -> Market:
+    """A BTC call at `strike` (5 tick, 0.01 lot, IV 50%) expiring `expiry_in` from now."""
+    return MarketFactory(
+        symbol=symbol,
+        kind="OPTION",
+        option_type="CALL",
+        strike=Decimal(strike),
+        tick_size=Decimal("5"),
+        lot_size=Decimal("0.01"),
+        min_notional=Decimal("1"),
+        mark_iv=Decimal("0.5"),
+        mark_price=None,
+        expiry_at=timezone.now() + expiry_in,
     )
 
 

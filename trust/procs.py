@@ -1,0 +1,405 @@
+"""Processes and fixtures shared by the trust scenarios: a database of their own, web
+servers started exactly as the Procfile's `web` role, PostgreSQL crashes, a market and
+funded traders, the checks run after each scenario, and the figures table.
+
+Everything runs against real PostgreSQL and Redis; each run uses a database and a
+channel-layer prefix of its own, so that it shares nothing with other users of the
+machine but the two servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.orders import (  # noqa: E402
+    LOT,
+    MID,
+    SERVER_ENV,
+    TICK,
+    free_port,
+    percentile,
+    perp_create,
+)
+
+__all__ = ["LOT", "MID", "TICK", "free_port", "percentile"]
+
+HOST = "127.0.0.1"
+DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+SYMBOL = "TRUST-PERP"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def database_url(name: str) -> str:
+    """`$TRUST_DATABASE_URL`, else a database called `name` on the local server."""
+    return os.environ.get("TRUST_DATABASE_URL") or DEFAULT_PG + name
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS
+
+
+def _admin(db_url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlparse(db_url)
+    return parts.path.lstrip("/"), urllib.parse.urlunparse(parts._replace(path="/postgres"))
+
+
+def database_create(db_url: str) -> None:
+    """A fresh, empty database (an earlier one of that name is dropped)."""
+    import psycopg
+    from psycopg import sql
+
+    name, admin = _admin(db_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def database_drop(db_url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    name, admin = _admin(db_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def server_env(db_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a production web process for this run."""
+    env = dict(os.environ)
+    env.pop("DB_POOL_MAX", None)  # the Procfile's default applies unless asked for
+    env.update(SERVER_ENV)
+    env.update(
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url(),
+        DJANGO_SETTINGS_MODULE="dexsite.settings",
+        CHANNEL_LAYER_PREFIX=prefix,
+        CACHE_KEY_PREFIX=prefix,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def setup_django(db_url: str, prefix: str) -> None:
+    """Django in this process, on the run's database (migrated here)."""
+    for key, value in server_env(db_url, prefix).items():
+        os.environ[key] = value
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def procfile_web() -> str:
+    """The `web` role's command line, as the Procfile gives it."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError("no web role in the Procfile")
+
+
+class WebServer:
+    """One `web` process of the Procfile on a port of its own; `kill9` and `restart`
+    crash and replace it on the same port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.env = env
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        env = dict(self.env, WEB_PORT=str(self.port))
+        with self.log_path.open("a") as out:
+            # `exec`, and the Procfile's `env` execs too: the pid is daphne's own.
+            self.proc = subprocess.Popen(  # noqa: S603
+                [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_web()],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds until the server answers a read that goes to the database."""
+        t0 = time.monotonic()
+        url = f"{self.url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
+        while time.monotonic() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"web process exited; see {self.log_path}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return time.monotonic() - t0
+            time.sleep(0.05)
+        raise RuntimeError(f"web process not ready after {timeout}s; see {self.log_path}")
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children."""
+        total = 0
+        for pid in _tree(self.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    def log_count(self, text: str) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count(text)
+        except OSError:
+            return 0
+
+
+def _tree(root: int) -> list[int]:
+    from bench.orders import _tree as tree
+
+    return tree(root)
+
+
+@contextlib.contextmanager
+def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[list[WebServer]]:
+    """`n` web processes, started together and stopped whatever happens."""
+    started = [WebServer(env, out_dir / f"{tag}-web{i}.log") for i in range(n)]
+    for s in started:
+        s.log_path.write_text("")
+    try:
+        for s in started:
+            s.start()
+        for s in started:
+            s.wait_ready()
+        yield started
+    finally:
+        for s in started:
+            s.stop()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found on PATH")
+    return found
+
+
+def _cluster() -> str:
+    return sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+
+
+def pg_ctl(action: str, *extra: str) -> None:
+    subprocess.run(  # noqa: S603
+        [_tool("pg_ctlcluster"), "--skip-systemctl-redirect", _cluster(), "main", action, *extra],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def pg_is_up() -> bool:
+    r = subprocess.run([_tool("pg_isready"), "-h", HOST, "-q"], check=False)  # noqa: S603
+    return r.returncode == 0
+
+
+@contextlib.contextmanager
+def pg_restarted_after() -> Iterator[None]:
+    """Whatever happens inside, PostgreSQL is running again on the way out."""
+    try:
+        yield
+    finally:
+        if not pg_is_up():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                pg_ctl("start")
+        for _ in range(300):
+            if pg_is_up():
+                break
+            time.sleep(0.1)
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+def market_create(symbol: str = SYMBOL) -> Any:
+    """A BTC-style perpetual (0.5 tick, 0.001 lot) under a name only these runs use."""
+    return perp_create(symbol, index_price=MID)
+
+
+def trader_create(username: str, funds: Decimal, mode: str = "REAL") -> tuple[Any, str]:
+    """A trader credited `funds` USDC by a deposit ledger row; returns (user, API key)."""
+    from django.db import transaction
+
+    from accounts.models import Balance, LedgerReason, User
+    from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply, token_for
+
+    user = User.objects.create(username=username)
+    key = (user.pk, "USDC", mode)
+    with transaction.atomic():
+        balances_ensure([key])
+        rows = balances_lock([key])
+        ledger_apply([Posting(user.pk, "USDC", mode, funds, LedgerReason.DEPOSIT, "trust")], rows)
+        Balance.objects.bulk_update(rows.values(), ["total"])
+    return user, token_for(user)
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def fills_consistent() -> list[str]:
+    """No double fill: every order's fills add up to its filled quantity (never past its
+    quantity), every trade has one buyer and one seller for the same quantity."""
+    from django.db import connection
+
+    problems: list[str] = []
+    with connection.cursor() as c:
+        c.execute(
+            """
+            SELECT o.id, o.qty, o.filled_qty, COALESCE(SUM(f.qty), 0)
+            FROM trading_order o LEFT JOIN trading_fill f ON f.order_id = o.id
+            GROUP BY o.id HAVING COALESCE(SUM(f.qty), 0) <> o.filled_qty
+                OR o.filled_qty > o.qty
+            LIMIT 10
+            """
+        )
+        for oid, qty, filled, fills in c.fetchall():
+            problems.append(f"order {oid}: qty {qty} filled {filled} fills sum {fills}")
+        c.execute(
+            """
+            SELECT t.id, t.qty, COUNT(f.id),
+                   SUM(CASE WHEN f.side = 'BUY' THEN f.qty ELSE 0 END),
+                   SUM(CASE WHEN f.side = 'SELL' THEN f.qty ELSE 0 END)
+            FROM trading_trade t LEFT JOIN trading_fill f ON f.trade_id = t.id
+            GROUP BY t.id
+            HAVING COUNT(f.id) <> 2
+                OR SUM(CASE WHEN f.side = 'BUY' THEN f.qty ELSE 0 END) <> t.qty
+                OR SUM(CASE WHEN f.side = 'SELL' THEN f.qty ELSE 0 END) <> t.qty
+            LIMIT 10
+            """
+        )
+        for tid, qty, n, buys, sells in c.fetchall():
+            problems.append(f"trade {tid}: qty {qty}, {n} fills, buys {buys} sells {sells}")
+        c.execute(
+            "SELECT COALESCE(SUM(qty) FILTER (WHERE side = 'BUY'), 0), "
+            "COALESCE(SUM(qty) FILTER (WHERE side = 'SELL'), 0) FROM trading_fill"
+        )
+        buys, sells = c.fetchone()
+        if buys != sells:
+            problems.append(f"bought {buys} != sold {sells}")
+    return problems
+
+
+def balances_nonnegative() -> list[str]:
+    from django.db.models import F
+
+    from accounts.models import Balance
+
+    bad = Balance.objects.filter(total__lt=F("locked")) | Balance.objects.filter(locked__lt=0)
+    return [f"balance {b.trader_id}/{b.asset}/{b.mode}: {b.total} {b.locked}" for b in bad]
+
+
+def invariants(acknowledged: list[int] | None = None) -> list[str]:
+    """trading.invariants.check_invariants, told the order ids clients were given."""
+    from trading.invariants import check_invariants
+
+    return check_invariants(acknowledged=acknowledged or ())
+
+
+def invariants_command(
+    db_url: str, prefix: str, acknowledged: list[int] | None = None
+) -> tuple[int, str]:
+    """`manage.py check_invariants` as an operator would run it: (exit status, output)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ids") as ids:
+        ids.write("\n".join(str(i) for i in acknowledged or ()))
+        ids.flush()
+        r = subprocess.run(  # noqa: S603
+            [sys.executable, "manage.py", "check_invariants", "--acknowledged", ids.name],
+            cwd=ROOT,
+            env=server_env(db_url, prefix),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+# -- figures ----------------------------------------------------------------------------
+
+
+def figures_table(title: str, rows: list[tuple[str, Any]]) -> str:
+    out = [f"| {title} | |", "|---|--:|"]
+    for name, value in rows:
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in sorted(value.items())) or "none"
+        out.append(f"| {name} | {value} |")
+    return "\n".join(out)
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def results_dir() -> Path:
+    """Where the servers' logs go: outside the source tree."""
+    out = Path(tempfile.gettempdir()) / "dexsite-trust"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
