@@ -297,7 +297,10 @@ def _place_locked(
         if reserve > 0:
             available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
             free = available
-            if derivative and taker_bal is not None:
+            # A reduce-only order only lowers risk: it is held to the cash it pays (an
+            # option bought back), not to free margin, which an account below
+            # maintenance -- the one that most needs to close -- does not have.
+            if derivative and taker_bal is not None and not reduce_only:
                 account = margin.Account(
                     taker_bal.total, taker_bal.locked, [e for e in exposures if e.size]
                 )

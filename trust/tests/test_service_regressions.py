@@ -205,16 +205,32 @@ def test_a_liquidation_the_engine_cannot_carry_out_does_not_stop_the_sweep():
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reduce-only option buy is held to free margin (equity less initial "
-    "margin), which an account below maintenance does not have: the risk engine "
-    "cannot buy back a short option (INSUFFICIENT_BALANCE)",
-)
 def test_a_short_option_below_maintenance_is_bought_back():
+    """A reduce-only option buy was held to free margin (equity less initial margin),
+    which an account below maintenance does not have: the risk engine could not buy
+    back a short option (INSUFFICIENT_BALANCE)."""
     seller, _, opt = _short_call_below_maintenance()
+    cash_before = balance(seller).total
     liquidations_run()
     assert Position.objects.get(trader=seller, market=opt).size == 0
+    # It paid the maker's 17000 x 0.1 and its fee out of its own cash.
+    assert balance(seller).total < cash_before - D("1700")
+    assert balance(seller).total >= 0
+    assert check_invariants() == []
+
+
+@pytest.mark.django_db
+def test_a_reduce_only_option_buy_is_still_held_to_cash():
+    """Reduce-only lifts the margin test, not the cash one: a buy-back costing more cash
+    than the account holds is refused and changes nothing."""
+    seller, _, opt = _short_call_below_maintenance()
+    with pytest.raises(ExchangeError) as e:
+        order_place(
+            trader=seller, market=opt.symbol, mode="PAPER", side="BUY", type="LIMIT",
+            price=D("25000"), qty=D("0.1"), reduce_only=True,
+        )  # fmt: skip
+    assert e.value.code == "INSUFFICIENT_BALANCE"
+    assert Position.objects.get(trader=seller, market=opt).size == D("-0.1")
 
 
 @pytest.mark.django_db
