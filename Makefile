@@ -86,7 +86,7 @@ chaos: install-dev ## trust suite, long: flows, 100k differential, fuzzing, two 
 	$(BIN)/pip install -q -r requirements-bench.txt
 	TRUST_FLOWS=1000 TRUST_DIFF_COMMANDS=100000 TRUST_FUZZ_EXAMPLES=200 \
 		DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/python -m pytest -q trust/tests/test_flows.py trust/tests/test_differential.py trust/tests/test_fuzz.py
+		$(BIN)/python -m pytest -q -s trust/tests/test_flows.py trust/tests/test_differential.py trust/tests/test_fuzz.py
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(BIN)/python trust/chaos.py --json bench/results/chaos.json
 
 soak: install-dev ## trust suite: 10 minutes at 70% of peak (open model): latency, errors, memory
