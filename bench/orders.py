@@ -125,6 +125,17 @@ def _gunicorn(*extra: str) -> list[str]:
 
 
 SERVERS: dict[str, list[str]] = {
+    # The Procfile's web role: daphne on uvloop with a connection pool.
+    "web": [
+        "python",
+        "-m",
+        "dexsite.serve",
+        "-b",
+        HOST,
+        "-p",
+        "{port}",
+        "dexsite.asgi:application",
+    ],
     "daphne": ["daphne", "-b", HOST, "-p", "{port}", "dexsite.asgi:application"],
     "uvicorn": _uvicorn(),
     "uvicorn-w2": _uvicorn("--workers", "2"),
@@ -132,14 +143,17 @@ SERVERS: dict[str, list[str]] = {
     "gunicorn-gthread-2x4": _gunicorn("-k", "gthread", "-w", "2", "--threads", "4"),
     "gunicorn-sync-4": _gunicorn("-k", "sync", "-w", "4"),
 }
+# Environment of one arrangement beyond SERVER_ENV.
+SERVER_EXTRA_ENV: dict[str, dict[str, str]] = {"web": {"DB_POOL_MAX": "16"}}
 DEFAULT_SERVERS = [
+    "web",
     "daphne",
     "uvicorn",
     "uvicorn-w2",
     "gunicorn-gthread-1x8",
     "gunicorn-gthread-2x4",
 ]
-QUICK_SERVERS = ["daphne", "gunicorn-gthread-1x8"]
+QUICK_SERVERS = ["web", "gunicorn-gthread-1x8"]
 
 
 def log(msg: str) -> None:
@@ -774,6 +788,7 @@ class Server:
         argv[0] = str(Path(sys.executable).parent / argv[0])
         env = dict(os.environ, DATABASE_URL=db_url, DJANGO_SETTINGS_MODULE="dexsite.settings")
         env.update(SERVER_ENV)
+        env.update(SERVER_EXTRA_ENV.get(name, {}))
         self.log_path = out_dir / f"server-{name}.log"
         self.log_file = self.log_path.open("w")
         self.proc = subprocess.Popen(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -77,28 +78,29 @@ def mode_param(request, default: str | None = None, required: bool = False) -> s
     from dexsite.errors import ExchangeError
 
     mode = request.query_params.get("mode")
-    if mode is None or mode == "":
+    if mode is None:
         if required and default is None:
             raise ExchangeError("MISSING_FIELD", "mode is required", field="mode")
         return default
-    mode = mode.upper()
+    # Exactly as the contract spells them: an empty `mode=` is a mistake, not the default.
     if mode not in MODE_CHOICES:
         raise ExchangeError("INVALID_MODE", "mode must be REAL or PAPER", field="mode")
     return mode
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 def int_param(request, name: str, default: int, lo: int, hi: int) -> int:
     from dexsite.errors import ExchangeError
 
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ExchangeError(
-            f"INVALID_{name.upper()}", f"{name} must be an integer", field=name
-        ) from None
+    # ASCII digits only: int() would also take " 5", "5_0" and other scripts' digits.
+    if not _INTEGER.fullmatch(raw):
+        raise ExchangeError(f"INVALID_{name.upper()}", f"{name} must be an integer", field=name)
+    value = int(raw)
     if not lo <= value <= hi:
         raise ExchangeError(
             f"INVALID_{name.upper()}", f"{name} must be between {lo} and {hi}", field=name

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.http import JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -24,7 +24,8 @@ urlpatterns = [
     path("api/v1/ws-ticket", WsTicketApi.as_view(), name="api-ws-ticket"),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("trading.api.urls")),
-    path("api/<path:rest>", api_not_found),
+    # Any other path under api/, control characters included: the API's JSON 404.
+    re_path(r"^api/", api_not_found),
     path("metrics", metrics_view, name="metrics"),
     path("account/", account_pages.account_page, name="account"),
     path("trade/<str:symbol>/", trading_pages.trade_page, name="trade"),

@@ -432,6 +432,37 @@ def test_a_bad_content_length_is_refused(trader: Trader) -> None:
     assert assert_refused(resp, "content-length") == "BAD_REQUEST"
 
 
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/api/v1/balances?mode=", "INVALID_MODE"),
+        ("/api/v1/positions?mode=paper", "INVALID_MODE"),
+        ("/api/v1/fills?mode=PAPER&limit=", "INVALID_LIMIT"),
+        ("/api/v1/vault/transfers?limit=%205", "INVALID_LIMIT"),
+        ("/api/v1/paper/leaderboard?limit=%D9%A5", "INVALID_LIMIT"),
+        ("/api/v1/fills?mode=PAPER&limit=5_0", "INVALID_LIMIT"),
+    ],
+)
+def test_query_parameters_take_only_the_values_the_schema_states(
+    trader: Trader, path: str, code: str
+) -> None:
+    """Found by the fuzzer: an empty `mode=` or `limit=` was read as absent (the
+    default), and int() took " 5", "5_0" and other scripts' digits."""
+    resp = trader.client.get(path, HTTP_AUTHORIZATION=trader.auth)
+    assert assert_refused(resp, path) == code
+
+
+def test_an_api_path_with_a_control_character_gets_the_json_404(trader: Trader) -> None:
+    """Found by the fuzzer: a path under /api/ ending in a newline missed the API's
+    catch-all (whose pattern stops at a newline) and got Django's HTML page."""
+    for method in ("get", "delete"):
+        resp = getattr(trader.client, method)(
+            "/api/v1/user/G%C2%8E/link-wallet/%C2%A4%0A", HTTP_AUTHORIZATION=trader.auth
+        )
+        assert resp.status_code == 404
+        assert assert_refused(resp, method) == "NOT_FOUND"
+
+
 def test_limits_are_not_over_strict(trader: Trader) -> None:
     """At the limits, within them: the finest tick and lot, and the largest order value
     the bound lets through, are accepted (refused only for margin)."""
