@@ -779,6 +779,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_group_stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group `proc` leads, SIGKILL it after 15 s; nothing if the
+    process has exited."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 class Server:
     def __init__(self, name: str, db_url: str, out_dir: Path) -> None:
         self.name = name
@@ -817,13 +830,7 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        process_group_stop(self.proc)
         self.log_file.close()
 
 

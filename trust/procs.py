@@ -37,6 +37,7 @@ from bench.orders import (  # noqa: E402
     free_port,
     percentile,
     perp_create,
+    process_group_stop,
 )
 
 __all__ = ["LOT", "MID", "TICK", "free_port", "percentile"]
@@ -180,14 +181,8 @@ class WebServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if self.proc is not None:
+            process_group_stop(self.proc)
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children."""
