@@ -66,6 +66,12 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# The largest price, quantity, order value or transfer amount taken: margin and balance
+# arithmetic keep 28 significant digits with 12 after the point, so values stay below
+# 10**16.
+MONEY_LIMIT = Decimal(10) ** 15
+
+
 def Money(**kwargs) -> serializers.DecimalField:
     """A decimal input: up to 38 digits, 12 after the point."""
     return serializers.DecimalField(max_digits=38, decimal_places=12, **kwargs)

@@ -20,9 +20,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from dexsite.api import MODE_CHOICES as MODES
 from trading.models import OrderType, Side, TimeInForce
-
-MODES = ("REAL", "PAPER")
 
 
 class StrictSerializerExtension(OpenApiSerializerExtension):
@@ -400,3 +399,12 @@ def required_query(name: str, description: str = "") -> OpenApiParameter:
     return OpenApiParameter(
         name, {"type": "string", "minLength": 1}, required=True, description=description
     )
+
+
+# The `mode` query parameter of every endpoint that takes one.
+MODE = OpenApiParameter("mode", str, enum=list(MODES))
+
+
+def page_query(limit_max: int) -> list[OpenApiParameter]:
+    """`limit` (1..limit_max, 50 by default) and `nextToken` of a paginated list."""
+    return [int_query("limit", 1, limit_max, 50), OpenApiParameter("nextToken", str)]

@@ -53,7 +53,8 @@ def origin_allowed(origin: str) -> bool:
     return validate_host(parsed.hostname, settings.ALLOWED_HOSTS)
 
 
-def _api_key_for_token(key: str):
+@database_sync_to_async
+def api_key_for_token(key: str):
     from accounts.models import ApiKeyScope
     from accounts.services.api_keys import api_key_authenticate
 
@@ -62,15 +63,6 @@ def _api_key_for_token(key: str):
     if api_key is None or ApiKeyScope.READ not in api_key.scope_set:
         return None
     return api_key
-
-
-api_key_for_token = database_sync_to_async(_api_key_for_token)
-
-
-@database_sync_to_async
-def user_for_token(key: str):
-    api_key = _api_key_for_token(key)
-    return None if api_key is None else api_key.trader
 
 
 @database_sync_to_async
@@ -128,12 +120,6 @@ async def identify(scope) -> Identity:
     return Identity(AnonymousUser(), "anonymous")
 
 
-async def authenticate(scope) -> tuple[object, str]:
-    """(user, how) for a handshake, or raise Refused. `how` is session/token/ticket/anonymous."""
-    identity = await identify(scope)
-    return identity.user, identity.via
-
-
 # -- revocation ---------------------------------------------------------------------------
 
 REVOKE = "auth.revoke"
@@ -144,17 +130,10 @@ def session_group(session_key: str) -> str:
     return "revoke.s." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
-def api_key_group(api_key_id: int) -> str:
-    return f"revoke.k.{api_key_id}"
-
-
 def revoke_groups(identity: Identity) -> list[str]:
-    """The groups whose `auth.revoke` ends a socket of this identity."""
-    if identity.session_key:
-        return [session_group(identity.session_key)]
-    if identity.api_key_id is not None:
-        return [api_key_group(identity.api_key_id)]
-    return []
+    """The groups whose `auth.revoke` ends a socket of this identity: a session's (its
+    logout or deletion). A revoked API key is found by the re-check instead."""
+    return [session_group(identity.session_key)] if identity.session_key else []
 
 
 def revoke(groups: list[str]) -> None:

@@ -286,11 +286,8 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                 return
             sub.pending[seq] = event["text"]
             await self.drain(sub)
-            if sub.pending and sub.gap_timer is None:
-                loop = asyncio.get_running_loop()
-                sub.gap_timer = loop.call_later(
-                    GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
-                )
+            if sub.pending:
+                self.gap_wait(sub)
 
     async def ws_seq(self, event: dict) -> None:
         """The book has been still since delta `seq`. A socket that has not seen it
@@ -301,11 +298,15 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             if sub is None or sub.next_seq is None or event["seq"] < sub.next_seq:
                 return
             sub.behind = max(sub.behind or 0, event["seq"])
-            if sub.gap_timer is None:
-                loop = asyncio.get_running_loop()
-                sub.gap_timer = loop.call_later(
-                    GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
-                )
+            self.gap_wait(sub)
+
+    def gap_wait(self, sub: Subscription) -> None:
+        """Give a missing delta GAP_WAIT_SECONDS to arrive, then resync (once)."""
+        if sub.gap_timer is None:
+            loop = asyncio.get_running_loop()
+            sub.gap_timer = loop.call_later(
+                GAP_WAIT_SECONDS, lambda: asyncio.ensure_future(self.resync(sub))
+            )
 
     async def drain(self, sub: Subscription) -> None:
         """Send the buffered deltas that now follow on; drop those already covered."""

@@ -22,18 +22,11 @@ from accounts.models import ApiKeyScope
 from accounts.permissions import FULL_ACCESS
 from accounts.services import api_keys, paper, vault, wallets
 from dexsite import schema as S
-from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
+from dexsite.api import MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError
 from dexsite.idempotency import idempotent
 from trading import selectors as trading_selectors
 from trading.presenters import ms
-
-
-def page(limit_max: int) -> list[OpenApiParameter]:
-    return [S.int_query("limit", 1, limit_max, 50), OpenApiParameter("nextToken", str)]
-
-
-MODE = OpenApiParameter("mode", str, enum=list(MODE_CHOICES))
 
 
 class CredentialsSerializer(StrictSerializer):
@@ -91,7 +84,7 @@ class MeApi(APIView):
 
 class BalancesApi(APIView):
     @extend_schema(
-        parameters=[MODE],
+        parameters=[S.MODE],
         responses=S.responses({200: S.BalanceSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
@@ -143,7 +136,7 @@ class PaperResetApi(APIView):
 
 class PaperLeaderboardApi(APIView):
     @extend_schema(
-        parameters=page(200),
+        parameters=S.page_query(200),
         responses=S.responses({200: S.LeaderboardPageSerializer}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
@@ -245,13 +238,8 @@ class UnlinkWalletApi(APIView):
 # -- vault ------------------------------------------------------------------------------
 
 
-# The largest deposit or withdrawal taken: a balance keeps 26 digits before the point,
-# and its arithmetic 28 significant digits with 12 after it.
-AMOUNT_LIMIT = Decimal(10) ** 15
-
-
 def _amount_in_range(value: Decimal) -> Decimal:
-    if value > AMOUNT_LIMIT:
+    if value > MONEY_LIMIT:
         raise serializers.ValidationError("amount must be at most 1E+15")
     return value
 
@@ -313,7 +301,7 @@ class WithdrawApi(APIView):
 
 class TransfersApi(APIView):
     @extend_schema(
-        parameters=page(500),
+        parameters=S.page_query(500),
         responses=S.responses({200: S.TransfersPageSerializer}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:

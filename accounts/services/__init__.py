@@ -114,15 +114,6 @@ def ledger_apply(
         balances[(p.trader_id, p.asset, p.mode)].total += p.amount
 
 
-def ledger_post_unlocked(postings: list[Posting]) -> None:
-    """Append ledger rows for accounts credited by everyone and add them to their
-    balances (`balances_credit_unlocked`)."""
-    if not postings:
-        return
-    _ledger_insert(postings)
-    balances_credit_unlocked(postings)
-
-
 def balances_credit_unlocked(postings: list[Posting]) -> None:
     """Add postings (already in the ledger) to their balances with
     `UPDATE ... SET total = total + x`: no row is read or locked ahead, and the caller

@@ -11,7 +11,7 @@ from accounts.models import ApiKey
 from accounts.services import token_for
 from accounts.services.api_keys import api_key_create
 from accounts.tests.conftest import PASSWORD, client_for
-from realtime.auth import user_for_token
+from realtime.auth import api_key_for_token
 from trading.tests.factories import MarketFactory, fund
 
 pytestmark = pytest.mark.django_db
@@ -149,7 +149,12 @@ def test_websocket_token_lookup_uses_the_keys(alice):
     full = token_for(alice)
     _, read_only = api_key_create(trader=alice, name="r", scopes=["read"])
     _, trade_only = api_key_create(trader=alice, name="t", scopes=["trade"])
-    lookup = async_to_sync(user_for_token)
+    find = async_to_sync(api_key_for_token)
+
+    def lookup(token: str):
+        key = find(token)
+        return None if key is None else key.trader
+
     assert lookup(full) == alice and lookup(read_only) == alice
     assert lookup(trade_only) is None  # streams are reads
     assert lookup("dx_nope") is None and lookup("") is None

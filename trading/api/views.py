@@ -3,7 +3,6 @@ service or selector."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -15,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dexsite import schema as S
-from dexsite.api import MODE_CHOICES, Money, StrictSerializer, int_param, mode_param
+from dexsite.api import MODE_CHOICES, MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
 from dexsite.idempotency import idempotent
 from trading import selectors
@@ -24,7 +23,6 @@ from trading.presenters import dec
 from trading.services import markets as market_services
 from trading.services import orders as order_services
 
-MODE = OpenApiParameter("mode", str, enum=list(MODE_CHOICES))
 MARKET = OpenApiParameter("market", str)
 
 
@@ -35,7 +33,7 @@ class PublicApi(APIView):
 class MarketsApi(PublicApi):
     @extend_schema(
         operation_id="markets_list",
-        parameters=[MODE],
+        parameters=[S.MODE],
         responses=S.responses({200: S.MarketSerializer(many=True)}, 400, 401),
     )
     def get(self, request: Request) -> Response:
@@ -44,7 +42,7 @@ class MarketsApi(PublicApi):
 
 class MarketApi(PublicApi):
     @extend_schema(
-        parameters=[MODE], responses=S.responses({200: S.MarketSerializer}, 400, 401, 404)
+        parameters=[S.MODE], responses=S.responses({200: S.MarketSerializer}, 400, 401, 404)
     )
     def get(self, request: Request, symbol: str) -> Response:
         found = selectors.markets_list(mode=mode_param(request, "REAL"), symbol=symbol)
@@ -55,7 +53,7 @@ class MarketApi(PublicApi):
 
 class DepthApi(PublicApi):
     @extend_schema(
-        parameters=[MODE, S.int_query("levels", 1, 1000, 50)],
+        parameters=[S.MODE, S.int_query("levels", 1, 1000, 50)],
         responses=S.responses({200: S.DepthSerializer}, 400, 401, 404),
     )
     def get(self, request: Request, symbol: str) -> Response:
@@ -70,7 +68,7 @@ class DepthApi(PublicApi):
 
 class TradesApi(PublicApi):
     @extend_schema(
-        parameters=[MODE, S.int_query("limit", 1, 1000, 100)],
+        parameters=[S.MODE, S.int_query("limit", 1, 1000, 100)],
         responses=S.responses({200: S.PublicTradeSerializer(many=True)}, 400, 401, 404),
     )
     def get(self, request: Request, symbol: str) -> Response:
@@ -87,7 +85,7 @@ class MetricsApi(PublicApi):
     @extend_schema(
         parameters=[
             S.required_query("market", "symbol, e.g. BTC-PERP"),
-            MODE,
+            S.MODE,
             OpenApiParameter("interval", str, enum=list(selectors.INTERVALS)),
             S.int_query("from", 0, 10**15),
             S.int_query("to", 0, 10**15),
@@ -119,11 +117,6 @@ class MetricsApi(PublicApi):
         )
 
 
-# The largest price, qty and order value (price * qty) taken: margin arithmetic keeps 28
-# significant digits with 12 after the point, so values stay below 10**16.
-ORDER_LIMIT = Decimal(10) ** 15
-
-
 class OrderInputSerializer(StrictSerializer):
     market = serializers.CharField(max_length=40)
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
@@ -139,11 +132,11 @@ class OrderInputSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         price, qty = attrs.get("price"), attrs["qty"]
-        if price is not None and price > ORDER_LIMIT:
+        if price is not None and price > MONEY_LIMIT:
             raise serializers.ValidationError({"price": "price must be at most 1E+15"})
-        if qty > ORDER_LIMIT:
+        if qty > MONEY_LIMIT:
             raise serializers.ValidationError({"qty": "qty must be at most 1E+15"})
-        if price is not None and price * qty > ORDER_LIMIT:
+        if price is not None and price * qty > MONEY_LIMIT:
             raise serializers.ValidationError({"qty": "price * qty must be at most 1E+15"})
         return attrs
 
@@ -227,7 +220,7 @@ class TradeBatchApi(APIView):
 class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_list",
-        parameters=[MODE, MARKET, OpenApiParameter("status", str)],
+        parameters=[S.MODE, MARKET, OpenApiParameter("status", str)],
         responses=S.responses({200: S.OrderSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
@@ -252,7 +245,7 @@ class OrdersApi(APIView):
 
     @extend_schema(
         operation_id="orders_cancel_all",
-        parameters=[MODE, MARKET],
+        parameters=[S.MODE, MARKET],
         responses=S.responses({200: S.CanceledIdsSerializer}, 400, *S.PRIVATE),
     )
     def delete(self, request: Request) -> Response:
@@ -277,10 +270,9 @@ class OrderApi(APIView):
 class FillsApi(APIView):
     @extend_schema(
         parameters=[
-            MODE,
+            S.MODE,
             MARKET,
-            S.int_query("limit", 1, 500, 50),
-            OpenApiParameter("nextToken", str),
+            *S.page_query(500),
         ],
         responses=S.responses({200: S.FillsPageSerializer}, 400, *S.PRIVATE),
     )
@@ -298,7 +290,7 @@ class FillsApi(APIView):
 
 class PositionsApi(APIView):
     @extend_schema(
-        parameters=[MODE],
+        parameters=[S.MODE],
         responses=S.responses({200: S.PositionSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
