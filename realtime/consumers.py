@@ -4,18 +4,23 @@ forward what they carry. Nothing else happens here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 
 from realtime import metrics, names
 from realtime.auth import Identity, Refused, identify, revoke_groups, still_valid
 from realtime.buffer import delta_buffer
+from realtime.fanout import GroupFanout, fanout
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +97,39 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def frame_sender(send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
+    """The ASGI send beneath Channels' session middleware. The middleware saves the
+    session and sets its cookie on HTTP responses only; for a WebSocket frame it just
+    inspects the session, a tenth of a delivery's CPU. Frames go straight down."""
+    wrapper = getattr(send, "__self__", None)
+    while isinstance(wrapper, InstanceSessionWrapper):
+        send = wrapper.real_send
+        wrapper = getattr(send, "__self__", None)
+    return send
+
+
 class ExchangeConsumer(AsyncWebsocketConsumer):
+    """One socket. Market channels reach it through the process's fan-out
+    (`realtime.fanout`, `group_event`); trader, admin and revoke groups through its own
+    channel-layer channel (`dispatch`). Both paths take turns through `exclusive()`."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Normally `disconnect()` has left every group already.
+            if getattr(self, "fanout", None) is not None:
+                self.fanout.forget(self)
+
     async def connect(self) -> None:
         self.subs: dict[str, Subscription] = {}
         self.lock = asyncio.Lock()
+        # Coroutines holding or waiting for `lock`; while any does, market events wait
+        # in `backlog` and the holder sends them before it lets go.
+        self.busy = 0
+        self.backlog: deque[dict] = deque()
+        self.fanout: GroupFanout = fanout(self.channel_layer)
+        self.send_frame = frame_sender(self.base_send)
         self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_PER_SECOND)
         self.closing = False
         self.counted = False
@@ -135,12 +169,13 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        for name, sub in list(self.subs.items()):
-            await self.channel_layer.group_discard(name, self.channel_name)
+        for sub in list(self.subs.values()):
+            await self.leave(sub.channel)
             metrics.SUBSCRIPTIONS.labels(kind=sub.channel.kind).dec()
             if sub.gap_timer:
                 sub.gap_timer.cancel()
         self.subs.clear()
+        self.backlog.clear()
         for group in self.revoke_groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.revoke_groups = []
@@ -207,11 +242,11 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
 
         # Join the group before reading the snapshot: a delta committed after the read
         # then reaches us through the group, and one already covered is dropped by seq.
-        async with self.lock:
+        async with self.exclusive():
             sub = Subscription(channel)
             self.subs[channel.name] = sub
             metrics.SUBSCRIPTIONS.labels(kind=channel.kind).inc()
-            await self.channel_layer.group_add(channel.name, self.channel_name)
+            await self.join(channel)
             await self.send_json({"type": "subscribed", "channel": channel.name, "ts": now_ms()})
             if channel.kind == "market":
                 await self.sync_book(sub, since_seq)
@@ -249,15 +284,68 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         channel = names.parse(name)
         if channel is None or channel.name not in self.subs:
             return await self.send_error("UNKNOWN_CHANNEL", "not subscribed to that channel", name)
-        async with self.lock:
+        async with self.exclusive():
             sub = self.subs.pop(channel.name)
             if sub.gap_timer:
                 sub.gap_timer.cancel()
-            await self.channel_layer.group_discard(channel.name, self.channel_name)
+            await self.leave(channel)
             metrics.SUBSCRIPTIONS.labels(kind=channel.kind).dec()
         await self.send_json({"type": "unsubscribed", "channel": channel.name, "ts": now_ms()})
 
+    async def join(self, channel: names.Channel) -> None:
+        if channel.kind == "market":
+            await self.fanout.join(channel.name, self)
+        else:
+            await self.channel_layer.group_add(channel.name, self.channel_name)
+
+    async def leave(self, channel: names.Channel) -> None:
+        if channel.kind == "market":
+            await self.fanout.leave(channel.name, self)
+        else:
+            await self.channel_layer.group_discard(channel.name, self.channel_name)
+
     # -- group messages -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One coroutine at a time changes the subscriptions or sends group events;
+        market events that arrive meanwhile are sent, in order, before it lets go."""
+        self.busy += 1
+        try:
+            async with self.lock:
+                yield
+                await self.send_backlog()
+        finally:
+            self.busy -= 1
+
+    async def group_event(self, event: dict) -> None:
+        """An event of a market channel, from the process's fan-out. Sent at once
+        unless another coroutine has the turn: that one sends it."""
+        if self.closing:
+            return
+        self.backlog.append(event)
+        if self.busy:
+            return
+        self.busy += 1
+        # Nobody holds or waits for the lock (busy was 0): this takes it at once.
+        await self.lock.acquire()
+        try:
+            await self.send_backlog()
+        finally:
+            self.lock.release()
+            self.busy -= 1
+
+    async def send_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog:
+            event = backlog.popleft()
+            sub = self.subs.get(event["channel"])
+            if sub is None:
+                continue
+            if event["type"] == "ws.seq":
+                self.seq_reached(sub, event["seq"])
+            else:
+                await self.forward_event(sub, event)
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before every handler, a hop to
@@ -270,35 +358,46 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         return await super().dispatch(message)
 
     async def ws_forward(self, event: dict) -> None:
-        async with self.lock:
+        """An event of a trader or admin channel (or, sent to this socket's own
+        channel, of any channel)."""
+        async with self.exclusive():
             sub = self.subs.get(event["channel"])
             if sub is None:
                 return
             if sub.channel.kind == "trader" and not await self.credential_current():
                 return
-            seq = event.get("seq")
-            if seq is None or sub.next_seq is None:
-                return await self.forward_text(
-                    event["text"], event.get("kind", "event"), event.get("ts")
-                )
-            if seq < sub.next_seq:
-                metrics.DROPPED.labels(reason="covered").inc()
-                return
-            sub.pending[seq] = event["text"]
-            await self.drain(sub)
-            if sub.pending:
-                self.gap_wait(sub)
+            await self.forward_event(sub, event)
+
+    async def forward_event(self, sub: Subscription, event: dict) -> None:
+        """Send an event, or hold a delta until its predecessors have been sent.
+        Caller has the turn."""
+        seq = event.get("seq")
+        if seq is None or sub.next_seq is None:
+            return await self.forward_text(
+                event["text"], event.get("kind", "event"), event.get("ts")
+            )
+        if seq < sub.next_seq:
+            metrics.DROPPED.labels(reason="covered").inc()
+            return
+        sub.pending[seq] = event["text"]
+        await self.drain(sub)
+        if sub.pending:
+            self.gap_wait(sub)
 
     async def ws_seq(self, event: dict) -> None:
+        async with self.exclusive():
+            sub = self.subs.get(event["channel"])
+            if sub is not None:
+                self.seq_reached(sub, event["seq"])
+
+    def seq_reached(self, sub: Subscription, seq: int) -> None:
         """The book has been still since delta `seq`. A socket that has not seen it
         (the web process that committed it died before publishing) waits the usual
         gap time for it, then resyncs from a snapshot."""
-        async with self.lock:
-            sub = self.subs.get(event["channel"])
-            if sub is None or sub.next_seq is None or event["seq"] < sub.next_seq:
-                return
-            sub.behind = max(sub.behind or 0, event["seq"])
-            self.gap_wait(sub)
+        if sub.next_seq is None or seq < sub.next_seq:
+            return
+        sub.behind = max(sub.behind or 0, seq)
+        self.gap_wait(sub)
 
     def gap_wait(self, sub: Subscription) -> None:
         """Give a missing delta GAP_WAIT_SECONDS to arrive, then resync (once)."""
@@ -323,7 +422,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             sub.gap_timer = None
 
     async def resync(self, sub: Subscription) -> None:
-        async with self.lock:
+        async with self.exclusive():
             sub.gap_timer = None
             if self.subs.get(sub.channel.name) is not sub:
                 return
@@ -356,7 +455,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         for name, sub in list(self.subs.items()):
             if sub.channel.kind == "trader":
                 del self.subs[name]
-                await self.channel_layer.group_discard(name, self.channel_name)
+                await self.leave(sub.channel)
                 metrics.SUBSCRIPTIONS.labels(kind="trader").dec()
         await self.violation("UNAUTHENTICATED", message)
 
@@ -365,7 +464,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
     async def forward_text(self, text: str, kind: str, ts: int | None = None) -> None:
         if self.closing:
             return  # queued for a socket on its way out
-        await self.send(text_data=text)
+        await self.send_frame({"type": "websocket.send", "text": text})
         metrics.sent(kind).inc()
         if ts:
             metrics.FANOUT_DELAY.observe(max(0.0, time.time() - ts / 1000))

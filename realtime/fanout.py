@@ -1,0 +1,123 @@
+"""Market channels: one channel-layer subscription per group per process.
+
+Were each socket to join `market.<SYMBOL>` itself, the channel layer would queue every
+event once per socket, and Channels would wake each socket's consumer task to decode
+and handle it: a queue, a task and a decode per socket per event, most of a delivery's
+CPU. Instead the process joins the group once, with a channel of its own, receives
+each event once (already serialised: `realtime.broadcast.message`) and hands it to
+every local consumer that follows the channel, in the order the layer delivered it.
+The consumer keeps the per-socket protocol (seq, gaps, snapshots) and sends the text.
+
+Each event loop has its own `GroupFanout` (channel layers are per loop too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    async def group_event(self, event: dict[str, Any]) -> None: ...
+
+
+class _Group:
+    __slots__ = ("channel", "members", "name", "reader", "ready")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: dict[Member, None] = {}  # insertion-ordered set
+        self.channel: str | None = None
+        self.ready: asyncio.Future | None = None
+        self.reader: asyncio.Task | None = None
+
+
+class GroupFanout:
+    """The groups this process follows on behalf of its local consumers."""
+
+    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.layer = layer
+        self.loop = loop
+        self.groups: dict[str, _Group] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    async def join(self, group: str, member: Member) -> None:
+        """Deliver `group`'s events to `member` from now on. Returns once the process
+        is in the group: an event published after that reaches the member."""
+        g = self.groups.get(group)
+        if g is None:
+            g = self.groups[group] = _Group(group)
+            g.ready = asyncio.ensure_future(self._open(g))
+        g.members[member] = None
+        # Shielded: a joiner that gives up does not cancel the others' subscription.
+        await asyncio.shield(g.ready)
+
+    async def leave(self, group: str, member: Member) -> None:
+        """Stop delivering `group` to `member`; the last member out leaves the group."""
+        g = self.groups.get(group)
+        if g is None or member not in g.members:
+            return
+        del g.members[member]
+        if not g.members:
+            await self._close(g)
+
+    def forget(self, member: Member) -> None:
+        """Drop `member` from every group at once (a consumer that ended without
+        leaving); groups left empty are closed in the background."""
+        for g in list(self.groups.values()):
+            if g.members.pop(member, 0) is None and not g.members:
+                task = asyncio.ensure_future(self._close(g))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def members(self, group: str) -> int:
+        g = self.groups.get(group)
+        return len(g.members) if g else 0
+
+    async def _open(self, g: _Group) -> None:
+        try:
+            g.channel = await self.layer.new_channel()
+            await self.layer.group_add(g.name, g.channel)
+        except BaseException:
+            if self.groups.get(g.name) is g:
+                del self.groups[g.name]
+            raise
+        g.reader = asyncio.ensure_future(self._read(g))
+
+    async def _close(self, g: _Group) -> None:
+        if self.groups.get(g.name) is g:
+            del self.groups[g.name]
+        try:
+            await g.ready
+        except Exception:
+            return  # never joined
+        g.reader.cancel()
+        await self.layer.group_discard(g.name, g.channel)
+
+    async def _read(self, g: _Group) -> None:
+        receive, channel = self.layer.receive, g.channel
+        while True:
+            event = await receive(channel)
+            # A copy: members may come and go while one of them sends.
+            for member in list(g.members):
+                try:
+                    await member.group_event(event)
+                except Exception:
+                    log.exception("delivering a %s event failed", event.get("type"))
+
+
+_fanouts: dict[int, GroupFanout] = {}
+
+
+def fanout(layer: Any) -> GroupFanout:
+    """The running event loop's fan-out over `layer`."""
+    loop = asyncio.get_running_loop()
+    f = _fanouts.get(id(loop))
+    if f is None or f.loop is not loop or f.layer is not layer:
+        for key in [k for k, v in _fanouts.items() if v.loop.is_closed()]:
+            del _fanouts[key]
+        f = _fanouts[id(loop)] = GroupFanout(layer, loop)
+    return f
