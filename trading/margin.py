@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import OuterRef, Subquery
-
+from dexsite import sql
 from trading import risk
-from trading.models import Book, IndexPrice, MarketKind, OptionType, Position
+from trading.models import Book, IndexPrice, Market, MarketKind, OptionType, Position
 
 SHORT_OPTION_RATE = Decimal("0.15")
 SHORT_OPTION_FLOOR = Decimal("0.10")
@@ -132,20 +131,26 @@ class Account:
 def exposures_for(trader_id: int, mode: str, *, include_flat: bool = False) -> list[Exposure]:
     """The account's positions with their book's mark and the underlying's index, in
     one query."""
-    return _exposures(Position.objects.filter(trader_id=trader_id, mode=mode), include_flat)
+    return _exposures('p."trader_id" = %s AND p."mode" = %s', [trader_id, mode], include_flat)
 
 
 def exposures_of(trader_ids: Iterable[int], mode: str) -> list[Exposure]:
     """Several accounts' positions (flat ones included), in one query."""
-    return _exposures(Position.objects.filter(trader_id__in=set(trader_ids), mode=mode), True)
+    ids = sorted(set(trader_ids))
+    if not ids:
+        return []
+    where = f'p."trader_id" IN ({sql.placeholders(len(ids))}) AND p."mode" = %s'
+    return _exposures(where, [*ids, mode], True)
 
 
 def accounts_with_positions() -> dict[tuple[int, str], Account]:
     """Every trading account that holds a position, in two queries: what a liquidation
     sweep scans."""
-    from accounts.models import Balance
+    from accounts.models import Balance, User
 
-    exposures = _exposures(Position.objects.filter(trader__is_system=False), False)
+    users = sql.qn(User._meta.db_table)
+    where = f'p."trader_id" IN (SELECT "id" FROM {users} WHERE NOT "is_system")'  # noqa: S608
+    exposures = _exposures(where, [], False)
     accounts: dict[tuple[int, str], Account] = {}
     for e in exposures:
         key = (e.position.trader_id, e.position.mode)
@@ -158,26 +163,37 @@ def accounts_with_positions() -> dict[tuple[int, str], Account]:
     return accounts
 
 
-def _exposures(positions, include_flat: bool) -> list[Exposure]:
-    qs = (
-        positions.select_related("market")
-        .annotate(
-            book_mark=Subquery(
-                Book.objects.filter(market_id=OuterRef("market_id"), mode=OuterRef("mode")).values(
-                    "mark_price"
-                )[:1]
-            ),
-            index_now=Subquery(
-                IndexPrice.objects.filter(underlying=OuterRef("market__underlying")).values(
-                    "price"
-                )[:1]
-            ),
-        )
-        .order_by("trader_id", "market_id")
-    )
+_POSITION = sql.Columns(Position, alias="p")
+_MARKET = sql.Columns(Market, alias="m")
+_MARK = sql.Columns(Book, ["mark_price"], alias="b")
+_INDEX = sql.Columns(IndexPrice, ["price"], alias="i")
+
+
+def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
+    """Positions `where` selects (over `p`, the position table), each with its market,
+    its book's mark and its underlying's index."""
     if not include_flat:
-        qs = qs.exclude(size=0)
-    return [exposure_of(p) for p in qs]
+        where += ' AND p."size" <> 0'
+    q = sql.qn
+    text = (
+        f"SELECT {_POSITION.sql}, {_MARKET.sql}, {_MARK.sql}, {_INDEX.sql}"  # noqa: S608
+        f" FROM {q(Position._meta.db_table)} p"
+        f' JOIN {q(Market._meta.db_table)} m ON m."id" = p."market_id"'
+        f' LEFT JOIN {q(Book._meta.db_table)} b ON b."market_id" = p."market_id"'
+        ' AND b."mode" = p."mode"'
+        f' LEFT JOIN {q(IndexPrice._meta.db_table)} i ON i."underlying" = m."underlying"'
+        f' WHERE {where} ORDER BY p."trader_id", p."market_id"'
+    )
+    out = []
+    at_market = len(_POSITION)
+    at_mark = at_market + len(_MARKET)
+    for row in sql.fetch(text, params):
+        p = _POSITION.build(row)
+        p.market = _MARKET.build(row, at_market)
+        (p.book_mark,) = _MARK.values(row, at_mark)
+        (p.index_now,) = _INDEX.values(row, at_mark + 1)
+        out.append(exposure_of(p))
+    return out
 
 
 def exposure_of(p: Position) -> Exposure:

@@ -12,6 +12,7 @@ from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
+from dexsite import sql
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
 from trading import margin, risk
@@ -292,17 +293,20 @@ def positions_list(
     return out
 
 
+_BALANCE = sql.Columns(Balance)
+
+
 def positions_in_market(*, trader_ids: Iterable[int], mode: str, market: str) -> dict[int, dict]:
     """Each trader's position in one market as `positions_list` shows it (its account's
     other positions weigh on the liquidation price), for many traders in two queries:
     what a fill publishes to everyone it touched."""
-    trader_ids = set(trader_ids)
-    cash = {
-        b.trader_id: b
-        for b in Balance.objects.filter(trader_id__in=trader_ids, asset="USDC", mode=mode)
-    }
+    ids = sorted(set(trader_ids))
+    if not ids:
+        return {}
+    where = f'"asset" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
+    cash = {b.trader_id: b for b in sql.select(_BALANCE, where, ["USDC", mode, *ids])}
     accounts: dict[int, list[margin.Exposure]] = {}
-    for e in margin.exposures_of(trader_ids, mode):
+    for e in margin.exposures_of(ids, mode):
         accounts.setdefault(e.position.trader_id, []).append(e)
     out = {}
     for trader_id, exposures in accounts.items():

@@ -15,10 +15,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
+from dexsite import sql
 from dexsite.errors import ExchangeError
 
 
@@ -61,6 +62,9 @@ def balances_ensure(keys: Iterable[tuple[int, str, str]]) -> None:
     )
 
 
+_BALANCE = sql.Columns(Balance)
+
+
 def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, str], Balance]:
     """Lock balance rows in primary-key order, the one order every writer uses, so that
     two transactions touching the same accounts cannot deadlock on them."""
@@ -72,15 +76,17 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
     groups: dict[tuple[str, str], set[int]] = {}
     for t, a, m in keys:
         groups.setdefault((a, m), set()).add(t)
-    cond = Q()
-    for (a, m), traders in groups.items():
-        cond |= Q(asset=a, mode=m, trader_id__in=traders)
-    rows = Balance.objects.select_for_update().filter(cond).order_by("pk")
+    where = " OR ".join(
+        f'("asset" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ts))}))'
+        for ts in groups.values()
+    )
+    params = [v for (a, m), ts in groups.items() for v in (a, m, *sorted(ts))]
+    rows = sql.select(_BALANCE, where, params, order_by='"id"', lock=True)
     return {(b.trader_id, b.asset, b.mode): b for b in rows}
 
 
 def _ledger_insert(postings: list[Posting]) -> None:
-    LedgerEntry.objects.bulk_create(
+    sql.insert(
         [
             LedgerEntry(
                 trader_id=p.trader_id,
@@ -121,12 +127,16 @@ def balances_credit_unlocked(postings: list[Posting]) -> None:
     sums: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     for p in postings:
         sums[(p.trader_id, p.asset, p.mode)] += p.amount
+    table = sql.qn(Balance._meta.db_table)
+    credit = (
+        f'UPDATE {table} SET "total" = "total" + %s'  # noqa: S608 (names from the model)
+        ' WHERE "trader_id" = %s AND "asset" = %s AND "mode" = %s'
+    )
     for (t, a, m), amount in sorted(sums.items()):
-        rows = Balance.objects.filter(trader_id=t, asset=a, mode=m)
-        if not rows.update(total=F("total") + amount):
+        if not sql.execute(credit, [amount, t, a, m]):
             # The account's first credit in this asset and mode.
             balances_ensure([(t, a, m)])
-            rows.update(total=F("total") + amount)
+            sql.execute(credit, [amount, t, a, m])
 
 
 def user_signup(*, username: str, password: str) -> User:

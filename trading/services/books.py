@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from dexsite import sql
 from trading.engine import OrderBook
 from trading.models import OPEN_STATUSES, Book, Market, Order
 
@@ -74,6 +75,10 @@ def engine_cache_clear() -> None:
         _cache.clear()
 
 
+_BOOK = sql.Columns(Book)
+_MARKET = sql.Columns(Market)
+
+
 def book_lock(
     *,
     market_id: int | None = None,
@@ -84,17 +89,25 @@ def book_lock(
     """Lock one book row (and read its market, fresh) for the rest of the transaction.
     Every write to a book's orders happens under this lock, so one order per book is
     matched at a time across all processes."""
-    qs = Book.objects.select_for_update(of=("self",))
     if pk is not None:
-        book = qs.get(pk=pk)
+        where, params = '"id" = %s', [pk]
     elif market_id is not None:
-        book = qs.get(market_id=market_id, mode=mode)
+        where, params = '"market_id" = %s AND "mode" = %s', [market_id, mode]
     else:
-        book = qs.get(market__symbol=symbol, mode=mode)
+        market_table = sql.qn(Market._meta.db_table)
+        where = (
+            f'"market_id" = (SELECT "id" FROM {market_table} WHERE "symbol" = %s)'  # noqa: S608
+            ' AND "mode" = %s'
+        )
+        params = [symbol, mode]
+    found = sql.select(_BOOK, where, params, lock=True)
+    if not found:
+        raise Book.DoesNotExist(f"no book {pk or market_id or symbol} {mode or ''}")
+    book = found[0]
     # Read after the lock is granted: a statement that waited for it sees the rows it
     # joined as they were when it started waiting, so a delisting or expiry that held
     # the lock would go unseen.
-    book.market = Market.objects.get(pk=book.market_id)
+    (book.market,) = sql.select(_MARKET, '"id" = %s', [book.market_id])
     return book
 
 

@@ -34,6 +34,7 @@ from accounts.services import (
     system_account_id,
 )
 from accounts.signals import balances_changed
+from dexsite import sql
 from dexsite.db import retrying, rows_update
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
@@ -65,6 +66,21 @@ from trading.services.books import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_ORDER = sql.Columns(Order)
+_POSITION = sql.Columns(Position)
+_BOOK_TABLE = sql.qn(Book._meta.db_table)
+_SEQ_UPDATE = f'UPDATE {_BOOK_TABLE} SET "seq" = %s WHERE "id" = %s'  # noqa: S608
+_SEQ_PRICE_UPDATE = f'UPDATE {_BOOK_TABLE} SET "seq" = %s, "last_price" = %s WHERE "id" = %s'  # noqa: S608
+
+
+def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    rows = sql.select(_ORDER, f'"id" IN ({sql.placeholders(len(ids))})', ids)
+    return {o.pk: o for o in rows}
 
 
 def _market_error(market: Market) -> ExchangeError | None:
@@ -361,14 +377,14 @@ def _place_locked(
     )
     if is_market_order and order.cancel_reason:
         order.cancel_reason = "MARKET"
-    order.save()
+    sql.insert([order])
     if result.rested:
         engine.rekey(provisional, order.pk)
 
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
-    makers = Order.objects.in_bulk(maker_ids) if maker_ids else {}
+    makers = _orders_by_id(maker_ids)
     # Every balance row this transaction holds locked, so that none is locked twice.
     held = taker_locked
     if makers:
@@ -399,14 +415,13 @@ def _place_locked(
     )
 
     seq = book.seq
-    update: dict[str, Any] = {}
     if result.changed:
         seq += 1
-        update["seq"] = seq
     if result.fills:
-        update["last_price"] = result.fills[-1].price * tick
-    if update:
-        Book.objects.filter(pk=book.pk).update(**update)
+        last_price = result.fills[-1].price * tick
+        sql.execute(_SEQ_PRICE_UPDATE, [seq, last_price, book.pk])
+    elif result.changed:
+        sql.execute(_SEQ_UPDATE, [seq, book.pk])
     # Last: the fee account is credited by every order of every book; touching it at
     # the end means its row lock is held only while this transaction commits, and a
     # holder of it never waits for another lock, so it can't join a deadlock.
@@ -529,7 +544,7 @@ def _record_fills(
         )
         for f in result.fills
     ]
-    Trade.objects.bulk_create(trades)
+    sql.insert(trades)
     fills: list[Fill] = []
     ref = f"order:{taker.pk}"
     total_fees = Decimal(0)
@@ -611,7 +626,7 @@ def _record_fills(
         changes.fee_postings.append(
             Posting(fee_id, market.quote, mode, total_fees, LedgerReason.FEE, ref)
         )
-    Fill.objects.bulk_create(fills)
+    sql.insert(fills)
     return trades, fills
 
 
@@ -623,13 +638,12 @@ def _apply_positions(
         return []
     trader_ids = {f.trader_id for f in fills}
     # Positions of one (market, mode) change only under that book's lock, held here.
-    existing = {
-        p.trader_id: p
-        for p in Position.objects.filter(market=market, mode=mode, trader_id__in=trader_ids)
-    }
-    new = [Position(trader_id=t, market=market, mode=mode) for t in trader_ids if t not in existing]
+    ids = sorted(trader_ids)
+    where = f'"market_id" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
+    existing = {p.trader_id: p for p in sql.select(_POSITION, where, [market.pk, mode, *ids])}
+    new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in existing]
     if new:
-        Position.objects.bulk_create(new)
+        sql.insert(new)
         existing.update({p.trader_id: p for p in new})
     realized: dict[int, Decimal] = defaultdict(Decimal)
     for f in fills:
@@ -766,7 +780,7 @@ def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]
     rows_update(locked.values(), ["locked"])
     rows_update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
     seq = book.seq + 1
-    Book.objects.filter(pk=book.pk).update(seq=seq)
+    sql.execute(_SEQ_UPDATE, [seq, book.pk])
     engine_book_return_on_commit(book, engine, seq)
     _emit_on_commit(
         market=market,
