@@ -321,16 +321,22 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
     async def group_event(self, event: dict) -> None:
         """An event of a market channel, from the process's fan-out. Sent at once
         unless another coroutine has the turn: that one sends it."""
-        if self.closing:
-            return
-        self.backlog.append(event)
         if self.busy:
+            self.backlog.append(event)
+            return
+        sub = self.subs.get(event["channel"])
+        if sub is None or self.closing:
             return
         self.busy += 1
         # Nobody holds or waits for the lock (busy was 0): this takes it at once.
         await self.lock.acquire()
         try:
-            await self.send_backlog()
+            if event["type"] == "ws.seq":
+                self.seq_reached(sub, event["seq"])
+            else:
+                await self.forward_event(sub, event)
+            if self.backlog:
+                await self.send_backlog()
         finally:
             self.lock.release()
             self.busy -= 1
@@ -465,13 +471,13 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return  # queued for a socket on its way out
         await self.send_frame({"type": "websocket.send", "text": text})
-        metrics.sent(kind).inc()
+        metrics.SENT.inc(kind)
         if ts:
             metrics.FANOUT_DELAY.observe(max(0.0, time.time() - ts / 1000))
 
     async def send_json(self, body: dict) -> None:
         await self.send(text_data=json.dumps(body, separators=(",", ":")))
-        metrics.sent(body.get("type", "event")).inc()
+        metrics.SENT.inc(body.get("type", "event"))
 
     async def send_error(self, code: str, message: str, channel: object = None) -> None:
         body = {"type": "error", "code": code, "message": message, "ts": now_ms()}

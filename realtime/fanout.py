@@ -100,7 +100,12 @@ class GroupFanout:
     async def _read(self, g: _Group) -> None:
         receive, channel = self.layer.receive, g.channel
         while True:
-            event = await receive(channel)
+            try:
+                event = await receive(channel)
+            except Exception:
+                # A message the layer cannot decode: skip it, keep the group.
+                log.exception("reading group %s failed", g.name)
+                continue
             # A copy: members may come and go while one of them sends.
             for member in list(g.members):
                 try:

@@ -167,3 +167,41 @@ async def test_frames_skip_the_session_middleware():
     wrapper = InstanceSessionWrapper({"cookies": {}}, real_send)
     assert frame_sender(wrapper.send) is real_send
     assert frame_sender(real_send) is real_send
+
+
+async def test_sends_are_counted_per_socket_and_scraped_in_prometheus_format():
+    from prometheus_client import generate_latest
+
+    from realtime import metrics
+
+    sent_before = metrics.SENT.value("trade")
+    delays_before = metrics.FANOUT_DELAY.count()
+    consumers = [bare_consumer() for _ in range(3)]
+    trade = message("trade", GROUP, {"px": "1"})
+    for c, _ in consumers:
+        await c.group_event(trade)
+    assert all(len(sent) == 1 for _, sent in consumers)
+    assert metrics.SENT.value("trade") == sent_before + 3
+    assert metrics.FANOUT_DELAY.count() == delays_before + 3
+
+    text = generate_latest().decode()
+    assert f'dex_ws_messages_sent_total{{type="trade"}} {sent_before + 3}.0' in text
+    assert "# TYPE dex_ws_fanout_delay_seconds histogram" in text
+    buckets = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dex_ws_fanout_delay_seconds_bucket")
+    ]
+    assert len(buckets) == 12 and buckets == sorted(buckets)
+    assert f'dex_ws_fanout_delay_seconds_bucket{{le="+Inf"}} {delays_before + 3}.0' in text
+    assert 'le="0.0025"' in text and 'le="1.0"' in text
+
+
+async def test_delay_buckets_are_upper_bounds():
+    from realtime.metrics import DelayHistogram
+
+    h = DelayHistogram((0.01, 0.1))
+    for seconds in (0.0, 0.01, 0.05, 0.1, 7.0):
+        h.observe(seconds)
+    assert h.counts == [2, 2, 1] and h.count() == 5
+    assert abs(h.sum - 7.16) < 1e-9
