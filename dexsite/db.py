@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from django.db import OperationalError, models, transaction
-from fast_update.fast import fast_update
+from django.db import OperationalError, transaction
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def rows_update(objs: Collection[models.Model], fields: Sequence[str]) -> None:
-    """Write `fields` of already-loaded rows in one `UPDATE ... FROM (VALUES ...)`.
-
-    What `bulk_update` does, without its `CASE WHEN pk = ...` per row and field, which
-    costs more to build in Python than the statement costs the database. The rows must
-    be distinct and saved (they come from a locked read)."""
-    if not objs:
-        return
-    first = next(iter(objs))
-    fast_update(type(first)._base_manager.all(), tuple(objs), tuple(fields), None, True)
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction did nothing

@@ -11,7 +11,7 @@ reuses that text:
   or floats and dates as text; psycopg already returns `Decimal` and aware datetimes);
 * `select` runs `SELECT <columns> FROM <table> WHERE <where> [ORDER BY] [FOR UPDATE]`;
 * `insert` writes many rows in one `INSERT ... RETURNING id` and sets their keys;
-* `execute` runs any other statement.
+* `update` writes some fields of loaded rows, and `execute` runs any other statement.
 
 Only portable SQL goes through here (it runs on SQLite in the embedded set-up and on
 PostgreSQL in production); `FOR UPDATE` is dropped where the database has no row locks
@@ -97,17 +97,31 @@ def _lock_clause() -> str:
     return " FOR UPDATE" if connection.features.has_select_for_update else ""
 
 
+def cursor() -> Any:
+    """The connection's cursor, opened once and reused: opening one costs about as much
+    Python as running a short statement. (A fresh one while statements are being
+    captured, e.g. by `CaptureQueriesContext`, so that they are seen.)"""
+    if connection.queries_logged:
+        return connection.cursor()
+    raw = connection.connection
+    held = getattr(connection, "_sql_cursor", None)
+    if raw is None or held is None or held[0] is not raw or getattr(held[1].cursor, "closed", 0):
+        wrapper = connection.cursor()
+        connection._sql_cursor = held = (connection.connection, wrapper)
+    return held[1]
+
+
 def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    c = cursor()
+    c.execute(sql, params)
+    return c.fetchall()
 
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
     """Run a statement; returns the number of rows it changed."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    c = cursor()
+    c.execute(sql, params)
+    return c.rowcount
 
 
 def select(
@@ -160,8 +174,35 @@ def insert(objs: Sequence[M], fields: Iterable[str] | None = None) -> None:
             obj._state.adding = False
         return
     width = len(fields_)
-    with connection.cursor() as cursor:
-        for i, obj in enumerate(objs):
-            cursor.execute(head + row, params[i * width : (i + 1) * width])
-            obj.pk = cursor.lastrowid
-            obj._state.adding = False
+    c = cursor()
+    for i, obj in enumerate(objs):
+        c.execute(head + row, params[i * width : (i + 1) * width])
+        obj.pk = c.lastrowid
+        obj._state.adding = False
+
+
+@cache
+def _update_plan(model: type[models.Model], names: tuple[str, ...]) -> tuple[list, str]:
+    meta = model._meta
+    fields = [meta.get_field(n) for n in names]
+    sets = ", ".join(f"{qn(f.column)} = %s" for f in fields)
+    return fields, f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s"  # noqa: S608
+
+
+def update(objs: Iterable[M], fields: Iterable[str]) -> None:
+    """Write `fields` of rows already in the database, one statement per row sent
+    together (psycopg pipelines an executemany: one round trip). An `auto_now` date
+    among the fields is stamped as `save()` would."""
+    objs = list(objs)
+    if not objs:
+        return
+    fields_, text = _update_plan(type(objs[0]), tuple(fields))
+    rows = [
+        [*(f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields_), obj.pk]
+        for obj in objs
+    ]
+    c = cursor()
+    if len(rows) == 1:
+        c.execute(text, rows[0])
+    else:
+        c.executemany(text, rows)

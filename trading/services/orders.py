@@ -35,7 +35,7 @@ from accounts.services import (
 )
 from accounts.signals import balances_changed
 from dexsite import sql
-from dexsite.db import retrying, rows_update
+from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
 from trading import margin, risk, signals
@@ -408,8 +408,8 @@ def _place_locked(
     for key, delta in changes.lock_deltas.items():
         if delta:
             locked[key].locked += delta
-    rows_update(locked.values(), ["total", "locked"])
-    rows_update(
+    sql.update(locked.values(), ["total", "locked"])
+    sql.update(
         changes.touched_orders.values(),
         ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
     )
@@ -668,7 +668,7 @@ def _apply_positions(
                 )
             )
     positions = list(existing.values())
-    rows_update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
+    sql.update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
     return positions
 
 
@@ -777,8 +777,8 @@ def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]
     locked = balances_lock(keys)
     for key, delta in changes.lock_deltas.items():
         locked[key].locked += delta
-    rows_update(locked.values(), ["locked"])
-    rows_update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
+    sql.update(locked.values(), ["locked"])
+    sql.update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
     seq = book.seq + 1
     sql.execute(_SEQ_UPDATE, [seq, book.pk])
     engine_book_return_on_commit(book, engine, seq)
