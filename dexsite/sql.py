@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 M = TypeVar("M", bound=models.Model)
 
@@ -65,54 +66,58 @@ class Columns:
     def __len__(self) -> int:
         return len(self.fields)
 
-    def converters(self) -> list[tuple[int, list[Converter], Any]]:
+    def converters(self, db: BaseDatabaseWrapper) -> list[tuple[int, list[Converter], Any]]:
         """(column index, converters, expression) for each column that needs any, on
-        the current database backend."""
-        vendor = connection.vendor
-        found = self._converters.get(vendor)
+        the database backend of `db`."""
+        found = self._converters.get(db.vendor)
         if found is None:
             found = []
             for i, field in enumerate(self.fields):
                 col = field.get_col(self.alias)
-                convs = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+                convs = db.ops.get_db_converters(col) + field.get_db_converters(db)
                 if convs:
                     found.append((i, convs, col))
-            self._converters[vendor] = found
+            self._converters[db.vendor] = found
         return found
 
-    def values(self, row: Sequence[Any], start: int = 0) -> list[Any]:
+    def values(
+        self, row: Sequence[Any], start: int = 0, db: BaseDatabaseWrapper | None = None
+    ) -> list[Any]:
+        db = db or default_db()
         values = list(row[start : start + len(self.fields)])
-        for i, convs, col in self.converters():
+        for i, convs, col in self.converters(db):
             value = values[i]
             for conv in convs:
-                value = conv(value, col, connection)
+                value = conv(value, col, db)
             values[i] = value
         return values
 
-    def build(self, row: Sequence[Any], start: int = 0) -> M:
-        return self.model.from_db(connection.alias, self.attnames, self.values(row, start))
+    def build(self, row: Sequence[Any], start: int = 0, db: BaseDatabaseWrapper | None = None) -> M:
+        db = db or default_db()
+        return self.model.from_db(db.alias, self.attnames, self.values(row, start, db))
 
 
-def _lock_clause() -> str:
-    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+def default_db() -> BaseDatabaseWrapper:
+    return connections[DEFAULT_DB_ALIAS]
 
 
-def cursor() -> Any:
+def cursor(db: BaseDatabaseWrapper | None = None) -> Any:
     """The connection's cursor, opened once and reused: opening one costs about as much
     Python as running a short statement. (A fresh one while statements are being
     captured, e.g. by `CaptureQueriesContext`, so that they are seen.)"""
-    if connection.queries_logged:
-        return connection.cursor()
-    raw = connection.connection
-    held = getattr(connection, "_sql_cursor", None)
+    db = db or default_db()
+    if db.queries_logged:
+        return db.cursor()
+    raw = db.connection
+    held = getattr(db, "_sql_cursor", None)
     if raw is None or held is None or held[0] is not raw or getattr(held[1].cursor, "closed", 0):
-        wrapper = connection.cursor()
-        connection._sql_cursor = held = (connection.connection, wrapper)
+        wrapper = db.cursor()
+        db._sql_cursor = held = (db.connection, wrapper)
     return held[1]
 
 
-def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-    c = cursor()
+def fetch(sql: str, params: Sequence[Any] = (), db: BaseDatabaseWrapper | None = None) -> list:
+    c = cursor(db)
     c.execute(sql, params)
     return c.fetchall()
 
@@ -138,9 +143,10 @@ def select(
     sql = f"SELECT {columns.sql} FROM {table} WHERE {where}"  # noqa: S608 (bound values)
     if order_by:
         sql += f" ORDER BY {order_by}"
-    if lock:
-        sql += _lock_clause()
-    return [columns.build(row) for row in fetch(sql, params)]
+    db = default_db()
+    if lock and db.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    return [columns.build(row, 0, db) for row in fetch(sql, params, db)]
 
 
 @cache
@@ -161,20 +167,21 @@ def insert(objs: Sequence[M], fields: Iterable[str] | None = None) -> None:
     if fields is None:
         fields = [f.name for f in model._meta.concrete_fields if not f.primary_key]
     fields_, head = _insert_plan(model, tuple(fields))
+    db = default_db()
     params: list[Any] = []
     for obj in objs:
         for f in fields_:
-            params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
+            params.append(f.get_db_prep_save(f.pre_save(obj, True), db))
     row = f"({placeholders(len(fields_))})"
     pk = model._meta.pk
-    if connection.features.can_return_rows_from_bulk_insert:
+    if db.features.can_return_rows_from_bulk_insert:
         sql = head + ", ".join([row] * len(objs)) + f" RETURNING {qn(pk.column)}"
-        for obj, (key,) in zip(objs, fetch(sql, params), strict=True):
+        for obj, (key,) in zip(objs, fetch(sql, params, db), strict=True):
             obj.pk = key
             obj._state.adding = False
         return
     width = len(fields_)
-    c = cursor()
+    c = cursor(db)
     for i, obj in enumerate(objs):
         c.execute(head + row, params[i * width : (i + 1) * width])
         obj.pk = c.lastrowid
@@ -197,11 +204,11 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
     if not objs:
         return
     fields_, text = _update_plan(type(objs[0]), tuple(fields))
+    db = default_db()
     rows = [
-        [*(f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields_), obj.pk]
-        for obj in objs
+        [*(f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_), obj.pk] for obj in objs
     ]
-    c = cursor()
+    c = cursor(db)
     if len(rows) == 1:
         c.execute(text, rows[0])
     else:

@@ -187,11 +187,12 @@ def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
     out = []
     at_market = len(_POSITION)
     at_mark = at_market + len(_MARKET)
-    for row in sql.fetch(text, params):
-        p = _POSITION.build(row)
-        p.market = _MARKET.build(row, at_market)
-        (p.book_mark,) = _MARK.values(row, at_mark)
-        (p.index_now,) = _INDEX.values(row, at_mark + 1)
+    db = sql.default_db()
+    for row in sql.fetch(text, params, db):
+        p = _POSITION.build(row, 0, db)
+        p.market = _MARKET.build(row, at_market, db)
+        (p.book_mark,) = _MARK.values(row, at_mark, db)
+        (p.index_now,) = _INDEX.values(row, at_mark + 1, db)
         out.append(exposure_of(p))
     return out
 
