@@ -36,13 +36,14 @@ def market_get(symbol: str) -> Market:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
 
 
-def _stats_24h(mode: str) -> dict[int, dict[str, Any]]:
+def _stats_24h(mode: str, markets: list[Market] | None = None) -> dict[int, dict[str, Any]]:
+    """Volume and opening price over the last 24 hours, per market (of `markets` only
+    when given: a ticker of one market reads that market's trades only)."""
     since = timezone.now() - timedelta(hours=24)
-    rows = (
-        Trade.objects.filter(mode=mode, created_at__gte=since)
-        .values("market_id")
-        .annotate(volume=Sum("qty"), first_id=Min("id"), n=Count("id"))
-    )
+    trades = Trade.objects.filter(mode=mode, created_at__gte=since)
+    if markets is not None:
+        trades = trades.filter(market__in=markets)
+    rows = trades.values("market_id").annotate(volume=Sum("qty"), first_id=Min("id"), n=Count("id"))
     stats = {r["market_id"]: r for r in rows}
     first_ids = [r["first_id"] for r in rows]
     firsts = dict(Trade.objects.filter(id__in=first_ids).values_list("market_id", "price"))
@@ -57,13 +58,11 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
         markets = markets.filter(symbol=symbol)
     markets = list(markets)
     books = {b.market_id: b for b in Book.objects.filter(mode=mode, market__in=markets)}
-    stats = _stats_24h(mode)
-    oi = dict(
-        Position.objects.filter(mode=mode, size__gt=0)
-        .values("market_id")
-        .annotate(oi=Sum("size"))
-        .values_list("market_id", "oi")
-    )
+    stats = _stats_24h(mode, markets if symbol is not None else None)
+    positions = Position.objects.filter(mode=mode, size__gt=0)
+    if symbol is not None:
+        positions = positions.filter(market__in=markets)
+    oi = dict(positions.values("market_id").annotate(oi=Sum("size")).values_list("market_id", "oi"))
     out = []
     for m in markets:
         book = books.get(m.pk)
