@@ -96,10 +96,14 @@ else:
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
     "DB_SERVER_SIDE_BINDING", True
 ):
-    # Parameters bound by the server: psycopg then prepares each statement a connection
-    # repeats (the order path's dozen, after 5 uses), so PostgreSQL parses and plans
-    # them once per connection instead of once per order.
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    # Parameters bound by the server, and each statement a connection repeats (the order
+    # path's dozen) prepared after 5 uses, so that PostgreSQL parses and plans it once
+    # per connection instead of once per order. Django turns psycopg's preparing off
+    # unless told (for transaction-mode poolers such as PgBouncer before 1.21, which
+    # need DB_SERVER_SIDE_BINDING=0).
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["server_side_binding"] = True
+    options["prepare_threshold"] = int(os.environ.get("DB_PREPARE_THRESHOLD", "5"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; a busy timeout lets concurrent requests wait instead
     # of failing with "database is locked" in the embedded run.
