@@ -755,10 +755,13 @@ BUCKETS = (
     ("_worker (", "channels: close_old_connections() hop to the sync thread"),
     ("application_checker", "daphne: application_checker (every socket, once a second)"),
     ("prometheus_client/", "our consumer: prometheus metrics"),
+    ("SentCounter.", "our consumer: prometheus metrics"),
+    ("DelayHistogram.", "our consumer: prometheus metrics"),
     ("WebSocketProtocol.serverSend", "daphne + autobahn + twisted: frame, buffer, addWriter"),
     ("AsyncioSelectorReactor.addWriter", "daphne + autobahn + twisted: frame, buffer, addWriter"),
     ("AsyncioSelectorReactor._readOrWrite", "twisted: socket writes (send, removeWriter)"),
     ("ExchangeConsumer.", "our consumer: ws_forward (lock, seq, send call)"),
+    ("GroupFanout.", "our fan-out: one layer read per event, one call per socket"),
     # (py-spy shows a resumed coroutine's frames without the task that runs it)
     ("_ContextManagerMixin", "our consumer: ws_forward (lock, seq, send call)"),
     ("RedisSingleShardConnection.", "channels_redis pubsub: fan-out to per-socket queues"),

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 2000  # deliveries, at most, between two turns of the event loop
+
 
 class Member(Protocol):
     async def group_event(self, event: dict[str, Any]) -> None: ...
@@ -99,6 +101,7 @@ class GroupFanout:
 
     async def _read(self, g: _Group) -> None:
         receive, channel = self.layer.receive, g.channel
+        since_yield = 0
         while True:
             try:
                 event = await receive(channel)
@@ -112,6 +115,14 @@ class GroupFanout:
                     await member.group_event(event)
                 except Exception:
                     log.exception("delivering a %s event failed", event.get("type"))
+            since_yield += len(g.members)
+            if since_yield >= YIELD_EVERY:
+                # Sends do not wait, and neither does `receive` while events are queued:
+                # let the server write and serve other sockets and requests between
+                # events now and then. Not after every event: a socket's frames of
+                # several events then leave in one write.
+                since_yield = 0
+                await asyncio.sleep(0)
 
 
 _fanouts: dict[int, GroupFanout] = {}

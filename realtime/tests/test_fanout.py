@@ -71,6 +71,23 @@ async def test_one_subscription_feeds_every_member_in_order(layer):
     await hub.leave(GROUP, c)
 
 
+async def test_a_long_fan_out_lets_the_loop_run_and_keeps_the_order(layer, monkeypatch):
+    from realtime import fanout as fanout_module
+
+    monkeypatch.setattr(fanout_module, "YIELD_EVERY", 1)
+    hub = fanout(layer)
+    members = [Recorder() for _ in range(3)]
+    for m in members:
+        await hub.join(GROUP, m)
+    for seq in range(1, 6):
+        await layer.group_send(GROUP, delta(seq))
+    await until(lambda: all(len(m.got) == 5 for m in members))
+    assert all([e["seq"] for e in m.got] == [1, 2, 3, 4, 5] for m in members)
+    for m in members:
+        await hub.leave(GROUP, m)
+    assert GROUP not in hub.groups
+
+
 def bare_consumer(channel: str = GROUP) -> tuple[ExchangeConsumer, list[str]]:
     """A consumer without a socket: what it sends lands in the list."""
     sent: list[str] = []
