@@ -1,0 +1,112 @@
+"""dexsite.sql: the order path's hand-written statements give and take what the ORM
+would, on the database the tests run on."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import Balance, LedgerEntry
+from dexsite import sql
+from trading.models import Book, Market, Position
+from trading.tests.factories import MarketFactory, UserFactory, fund
+
+pytestmark = pytest.mark.django_db
+
+BALANCES = sql.Columns(Balance)
+
+
+def test_select_converts_like_the_orm():
+    market = MarketFactory(tick_size=Decimal("0.00000001"), mark_price=Decimal("12345.6789"))
+    (got,) = sql.select(sql.Columns(Market), '"symbol" = %s', [market.symbol])
+    orm = Market.objects.get(pk=market.pk)
+    for field in Market._meta.concrete_fields:
+        assert getattr(got, field.attname) == getattr(orm, field.attname), field.name
+    assert isinstance(got.tick_size, Decimal)
+    assert not got._state.adding
+
+
+def test_select_some_fields_and_none_found():
+    market = MarketFactory()
+    cols = sql.Columns(Market, ["id", "symbol"])
+    assert [m.symbol for m in sql.select(cols, '"id" = %s', [market.pk])] == [market.symbol]
+    assert sql.select(cols, '"id" = %s', [market.pk + 1000]) == []
+
+
+def test_insert_sets_keys_and_stamps_dates():
+    user = UserFactory()
+    before = timezone.now()
+
+    def entries():
+        return [
+            LedgerEntry(
+                trader=user, asset="USDC", mode="PAPER", amount=Decimal(a), reason="DEPOSIT"
+            )
+            for a in ("0.000000000001", "123456789012345678.5", "-7")
+        ]
+
+    ours, orms = entries(), LedgerEntry.objects.bulk_create(entries())
+    sql.insert(ours)
+    assert all(r.pk for r in ours) and len({r.pk for r in ours} | {r.pk for r in orms}) == 6
+    stored = LedgerEntry.objects.in_bulk([r.pk for r in ours + orms])
+    for mine, theirs in zip(ours, orms, strict=True):
+        # Stored and read back as the ORM stores and reads them.
+        assert stored[mine.pk].amount == stored[theirs.pk].amount
+        assert stored[mine.pk].created_at >= before - timedelta(seconds=1)
+    if connection.vendor == "postgresql":
+        assert [stored[r.pk].amount for r in ours] == [r.amount for r in ours]
+
+
+def test_update_writes_fields_and_auto_now():
+    user = UserFactory()
+    market = MarketFactory()
+    p = Position.objects.create(trader=user, market=market, mode="PAPER")
+    p.updated_at = timezone.now() - timedelta(days=3)
+    Position.objects.filter(pk=p.pk).update(updated_at=p.updated_at)
+    q = Position.objects.create(trader=UserFactory(), market=market, mode="PAPER")
+    p.size, q.size = Decimal("1.5"), Decimal("-0.000000000001")
+    sql.update([p, q], ["size", "updated_at"])
+    p.refresh_from_db()
+    q.refresh_from_db()
+    assert (p.size, q.size) == (Decimal("1.5"), Decimal("-0.000000000001"))
+    assert timezone.now() - p.updated_at < timedelta(minutes=1)
+
+
+def test_update_breaking_a_constraint_raises_and_rolls_back():
+    a, b = UserFactory(), UserFactory()
+    fund(a, "10")
+    fund(b, "10")
+    rows = sql.select(BALANCES, '"trader_id" IN (%s, %s)', [a.pk, b.pk], order_by='"id"')
+    rows[0].locked = Decimal("5")
+    rows[1].locked = Decimal("11")  # more than the balance holds
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.update(rows, ["locked"])
+    assert set(Balance.objects.values_list("locked", flat=True)) == {Decimal(0)}
+    # The connection (and its reused cursor) still works after the failure.
+    assert len(sql.select(BALANCES, '"trader_id" = %s', [a.pk])) == 1
+
+
+def test_lock_and_capture():
+    market = MarketFactory()
+    book = Book.objects.get(market=market, mode="PAPER")
+    with CaptureQueriesContext(connection) as seen, transaction.atomic():
+        (locked,) = sql.select(sql.Columns(Book), '"id" = %s', [book.pk], lock=True)
+    assert locked.pk == book.pk
+    statements = [q["sql"] for q in seen.captured_queries]
+    assert any("FROM" in s and "trading_book" in s for s in statements)
+    if connection.features.has_select_for_update:
+        assert any(s.rstrip().endswith("FOR UPDATE") for s in statements)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cursor_is_reused_and_follows_a_new_connection():
+    sql.fetch("SELECT 1")
+    first = sql.cursor()
+    assert sql.cursor() is first
+    connection.close()
+    assert sql.fetch("SELECT 1") == [(1,)]
+    if connection.vendor == "postgresql":
+        assert sql.cursor() is not first
