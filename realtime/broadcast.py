@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import SyncToAsync
 from channels.layers import get_channel_layer
 from django.dispatch import receiver
 
@@ -132,15 +133,44 @@ def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = (
         for event in events:
             await layer.group_send(event["channel"], event)
 
+    loop = _server_loop()
+    if loop is not None:
+        # In the server: hand the batch to the loop's publisher and return at once;
+        # the request does not wait for Redis round trips.
+        loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
+        return
     try:
-        if _server_loop() is not None:
-            async_to_sync(send_all)()
-        else:
-            _publisher.run(send_all())
+        _publisher.run(send_all())
     except Exception:
         # Delivery is best effort: the order is committed whatever happens here, and
         # the book's seq lets every subscriber detect what it missed.
         log.exception("publishing %d realtime events failed", len(events))
+
+
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = (
+    weakref.WeakKeyDictionary()
+)
+_queues_lock = threading.Lock()
+
+
+def _in_order(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
+    """The queue of `loop`'s one publishing task: batches leave in the order they were
+    committed and handed over (per process, as before), one after the other."""
+    with _queues_lock:
+        queue = _queues.get(loop)
+        if queue is None:
+            queue = _queues[loop] = asyncio.Queue()
+            loop.call_soon_threadsafe(lambda: loop.create_task(_drain(queue)))
+    return queue
+
+
+async def _drain(queue: asyncio.Queue) -> None:
+    while True:
+        send_all = await queue.get()
+        try:
+            await send_all()
+        except Exception:
+            log.exception("publishing realtime events failed")
 
 
 @receiver(signals.book_changed)
