@@ -40,7 +40,10 @@ class User(AbstractUser):
 
 
 class Balance(models.Model):
-    trader = models.ForeignKey(User, on_delete=models.PROTECT, related_name="balances")
+    # No index of its own: a composite index of the model leads with it.
+    trader = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="balances", db_index=False
+    )
     asset = models.CharField(max_length=16)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     total = models.DecimalField(default=0, **MONEY)
@@ -81,7 +84,10 @@ class LedgerReason(models.TextChoices):
 class LedgerEntry(models.Model):
     """One change of one balance. Rows are only ever inserted."""
 
-    trader = models.ForeignKey(User, on_delete=models.PROTECT, related_name="ledger")
+    # No index of its own: a composite index of the model leads with it.
+    trader = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="ledger", db_index=False
+    )
     asset = models.CharField(max_length=16)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     amount = models.DecimalField(**MONEY)

@@ -132,7 +132,8 @@ OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 
 
 class Order(models.Model):
-    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    # No index of its own: a composite index of the model leads with it.
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, db_index=False)
     market = models.ForeignKey(Market, on_delete=models.PROTECT)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -191,7 +192,8 @@ class Order(models.Model):
 class Trade(models.Model):
     """A public print: one match between a taker and a maker."""
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT)
+    # No index of its own: a composite index of the model leads with it.
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, db_index=False)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     price = models.DecimalField(**MONEY)
     qty = models.DecimalField(**QTY)
@@ -215,7 +217,8 @@ class Fill(models.Model):
 
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
-    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    # No index of its own: a composite index of the model leads with it.
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, db_index=False)
     market = models.ForeignKey(Market, on_delete=models.PROTECT)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -239,7 +242,8 @@ class Position(models.Model):
     The row also carries the trader's chosen leverage for the market.
     """
 
-    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    # No index of its own: a composite index of the model leads with it.
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, db_index=False)
     market = models.ForeignKey(Market, on_delete=models.PROTECT)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     size = models.DecimalField(default=0, **QTY)
