@@ -8,6 +8,12 @@ each event once (already serialised: `realtime.broadcast.message`) and hands it 
 every local consumer that follows the channel, in the order the layer delivered it.
 The consumer keeps the per-socket protocol (seq, gaps, snapshots) and sends the text.
 
+Events that queue up while a fan-out runs go out together: each socket gets all of
+them back to back, so the server writes them to its connection at once, and the loop
+gets a turn every YIELD_EVERY deliveries. Delivering them one event at a time across all
+sockets would cost a write (and two epoll registrations) per socket per event, and not
+yielding would hold the loop for as long as a backlog takes.
+
 Each event loop has its own `GroupFanout` (channel layers are per loop too).
 """
 
@@ -19,7 +25,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-YIELD_EVERY = 2000  # deliveries, at most, between two turns of the event loop
+YIELD_EVERY = 500  # deliveries, about, between two turns of the event loop
+MAX_BATCH = 50  # queued events sent to each socket in one go
 
 
 class Member(Protocol):
@@ -27,7 +34,7 @@ class Member(Protocol):
 
 
 class _Group:
-    __slots__ = ("channel", "members", "name", "reader", "ready")
+    __slots__ = ("channel", "members", "name", "queue", "reader", "ready", "sender")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -35,6 +42,8 @@ class _Group:
         self.channel: str | None = None
         self.ready: asyncio.Future | None = None
         self.reader: asyncio.Task | None = None
+        self.sender: asyncio.Task | None = None
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
 
 class GroupFanout:
@@ -88,6 +97,7 @@ class GroupFanout:
                 del self.groups[g.name]
             raise
         g.reader = asyncio.ensure_future(self._read(g))
+        g.sender = asyncio.ensure_future(self._send(g))
 
     async def _close(self, g: _Group) -> None:
         if self.groups.get(g.name) is g:
@@ -97,32 +107,39 @@ class GroupFanout:
         except Exception:
             return  # never joined
         g.reader.cancel()
+        g.sender.cancel()
         await self.layer.group_discard(g.name, g.channel)
 
     async def _read(self, g: _Group) -> None:
-        receive, channel = self.layer.receive, g.channel
-        since_yield = 0
+        """The group's events, in the layer's order, into the group's queue."""
+        receive, channel, put = self.layer.receive, g.channel, g.queue.put_nowait
         while True:
             try:
-                event = await receive(channel)
+                put(await receive(channel))
             except Exception:
                 # A message the layer cannot decode: skip it, keep the group.
                 log.exception("reading group %s failed", g.name)
-                continue
+
+    async def _send(self, g: _Group) -> None:
+        """Hand the queued events to every member, each its whole batch in order."""
+        queue, since_yield = g.queue, 0
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
             # A copy: members may come and go while one of them sends.
             for member in list(g.members):
-                try:
-                    await member.group_event(event)
-                except Exception:
-                    log.exception("delivering a %s event failed", event.get("type"))
-            since_yield += len(g.members)
-            if since_yield >= YIELD_EVERY:
-                # Sends do not wait, and neither does `receive` while events are queued:
-                # let the server write and serve other sockets and requests between
-                # events now and then. Not after every event: a socket's frames of
-                # several events then leave in one write.
-                since_yield = 0
-                await asyncio.sleep(0)
+                for event in batch:
+                    try:
+                        await member.group_event(event)
+                    except Exception:
+                        log.exception("delivering a %s event failed", event.get("type"))
+                since_yield += len(batch)
+                if since_yield >= YIELD_EVERY:
+                    # Sends do not wait: without this the loop would write nothing and
+                    # serve no one else until every socket had the batch.
+                    since_yield = 0
+                    await asyncio.sleep(0)
 
 
 _fanouts: dict[int, GroupFanout] = {}

@@ -88,6 +88,30 @@ async def test_a_long_fan_out_lets_the_loop_run_and_keeps_the_order(layer, monke
     assert GROUP not in hub.groups
 
 
+async def test_queued_events_reach_each_socket_back_to_back(layer):
+    """Events that queued up meanwhile go to one socket after the other, each socket
+    getting all of them in order (the server then writes them in one go)."""
+    hub = fanout(layer)
+    log: list[tuple[str, int]] = []
+
+    class Logger:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def group_event(self, event: dict) -> None:
+            log.append((self.name, event["seq"]))
+
+    a, b = Logger("a"), Logger("b")
+    await hub.join(GROUP, a)
+    await hub.join(GROUP, b)
+    for seq in (1, 2, 3):  # as the reader queues what the layer had waiting
+        hub.groups[GROUP].queue.put_nowait(delta(seq))
+    await until(lambda: len(log) == 6)
+    assert log == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+    await hub.leave(GROUP, a)
+    await hub.leave(GROUP, b)
+
+
 def bare_consumer(channel: str = GROUP) -> tuple[ExchangeConsumer, list[str]]:
     """A consumer without a socket: what it sends lands in the list."""
     sent: list[str] = []
