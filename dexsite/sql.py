@@ -175,6 +175,7 @@ def insert(objs: Sequence[M], fields: Iterable[str] | None = None) -> None:
     row = f"({placeholders(len(fields_))})"
     pk = model._meta.pk
     if db.features.can_return_rows_from_bulk_insert:
+        # The keys come back in the order of the VALUES (what bulk_create relies on).
         sql = head + ", ".join([row] * len(objs)) + f" RETURNING {qn(pk.column)}"
         for obj, (key,) in zip(objs, fetch(sql, params, db), strict=True):
             obj.pk = key
