@@ -44,15 +44,21 @@ INSTALLED_APPS = [
     "realtime.apps.RealtimeConfig",
 ]
 
+# Under ASGI, Django's middleware run async hop to a thread and back for each of their
+# request and response hooks, unless a sync-only middleware below them makes the whole
+# chain above it run in the request's thread. RequestGuardMiddleware is sync-only and
+# last on purpose: every middleware then runs in one thread, three thread hops per
+# request instead of fifteen (about 5 ms of CPU per API request, docs/benchmarks.md). It
+# still refuses a request before any view (and CSRF's process_view) sees it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "dexsite.middleware.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dexsite.middleware.RequestGuardMiddleware",
 ]
 
 # The largest request body accepted (bytes); past it, 413 PAYLOAD_TOO_LARGE. A batch of
