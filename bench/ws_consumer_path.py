@@ -12,7 +12,9 @@ exclude daphne, autobahn, Twisted, the kernel and the channel layer:
   would do);
 * C. B with the two per-delivery Prometheus calls replaced by no-ops;
 * D. B without the per-socket ``asyncio.Lock`` (an event without ``seq``);
-* E. a bare ``AsyncWebsocketConsumer.send(text_data=...)``.
+* E. a bare ``AsyncWebsocketConsumer.send(text_data=...)``;
+* F. ``group_event()``, what the per-process market fan-out (realtime/fanout.py) calls
+  for each local socket.
 
 Each figure: µs per delivery, median of 5 rounds of (10 x N) calls.
 
@@ -31,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +71,7 @@ async def run(n: int) -> dict[str, float]:
 
     from realtime import metrics, names
     from realtime.broadcast import message
-    from realtime.consumers import ExchangeConsumer, Subscription
+    from realtime.consumers import ExchangeConsumer, Subscription, frame_sender
 
     channel = names.parse("market.WSBENCH-PERP")
 
@@ -80,7 +83,12 @@ async def run(n: int) -> dict[str, float]:
             pass
 
         c.base_send = base_send
+        # What connect() sets up, without a channel layer or a handshake.
         c.lock = asyncio.Lock()
+        c.busy = 0
+        c.backlog = deque()
+        c.closing = False
+        c.send_frame = frame_sender(base_send)
         c.subs = {channel.name: Subscription(channel)}
         return c
 
@@ -99,6 +107,9 @@ async def run(n: int) -> dict[str, float]:
     async def no_lock(c, ev):
         if c.subs.get(ev["channel"]) is not None:
             await c.forward_text(ev["text"], ev.get("kind", "event"), ev.get("ts"))
+
+    async def group_event(c, ev):
+        await c.group_event(ev)
 
     async def bare(c, ev):
         await c.send(text_data=ev["text"])
@@ -122,6 +133,14 @@ async def run(n: int) -> dict[str, float]:
         metrics.SENT, metrics.FANOUT_DELAY = sent, delay
     out["D"] = await _measure(
         "D.  B without the per-socket lock", no_lock, consumers, event, rounds, False
+    )
+    out["F"] = await _measure(
+        "F.  group_event(): what the market fan-out calls per socket",
+        group_event,
+        consumers,
+        event,
+        rounds,
+        False,
     )
     out["E"] = await _measure(
         "E.  bare AsyncWebsocketConsumer.send(text)", bare, consumers, event, rounds, False
