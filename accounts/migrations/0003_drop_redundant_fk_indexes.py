@@ -6,20 +6,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_vault_wallets_api_keys'),
+        ("accounts", "0002_vault_wallets_api_keys"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='balance',
-            name='trader',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='balances', to=settings.AUTH_USER_MODEL),
+            model_name="balance",
+            name="trader",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="balances",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='ledgerentry',
-            name='trader',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='ledger', to=settings.AUTH_USER_MODEL),
+            model_name="ledgerentry",
+            name="trader",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="ledger",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
     ]
