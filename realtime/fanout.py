@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 YIELD_EVERY = 500  # deliveries, about, between two turns of the event loop
 MAX_BATCH = 50  # queued events sent to each socket in one go
+READ_RETRY_PAUSE = 0.05  # seconds after a failed read of a group's channel
 
 
 class Member(Protocol):
@@ -117,8 +118,10 @@ class GroupFanout:
             try:
                 put(await receive(channel))
             except Exception:
-                # A message the layer cannot decode: skip it, keep the group.
+                # A message the layer cannot decode: skip it, keep the group. A pause,
+                # so that a layer that keeps failing (Redis gone) is not spun on.
                 log.exception("reading group %s failed", g.name)
+                await asyncio.sleep(READ_RETRY_PAUSE)
 
     async def _send(self, g: _Group) -> None:
         """Hand the queued events to every member, each its whole batch in order."""

@@ -246,3 +246,42 @@ async def test_delay_buckets_are_upper_bounds():
         h.observe(seconds)
     assert h.counts == [2, 2, 1] and h.count() == 5
     assert abs(h.sum - 7.16) < 1e-9
+
+
+class FlakyLayer:
+    """A layer whose reads fail a few times, then deliver."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.reads = failures, 0
+        self.events: asyncio.Queue = asyncio.Queue()
+
+    async def new_channel(self) -> str:
+        return "fanout.flaky"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        pass
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        pass
+
+    async def receive(self, channel: str) -> dict:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise ValueError("cannot decode")
+        return await self.events.get()
+
+
+async def test_failed_reads_pause_and_the_group_keeps_delivering():
+    from realtime.fanout import READ_RETRY_PAUSE, GroupFanout
+
+    layer = FlakyLayer(failures=3)
+    hub = GroupFanout(layer, asyncio.get_running_loop())
+    member = Recorder()
+    await hub.join(GROUP, member)
+    started = asyncio.get_running_loop().time()
+    await layer.events.put(delta(1))
+    await until(lambda: len(member.got) == 1)
+    # Three failures, each followed by a pause: no busy loop on a failing layer.
+    assert asyncio.get_running_loop().time() - started >= 3 * READ_RETRY_PAUSE * 0.9
+    assert 4 <= layer.reads <= 5  # the next read may already be waiting
+    await hub.leave(GROUP, member)
