@@ -150,9 +150,12 @@ def select(
 
 
 @cache
-def _insert_plan(model: type[models.Model], names: tuple[str, ...]) -> tuple[list, str]:
+def _insert_plan(model: type[models.Model], names: tuple[str, ...] | None) -> tuple[list, str]:
     meta = model._meta
-    fields = [meta.get_field(n) for n in names]
+    if names is None:
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
+    else:
+        fields = [meta.get_field(n) for n in names]
     cols = ", ".join(qn(f.column) for f in fields)
     return fields, f"INSERT INTO {qn(meta.db_table)} ({cols}) VALUES "  # noqa: S608
 
@@ -164,9 +167,7 @@ def insert(objs: Sequence[M], fields: Iterable[str] | None = None) -> None:
     if not objs:
         return
     model = type(objs[0])
-    if fields is None:
-        fields = [f.name for f in model._meta.concrete_fields if not f.primary_key]
-    fields_, head = _insert_plan(model, tuple(fields))
+    fields_, head = _insert_plan(model, None if fields is None else tuple(fields))
     db = default_db()
     params: list[Any] = []
     for obj in objs:
@@ -201,10 +202,10 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
     """Write `fields` of rows already in the database, one statement per row sent
     together (psycopg pipelines an executemany: one round trip). An `auto_now` date
     among the fields is stamped as `save()` would."""
-    objs = list(objs)
-    if not objs:
+    objs, fields = list(objs), tuple(fields)
+    if not objs or not fields:
         return
-    fields_, text = _update_plan(type(objs[0]), tuple(fields))
+    fields_, text = _update_plan(type(objs[0]), fields)
     db = default_db()
     rows = [
         [*(f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_), obj.pk] for obj in objs

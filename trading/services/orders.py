@@ -70,9 +70,6 @@ log = logging.getLogger(__name__)
 
 _ORDER = sql.Columns(Order)
 _POSITION = sql.Columns(Position)
-_BOOK_TABLE = sql.qn(Book._meta.db_table)
-_SEQ_UPDATE = f'UPDATE {_BOOK_TABLE} SET "seq" = %s WHERE "id" = %s'  # noqa: S608
-_SEQ_PRICE_UPDATE = f'UPDATE {_BOOK_TABLE} SET "seq" = %s, "last_price" = %s WHERE "id" = %s'  # noqa: S608
 
 
 def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
@@ -414,14 +411,14 @@ def _place_locked(
         ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
     )
 
-    seq = book.seq
+    moved = ["seq"] if result.changed else []
     if result.changed:
-        seq += 1
+        book.seq += 1
     if result.fills:
-        last_price = result.fills[-1].price * tick
-        sql.execute(_SEQ_PRICE_UPDATE, [seq, last_price, book.pk])
-    elif result.changed:
-        sql.execute(_SEQ_UPDATE, [seq, book.pk])
+        book.last_price = result.fills[-1].price * tick
+        moved.append("last_price")
+    sql.update([book], moved)
+    seq = book.seq
     # Last: the fee account is credited by every order of every book; touching it at
     # the end means its row lock is held only while this transaction commits, and a
     # holder of it never waits for another lock, so it can't join a deadlock.
@@ -779,8 +776,9 @@ def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]
         locked[key].locked += delta
     sql.update(locked.values(), ["locked"])
     sql.update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
-    seq = book.seq + 1
-    sql.execute(_SEQ_UPDATE, [seq, book.pk])
+    book.seq += 1
+    sql.update([book], ["seq"])
+    seq = book.seq
     engine_book_return_on_commit(book, engine, seq)
     _emit_on_commit(
         market=market,
