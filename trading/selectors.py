@@ -12,7 +12,7 @@ from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
-from dexsite import sql
+from accounts.selectors import balances_of
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
 from trading import margin, risk
@@ -292,9 +292,6 @@ def positions_list(
     return out
 
 
-_BALANCE = sql.Columns(Balance)
-
-
 def positions_in_market(*, trader_ids: Iterable[int], mode: str, market: str) -> dict[int, dict]:
     """Each trader's position in one market as `positions_list` shows it (its account's
     other positions weigh on the liquidation price), for many traders in two queries:
@@ -302,8 +299,8 @@ def positions_in_market(*, trader_ids: Iterable[int], mode: str, market: str) ->
     ids = sorted(set(trader_ids))
     if not ids:
         return {}
-    where = f'"asset" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
-    cash = {b.trader_id: b for b in sql.select(_BALANCE, where, ["USDC", mode, *ids])}
+    found = balances_of((t, "USDC", mode) for t in ids)
+    cash = {b.trader_id: b for b in found.values()}
     accounts: dict[int, list[margin.Exposure]] = {}
     for e in margin.exposures_of(ids, mode):
         accounts.setdefault(e.position.trader_id, []).append(e)

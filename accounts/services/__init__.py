@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
+from accounts.selectors import balances_of
 from dexsite import sql
 from dexsite.errors import ExchangeError
 
@@ -62,27 +63,10 @@ def balances_ensure(keys: Iterable[tuple[int, str, str]]) -> None:
     )
 
 
-_BALANCE = sql.Columns(Balance)
-
-
 def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, str], Balance]:
     """Lock balance rows in primary-key order, the one order every writer uses, so that
     two transactions touching the same accounts cannot deadlock on them."""
-    keys = set(keys)
-    if not keys:
-        return {}
-    # One `trader_id IN (...)` per (asset, mode): a funding over a thousand positions
-    # would otherwise build a thousand-term OR.
-    groups: dict[tuple[str, str], set[int]] = {}
-    for t, a, m in keys:
-        groups.setdefault((a, m), set()).add(t)
-    where = " OR ".join(
-        f'("asset" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ts))}))'
-        for ts in groups.values()
-    )
-    params = [v for (a, m), ts in groups.items() for v in (a, m, *sorted(ts))]
-    rows = sql.select(_BALANCE, where, params, order_by='"id"', lock=True)
-    return {(b.trader_id, b.asset, b.mode): b for b in rows}
+    return balances_of(keys, lock=True)
 
 
 def _ledger_insert(postings: list[Posting]) -> None:
