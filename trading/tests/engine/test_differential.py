@@ -386,23 +386,33 @@ def random_command(rng: random.Random, harness: Harness) -> tuple[Any, ...]:
     return ("place", owner, side, qty, price, rng.choice(LIMIT_TIFS))
 
 
-def test_seeded_long_run_matches_reference() -> None:
-    rng = random.Random(20240611)
-    harness = Harness(full_check_every=100)
-    for _ in range(20_000):
+# Outcomes a random stream must keep producing, lest the generator silently stop
+# exercising the interesting paths.
+EXERCISED = (
+    "FILLED",
+    "PARTIALLY_FILLED",
+    "NEW",
+    "CANCELED",
+    "REJECTED",
+    "cancel_hit",
+    "rekey",
+    "rekey_refused",
+)
+
+
+def seeded_run(seed: int, commands: int, check_every: int = 100) -> Harness:
+    """`commands` random commands from `seed` through engine and reference in lockstep,
+    compared after each and in full every `check_every` steps and at the end."""
+    rng = random.Random(seed)
+    harness = Harness(full_check_every=check_every)
+    for _ in range(commands):
         run(harness, [random_command(rng, harness)])
     harness.full_check()
-    # Guard against a generator that silently stopped exercising the interesting paths.
-    c = harness.counts
-    for key in (
-        "FILLED",
-        "PARTIALLY_FILLED",
-        "NEW",
-        "CANCELED",
-        "REJECTED",
-        "cancel_hit",
-        "rekey",
-        "rekey_refused",
-    ):
+    return harness
+
+
+def test_seeded_long_run_matches_reference() -> None:
+    c = seeded_run(20240611, 20_000).counts
+    for key in EXERCISED:
         assert c[key] > 200, (key, dict(c))
     assert c["fills"] > 4_000 and c["stp"] > 500 and c["refused"] > 50, dict(c)
