@@ -273,3 +273,7 @@ INDEX_FEEDS = [
 INDEX_STALE_SECONDS = int(os.environ.get("INDEX_STALE_SECONDS", "120"))
 LIQUIDATION_FEE_RATE = os.environ.get("LIQUIDATION_FEE_RATE", "0.005")
 FUNDING_INTEREST_8H = os.environ.get("FUNDING_INTEREST_8H", "0.0001")
+
+# Orders that several threads of one process place on one book at once share one
+# transaction (group commit), at most this many per transaction; 1 turns it off.
+ORDER_GROUP_MAX = int(os.environ.get("ORDER_GROUP_MAX", "32"))

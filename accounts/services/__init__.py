@@ -69,7 +69,8 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
     return balances_of(keys, lock=True)
 
 
-def _ledger_insert(postings: list[Posting]) -> None:
+def ledger_insert(postings: Sequence[Posting]) -> None:
+    """Append the ledger rows of `postings` (one statement)."""
     sql.insert(
         [
             LedgerEntry(
@@ -99,7 +100,13 @@ def ledger_apply(
     `balances_credit_unlocked`, the caller's last write."""
     if not postings and not unlocked:
         return
-    _ledger_insert([*postings, *unlocked])
+    ledger_insert([*postings, *unlocked])
+    ledger_post(postings, balances)
+
+
+def ledger_post(postings: Iterable[Posting], balances: dict[tuple[int, str, str], Balance]) -> None:
+    """Add postings to the already-locked balance rows, in memory only: for a caller that
+    appends their ledger rows later in the same transaction (`ledger_insert`)."""
     for p in postings:
         balances[(p.trader_id, p.asset, p.mode)].total += p.amount
 

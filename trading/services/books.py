@@ -57,17 +57,19 @@ def engine_book_build(book: Book) -> OrderBook:
     return engine
 
 
+def engine_book_return(book: Book, engine: OrderBook, seq: int) -> None:
+    """Put an engine book that matches the database at `seq` (committed, or never
+    changed by the caller's transaction) back in the cache."""
+    with _cache_lock:
+        current = _cache.get(book.pk)
+        # A later transaction may already have stored a newer copy.
+        if current is None or current[0] < seq:
+            _cache[book.pk] = (seq, engine)
+
+
 def engine_book_return_on_commit(book: Book, engine: OrderBook, seq: int) -> None:
     """Give the mutated engine book back to the cache once the transaction commits."""
-
-    def put() -> None:
-        with _cache_lock:
-            current = _cache.get(book.pk)
-            # A later transaction may already have stored a newer copy.
-            if current is None or current[0] < seq:
-                _cache[book.pk] = (seq, engine)
-
-    transaction.on_commit(put)
+    transaction.on_commit(lambda: engine_book_return(book, engine, seq))
 
 
 def engine_cache_clear() -> None:

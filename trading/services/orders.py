@@ -13,12 +13,14 @@ One order = one database transaction:
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -30,7 +32,8 @@ from accounts.services import (
     balances_credit_unlocked,
     balances_ensure,
     balances_lock,
-    ledger_apply,
+    ledger_insert,
+    ledger_post,
     system_account_id,
 )
 from accounts.signals import balances_changed
@@ -59,6 +62,7 @@ from trading.models import (
 from trading.presenters import dec, fill_dict, ms, order_dict
 from trading.services.books import (
     book_lock,
+    engine_book_return,
     engine_book_return_on_commit,
     engine_book_take,
     to_lots,
@@ -119,7 +123,6 @@ def _index_of(market: Market) -> Decimal | None:
     return found.first() or market.index_price
 
 
-@retrying
 def order_place(
     *,
     trader: User,
@@ -139,30 +142,67 @@ def order_place(
 
     `source` LIQUIDATION marks the risk engine's own orders: they may trade in a paused
     market, are exempt from the minimum notional, and their trades are flagged on the
-    public tape."""
+    public tape.
+
+    Orders that callers on several threads of this process place on one book at the
+    same time are matched one after another in one transaction (group commit, see
+    `_Group`): each is acknowledged only once that transaction has committed."""
     if client_order_id:
         existing = _order_by_client_id(trader, client_order_id)
         if existing is not None:
             return existing, False
+    request = _Request(
+        trader=trader,
+        side=side,
+        type=type,
+        qty=qty,
+        price=price,
+        tif=time_in_force,
+        reduce_only=reduce_only,
+        client_order_id=client_order_id,
+        source=source,
+    )
+    if (
+        settings.ORDER_GROUP_MAX > 1
+        and source == "USER"
+        and not transaction.get_connection().in_atomic_block
+    ):
+        return _Group.place((market, mode), request)
+    return _place_alone(market, mode, request)
+
+
+@dataclass(slots=True)
+class _Request:
+    """One order to place, as `order_place` was given it."""
+
+    trader: User
+    side: str
+    type: str
+    qty: Decimal
+    price: Decimal | None
+    tif: str
+    reduce_only: bool
+    client_order_id: str | None
+    source: str
+
+
+@retrying
+def _place_alone(symbol: str, mode: str, request: _Request) -> tuple[dict[str, Any], bool]:
+    """Place one order in its own transaction: (the order, created?)."""
     try:
         with transaction.atomic():
-            return _place_locked(
-                trader=trader,
-                symbol=market,
-                mode=mode,
-                side=side,
-                type=type,
-                qty=qty,
-                price=price,
-                tif=time_in_force,
-                reduce_only=reduce_only,
-                client_order_id=client_order_id,
-                source=source,
-            ), True
+            batch = _batch_open(symbol, mode, [request])
+            try:
+                placed = _place_in(batch, request)
+            except ExchangeError:
+                batch.give_back()
+                raise
+            _batch_write(batch)
+            return placed, True
     except IntegrityError as e:
         # Two requests with one clientOrderId raced; the unique constraint let one in.
-        if client_order_id:
-            existing = _order_by_client_id(trader, client_order_id)
+        if request.client_order_id:
+            existing = _order_by_client_id(request.trader, request.client_order_id)
             if existing is not None:
                 return existing, False
         if "balance_available_nonneg" in str(e):
@@ -172,6 +212,110 @@ def order_place(
                 "INSUFFICIENT_MARGIN", "the account cannot carry this trade", field="qty"
             ) from e
         raise
+
+
+def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[Any]:
+    """Place `requests` (one book) one after another in one transaction. Returns, per
+    request, (its order, created?) or the exception that refused it. A refusal writes nothing,
+    so it leaves the others standing; anything else (a deadlock, a constraint, a fault)
+    undoes them all, and each is then placed alone, as if it had come by itself."""
+    if len(requests) > 1:
+        try:
+            with transaction.atomic():
+                batch = _batch_open(symbol, mode, requests, group=True)
+                outcomes: list[Any] = []
+                for request in requests:
+                    try:
+                        outcomes.append((_place_in(batch, request), True))
+                    except ExchangeError as e:
+                        outcomes.append(e)
+                _batch_write(batch)
+                return outcomes
+        except ExchangeError as e:
+            # Of the book itself (an unknown market): the same answer for every order.
+            return [e] * len(requests)
+        except Exception:
+            log.info(
+                "a group of %d orders on %s rolled back; placing each alone", len(requests), symbol
+            )
+    outcomes = []
+    for request in requests:
+        try:
+            outcomes.append(_place_alone(symbol, mode, request))
+        except Exception as e:
+            outcomes.append(e)
+    return outcomes
+
+
+class _Waiting:
+    __slots__ = ("leads", "outcome", "ready", "request")
+
+    def __init__(self, request: _Request) -> None:
+        self.request = request
+        self.ready = threading.Event()
+        self.outcome: Any = None
+        self.leads = False
+
+
+class _Group:
+    """Group commit per book, among the threads of one process.
+
+    The first caller for a book leads: it places its own order at once. Callers that
+    arrive while a transaction of that book is running wait in the book's queue; when it
+    commits, the leader hands the lead to the first of them, which takes the whole queue
+    (up to ORDER_GROUP_MAX orders) into the next transaction. No caller is held back to
+    fill a group: a lone caller's order is placed at once, and under load one commit
+    (and one lock of the book, of each balance row, ...) serves many orders."""
+
+    _queues: dict[tuple[str, str], list[_Waiting]] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def place(cls, key: tuple[str, str], request: _Request) -> tuple[dict[str, Any], bool]:
+        me = _Waiting(request)
+        with cls._lock:
+            queue = cls._queues.get(key)
+            if queue is None:
+                cls._queues[key] = []
+                me.leads = True
+            else:
+                queue.append(me)
+        if not me.leads:
+            me.ready.wait()
+        if me.leads:
+            cls._lead(key, me)
+        if isinstance(me.outcome, BaseException):
+            raise me.outcome
+        return me.outcome
+
+    @classmethod
+    def _lead(cls, key: tuple[str, str], me: _Waiting) -> None:
+        group = [me]
+        try:
+            with cls._lock:
+                queue = cls._queues[key]
+                taken = queue[: settings.ORDER_GROUP_MAX - 1]
+                del queue[: len(taken)]
+            group += taken
+            outcomes = _place_together(key[0], key[1], [w.request for w in group])
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                waiting.outcome = outcome
+        except BaseException as e:
+            for waiting in group:
+                waiting.outcome = e
+            raise
+        finally:
+            with cls._lock:
+                queue = cls._queues[key]
+                successor = queue.pop(0) if queue else None
+                if successor is None:
+                    del cls._queues[key]
+                else:
+                    successor.leads = True
+            for waiting in group[1:]:
+                waiting.ready.set()
+            if successor is not None:
+                successor.ready.set()
 
 
 def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:
@@ -186,32 +330,106 @@ def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | 
     return order_dict(order, order.market.symbol, fills)
 
 
-def _place_locked(
-    *,
-    trader: User,
-    symbol: str,
-    mode: str,
-    side: str,
-    type: str,
-    qty: Decimal,
-    price: Decimal | None,
-    tif: str,
-    reduce_only: bool,
-    client_order_id: str | None,
-    source: str = "USER",
-) -> dict[str, Any]:
+# How long a group of orders waits for a row lock once it holds its book (see
+# `_batch_open`).
+GROUP_LOCK_WAIT_MS = 50
+
+_ORDER_CHANGES = [
+    "filled_qty",
+    "filled_notional",
+    "status",
+    "reserved",
+    "cancel_reason",
+    "updated_at",
+]
+
+
+@dataclass
+class _Batch:
+    """The orders of one transaction on one locked book: what they changed in memory,
+    written once by `_batch_write`. Balance rows, once locked, stay in `held` and carry
+    every order's changes, so that each order's checks see the orders before it."""
+
+    book: Book
+    held: dict[tuple[int, str, str], Balance] = field(default_factory=dict)
+    # Orders this transaction wrote or read, as they now are.
+    orders: dict[int, Order] = field(default_factory=dict)
+    changed_orders: dict[int, Order] = field(default_factory=dict)
+    changed_balances: set[tuple[int, str, str]] = field(default_factory=set)
+    ledger: list[Posting] = field(default_factory=list)
+    fee_postings: list[Posting] = field(default_factory=list)
+    book_fields: set[str] = field(default_factory=set)
+    taken: eng.OrderBook | None = None
+    mutated: bool = False
+
+    @property
+    def engine(self) -> eng.OrderBook:
+        if self.taken is None:
+            self.taken = engine_book_take(self.book)
+        return self.taken
+
+    def give_back(self) -> None:
+        """Return an engine book that no order changed (the transaction is about to roll
+        back): it still matches the database."""
+        if self.taken is not None and not self.mutated:
+            engine_book_return(self.book, self.taken, self.book.seq)
+
+
+def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool = False) -> _Batch:
+    """Lock the book, and the balance rows that the requests reserve from (one statement,
+    in primary-key order).
+
+    `group`: the transaction carries several orders. It then holds more balance rows for
+    longer, and a cycle with another book's transaction (each holding a row the other
+    wants) grows likelier; PostgreSQL would find it only after `deadlock_timeout` (1 s by
+    default). So once the book is held, a group waits at most GROUP_LOCK_WAIT for any
+    row; past that it rolls back and its orders are placed one by one."""
     try:
-        book = book_lock(symbol=symbol, mode=mode)
+        batch = _Batch(book_lock(symbol=symbol, mode=mode))
     except Book.DoesNotExist:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
-    market = book.market
-    risk_engine = source != "USER"
+    if group and sql.default_db().vendor == "postgresql":
+        sql.execute(f"SET LOCAL lock_timeout = '{GROUP_LOCK_WAIT_MS}ms'")
+    market = batch.book.market
+    keys = set()
+    for r in requests:
+        spot_sell = market.kind == MarketKind.SPOT and r.side == Side.SELL
+        keys.add((r.trader.pk, market.base if spot_sell else market.quote, mode))
+    _lock_held(batch.held, keys)
+    return batch
+
+
+def _batch_write(batch: _Batch) -> None:
+    """Write what the batch's orders changed: the ledger, balances, orders and the book,
+    then credit the fee account (last, see below)."""
+    book = batch.book
+    if batch.ledger or batch.fee_postings:
+        ledger_insert([*batch.ledger, *batch.fee_postings])
+    sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
+    sql.update(batch.changed_orders.values(), _ORDER_CHANGES)
+    sql.update([book], sorted(batch.book_fields))
+    # Last: the fee account is credited by every order of every book; touching it at
+    # the end means its row lock is held only while this transaction commits, and a
+    # holder of it never waits for another lock, so it can't join a deadlock.
+    balances_credit_unlocked(batch.fee_postings)
+    if batch.taken is not None:
+        engine_book_return_on_commit(book, batch.taken, book.seq)
+
+
+def _place_in(batch: _Batch, request: _Request) -> dict[str, Any]:
+    """Match and record one order in the batch's transaction. An ExchangeError (the
+    order refused) is raised before the order changes anything."""
+    book = batch.book
+    market, mode = book.market, book.mode
+    trader, side, qty, price = request.trader, request.side, request.qty, request.price
+    tif, reduce_only = request.tif, request.reduce_only
+    risk_engine = request.source != "USER"
     err = _market_error(market)
     if err and not (risk_engine and market.status == MarketStatus.PAUSED):
         raise err
 
     # -- shape against the market ------------------------------------------------
-    is_market_order = type == OrderType.MARKET
+    is_market_order = request.type == OrderType.MARKET
     if is_market_order:
         if price is not None:
             raise ExchangeError("INVALID_PRICE", "a MARKET order takes no price", field="price")
@@ -241,12 +459,12 @@ def _place_locked(
         )
 
     derivative = market.is_derivative
-    taker_locked: dict = {}
+    held = batch.held
     if derivative:
         # Every change to this account's positions happens under its USDC balance row
         # lock (as taker here, as maker below): taken first, the positions read next
         # cannot move under the margin check.
-        taker_locked = balances_lock([(trader.pk, market.quote, mode)])
+        _lock_held(held, [(trader.pk, market.quote, mode)])
     exposures = margin.exposures_for(trader.pk, mode, include_flat=True) if derivative else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
     own_position = own.position if own else None
@@ -264,87 +482,81 @@ def _place_locked(
             qty = reducible
             lots = to_lots(qty, market)
 
-    engine = engine_book_take(book)
-    mutated = False
-    try:
-        # -- what the order needs reserved -------------------------------------------
-        if is_market_order:
-            fillable, cost_tl = engine.sweep(side, lots, None, trader.pk)
-            est_notional = cost_tl * market.tick_size * market.lot_size
-        else:
-            est_notional = price * qty
-        # A market order is held to the minimum on what the book can fill of it; one
-        # that meets an empty book is simply cancelled, as the contract says.
-        if (
-            not risk_engine
-            and (not is_market_order or est_notional > 0)
-            and est_notional < market.min_notional
-            and not (is_market_order and fillable < lots)
-        ):
+    engine = batch.engine
+    # -- what the order needs reserved -------------------------------------------
+    if is_market_order:
+        fillable, cost_tl = engine.sweep(side, lots, None, trader.pk)
+        est_notional = cost_tl * market.tick_size * market.lot_size
+    else:
+        est_notional = price * qty
+    # A market order is held to the minimum on what the book can fill of it; one
+    # that meets an empty book is simply cancelled, as the contract says.
+    if (
+        not risk_engine
+        and (not is_market_order or est_notional > 0)
+        and est_notional < market.min_notional
+        and not (is_market_order and fillable < lots)
+    ):
+        raise ExchangeError(
+            "MIN_NOTIONAL",
+            f"order value must be at least {dec(market.min_notional)} {market.quote}",
+            field="qty",
+        )
+
+    reserve_asset, reserve, shortfall_code = _reservation(
+        market=market,
+        book=book,
+        side=side,
+        qty=qty,
+        est_notional=est_notional,
+        reduce_only=reduce_only,
+        own=own,
+    )
+
+    # The taker's own balance row is locked before matching, so that its check and
+    # the writes below see the same funds. Makers are locked after matching, in
+    # primary-key order; the rare cross-book cycle (A takes from B in one book while B
+    # takes from A in another) is a deadlock PostgreSQL breaks and `retrying` runs
+    # again.
+    taker_key = (trader.pk, reserve_asset, mode)
+    if reserve > 0:
+        _lock_held(held, [taker_key])
+    taker_bal = held.get(taker_key)
+    if reserve > 0:
+        available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
+        free = available
+        # A reduce-only order only lowers risk: it is held to the cash it pays (an
+        # option bought back), not to free margin, which an account below
+        # maintenance -- the one that most needs to close -- does not have.
+        if derivative and taker_bal is not None and not reduce_only:
+            account = margin.Account(
+                taker_bal.total, taker_bal.locked, [e for e in exposures if e.size]
+            )
+            free = min(available, account.free)
+        if reserve > free:
+            noun = "margin" if shortfall_code == "INSUFFICIENT_MARGIN" else "funds"
             raise ExchangeError(
-                "MIN_NOTIONAL",
-                f"order value must be at least {dec(market.min_notional)} {market.quote}",
+                shortfall_code,
+                f"order needs {dec(reserve)} {reserve_asset} of {noun}, "
+                f"{dec(max(free, Decimal(0)))} is free",
                 field="qty",
             )
 
-        reserve_asset, reserve, shortfall_code = _reservation(
-            market=market,
-            book=book,
-            side=side,
-            qty=qty,
-            est_notional=est_notional,
-            reduce_only=reduce_only,
-            own=own,
-        )
-
-        # The taker's own balance row is locked before matching, so that its check
-        # and the writes below see the same funds. Makers are locked after matching,
-        # in primary-key order; the rare cross-book cycle (A takes from B in one book
-        # while B takes from A in another) is a deadlock PostgreSQL breaks and
-        # `retrying` runs again.
-        taker_key = (trader.pk, reserve_asset, mode)
-        # A derivative's quote row is already held from above: no second lock.
-        if taker_key not in taker_locked and reserve > 0:
-            taker_locked.update(balances_lock([taker_key]))
-        taker_bal = taker_locked.get(taker_key)
-        if reserve > 0:
-            available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
-            free = available
-            # A reduce-only order only lowers risk: it is held to the cash it pays (an
-            # option bought back), not to free margin, which an account below
-            # maintenance -- the one that most needs to close -- does not have.
-            if derivative and taker_bal is not None and not reduce_only:
-                account = margin.Account(
-                    taker_bal.total, taker_bal.locked, [e for e in exposures if e.size]
-                )
-                free = min(available, account.free)
-            if reserve > free:
-                noun = "margin" if shortfall_code == "INSUFFICIENT_MARGIN" else "funds"
-                raise ExchangeError(
-                    shortfall_code,
-                    f"order needs {dec(reserve)} {reserve_asset} of {noun}, "
-                    f"{dec(max(free, Decimal(0)))} is free",
-                    field="qty",
-                )
-
-        engine_tif = tif
-        if is_market_order and tif != TimeInForce.FOK:
-            engine_tif = TimeInForce.IOC
-        provisional = object()
-        result = engine.place(provisional, trader.pk, side, lots, ticks, engine_tif)
-        if result.status == eng.book.REJECTED:
-            if result.reject_reason == "WOULD_CROSS":
-                raise ExchangeError(
-                    "WOULD_CROSS", "a POST_ONLY order would cross the book", field="price"
-                )
+    engine_tif = tif
+    if is_market_order and tif != TimeInForce.FOK:
+        engine_tif = TimeInForce.IOC
+    provisional = object()
+    result = engine.place(provisional, trader.pk, side, lots, ticks, engine_tif)
+    if result.status == eng.book.REJECTED:
+        if result.reject_reason == "WOULD_CROSS":
             raise ExchangeError(
-                "FOK_UNFILLABLE", "a FOK order could not be filled in full", field="qty"
+                "WOULD_CROSS", "a POST_ONLY order would cross the book", field="price"
             )
-        mutated = True
-    finally:
-        if not mutated:
-            # Untouched: hand the book straight back for the next order.
-            engine_book_return_on_commit(book, engine, book.seq)
+        raise ExchangeError(
+            "FOK_UNFILLABLE", "a FOK order could not be filled in full", field="qty"
+        )
+    # From here on the order is placed: nothing below refuses it.
+    batch.mutated = True
 
     now = timezone.now()
     lot, tick = market.lot_size, market.tick_size
@@ -354,7 +566,7 @@ def _place_locked(
         market=market,
         mode=mode,
         side=side,
-        type=type,
+        type=request.type,
         time_in_force=tif,
         price=price,
         qty=qty,
@@ -362,33 +574,31 @@ def _place_locked(
         filled_notional=sum((f.price * tick * f.qty * lot for f in result.fills), Decimal(0)),
         status=result.status,
         reduce_only=reduce_only,
-        client_order_id=client_order_id,
+        client_order_id=request.client_order_id,
         reserved=risk.scale_reserve(reserve, qty, qty - filled_qty)
         if result.rested
         else Decimal(0),
         reserve_asset=reserve_asset,
         cancel_reason="" if result.rested or result.status == OrderStatus.FILLED else tif,
-        source=source,
+        source=request.source,
         created_at=now,
         updated_at=now,
     )
     if is_market_order and order.cancel_reason:
         order.cancel_reason = "MARKET"
     sql.insert([order])
+    batch.orders[order.pk] = order
     if result.rested:
         engine.rekey(provisional, order.pk)
 
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
-    makers = _orders_by_id(maker_ids)
-    # Every balance row this transaction holds locked, so that none is locked twice.
-    held = taker_locked
+    makers = _orders_of(batch, maker_ids)
     if makers:
         # Lock the makers' balances (pk order) before their positions change.
         assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
-        maker_keys = {(o.trader_id, a, mode) for o in makers.values() for a in assets}
-        _lock_more(held, maker_keys)
+        _lock_more(held, {(o.trader_id, a, mode) for o in makers.values() for a in assets})
 
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
@@ -396,35 +606,26 @@ def _place_locked(
     trades, fills = _record_fills(market, mode, order, result, makers, now, changes)
     position_events = _apply_positions(market, mode, fills, changes) if derivative else []
 
-    # Balances of everyone but the fee account, locked in pk order, then written once.
+    # The balances this order moved (everyone's but the fee account's), in memory: the
+    # batch writes them once.
     keys = {k for k, delta in changes.lock_deltas.items() if delta}
     keys |= {(p.trader_id, p.asset, p.mode) for p in changes.postings}
     _lock_more(held, keys)
-    locked = {k: held[k] for k in keys}
-    ledger_apply(changes.postings, locked, unlocked=changes.fee_postings)
+    ledger_post(changes.postings, held)
     for key, delta in changes.lock_deltas.items():
         if delta:
-            locked[key].locked += delta
-    sql.update(locked.values(), ["total", "locked"])
-    sql.update(
-        changes.touched_orders.values(),
-        ["filled_qty", "filled_notional", "status", "reserved", "cancel_reason", "updated_at"],
-    )
+            held[key].locked += delta
+    batch.ledger += changes.postings
+    batch.fee_postings += changes.fee_postings
+    batch.changed_balances |= keys
+    batch.changed_orders.update(changes.touched_orders)
 
-    moved = ["seq"] if result.changed else []
     if result.changed:
         book.seq += 1
+        batch.book_fields.add("seq")
     if result.fills:
         book.last_price = result.fills[-1].price * tick
-        moved.append("last_price")
-    sql.update([book], moved)
-    seq = book.seq
-    # Last: the fee account is credited by every order of every book; touching it at
-    # the end means its row lock is held only while this transaction commits, and a
-    # holder of it never waits for another lock, so it can't join a deadlock.
-    balances_credit_unlocked(changes.fee_postings)
-
-    engine_book_return_on_commit(book, engine, seq)
+        batch.book_fields.add("last_price")
 
     symbol_ = market.symbol
     taker_fills = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]
@@ -432,17 +633,33 @@ def _place_locked(
     _emit_on_commit(
         market=market,
         mode=mode,
-        seq=seq,
+        seq=book.seq,
         result=result,
         orders=[(order, taker_payload)]
         + [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()],
         trades=trades,
         fills=fills,
-        balances=list(locked.values()),
+        balances=[held[k] for k in keys],
         positions=position_events,
         known=[trader],
     )
     return taker_payload
+
+
+def _orders_of(batch: _Batch, ids: Iterable[int]) -> dict[int, Order]:
+    """Orders by id as the batch now has them: read once, then kept in memory."""
+    ids = set(ids)
+    missing = ids - batch.orders.keys()
+    if missing:
+        batch.orders.update(_orders_by_id(missing))
+    return {i: batch.orders[i] for i in ids}
+
+
+def _lock_held(held: dict[tuple[int, str, str], Balance], keys) -> None:
+    """Lock the existing balance rows of `keys` not yet in `held` and add them to it."""
+    missing = set(keys) - held.keys()
+    if missing:
+        held.update(balances_lock(missing))
 
 
 def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:

@@ -1,0 +1,291 @@
+"""Group commit: orders placed together in one transaction end exactly as if each had
+been placed alone, one after another; a group that fails as a whole is placed again
+order by order; threads that place on one book at once are served in groups."""
+
+import random
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from accounts.models import Balance, LedgerEntry, User
+from dexsite.errors import ExchangeError
+from trading.invariants import check_invariants
+from trading.models import Fill, Order, Position, Trade
+from trading.services import orders as order_services
+from trading.services.books import engine_cache_clear
+from trading.services.orders import _place_alone, _place_together, _Request, order_place
+from trading.tests.factories import MarketFactory, UserFactory, fund, spot_market
+from trading.tests.test_concurrency import requires_postgres, run_threads
+
+D = Decimal
+
+# The same flow runs alone in one mode and grouped in the other: books, balances and
+# positions are kept per mode, so the two runs start equal and cannot touch each other.
+ALONE, GROUPED = "PAPER", "REAL"
+
+
+def _requests(rng: random.Random, traders: list[User], n: int) -> list[tuple[str, _Request]]:
+    """A flow over a perp and a spot book: limits around the mid (about half crossing),
+    market, IOC, FOK and POST_ONLY orders, reduce-only closes, self-trades, and orders
+    too big for the poorer accounts."""
+    flow = []
+    for _ in range(n):
+        symbol = rng.choice(["BTC-PERP", "BTC-PERP", "CXPT-USDC"])
+        perp = symbol == "BTC-PERP"
+        mid, tick, lot = (
+            (D(64000), D("0.5"), D("0.001")) if perp else (D("1.25"), D("0.0001"), D("0.1"))
+        )
+        side = rng.choice(["BUY", "SELL"])
+        kind = rng.choices(["LIMIT", "MARKET"], [5, 1])[0]
+        tif = "GTC"
+        price = None
+        if kind == "LIMIT":
+            tif = rng.choice(["GTC", "GTC", "GTC", "IOC", "FOK", "POST_ONLY"])
+            offset = rng.randint(-6, 6) * tick
+            price = mid + (offset if side == "BUY" else -offset)
+        qty = lot * rng.choice([rng.randint(10, 400), rng.randint(10, 4000)])
+        reduce_only = perp and rng.random() < 0.1
+        flow.append(
+            (
+                symbol,
+                _Request(
+                    trader=rng.choice(traders),
+                    side=side,
+                    type=kind,
+                    qty=qty,
+                    price=price,
+                    tif=tif,
+                    reduce_only=reduce_only,
+                    client_order_id=None,
+                    source="USER",
+                ),
+            )
+        )
+    return flow
+
+
+def _shown(outcome: Any) -> Any:
+    """An outcome without what differs between the two runs (ids, times, mode)."""
+    if isinstance(outcome, ExchangeError):
+        return ("refused", outcome.code, str(outcome))
+    assert not isinstance(outcome, BaseException), outcome
+    body, created = outcome
+    drop = {"id", "orderId", "tradeId", "ts", "createdAt", "updatedAt", "mode"}
+    strip = lambda d: {k: v for k, v in d.items() if k not in drop}  # noqa: E731
+    return created, {**strip(body), "fills": [strip(f) for f in body.get("fills", [])]}
+
+
+def _state(mode: str) -> dict[str, Any]:
+    return {
+        "balances": sorted(
+            Balance.objects.filter(mode=mode).values_list("trader_id", "asset", "total", "locked")
+        ),
+        "positions": sorted(
+            Position.objects.filter(mode=mode).values_list(
+                "trader_id", "market_id", "size", "open_notional", "realized_pnl"
+            )
+        ),
+        "orders": list(
+            Order.objects.filter(mode=mode)
+            .order_by("id")
+            .values_list(
+                "trader_id",
+                "market_id",
+                "side",
+                "status",
+                "qty",
+                "filled_qty",
+                "filled_notional",
+                "reserved",
+                "cancel_reason",
+            )
+        ),
+        "trades": list(
+            Trade.objects.filter(mode=mode).order_by("id").values_list("price", "qty", "taker_side")
+        ),
+        "fills": Fill.objects.filter(mode=mode).count(),
+        "ledger": sorted(
+            LedgerEntry.objects.filter(mode=mode).values_list(
+                "trader_id", "asset", "amount", "reason"
+            )
+        ),
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_grouped_orders_end_as_if_placed_one_by_one(seed):
+    MarketFactory()
+    spot_market()
+    rng = random.Random(seed)
+    traders = [UserFactory() for _ in range(5)]
+    for i, t in enumerate(traders):
+        for mode in (ALONE, GROUPED):
+            # The last two accounts are poor: some of their orders are refused.
+            fund(t, "2000000" if i < 3 else "900", mode=mode)
+            fund(t, "400000" if i < 3 else "50", asset="CXPT", mode=mode)
+    flow = _requests(rng, traders, 240)
+
+    alone = [_outcome(lambda r=r, s=s: _place_alone(s, ALONE, r)) for s, r in flow]
+
+    grouped: list[Any] = []
+    i = 0
+    while i < len(flow):
+        # A group is consecutive orders of one book (as the queue of a book holds them).
+        symbol = flow[i][0]
+        j = i
+        size = rng.randint(1, 12)
+        while j < len(flow) and j - i < size and flow[j][0] == symbol:
+            j += 1
+        grouped += _place_together(symbol, GROUPED, [r for _, r in flow[i:j]])
+        i = j
+
+    assert [_shown(o) for o in grouped] == [_shown(o) for o in alone]
+    refused = sum(isinstance(o, ExchangeError) for o in alone)
+    assert 10 < refused < len(flow) - 100, "the flow must both trade and be refused"
+    assert Trade.objects.filter(mode=ALONE).count() > 40
+    assert _state(GROUPED) == _state(ALONE)
+    assert check_invariants() == []
+
+
+def _outcome(call) -> Any:
+    try:
+        return call()
+    except ExchangeError as e:
+        return e
+
+
+@pytest.mark.django_db
+def test_grouped_orders_rebuilt_engine_matches_the_cached_one():
+    """After a group commits, the cached engine book equals one rebuilt from the
+    database: the group's writes and its in-memory book agree."""
+    from trading.services.books import book_lock, engine_book_build, engine_book_take
+
+    MarketFactory()
+    traders = [UserFactory() for _ in range(3)]
+    for t in traders:
+        fund(t, "1000000", mode=GROUPED)
+    rng = random.Random(7)
+    flow = [r for s, r in _requests(rng, traders, 200) if s == "BTC-PERP"]
+    for k in range(0, len(flow), 9):
+        _place_together("BTC-PERP", GROUPED, flow[k : k + 9])
+    from django.db import transaction
+
+    with transaction.atomic():
+        book = book_lock(symbol="BTC-PERP", mode=GROUPED)
+        cached = engine_book_take(book)
+        rebuilt = engine_book_build(book)
+        assert cached is not rebuilt
+        assert cached.depth(100) == rebuilt.depth(100)
+        assert set(cached.orders) == set(rebuilt.orders)
+
+
+@pytest.mark.django_db
+def test_a_group_that_fails_as_a_whole_is_placed_order_by_order():
+    """Two orders of a group share a clientOrderId: the database refuses the group; each
+    is then placed alone, and the second is answered with the first."""
+    MarketFactory()
+    trader = UserFactory()
+    fund(trader, "100000", mode=GROUPED)
+    other = UserFactory()
+    fund(other, "100000", mode=GROUPED)
+
+    def req(who, side, price, cid=None):
+        return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, cid, "USER")
+
+    outcomes = _place_together(
+        "BTC-PERP",
+        GROUPED,
+        [
+            req(other, "SELL", "64000"),
+            req(trader, "BUY", "64000", cid="dup"),
+            req(trader, "BUY", "63000", cid="dup"),
+        ],
+    )
+    (_maker, made), (first, created_first), (second, created_second) = outcomes
+    assert made and created_first and not created_second
+    assert second["id"] == first["id"] and first["status"] == "FILLED"
+    assert Order.objects.filter(mode=GROUPED).count() == 2
+    assert check_invariants() == []
+
+
+@pytest.mark.django_db
+def test_a_group_on_an_unknown_market_refuses_every_order():
+    trader = UserFactory()
+    r = _Request(trader, "BUY", "LIMIT", D("1"), D("1"), "GTC", False, None, "USER")
+    outcomes = _place_together("NOPE-PERP", GROUPED, [r, r])
+    assert [o.code for o in outcomes] == ["UNKNOWN_MARKET"] * 2
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_threads_on_one_book_are_served_in_groups(monkeypatch):
+    """Eight threads place crossing orders on one book: some transactions carry several
+    orders, every acknowledged order is in the database, and the books balance."""
+    MarketFactory()
+    traders = [UserFactory() for _ in range(8)]
+    for t in traders:
+        fund(t, "5000000")
+    sizes: list[int] = []
+    lock = threading.Lock()
+    real = order_services._place_together
+
+    def counted(symbol, mode, requests):
+        with lock:
+            sizes.append(len(requests))
+        return real(symbol, mode, requests)
+
+    monkeypatch.setattr(order_services, "_place_together", counted)
+    acknowledged: list[int] = []
+
+    def work(i: int) -> None:
+        rng = random.Random(i)
+        trader = User.objects.get(pk=traders[i].pk)
+        for _ in range(30):
+            side = rng.choice(["BUY", "SELL"])
+            body, created = order_place(
+                trader=trader,
+                market="BTC-PERP",
+                mode="PAPER",
+                side=side,
+                type="LIMIT",
+                price=D(64000) + rng.randint(-3, 3) * D("0.5"),
+                qty=D("0.001") * rng.randint(10, 100),
+            )
+            assert created
+            with lock:
+                acknowledged.append(body["id"])
+
+    assert run_threads(8, work) == []
+    assert sum(sizes) == 240 and max(sizes) > 1, sizes
+    assert Order.objects.filter(pk__in=acknowledged).count() == 240
+    buys = Fill.objects.filter(side="BUY").aggregate(s=Sum("qty"))["s"]
+    assert buys and buys == Fill.objects.filter(side="SELL").aggregate(s=Sum("qty"))["s"]
+    assert check_invariants() == []
+    engine_cache_clear()
+
+
+def test_grouping_is_skipped_inside_a_callers_transaction(db, monkeypatch):
+    """The risk engine places orders inside its own transaction: they are placed there,
+    not handed to another thread's."""
+    MarketFactory()
+    trader = UserFactory()
+    fund(trader, "100000")
+    monkeypatch.setattr(
+        order_services._Group, "place", lambda *a: pytest.fail("grouped inside a transaction")
+    )
+    assert connection.in_atomic_block  # the test's own transaction
+    body, created = order_place(
+        trader=trader,
+        market="BTC-PERP",
+        mode="PAPER",
+        side="BUY",
+        type="LIMIT",
+        price=D("60000"),
+        qty=D("0.1"),
+    )
+    assert created and body["status"] == "NEW"
