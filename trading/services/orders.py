@@ -1,13 +1,16 @@
 """Placing and cancelling orders: the write path of the exchange.
 
-One order = one database transaction:
-  1. lock the book row (serialises matching per book across processes);
-  2. validate against the market, reserve margin or balance under the taker's locked
-     balance rows, checked against its positions;
-  3. match in the in-memory engine;
-  4. lock the makers' balance rows (primary-key order), write the order, trades, fills,
-     maker updates, positions and ledger rows in bulk, bump the book's seq;
-  5. on commit: return the engine book to the cache and send the domain events.
+Orders are placed in transactions of one book (`_Batch`): an order alone, or a group of
+orders that threads of this process placed on one book at the same time (`_Group`):
+  1. lock the book row (serialises matching per book across processes), and the
+     balance rows the orders reserve from; read the takers' positions;
+  2. per order, in arrival order: validate against the market, check margin or balance
+     against the balance rows and positions as the orders before it left them (in
+     memory), match in the in-memory engine, write the order row, lock the makers'
+     balance rows; a refused order changes nothing;
+  3. write once what the orders changed: trades, fills, positions, ledger rows,
+     balances, makers' orders, the book's seq; credit the fee account last;
+  4. on commit: return the engine book to the cache and send the domain events.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 from typing import Any
@@ -193,12 +196,12 @@ def _place_alone(symbol: str, mode: str, request: _Request) -> tuple[dict[str, A
         with transaction.atomic():
             batch = _batch_open(symbol, mode, [request])
             try:
-                placed = _place_in(batch, request)
+                finish = _place_in(batch, request)
             except ExchangeError:
                 batch.give_back()
                 raise
             _batch_write(batch)
-            return placed, True
+            return finish(), True
     except IntegrityError as e:
         # Two requests with one clientOrderId raced; the unique constraint let one in.
         if request.client_order_id:
@@ -226,11 +229,11 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
                 outcomes: list[Any] = []
                 for request in requests:
                     try:
-                        outcomes.append((_place_in(batch, request), True))
+                        outcomes.append(_place_in(batch, request))
                     except ExchangeError as e:
                         outcomes.append(e)
                 _batch_write(batch)
-                return outcomes
+                return [o if isinstance(o, ExchangeError) else (o(), True) for o in outcomes]
         except ExchangeError as e:
             # Of the book itself (an unknown market): the same answer for every order.
             return [e] * len(requests)
@@ -359,6 +362,15 @@ class _Batch:
     ledger: list[Posting] = field(default_factory=list)
     fee_postings: list[Posting] = field(default_factory=list)
     book_fields: set[str] = field(default_factory=set)
+    trades: list[Trade] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    # Positions in this book's market by trader, as they now are (they change only
+    # under the book's lock), and those to write.
+    positions: dict[int, Position] = field(default_factory=dict)
+    changed_positions: dict[int, Position] = field(default_factory=dict)
+    # Takers' exposures as read when the batch began. Their positions in other markets
+    # cannot move meanwhile: that takes their balance row, which the batch holds.
+    exposures: dict[int, list[margin.Exposure]] = field(default_factory=dict)
     taken: eng.OrderBook | None = None
     mutated: bool = False
 
@@ -396,13 +408,54 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
         spot_sell = market.kind == MarketKind.SPOT and r.side == Side.SELL
         keys.add((r.trader.pk, market.base if spot_sell else market.quote, mode))
     _lock_held(batch.held, keys)
+    if market.is_derivative:
+        for e in margin.exposures_of({t for t, _, _ in keys}, mode):
+            _exposures_keep(batch, e.position.trader_id, e)
     return batch
+
+
+def _exposures_keep(batch: _Batch, trader_id: int, e: margin.Exposure) -> None:
+    batch.exposures.setdefault(trader_id, []).append(e)
+    if e.position.market_id == batch.book.market_id:
+        # The batch's copy wins over one read later.
+        batch.positions.setdefault(trader_id, e.position)
+
+
+def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
+    """The account's exposures, its position in this book's market as the batch has it
+    (the caller holds the account's balance row)."""
+    read = batch.exposures.get(trader_id)
+    if read is None:
+        batch.exposures[trader_id] = []
+        for e in margin.exposures_for(trader_id, batch.book.mode, include_flat=True):
+            _exposures_keep(batch, trader_id, e)
+        read = batch.exposures[trader_id]
+    market_id = batch.book.market_id
+    out = [e for e in read if e.position.market_id != market_id]
+    here = batch.positions.get(trader_id)
+    if here is not None:
+        if not hasattr(here, "book_mark"):
+            # Created or read by the batch itself: the mark and index a read would join.
+            market = batch.book.market
+            here.market = market
+            here.book_mark = batch.book.mark_price
+            found = IndexPrice.objects.filter(underlying=market.underlying)
+            here.index_now = found.values_list("price", flat=True).first()
+        out.append(margin.exposure_of(here))
+    return out
 
 
 def _batch_write(batch: _Batch) -> None:
     """Write what the batch's orders changed: the ledger, balances, orders and the book,
     then credit the fee account (last, see below)."""
     book = batch.book
+    sql.insert(batch.trades)
+    for f in batch.fills:
+        f.trade_id = f.trade.pk
+    sql.insert(batch.fills)
+    sql.update(
+        batch.changed_positions.values(), ["size", "open_notional", "realized_pnl", "updated_at"]
+    )
     if batch.ledger or batch.fee_postings:
         ledger_insert([*batch.ledger, *batch.fee_postings])
     sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
@@ -416,9 +469,11 @@ def _batch_write(batch: _Batch) -> None:
         engine_book_return_on_commit(book, batch.taken, book.seq)
 
 
-def _place_in(batch: _Batch, request: _Request) -> dict[str, Any]:
-    """Match and record one order in the batch's transaction. An ExchangeError (the
-    order refused) is raised before the order changes anything."""
+def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
+    """Match one order in the batch's transaction and record it in the batch. An
+    ExchangeError (the order refused) is raised before the order changes anything.
+    Returns what to call once the batch is written: it sends the order's events on
+    commit and returns the order as the API shows it."""
     book = batch.book
     market, mode = book.market, book.mode
     trader, side, qty, price = request.trader, request.side, request.qty, request.price
@@ -465,7 +520,7 @@ def _place_in(batch: _Batch, request: _Request) -> dict[str, Any]:
         # lock (as taker here, as maker below): taken first, the positions read next
         # cannot move under the margin check.
         _lock_held(held, [(trader.pk, market.quote, mode)])
-    exposures = margin.exposures_for(trader.pk, mode, include_flat=True) if derivative else []
+    exposures = _exposures_now(batch, trader.pk) if derivative else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
     own_position = own.position if own else None
 
@@ -604,7 +659,10 @@ def _place_in(batch: _Batch, request: _Request) -> dict[str, Any]:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
 
     trades, fills = _record_fills(market, mode, order, result, makers, now, changes)
-    position_events = _apply_positions(market, mode, fills, changes) if derivative else []
+    batch.trades += trades
+    batch.fills += fills
+    position_events = _apply_positions(batch, fills, changes) if derivative else []
+    batch.changed_positions.update((p.pk, p) for p in position_events)
 
     # The balances this order moved (everyone's but the fee account's), in memory: the
     # batch writes them once.
@@ -627,23 +685,32 @@ def _place_in(batch: _Batch, request: _Request) -> dict[str, Any]:
         book.last_price = result.fills[-1].price * tick
         batch.book_fields.add("last_price")
 
+    # The orders as this one left them; their fills' and trades' ids exist once the
+    # batch has written them (`finish`).
     symbol_ = market.symbol
-    taker_fills = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]
-    taker_payload = order_dict(order, symbol_, taker_fills)
-    _emit_on_commit(
-        market=market,
-        mode=mode,
-        seq=book.seq,
-        result=result,
-        orders=[(order, taker_payload)]
-        + [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()],
-        trades=trades,
-        fills=fills,
-        balances=[held[k] for k in keys],
-        positions=position_events,
-        known=[trader],
-    )
-    return taker_payload
+    taker_payload = order_dict(order, symbol_, [])
+    orders = [(order, taker_payload)]
+    orders += [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()]
+    seq = book.seq
+    balances = [held[k] for k in keys]
+
+    def finish() -> dict[str, Any]:
+        taker_payload["fills"] = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]
+        _emit_on_commit(
+            market=market,
+            mode=mode,
+            seq=seq,
+            result=result,
+            orders=orders,
+            trades=trades,
+            fills=fills,
+            balances=balances,
+            positions=position_events,
+            known=[trader],
+        )
+        return taker_payload
+
+    return finish
 
 
 def _orders_of(batch: _Batch, ids: Iterable[int]) -> dict[int, Order]:
@@ -740,6 +807,8 @@ def _record_fills(
     now,
     changes: _Books,
 ) -> tuple[list[Trade], list[Fill]]:
+    """The trades and fills of `result` (not yet written), with the makers' orders, the
+    postings and the reservations they move recorded in `changes`."""
     if not result.fills:
         return [], []
     tick, lot = market.tick_size, market.lot_size
@@ -758,7 +827,6 @@ def _record_fills(
         )
         for f in result.fills
     ]
-    sql.insert(trades)
     fills: list[Fill] = []
     ref = f"order:{taker.pk}"
     total_fees = Decimal(0)
@@ -840,28 +908,32 @@ def _record_fills(
         changes.fee_postings.append(
             Posting(fee_id, market.quote, mode, total_fees, LedgerReason.FEE, ref)
         )
-    sql.insert(fills)
     return trades, fills
 
 
-def _apply_positions(
-    market: Market, mode: str, fills: list[Fill], changes: _Books
-) -> list[Position]:
-    """Move the positions of everyone who traded; realized PnL becomes ledger rows."""
+def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[Position]:
+    """Move the positions of everyone who traded (in the batch's memory; new ones are
+    created now); realized PnL becomes ledger rows."""
     if not fills:
         return []
-    trader_ids = {f.trader_id for f in fills}
+    market, mode = batch.book.market, batch.book.mode
+    cached = batch.positions
     # Positions of one (market, mode) change only under that book's lock, held here.
-    ids = sorted(trader_ids)
-    where = f'"market_id" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
-    existing = {p.trader_id: p for p in sql.select(_POSITION, where, [market.pk, mode, *ids])}
-    new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in existing]
-    if new:
-        sql.insert(new)
-        existing.update({p.trader_id: p for p in new})
+    ids = sorted({f.trader_id for f in fills} - cached.keys())
+    if ids:
+        where = (
+            f'"market_id" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
+        )
+        read = {p.trader_id: p for p in sql.select(_POSITION, where, [market.pk, mode, *ids])}
+        new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in read]
+        if new:
+            sql.insert(new)
+            read.update({p.trader_id: p for p in new})
+        cached.update(read)
     realized: dict[int, Decimal] = defaultdict(Decimal)
+    moved: dict[int, Position] = {}
     for f in fills:
-        p = existing[f.trader_id]
+        p = moved[f.trader_id] = cached[f.trader_id]
         signed = f.qty if f.side == Side.BUY else -f.qty
         change = risk.apply_fill(p.size, p.open_notional, signed, f.price)
         p.size, p.open_notional = change.size, change.open_notional
@@ -881,9 +953,7 @@ def _apply_positions(
                     f"market:{market.symbol}",
                 )
             )
-    positions = list(existing.values())
-    sql.update(positions, ["size", "open_notional", "realized_pnl", "updated_at"])
-    return positions
+    return list(moved.values())
 
 
 def _emit_on_commit(

