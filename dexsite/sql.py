@@ -150,30 +150,38 @@ def select(
 
 
 @cache
-def _insert_plan(model: type[models.Model], names: tuple[str, ...] | None) -> tuple[list, str]:
+def _insert_plan(
+    model: type[models.Model], names: tuple[str, ...] | None, keyed: bool = False
+) -> tuple[list, str]:
     meta = model._meta
     if names is None:
-        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        fields = [f for f in meta.concrete_fields if keyed or not f.primary_key]
     else:
         fields = [meta.get_field(n) for n in names]
     cols = ", ".join(qn(f.column) for f in fields)
     return fields, f"INSERT INTO {qn(meta.db_table)} ({cols}) VALUES "  # noqa: S608
 
 
-def insert(objs: Sequence[M], fields: Iterable[str] | None = None) -> None:
+def insert(objs: Sequence[M], fields: Iterable[str] | None = None, *, keyed: bool = False) -> None:
     """Insert new rows of one model in one statement and set their primary keys.
     `fields` are the columns written, by default every concrete field but the key (an
-    `auto_now`/`auto_now_add` date among them is stamped as `save()` would)."""
+    `auto_now`/`auto_now_add` date among them is stamped as `save()` would). `keyed`:
+    the rows already have their keys (from `keys_reserve`), written with them."""
     if not objs:
         return
     model = type(objs[0])
-    fields_, head = _insert_plan(model, None if fields is None else tuple(fields))
+    fields_, head = _insert_plan(model, None if fields is None else tuple(fields), keyed)
     db = default_db()
     params: list[Any] = []
     for obj in objs:
         for f in fields_:
             params.append(f.get_db_prep_save(f.pre_save(obj, True), db))
     row = f"({placeholders(len(fields_))})"
+    if keyed:
+        execute(head + ", ".join([row] * len(objs)), params)
+        for obj in objs:
+            obj._state.adding = False
+        return
     pk = model._meta.pk
     if db.features.can_return_rows_from_bulk_insert:
         # The keys come back in the order of the VALUES (what bulk_create relies on).
@@ -215,3 +223,21 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         c.execute(text, rows[0])
     else:
         c.executemany(text, rows)
+
+
+def keys_reserve(model: type[models.Model], n: int) -> list[int] | None:
+    """`n` new primary keys of `model`'s table, taken from its sequence in one statement,
+    for rows the caller inserts later in its transaction (`insert(..., keyed=True)`);
+    None where the database has no sequences to take them from (SQLite)."""
+    db = default_db()
+    if db.vendor != "postgresql":
+        return None
+    meta = model._meta
+    return [
+        k
+        for (k,) in fetch(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, meta.pk.column, n],
+            db,
+        )
+    ]

@@ -201,7 +201,8 @@ def _place_alone(symbol: str, mode: str, request: _Request) -> tuple[dict[str, A
                 batch.give_back()
                 raise
             _batch_write(batch)
-            return finish(), True
+            (placed,) = _batch_finish(batch, [finish])
+            return placed, True
     except IntegrityError as e:
         # Two requests with one clientOrderId raced; the unique constraint let one in.
         if request.client_order_id:
@@ -233,7 +234,10 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
                     except ExchangeError as e:
                         outcomes.append(e)
                 _batch_write(batch)
-                return [o if isinstance(o, ExchangeError) else (o(), True) for o in outcomes]
+                placed = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
+                return [
+                    o if isinstance(o, ExchangeError) else (next(placed), True) for o in outcomes
+                ]
         except ExchangeError as e:
             # Of the book itself (an unknown market): the same answer for every order.
             return [e] * len(requests)
@@ -373,6 +377,30 @@ class _Batch:
     exposures: dict[int, list[margin.Exposure]] = field(default_factory=dict)
     taken: eng.OrderBook | None = None
     mutated: bool = False
+    events: _Events | None = None
+    # Orders asked for, and begun so far; a group's new orders take keys reserved for
+    # it and are written together.
+    size: int = 1
+    begun: int = 0
+    keys: list[int] | None = None
+    new_orders: list[Order] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.events = _Events(self.book.market, self.book.mode)
+
+    def order_add(self, order: Order) -> None:
+        """Give a new order its key: alone, by writing it now; in a group, from keys
+        reserved for the orders still to come (ascending, so that ids keep arrival
+        order), its row written with the others by `_batch_write`."""
+        if self.size > 1 and self.keys != []:
+            if not self.keys:
+                self.keys = sql.keys_reserve(Order, self.size - self.begun + 1)
+            if self.keys:
+                order.pk = self.keys.pop(0)
+                self.new_orders.append(order)
+                return
+            self.keys = []  # no sequences here: write each as it comes
+        sql.insert([order])
 
     @property
     def engine(self) -> eng.OrderBook:
@@ -397,7 +425,7 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
     default). So once the book is held, a group waits at most GROUP_LOCK_WAIT for any
     row; past that it rolls back and its orders are placed one by one."""
     try:
-        batch = _Batch(book_lock(symbol=symbol, mode=mode))
+        batch = _Batch(book_lock(symbol=symbol, mode=mode), size=len(requests))
     except Book.DoesNotExist:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
     if group and sql.default_db().vendor == "postgresql":
@@ -449,6 +477,7 @@ def _batch_write(batch: _Batch) -> None:
     """Write what the batch's orders changed: the ledger, balances, orders and the book,
     then credit the fee account (last, see below)."""
     book = batch.book
+    sql.insert(batch.new_orders, keyed=True)
     sql.insert(batch.trades)
     for f in batch.fills:
         f.trade_id = f.trade.pk
@@ -459,7 +488,8 @@ def _batch_write(batch: _Batch) -> None:
     if batch.ledger or batch.fee_postings:
         ledger_insert([*batch.ledger, *batch.fee_postings])
     sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
-    sql.update(batch.changed_orders.values(), _ORDER_CHANGES)
+    new = {o.pk for o in batch.new_orders}
+    sql.update([o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES)
     sql.update([book], sorted(batch.book_fields))
     # Last: the fee account is credited by every order of every book; touching it at
     # the end means its row lock is held only while this transaction commits, and a
@@ -469,11 +499,20 @@ def _batch_write(batch: _Batch) -> None:
         engine_book_return_on_commit(book, batch.taken, book.seq)
 
 
+def _batch_finish(batch: _Batch, finishers: list[Callable[[], dict[str, Any]]]) -> list[dict]:
+    """After `_batch_write`: the placed orders as the API shows them; their events are
+    sent together once the transaction commits."""
+    placed = [finish() for finish in finishers]
+    batch.events.send_on_commit()
+    return placed
+
+
 def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     """Match one order in the batch's transaction and record it in the batch. An
     ExchangeError (the order refused) is raised before the order changes anything.
     Returns what to call once the batch is written: it sends the order's events on
     commit and returns the order as the API shows it."""
+    batch.begun += 1
     book = batch.book
     market, mode = book.market, book.mode
     trader, side, qty, price = request.trader, request.side, request.qty, request.price
@@ -641,7 +680,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     )
     if is_market_order and order.cancel_reason:
         order.cancel_reason = "MARKET"
-    sql.insert([order])
+    batch.order_add(order)
     batch.orders[order.pk] = order
     if result.rested:
         engine.rekey(provisional, order.pk)
@@ -707,6 +746,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             balances=balances,
             positions=position_events,
             known=[trader],
+            into=batch.events,
         )
         return taker_payload
 
@@ -969,9 +1009,11 @@ def _emit_on_commit(
     positions: list[Position],
     deltas: tuple[dict[int, int], dict[int, int]] | None = None,
     known: Iterable[User] = (),
+    into: _Events | None = None,
 ) -> None:
     """Build every event payload now (inside the transaction, from what it wrote) and
-    send them once it commits, in a fixed order: book, trades, then private events."""
+    send them once it commits, in a fixed order: book, trades, then private events.
+    `into`: add them to the events of a batch of orders, sent together."""
     symbol = market.symbol
     tick, lot = market.tick_size, market.lot_size
     bid_deltas, ask_deltas = deltas if deltas else (result.bid_deltas, result.ask_deltas)
@@ -1007,11 +1049,7 @@ def _emit_on_commit(
     position_events = [(p.trader_id, p.pk) for p in positions]
     balance_list = [b for b in balances if b.trader_id in trader_uuid]
 
-    def send() -> None:
-        with signals.events_of_one_commit():
-            send_each()
-
-    def send_each() -> None:
+    def send_each(positions: bool = False) -> None:
         if book_event is not None:
             signals.book_changed.send(
                 sender=Market, market=symbol, mode=mode, seq=seq, **book_event
@@ -1022,14 +1060,57 @@ def _emit_on_commit(
             signals.order_updated.send(sender=Order, trader_id=trader_id, order=payload)
         for trader_id, payload in fill_events:
             signals.fill_created.send(sender=Fill, trader_id=trader_id, fill=payload)
-        if position_events:
+        if positions and position_events:
             signals.position_updated.send(
                 sender=Position, market=symbol, mode=mode, position_ids=position_events
             )
-        if balance_list:
+        if positions and balance_list:
             balances_changed.send(sender=Balance, balances=balance_list)
 
+    if into is not None:
+        into.sends.append(send_each)
+        into.positions.update(position_events)
+        into.balance_rows.update({(b.trader_id, b.asset, b.mode): b for b in balance_list})
+        return
+
+    def send() -> None:
+        with signals.events_of_one_commit():
+            send_each(positions=True)
+
     transaction.on_commit(send)
+
+
+@dataclass
+class _Events:
+    """The events of a batch of orders: each order's book, trade, order and fill events
+    in turn, then one position and one balance event for everything they moved (each
+    position and balance is sent as the batch left it)."""
+
+    market: Market
+    mode: str
+    sends: list[Callable[[], None]] = field(default_factory=list)
+    positions: set[tuple[int, int]] = field(default_factory=set)
+    balance_rows: dict[tuple[int, str, str], Balance] = field(default_factory=dict)
+
+    def send_on_commit(self) -> None:
+        if not self.sends:
+            return
+
+        def send() -> None:
+            with signals.events_of_one_commit():
+                for send_each in self.sends:
+                    send_each()
+                if self.positions:
+                    signals.position_updated.send(
+                        sender=Position,
+                        market=self.market.symbol,
+                        mode=self.mode,
+                        position_ids=sorted(self.positions),
+                    )
+                if self.balance_rows:
+                    balances_changed.send(sender=Balance, balances=list(self.balance_rows.values()))
+
+        transaction.on_commit(send)
 
 
 # -- cancels ------------------------------------------------------------------------

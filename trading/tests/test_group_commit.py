@@ -150,6 +150,9 @@ def test_grouped_orders_end_as_if_placed_one_by_one(seed):
         i = j
 
     assert [_shown(o) for o in grouped] == [_shown(o) for o in alone]
+    # Ids keep arrival order (a rebuilt book ranks time priority by id).
+    ids = [o[0]["id"] for o in grouped if isinstance(o, tuple)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
     refused = sum(isinstance(o, ExchangeError) for o in alone)
     assert 10 < refused < len(flow) - 100, "the flow must both trade and be refused"
     assert Trade.objects.filter(mode=ALONE).count() > 40
@@ -294,3 +297,50 @@ def test_grouping_is_skipped_inside_a_callers_transaction(db, monkeypatch):
         qty=D("0.1"),
     )
     assert created and body["status"] == "NEW"
+
+
+@pytest.mark.django_db
+def test_a_groups_events_leave_on_commit_in_order(received, django_capture_on_commit_callbacks):
+    """Each order's book delta (consecutive seqs), trades, order and fill events in
+    turn, then one position event for everyone the group moved."""
+    got = received
+    MarketFactory()
+    maker, taker1, taker2 = (UserFactory() for _ in range(3))
+    for t in (maker, taker1, taker2):
+        fund(t, "1000000", mode=GROUPED)
+
+    def req(who, side, price, qty="0.5"):
+        return _Request(who, side, "LIMIT", D(qty), D(price), "GTC", False, None, "USER")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes = _place_together(
+            "BTC-PERP",
+            GROUPED,
+            [
+                req(maker, "SELL", "64000", "1"),
+                req(taker1, "BUY", "64000"),
+                req(taker2, "BUY", "64001"),
+            ],
+        )
+        assert got == [], "nothing leaves before the commit"
+    assert [o[0]["status"] for o in outcomes] == ["NEW", "FILLED", "FILLED"]
+    names = [name for name, _ in got]
+    assert names == [
+        "book_changed", "order_updated",
+        "book_changed", "trade_executed", "order_updated", "order_updated",
+        "fill_created", "fill_created",
+        "book_changed", "trade_executed", "order_updated", "order_updated",
+        "fill_created", "fill_created",
+        "position_updated",
+    ]  # fmt: skip
+    seqs = [kw["seq"] for name, kw in got if name == "book_changed"]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+    (positions,) = [kw for name, kw in got if name == "position_updated"]
+    assert {t for t, _ in positions["position_ids"]} == {maker.pk, taker1.pk, taker2.pk}
+    maker_updates = [
+        kw["order"]["status"]
+        for name, kw in got
+        if name == "order_updated" and kw["order"]["id"] == outcomes[0][0]["id"]
+    ]
+    # Each event shows the maker's order as that step left it.
+    assert maker_updates == ["NEW", "PARTIALLY_FILLED", "FILLED"]

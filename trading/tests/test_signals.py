@@ -1,45 +1,14 @@
 """Domain events leave only after the transaction commits, and never for a rollback."""
 
-import json
 from decimal import Decimal
 
 import pytest
 from django.db import transaction
 
-from trading import signals
 from trading.services.orders import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def received():
-    events = []
-
-    def make(name):
-        def receiver(sender, **kwargs):
-            # Round-trip through JSON: an unserialisable payload fails here, where it
-            # is made, not in a WebSocket consumer later.
-            events.append((name, json.loads(json.dumps(kwargs, default=str))))
-
-        return receiver
-
-    receivers = {
-        name: make(name)
-        for name in [
-            "order_updated",
-            "trade_executed",
-            "fill_created",
-            "book_changed",
-            "position_updated",
-        ]
-    }
-    for name, fn in receivers.items():
-        getattr(signals, name).connect(fn)
-    yield events
-    for name, fn in receivers.items():
-        getattr(signals, name).disconnect(fn)
 
 
 def test_events_are_sent_on_commit_only(received, django_capture_on_commit_callbacks):

@@ -110,3 +110,32 @@ def test_cursor_is_reused_and_follows_a_new_connection():
     assert sql.fetch("SELECT 1") == [(1,)]
     if connection.vendor == "postgresql":
         assert sql.cursor() is not first
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="sequences are PostgreSQL's")
+def test_reserved_keys_are_new_ascending_and_written_with_the_rows():
+    user = UserFactory()
+    market = MarketFactory()
+    other = MarketFactory(symbol="ETH-PERP")
+    before = Position.objects.create(trader=user, market=other, mode="PAPER")
+    keys = sql.keys_reserve(Position, 3)
+    assert len(keys) == 3 and keys == sorted(keys) and keys[0] > before.pk
+    rows = [
+        Position(pk=k, trader=user, market=market, mode=m)
+        for k, m in zip(keys[:2], ["REAL", "PAPER"], strict=True)
+    ]
+    sql.insert(rows, keyed=True)
+    assert not rows[0]._state.adding
+    assert sorted(Position.objects.filter(pk__in=keys).values_list("pk", "mode")) == [
+        (keys[0], "REAL"),
+        (keys[1], "PAPER"),
+    ]
+    # A key reserved and never used leaves a gap, never a collision.
+    after = Position.objects.create(trader=user, market=other, mode="REAL")
+    assert after.pk > keys[2]
+
+
+def test_no_reserved_keys_without_sequences():
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL has sequences")
+    assert sql.keys_reserve(Position, 2) is None
