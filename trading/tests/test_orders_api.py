@@ -415,3 +415,21 @@ def test_private_endpoints_need_authentication(perp, db):
         r = anon.get(url)
         assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHENTICATED"
     assert anon.post("/api/v1/trade", order(price="1", qty="1"), format="json").status_code == 401
+
+
+def test_each_request_validates_with_fields_of_its_own():
+    """Serializers copy their declared fields shallowly (dexsite.api.StrictSerializer):
+    each instance binds copies of its own, and the declarations stay unbound, so that
+    requests validated at once, on several threads, do not share a bound field."""
+    from trading.api.views import BatchInputSerializer, OrderInputSerializer
+
+    body = {"market": "BTC-PERP", "mode": "PAPER", "side": "BUY", "type": "LIMIT", "qty": "1"}
+    a, b = OrderInputSerializer(data=body), OrderInputSerializer(data={**body, "qty": "x"})
+    for name in a.fields:
+        assert a.fields[name] is not b.fields[name]
+        assert a.fields[name].parent is a and b.fields[name].parent is b
+        assert getattr(OrderInputSerializer._declared_fields[name], "parent", None) is None
+    assert a.is_valid() and not b.is_valid() and list(b.errors) == ["qty"]
+    # A field with a child field is copied in full, child and all.
+    c = BatchInputSerializer(data={"orders": [body]})
+    assert c.fields["orders"].child is not BatchInputSerializer._declared_fields["orders"].child
