@@ -140,21 +140,24 @@ class OrderInputSerializer(StrictSerializer):
             raise serializers.ValidationError({"qty": "price * qty must be at most 1E+15"})
         return attrs
 
-    def place(self, trader) -> tuple[dict[str, Any], bool]:
+    def arguments(self) -> dict[str, Any]:
+        """The order as `order_place` takes it."""
         d = self.validated_data
+        return {
+            "market": d["market"],
+            "mode": d["mode"],
+            "side": d["side"],
+            "type": d["type"],
+            "qty": d["qty"],
+            "price": d.get("price"),
+            "time_in_force": d["timeInForce"],
+            "reduce_only": d["reduceOnly"],
+            "client_order_id": d.get("clientOrderId"),
+        }
+
+    def place(self, trader) -> tuple[dict[str, Any], bool]:
         try:
-            return order_services.order_place(
-                trader=trader,
-                market=d["market"],
-                mode=d["mode"],
-                side=d["side"],
-                type=d["type"],
-                qty=d["qty"],
-                price=d.get("price"),
-                time_in_force=d["timeInForce"],
-                reduce_only=d["reduceOnly"],
-                client_order_id=d.get("clientOrderId"),
-            )
+            return order_services.order_place(trader=trader, **self.arguments())
         except ArithmeticError as e:
             # A size whose margin or fee does not fit the arithmetic's precision; the
             # service's transaction has rolled back.
@@ -202,18 +205,21 @@ class TradeBatchApi(APIView):
     def post(self, request: Request) -> Response:
         batch = BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
-        results: list[dict[str, Any]] = []
-        # Each order is its own transaction: one refusal does not undo the others.
+        results: list[dict[str, Any] | None] = []
+        valid: list[tuple[int, dict[str, Any]]] = []
         for raw in batch.validated_data["orders"]:
             one = OrderInputSerializer(data=raw)
-            if not one.is_valid():
+            if one.is_valid():
+                valid.append((len(results), one.arguments()))
+                results.append(None)
+            else:
                 results.append(validation_error_body(one.errors))
-                continue
-            try:
-                order, _ = one.place(request.user)
-                results.append(order)
-            except ExchangeError as e:
-                results.append(e.as_dict())
+        # Each order stands on its own: one refusal does not undo the others.
+        placed = order_services.orders_place_many(
+            trader=request.user, orders=[args for _, args in valid]
+        )
+        for (i, _), outcome in zip(valid, placed, strict=True):
+            results[i] = outcome.as_dict() if isinstance(outcome, ExchangeError) else outcome[0]
         return Response({"results": results})
 
 

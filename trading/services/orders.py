@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
+from itertools import groupby
 from typing import Any
 
 from django.conf import settings
@@ -172,6 +173,46 @@ def order_place(
     ):
         return _Group.place((market, mode), request)
     return _place_alone(market, mode, request)
+
+
+def orders_place_many(
+    *, trader: User, orders: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
+    """Place a trader's list of orders (`order_place`'s arguments, without `trader`),
+    each on its own: per order, (the order, created?) or the ExchangeError that refused
+    it. Consecutive orders of one book share a transaction, as a group (`_Group`) does;
+    each ends as if placed alone, in the list's order."""
+    results: list[Any] = [None] * len(orders)
+    pending: list[tuple[int, tuple[str, str], _Request]] = []
+    for i, o in enumerate(orders):
+        cid = o.get("client_order_id")
+        existing = _order_by_client_id(trader, cid) if cid else None
+        if existing is not None:
+            results[i] = (existing, False)
+            continue
+        request = _Request(
+            trader=trader,
+            side=o["side"],
+            type=o["type"],
+            qty=o["qty"],
+            price=o.get("price"),
+            tif=o.get("time_in_force", TimeInForce.GTC),
+            reduce_only=o.get("reduce_only", False),
+            client_order_id=cid,
+            source="USER",
+        )
+        pending.append((i, (o["market"], o["mode"]), request))
+    for (market, mode), run in groupby(pending, key=lambda p: p[1]):
+        run = list(run)
+        outcomes = _place_together(market, mode, [r for _, _, r in run])
+        for (i, _, _), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, ArithmeticError):
+                # A size whose margin or fee does not fit the arithmetic's precision.
+                outcome = ExchangeError("INVALID_QTY", "the order is too large", field="qty")
+            elif isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
+                raise outcome
+            results[i] = outcome
+    return results
 
 
 @dataclass(slots=True)

@@ -277,6 +277,20 @@ def test_threads_on_one_book_are_served_in_groups(monkeypatch):
     engine_cache_clear()
 
 
+def _buy(trader: User, **kw: Any) -> tuple[dict, bool]:
+    """A PAPER limit buy of 0.1 BTC-PERP at 60,000."""
+    return order_place(
+        trader=trader,
+        market="BTC-PERP",
+        mode="PAPER",
+        side="BUY",
+        type="LIMIT",
+        price=D("60000"),
+        qty=D("0.1"),
+        **kw,
+    )
+
+
 def test_grouping_is_skipped_inside_a_callers_transaction(db, monkeypatch):
     """The risk engine places orders inside its own transaction: they are placed there,
     not handed to another thread's."""
@@ -287,15 +301,7 @@ def test_grouping_is_skipped_inside_a_callers_transaction(db, monkeypatch):
         order_services._Group, "place", lambda *a: pytest.fail("grouped inside a transaction")
     )
     assert connection.in_atomic_block  # the test's own transaction
-    body, created = order_place(
-        trader=trader,
-        market="BTC-PERP",
-        mode="PAPER",
-        side="BUY",
-        type="LIMIT",
-        price=D("60000"),
-        qty=D("0.1"),
-    )
+    body, created = _buy(trader)
     assert created and body["status"] == "NEW"
 
 
@@ -344,3 +350,58 @@ def test_a_groups_events_leave_on_commit_in_order(received, django_capture_on_co
     ]
     # Each event shows the maker's order as that step left it.
     assert maker_updates == ["NEW", "PARTIALLY_FILLED", "FILLED"]
+
+
+@pytest.mark.django_db
+def test_a_list_of_orders_is_placed_in_runs_of_one_book(monkeypatch):
+    """`orders_place_many` (the batch endpoint): consecutive orders of one book share a
+    transaction; a clientOrderId already used is answered with its order; a repeated one
+    inside the list is placed once."""
+    from trading.services.orders import orders_place_many
+
+    MarketFactory()
+    spot_market()
+    alice, bob = UserFactory(), UserFactory()
+    for t in (alice, bob):
+        fund(t, "1000000")
+        fund(t, "10000", asset="CXPT")
+    runs: list[tuple[str, int]] = []
+    real = order_services._place_together
+
+    def counted(symbol, mode, requests):
+        runs.append((symbol, len(requests)))
+        return real(symbol, mode, requests)
+
+    monkeypatch.setattr(order_services, "_place_together", counted)
+    first, _ = _buy(alice, client_order_id="seen")
+
+    def o(market, side, price, qty, cid=None):
+        return {
+            "market": market,
+            "mode": "PAPER",
+            "side": side,
+            "type": "LIMIT",
+            "price": D(price),
+            "qty": D(qty),
+            "client_order_id": cid,
+        }
+
+    results = orders_place_many(
+        trader=alice,
+        orders=[
+            o("BTC-PERP", "SELL", "64000", "0.1"),
+            o("BTC-PERP", "SELL", "64000", "99999"),  # too big: refused alone
+            o("BTC-PERP", "BUY", "60000", "0.1", cid="seen"),
+            o("CXPT-USDC", "SELL", "1.25", "10", cid="twice"),
+            o("CXPT-USDC", "SELL", "1.26", "10", cid="twice"),
+            o("BTC-PERP", "BUY", "59000", "0.1"),
+        ],
+    )
+    assert runs == [("BTC-PERP", 2), ("CXPT-USDC", 2), ("BTC-PERP", 1)]
+    assert results[0][0]["status"] == "NEW" and results[0][1]
+    assert isinstance(results[1], ExchangeError) and results[1].code == "INSUFFICIENT_MARGIN"
+    assert results[2] == (first, False)
+    assert results[3][1] and results[4] == (results[3][0], False)
+    assert results[5][0]["status"] == "NEW"
+    assert Order.objects.filter(trader=alice).count() == 4
+    assert check_invariants() == []
