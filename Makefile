@@ -71,6 +71,7 @@ bench-engine: install-dev ## matching engine vs public engines (docs/benchmarks.
 bench-orders: install-dev ## persisted orders/s through service and HTTP (PostgreSQL)
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/orders.py
+	$(BIN)/python bench/batch.py
 
 run-prod: install ## the production roles of Procfile against DATABASE_URL and REDIS_URL
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 1; }
