@@ -100,7 +100,8 @@ def _market_error(market: Market) -> ExchangeError | None:
 
 @dataclass
 class _Books:
-    """Everything one transaction changes, gathered for bulk writes and events."""
+    """Everything one order (or one cancel) changes, gathered for bulk writes and
+    events."""
 
     postings: list[Posting] = field(default_factory=list)
     fee_postings: list[Posting] = field(default_factory=list)
@@ -273,6 +274,9 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
                     try:
                         outcomes.append(_place_in(batch, request))
                     except ExchangeError as e:
+                        if batch.placing:
+                            # Refused after it had changed the batch: undo them all.
+                            raise RuntimeError("an order was refused half-placed") from e
                         outcomes.append(e)
                 _batch_write(batch)
                 placed = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
@@ -418,6 +422,8 @@ class _Batch:
     exposures: dict[int, list[margin.Exposure]] = field(default_factory=dict)
     taken: eng.OrderBook | None = None
     mutated: bool = False
+    # An order is between its match and its last write: nothing may refuse it now.
+    placing: bool = False
     events: _Events | None = None
     # Orders asked for, and begun so far; a group's new orders take keys reserved for
     # it and are written together.
@@ -691,7 +697,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             "FOK_UNFILLABLE", "a FOK order could not be filled in full", field="qty"
         )
     # From here on the order is placed: nothing below refuses it.
-    batch.mutated = True
+    batch.mutated = batch.placing = True
 
     now = timezone.now()
     lot, tick = market.lot_size, market.tick_size
@@ -773,6 +779,8 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     orders += [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()]
     seq = book.seq
     balances = [held[k] for k in keys]
+
+    batch.placing = False
 
     def finish() -> dict[str, Any]:
         taker_payload["fills"] = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]

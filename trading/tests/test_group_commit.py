@@ -405,3 +405,34 @@ def test_a_list_of_orders_is_placed_in_runs_of_one_book(monkeypatch):
     assert results[5][0]["status"] == "NEW"
     assert Order.objects.filter(trader=alice).count() == 4
     assert check_invariants() == []
+
+
+@pytest.mark.django_db
+def test_a_refusal_after_an_order_changed_the_group_undoes_the_group(monkeypatch):
+    """Nothing may refuse an order once it has matched; if something did, the group is
+    undone and each order placed alone, so the half-placed one leaves no trace."""
+    MarketFactory()
+    maker, taker = UserFactory(), UserFactory()
+    for t in (maker, taker):
+        fund(t, "1000000", mode=GROUPED)
+    real = order_services._record_fills
+
+    def refusing(market, mode, order, result, makers, now, changes):
+        if result.fills:
+            raise ExchangeError("INVALID_QTY", "refused late", field="qty")
+        return real(market, mode, order, result, makers, now, changes)
+
+    monkeypatch.setattr(order_services, "_record_fills", refusing)
+
+    def req(who, side):
+        return _Request(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
+
+    (made, _), refused = _place_together(
+        "BTC-PERP", GROUPED, [req(maker, "SELL"), req(taker, "BUY")]
+    )
+    assert made["status"] == "NEW" and refused.code == "INVALID_QTY"
+    assert list(Order.objects.filter(mode=GROUPED).values_list("trader_id", "status")) == [
+        (maker.pk, "NEW")
+    ]
+    assert not Trade.objects.exists()
+    assert check_invariants() == []
