@@ -21,7 +21,8 @@ bound as parameters, never formatted into the text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
@@ -162,11 +163,19 @@ def _insert_plan(
     return fields, f"INSERT INTO {qn(meta.db_table)} ({cols}) VALUES "  # noqa: S608
 
 
-def insert(objs: Sequence[M], fields: Iterable[str] | None = None, *, keyed: bool = False) -> None:
+def insert(
+    objs: Sequence[M],
+    fields: Iterable[str] | None = None,
+    *,
+    keyed: bool = False,
+    keys: bool = True,
+) -> None:
     """Insert new rows of one model in one statement and set their primary keys.
     `fields` are the columns written, by default every concrete field but the key (an
     `auto_now`/`auto_now_add` date among them is stamped as `save()` would). `keyed`:
-    the rows already have their keys (from `keys_reserve`), written with them."""
+    the rows already have their keys (from `keys_reserve`), written with them. `keys`
+    False: the caller does not need the new keys (nothing is read back, so that the
+    statement can join a `pipeline`)."""
     if not objs:
         return
     model = type(objs[0])
@@ -177,7 +186,7 @@ def insert(objs: Sequence[M], fields: Iterable[str] | None = None, *, keyed: boo
         for f in fields_:
             params.append(f.get_db_prep_save(f.pre_save(obj, True), db))
     row = f"({placeholders(len(fields_))})"
-    if keyed:
+    if keyed or not keys:
         execute(head + ", ".join([row] * len(objs)), params)
         for obj in objs:
             obj._state.adding = False
@@ -229,15 +238,39 @@ def keys_reserve(model: type[models.Model], n: int) -> list[int] | None:
     """`n` new primary keys of `model`'s table, taken from its sequence in one statement,
     for rows the caller inserts later in its transaction (`insert(..., keyed=True)`);
     None where the database has no sequences to take them from (SQLite)."""
+    found = keys_reserve_each([(model, n)])
+    return None if found is None else found[0]
+
+
+def keys_reserve_each(wanted: Sequence[tuple[type[models.Model], int]]) -> list[list[int]] | None:
+    """`keys_reserve` for several tables in one statement: per (model, n), n new keys,
+    ascending."""
     db = default_db()
     if db.vendor != "postgresql":
         return None
-    meta = model._meta
-    return [
-        k
-        for (k,) in fetch(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [meta.db_table, meta.pk.column, n],
-            db,
+    parts, params = [], []
+    for i, (model, n) in enumerate(wanted):
+        parts.append(
+            "SELECT %s::int, nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)"
         )
-    ]
+        params += [i, model._meta.db_table, model._meta.pk.column, n]
+    keys: list[list[int]] = [[] for _ in wanted]
+    for i, key in fetch(" UNION ALL ".join(parts), params, db):
+        keys[i].append(key)
+    return [sorted(k) for k in keys]
+
+
+@contextmanager
+def pipeline() -> Iterator[None]:
+    """Send the block's statements without waiting for each one's answer (PostgreSQL's
+    pipeline mode; elsewhere the block runs as it is): PostgreSQL executes them while the
+    next ones are built. A statement whose result is read (a fetch) waits for all before
+    it. An error surfaces, as Django's database error, at that read or at the block's end;
+    the transaction is then aborted."""
+    db = default_db()
+    if db.vendor != "postgresql":
+        yield
+        return
+    db.ensure_connection()
+    with db.wrap_database_errors, db.connection.pipeline():
+        yield

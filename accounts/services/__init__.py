@@ -70,7 +70,8 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
 
 
 def ledger_insert(postings: Sequence[Posting]) -> None:
-    """Append the ledger rows of `postings` (one statement)."""
+    """Append the ledger rows of `postings` (one statement; their keys are not read
+    back)."""
     sql.insert(
         [
             LedgerEntry(
@@ -82,7 +83,8 @@ def ledger_insert(postings: Sequence[Posting]) -> None:
                 ref=p.ref,
             )
             for p in postings
-        ]
+        ],
+        keys=False,
     )
 
 
@@ -113,21 +115,22 @@ def ledger_post(postings: Iterable[Posting], balances: dict[tuple[int, str, str]
 
 def balances_credit_unlocked(postings: list[Posting]) -> None:
     """Add postings (already in the ledger) to their balances with
-    `UPDATE ... SET total = total + x`: no row is read or locked ahead, and the caller
-    does this last so that it holds the row's lock only while committing."""
+    `INSERT ... ON CONFLICT DO UPDATE SET total = total + x` (an account's first credit in
+    an asset creates its row): no row is read or locked ahead, nothing is read back, and
+    the caller does this last so that it holds the row's lock only while committing."""
     sums: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     for p in postings:
         sums[(p.trader_id, p.asset, p.mode)] += p.amount
+    if not sums:
+        return
     table = sql.qn(Balance._meta.db_table)
     credit = (
-        f'UPDATE {table} SET "total" = "total" + %s'  # noqa: S608 (names from the model)
-        ' WHERE "trader_id" = %s AND "asset" = %s AND "mode" = %s'
+        f'INSERT INTO {table} ("trader_id", "asset", "mode", "total", "locked")'  # noqa: S608
+        ' VALUES (%s, %s, %s, %s, 0) ON CONFLICT ("trader_id", "asset", "mode")'
+        f' DO UPDATE SET "total" = {table}."total" + EXCLUDED."total"'
     )
     for (t, a, m), amount in sorted(sums.items()):
-        if not sql.execute(credit, [amount, t, a, m]):
-            # The account's first credit in this asset and mode.
-            balances_ensure([(t, a, m)])
-            sql.execute(credit, [amount, t, a, m])
+        sql.execute(credit, [t, a, m, amount])
 
 
 def user_signup(*, username: str, password: str) -> User:

@@ -521,27 +521,38 @@ def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
 
 
 def _batch_write(batch: _Batch) -> None:
-    """Write what the batch's orders changed: the ledger, balances, orders and the book,
-    then credit the fee account (last, see below)."""
+    """Write what the batch's orders changed: orders, trades, fills, positions, the
+    ledger, balances, makers' orders and the book, then credit the fee account (last, see
+    below). Keys for the trades and fills are reserved first; then every statement goes
+    out in one pipeline, without waiting for the one before."""
     book = batch.book
-    sql.insert(batch.new_orders, keyed=True)
-    sql.insert(batch.trades)
-    for f in batch.fills:
-        f.trade_id = f.trade.pk
-    sql.insert(batch.fills)
-    sql.update(
-        batch.changed_positions.values(), ["size", "open_notional", "realized_pnl", "updated_at"]
-    )
-    if batch.ledger or batch.fee_postings:
-        ledger_insert([*batch.ledger, *batch.fee_postings])
-    sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
-    new = {o.pk for o in batch.new_orders}
-    sql.update([o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES)
-    sql.update([book], sorted(batch.book_fields))
-    # Last: the fee account is credited by every order of every book; touching it at
-    # the end means its row lock is held only while this transaction commits, and a
-    # holder of it never waits for another lock, so it can't join a deadlock.
-    balances_credit_unlocked(batch.fee_postings)
+    keys = None
+    if batch.trades:
+        keys = sql.keys_reserve_each([(Trade, len(batch.trades)), (Fill, len(batch.fills))])
+    if keys is not None:
+        for rows, reserved in zip((batch.trades, batch.fills), keys, strict=True):
+            for row, key in zip(rows, reserved, strict=True):
+                row.pk = key
+    with sql.pipeline():
+        sql.insert(batch.new_orders, keyed=True)
+        sql.insert(batch.trades, keyed=keys is not None)
+        for f in batch.fills:
+            f.trade_id = f.trade.pk
+        sql.insert(batch.fills, keyed=keys is not None)
+        sql.update(
+            batch.changed_positions.values(),
+            ["size", "open_notional", "realized_pnl", "updated_at"],
+        )
+        if batch.ledger or batch.fee_postings:
+            ledger_insert([*batch.ledger, *batch.fee_postings])
+        sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
+        new = {o.pk for o in batch.new_orders}
+        sql.update([o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES)
+        sql.update([book], sorted(batch.book_fields))
+        # Last: the fee account is credited by every order of every book; touching it
+        # at the end means its row lock is held only while this transaction commits,
+        # and a holder of it never waits for another lock, so it can't join a deadlock.
+        balances_credit_unlocked(batch.fee_postings)
     if batch.taken is not None:
         engine_book_return_on_commit(book, batch.taken, book.seq)
 

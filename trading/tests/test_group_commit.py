@@ -436,3 +436,39 @@ def test_a_refusal_after_an_order_changed_the_group_undoes_the_group(monkeypatch
     ]
     assert not Trade.objects.exists()
     assert check_invariants() == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("together", [False, True])
+def test_a_fill_the_account_cannot_carry_is_refused_and_changes_nothing(together):
+    """A reduce-only close whose realized loss exceeds the account's cash: the database's
+    non-negative constraint refuses the write (at the end of the batch's pipeline), the
+    order is refused with INSUFFICIENT_MARGIN, and in a group the other order stands."""
+    MarketFactory()
+    alice, bob, carol = UserFactory(), UserFactory(), UserFactory()
+    fund(alice, "1000", mode=GROUPED)
+    fund(bob, "1000000", mode=GROUPED)
+    fund(carol, "1000000", mode=GROUPED)
+
+    def req(who, side, price, reduce_only=False):
+        return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", reduce_only, None, "USER")
+
+    _place_alone("BTC-PERP", GROUPED, req(bob, "SELL", "64000"))
+    _place_alone("BTC-PERP", GROUPED, req(alice, "BUY", "64000"))
+    _place_alone("BTC-PERP", GROUPED, req(carol, "BUY", "50000"))
+    before = _state(GROUPED)
+    close = req(alice, "SELL", "50000", reduce_only=True)
+    if together:
+        other = req(bob, "BUY", "40000")
+        refused, (placed, _) = _place_together("BTC-PERP", GROUPED, [close, other])
+        assert placed["status"] == "NEW"
+        assert Order.objects.filter(pk=placed["id"]).exists()
+    else:
+        with pytest.raises(ExchangeError) as e:
+            _place_alone("BTC-PERP", GROUPED, close)
+        refused = e.value
+        assert _state(GROUPED) == before
+    assert refused.code == "INSUFFICIENT_MARGIN"
+    assert "cannot carry" in str(refused)
+    assert not Trade.objects.filter(mode=GROUPED, price=D("50000")).exists()
+    assert check_invariants() == []

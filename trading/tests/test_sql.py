@@ -139,3 +139,30 @@ def test_no_reserved_keys_without_sequences():
     if connection.vendor == "postgresql":
         pytest.skip("PostgreSQL has sequences")
     assert sql.keys_reserve(Position, 2) is None
+
+
+def test_a_pipeline_runs_its_statements_and_reports_a_broken_constraint():
+    a, b = UserFactory(), UserFactory()
+    fund(a, "10")
+    fund(b, "10")
+    rows = sql.select(BALANCES, '"trader_id" IN (%s, %s)', [a.pk, b.pk], order_by='"id"')
+    with transaction.atomic(), sql.pipeline():
+        rows[0].locked = Decimal("4")
+        sql.update(rows[:1], ["locked"])
+        sql.insert([LedgerEntry(trader=a, asset="USDC", mode="PAPER", amount=0, reason="FEE")])
+    assert Balance.objects.get(pk=rows[0].pk).locked == Decimal(4)
+    rows[1].locked = Decimal("11")  # more than the balance holds
+    with pytest.raises(IntegrityError), transaction.atomic(), sql.pipeline():
+        rows[0].locked = Decimal("1")
+        sql.update(rows, ["locked"])
+    assert sorted(Balance.objects.values_list("locked", flat=True)) == [0, 4]
+    assert len(sql.select(BALANCES, '"trader_id" = %s', [a.pk])) == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="sequences are PostgreSQL's")
+def test_keys_of_several_tables_in_one_statement():
+    with CaptureQueriesContext(connection) as q:
+        positions, ledger = sql.keys_reserve_each([(Position, 3), (LedgerEntry, 2)])
+    assert len(q.captured_queries) == 1
+    assert len(positions) == 3 and positions == sorted(positions)
+    assert len(ledger) == 2 and ledger == sorted(ledger)
