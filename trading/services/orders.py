@@ -25,7 +25,7 @@ from itertools import groupby
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -42,7 +42,7 @@ from accounts.services import (
 )
 from accounts.signals import balances_changed
 from dexsite import sql
-from dexsite.db import retrying
+from dexsite.db import RETRYABLE_PGCODES, retrying
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
 from trading import margin, risk, signals
@@ -266,6 +266,7 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
     so it leaves the others standing; anything else (a deadlock, a constraint, a fault)
     undoes them all, and each is then placed alone, as if it had come by itself."""
     if len(requests) > 1:
+        committing = False
         try:
             with transaction.atomic():
                 batch = _batch_open(symbol, mode, requests, group=True)
@@ -280,13 +281,20 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
                         outcomes.append(e)
                 _batch_write(batch)
                 placed = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
-                return [
+                answers = [
                     o if isinstance(o, ExchangeError) else (next(placed), True) for o in outcomes
                 ]
+                committing = True
+            return answers
         except ExchangeError as e:
             # Of the book itself (an unknown market): the same answer for every order.
             return [e] * len(requests)
-        except Exception:
+        except Exception as e:
+            if committing and not _rolled_back(e):
+                # The COMMIT itself failed in a way that leaves its outcome unknown (the
+                # connection dropped): placing the orders again could place them twice.
+                log.exception("a group of %d orders on %s: COMMIT failed", len(requests), symbol)
+                return [e] * len(requests)
             log.info(
                 "a group of %d orders on %s rolled back; placing each alone", len(requests), symbol
             )
@@ -297,6 +305,15 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
         except Exception as e:
             outcomes.append(e)
     return outcomes
+
+
+def _rolled_back(e: Exception) -> bool:
+    """Whether a failed COMMIT surely undid the transaction: a constraint checked at
+    COMMIT (the deferred foreign keys), or a serialization failure or deadlock."""
+    if isinstance(e, IntegrityError | DataError):
+        return True
+    code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
+    return code in RETRYABLE_PGCODES
 
 
 class _Waiting:
@@ -1137,7 +1154,7 @@ def _emit_on_commit(
         with signals.events_of_one_commit():
             send_each(positions=True)
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 @dataclass
@@ -1170,7 +1187,9 @@ class _Events:
                 if self.balance_rows:
                     balances_changed.send(sender=Balance, balances=list(self.balance_rows.values()))
 
-        transaction.on_commit(send)
+        # Delivery is best effort and the orders are committed: a receiver's failure is
+        # logged, never raised into the code that placed them.
+        transaction.on_commit(send, robust=True)
 
 
 # -- cancels ------------------------------------------------------------------------

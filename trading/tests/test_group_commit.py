@@ -472,3 +472,33 @@ def test_a_fill_the_account_cannot_carry_is_refused_and_changes_nothing(together
     assert "cannot carry" in str(refused)
     assert not Trade.objects.filter(mode=GROUPED, price=D("50000")).exists()
     assert check_invariants() == []
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_failing_after_the_commit_places_nothing_twice():
+    """The group is committed before its events are sent: a receiver that fails then is
+    logged, and neither undoes nor repeats the orders."""
+    from trading import signals
+
+    MarketFactory()
+    maker, taker = UserFactory(), UserFactory()
+    for t in (maker, taker):
+        fund(t, "1000000", mode=GROUPED)
+
+    def broken(sender, **kw):
+        raise RuntimeError("a receiver fails")
+
+    def req(who, side):
+        return _Request(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
+
+    signals.book_changed.connect(broken)
+    try:
+        outcomes = _place_together("BTC-PERP", GROUPED, [req(maker, "SELL"), req(taker, "BUY")])
+    finally:
+        signals.book_changed.disconnect(broken)
+    assert [o[0]["status"] for o in outcomes] == ["NEW", "FILLED"]
+    assert Order.objects.filter(mode=GROUPED).count() == 2
+    assert Trade.objects.filter(mode=GROUPED).count() == 1
+    assert check_invariants() == []
+    engine_cache_clear()
