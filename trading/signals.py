@@ -3,6 +3,8 @@ sees a change that was rolled back. Payloads are the API's JSON-ready dicts, bui
 per event; trading does not know who listens (the realtime app does).
 """
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,3 +48,39 @@ def events_of_one_commit() -> Iterator[None]:
         yield
     finally:
         events_finished.send(sender=None)
+
+
+# How long the events of a book's commit wait for those of the commit before it (see
+# `in_commit_order`).
+COMMIT_ORDER_WAIT = 0.02
+
+_sent_seq: dict[tuple[str, str], int] = {}
+_sent_changed = threading.Condition()
+
+
+@contextmanager
+def in_commit_order(book: tuple[str, str], first: int | None, last: int | None) -> Iterator[None]:
+    """Send the events of one commit of `book` (its deltas `first`..`last`) after those of
+    the commit before it. Each commit's events leave from the thread that committed it,
+    after the COMMIT: two threads committing one after the other on one book could
+    otherwise send in the other order (an order's update before the one it follows).
+    A commit whose predecessor this process has not sent within COMMIT_ORDER_WAIT
+    (another process made it, or its thread died) goes ahead; subscribers order the
+    deltas by seq in any case."""
+    if first is None or last is None:
+        yield
+        return
+    deadline = time.monotonic() + COMMIT_ORDER_WAIT
+    with _sent_changed:
+        while (sent := _sent_seq.get(book)) is not None and sent < first - 1:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            _sent_changed.wait(remaining)
+    try:
+        yield
+    finally:
+        with _sent_changed:
+            if last > _sent_seq.get(book, last - 1):
+                _sent_seq[book] = last
+            _sent_changed.notify_all()

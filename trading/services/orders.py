@@ -1090,7 +1090,8 @@ def _emit_on_commit(
 ) -> None:
     """Build every event payload now (inside the transaction, from what it wrote) and
     send them once it commits, in a fixed order: book, trades, then private events.
-    `into`: add them to the events of a batch of orders, sent together."""
+    `into`: add them to the events of a batch of orders, sent together; otherwise they
+    are sent on their own."""
     symbol = market.symbol
     tick, lot = market.tick_size, market.lot_size
     bid_deltas, ask_deltas = deltas if deltas else (result.bid_deltas, result.ask_deltas)
@@ -1126,7 +1127,7 @@ def _emit_on_commit(
     position_events = [(p.trader_id, p.pk) for p in positions]
     balance_list = [b for b in balances if b.trader_id in trader_uuid]
 
-    def send_each(positions: bool = False) -> None:
+    def send_each() -> None:
         if book_event is not None:
             signals.book_changed.send(
                 sender=Market, market=symbol, mode=mode, seq=seq, **book_event
@@ -1137,24 +1138,15 @@ def _emit_on_commit(
             signals.order_updated.send(sender=Order, trader_id=trader_id, order=payload)
         for trader_id, payload in fill_events:
             signals.fill_created.send(sender=Fill, trader_id=trader_id, fill=payload)
-        if positions and position_events:
-            signals.position_updated.send(
-                sender=Position, market=symbol, mode=mode, position_ids=position_events
-            )
-        if positions and balance_list:
-            balances_changed.send(sender=Balance, balances=balance_list)
 
-    if into is not None:
-        into.sends.append(send_each)
-        into.positions.update(position_events)
-        into.balance_rows.update({(b.trader_id, b.asset, b.mode): b for b in balance_list})
-        return
-
-    def send() -> None:
-        with signals.events_of_one_commit():
-            send_each(positions=True)
-
-    transaction.on_commit(send, robust=True)
+    events = into if into is not None else _Events(market, mode)
+    events.sends.append(send_each)
+    if book_event is not None:
+        events.seqs.append(seq)
+    events.positions.update(position_events)
+    events.balance_rows.update({(b.trader_id, b.asset, b.mode): b for b in balance_list})
+    if into is None:
+        events.send_on_commit()
 
 
 @dataclass
@@ -1166,15 +1158,20 @@ class _Events:
     market: Market
     mode: str
     sends: list[Callable[[], None]] = field(default_factory=list)
+    # The book's seq after each send that changed it.
+    seqs: list[int] = field(default_factory=list)
     positions: set[tuple[int, int]] = field(default_factory=set)
     balance_rows: dict[tuple[int, str, str], Balance] = field(default_factory=dict)
 
     def send_on_commit(self) -> None:
         if not self.sends:
             return
+        book = (self.market.symbol, self.mode)
+        first = self.seqs[0] if self.seqs else None
+        last = self.seqs[-1] if self.seqs else None
 
         def send() -> None:
-            with signals.events_of_one_commit():
+            with signals.in_commit_order(book, first, last), signals.events_of_one_commit():
                 for send_each in self.sends:
                     send_each()
                 if self.positions:

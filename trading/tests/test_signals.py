@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
+from trading import signals
 from trading.services.orders import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
@@ -88,3 +89,38 @@ def test_no_event_for_a_rolled_back_order(received, django_capture_on_commit_cal
     from trading.models import Trade
 
     assert Trade.objects.count() == 0
+
+
+def test_commits_of_one_book_send_in_seq_order_across_threads():
+    """The thread that committed seq 7 waits for the events of seq 6 (committed just
+    before, by another thread) to be sent first; a predecessor this process never sends
+    (another process's) holds it only COMMIT_ORDER_WAIT."""
+    import threading
+    import time
+
+    book = ("ORDER-TEST", "PAPER")
+    sent: list[int] = []
+    with signals.in_commit_order(book, 5, 5):
+        sent.append(5)
+
+    def later() -> None:
+        with signals.in_commit_order(book, 7, 7):
+            sent.append(7)
+
+    t = threading.Thread(target=later)
+    t.start()
+    time.sleep(0.005)
+    assert sent == [5], "seq 7 went ahead of seq 6"
+    with signals.in_commit_order(book, 6, 6):
+        sent.append(6)
+    t.join(1)
+    assert sent == [5, 6, 7]
+
+    t0 = time.monotonic()
+    with signals.in_commit_order(book, 9, 10):  # seq 8 was another process's
+        sent.append(9)
+    waited = time.monotonic() - t0
+    assert signals.COMMIT_ORDER_WAIT * 0.9 <= waited < 1
+    with signals.in_commit_order(book, None, None):  # a commit that left the book as is
+        sent.append(0)
+    assert sent == [5, 6, 7, 9, 0]
