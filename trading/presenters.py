@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from trading.models import Fill, Market, Order, Position
+from trading.models import Fill, Market, Position
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -24,7 +24,28 @@ def ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def order_dict(order: Order, symbol: str, fills: list[dict] | None = None) -> dict[str, Any]:
+class OrderFields(Protocol):
+    """What `order_dict` reads: an `Order`, or a row of those fields (`values_list(...,
+    named=True)`)."""
+
+    pk: int
+    client_order_id: str | None
+    mode: str
+    side: str
+    type: str
+    price: Decimal | None
+    qty: Decimal
+    filled_qty: Decimal
+    filled_notional: Decimal
+    status: str
+    time_in_force: str
+    reduce_only: bool
+    cancel_reason: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def order_dict(order: OrderFields, symbol: str, fills: list[dict] | None = None) -> dict[str, Any]:
     avg = order.filled_notional / order.filled_qty if order.filled_qty else None
     body = {
         "id": order.pk,

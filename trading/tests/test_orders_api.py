@@ -433,3 +433,31 @@ def test_each_request_validates_with_fields_of_its_own():
     # A field with a child field is copied in full, child and all.
     c = BatchInputSerializer(data={"orders": [body]})
     assert c.fields["orders"].child is not BatchInputSerializer._declared_fields["orders"].child
+
+
+def test_the_orders_list_shows_each_order_as_its_model_would(perp, alice, bob, api_alice):
+    """The list reads rows, not model instances: every field `order_dict` reads comes
+    with them, and each order renders exactly as from its model."""
+    from trading.models import Order
+    from trading.presenters import OrderFields, order_dict
+    from trading.selectors import _ORDER_SHOWN, orders_list
+
+    assert set(_ORDER_SHOWN) == set(OrderFields.__annotations__)
+    api_alice.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.3"), format="json")
+    api_alice.post(
+        "/api/v1/trade",
+        order(side="BUY", price="60000", qty="0.1", clientOrderId="mine-1"),
+        format="json",
+    )
+    client_for(bob).post("/api/v1/trade", order(price="64000", qty="0.1"), format="json")
+    api_alice.delete("/api/v1/orders?mode=PAPER")
+    for status in (None, "open", "CANCELED"):
+        listed = orders_list(trader=alice, mode="PAPER", market=None, status=status)
+        qs = Order.objects.filter(trader=alice).order_by("-id")
+        if status:
+            qs = qs.filter(status=status) if status != "open" else qs.none()
+        assert listed == [order_dict(o, "BTC-PERP") for o in qs]
+    assert {
+        o["status"] for o in orders_list(trader=alice, mode=None, market=None, status=None)
+    } == {"CANCELED"}
+    assert api_alice.get("/api/v1/orders?mode=PAPER").json()[0]["cancelReason"] == "USER"
