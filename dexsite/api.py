@@ -79,9 +79,8 @@ class StrictSerializer(serializers.Serializer):
 
 
 def _flat(field: serializers.Field) -> bool:
-    return not isinstance(
-        field, serializers.BaseSerializer | serializers.ListField | serializers.DictField
-    ) and not hasattr(field, "child")
+    """A field with no sub-fields: no nested serializer, no `child` (lists, dicts)."""
+    return not isinstance(field, serializers.BaseSerializer) and not hasattr(field, "child")
 
 
 # The largest price, quantity, order value or transfer amount taken: margin and balance

@@ -156,12 +156,7 @@ class OrderInputSerializer(StrictSerializer):
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
-        try:
-            return order_services.order_place(trader=trader, **self.arguments())
-        except ArithmeticError as e:
-            # A size whose margin or fee does not fit the arithmetic's precision; the
-            # service's transaction has rolled back.
-            raise ExchangeError("INVALID_QTY", "the order is too large", field="qty") from e
+        return order_services.order_place(trader=trader, **self.arguments())
 
 
 class TradeApi(APIView):

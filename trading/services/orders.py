@@ -207,10 +207,7 @@ def orders_place_many(
         run = list(run)
         outcomes = _place_together(market, mode, [r for _, _, r in run])
         for (i, _, _), outcome in zip(run, outcomes, strict=True):
-            if isinstance(outcome, ArithmeticError):
-                # A size whose margin or fee does not fit the arithmetic's precision.
-                outcome = ExchangeError("INVALID_QTY", "the order is too large", field="qty")
-            elif isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
                 raise outcome
             results[i] = outcome
     return results
@@ -258,6 +255,10 @@ def _place_alone(symbol: str, mode: str, request: _Request) -> tuple[dict[str, A
                 "INSUFFICIENT_MARGIN", "the account cannot carry this trade", field="qty"
             ) from e
         raise
+    except ArithmeticError as e:
+        # A size whose margin or fee does not fit the arithmetic's precision; the
+        # transaction has rolled back.
+        raise ExchangeError("INVALID_QTY", "the order is too large", field="qty") from e
 
 
 def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[Any]:
@@ -455,16 +456,15 @@ class _Batch:
     def order_add(self, order: Order) -> None:
         """Give a new order its key: alone, by writing it now; in a group, from keys
         reserved for the orders still to come (ascending, so that ids keep arrival
-        order), its row written with the others by `_batch_write`."""
-        if self.size > 1 and self.keys != []:
-            if not self.keys:
-                self.keys = sql.keys_reserve(Order, self.size - self.begun + 1)
-            if self.keys:
-                order.pk = self.keys.pop(0)
-                self.new_orders.append(order)
-                return
-            self.keys = []  # no sequences here: write each as it comes
-        sql.insert([order])
+        order), its row written with the others by `_batch_write`. Where there are no
+        sequences to reserve from (SQLite), each is written as it comes."""
+        if self.size > 1 and self.keys is None:
+            self.keys = sql.keys_reserve(Order, self.size - self.begun + 1) or []
+        if self.keys:
+            order.pk = self.keys.pop(0)
+            self.new_orders.append(order)
+        else:
+            sql.insert([order])
 
     @property
     def engine(self) -> eng.OrderBook:
@@ -849,14 +849,13 @@ def _lock_held(held: dict[tuple[int, str, str], Balance], keys) -> None:
 def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:
     """Lock the balance rows of `keys` not yet in `held` (creating missing ones) and add
     them to it."""
+    keys = set(keys)
+    _lock_held(held, keys)
+    # Rows an account has never had: created at zero, then locked like the rest.
     missing = set(keys) - held.keys()
     if missing:
+        balances_ensure(missing)
         held.update(balances_lock(missing))
-        # Rows an account has never had: created at zero, then locked like the rest.
-        missing -= held.keys()
-        if missing:
-            balances_ensure(missing)
-            held.update(balances_lock(missing))
 
 
 def _reservation(

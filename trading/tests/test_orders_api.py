@@ -461,3 +461,39 @@ def test_the_orders_list_shows_each_order_as_its_model_would(perp, alice, bob, a
         o["status"] for o in orders_list(trader=alice, mode=None, market=None, status=None)
     } == {"CANCELED"}
     assert api_alice.get("/api/v1/orders?mode=PAPER").json()[0]["cancelReason"] == "USER"
+
+
+def test_an_order_beyond_the_arithmetic_is_refused_alone_and_in_a_batch(
+    perp, api_alice, monkeypatch
+):
+    """A size whose margin the decimal arithmetic cannot hold is INVALID_QTY, whether
+    placed alone or as part of a batch (where the other orders stand), and writes
+    nothing."""
+    from decimal import InvalidOperation
+
+    from trading import risk
+
+    real = risk.order_margin
+
+    def overflowing(notional, leverage, fee):
+        if notional > 1000:
+            raise InvalidOperation("too many digits")
+        return real(notional, leverage, fee)
+
+    monkeypatch.setattr(risk, "order_margin", overflowing)
+    before = state()
+    r = api_alice.post("/api/v1/trade", order(price="64000", qty="0.1"), format="json")
+    assert r.status_code == 400
+    assert r.json()["error"] == {
+        "code": "INVALID_QTY",
+        "message": "the order is too large",
+        "field": "qty",
+    }
+    assert state() == before
+    batch = api_alice.post(
+        "/api/v1/trade/batch",
+        {"orders": [order(price="60000", qty="0.01"), order(price="64000", qty="0.1")]},
+        format="json",
+    ).json()["results"]
+    assert batch[0]["status"] == "NEW"
+    assert batch[1]["error"]["code"] == "INVALID_QTY"
