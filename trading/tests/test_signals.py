@@ -91,13 +91,15 @@ def test_no_event_for_a_rolled_back_order(received, django_capture_on_commit_cal
     assert Trade.objects.count() == 0
 
 
-def test_commits_of_one_book_send_in_seq_order_across_threads():
+def test_commits_of_one_book_send_in_seq_order_across_threads(monkeypatch):
     """The thread that committed seq 7 waits for the events of seq 6 (committed just
     before, by another thread) to be sent first; a predecessor this process never sends
     (another process's) holds it only COMMIT_ORDER_WAIT."""
     import threading
     import time
 
+    # Long enough that seq 7 cannot give up waiting while the test looks.
+    monkeypatch.setattr(signals, "COMMIT_ORDER_WAIT", 10.0)
     book = ("ORDER-TEST", "PAPER")
     sent: list[int] = []
     with signals.in_commit_order(book, 5, 5):
@@ -109,13 +111,14 @@ def test_commits_of_one_book_send_in_seq_order_across_threads():
 
     t = threading.Thread(target=later)
     t.start()
-    time.sleep(0.005)
-    assert sent == [5], "seq 7 went ahead of seq 6"
+    time.sleep(0.1)  # ample time for seq 7 to be sent, were it not waiting
+    assert t.is_alive() and sent == [5], "seq 7 went ahead of seq 6"
     with signals.in_commit_order(book, 6, 6):
         sent.append(6)
-    t.join(1)
+    t.join(5)
     assert sent == [5, 6, 7]
 
+    monkeypatch.setattr(signals, "COMMIT_ORDER_WAIT", 0.02)
     t0 = time.monotonic()
     with signals.in_commit_order(book, 9, 10):  # seq 8 was another process's
         sent.append(9)
