@@ -502,3 +502,78 @@ def test_a_receiver_failing_after_the_commit_places_nothing_twice():
     assert Trade.objects.filter(mode=GROUPED).count() == 1
     assert check_invariants() == []
     engine_cache_clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_next_order_on_a_book_does_not_wait_for_the_events_of_the_one_before():
+    """A group's leader hands the book on as soon as it has committed, and only then
+    runs the receivers of its events: a slow receiver does not hold up the book."""
+    from trading import signals
+
+    MarketFactory()
+    first, second = UserFactory(), UserFactory()
+    for t in (first, second):
+        fund(t, "1000000")
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow(sender, *, seq, **kw):
+        calls.append(seq)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(10)
+
+    placed: dict[str, dict] = {}
+
+    def buy(who: User) -> threading.Thread:
+        def run() -> None:
+            try:
+                placed[who.username] = _buy(who)[0]
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    signals.book_changed.connect(slow)
+    try:
+        one = buy(first)
+        assert entered.wait(10)
+        # The first order's receiver is still running: the second order is placed and
+        # acknowledged meanwhile.
+        two = buy(second)
+        two.join(5)
+        assert not two.is_alive() and second.username in placed
+        release.set()
+        one.join(10)
+    finally:
+        release.set()
+        signals.book_changed.disconnect(slow)
+    assert [placed[t.username]["status"] for t in (first, second)] == ["NEW", "NEW"]
+    assert sorted(calls) == [calls[0], calls[0] + 1]
+    assert check_invariants() == []
+    engine_cache_clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_failing_after_a_groups_commit_is_only_logged(caplog):
+    """The receivers run after the leader has handed the book on: one that fails is
+    logged, and the order stands acknowledged."""
+    from trading import signals
+
+    MarketFactory()
+    trader = UserFactory()
+    fund(trader, "1000000")
+
+    def broken(sender, **kw):
+        raise RuntimeError("a receiver fails")
+
+    signals.book_changed.connect(broken)
+    try:
+        body, created = _buy(trader)
+    finally:
+        signals.book_changed.disconnect(broken)
+    assert created and Order.objects.filter(pk=body["id"]).exists()
+    assert "sending the events of a group" in caplog.text
+    engine_cache_clear()
