@@ -11,7 +11,8 @@ What it checks:
 - orders: none filled past its quantity, statuses agree with what filled, resting
   orders sit on the tick and lot grids, every fill adds up to its order's fills;
 - trades: one taker and one maker fill each, never a trader with itself; fees charged
-  equal fees collected;
+  equal fees collected; every fill's trade and order, and every trade's two orders,
+  exist (the database does not enforce these references, see `Trade`);
 - positions: long open interest equals short in every market and mode, a flat position
   carries no cost;
 - books: rebuilt from open orders, uncrossed; a cached engine book that claims to be
@@ -29,8 +30,10 @@ from django.db.models import (
     BooleanField,
     Count,
     DecimalField,
+    Exists,
     ExpressionWrapper,
     F,
+    OuterRef,
     Q,
     Sum,
     Value,
@@ -86,6 +89,7 @@ def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
     _conservation(problems)
     _transfers(problems)
     _orders(problems)
+    _references(problems)
     _fills(problems)
     _acknowledged(problems, acknowledged)
     _positions(problems)
@@ -249,6 +253,24 @@ def _sort_offenders(problems: list[str], qs, rules: dict[str, Q]) -> None:
     for i, what in enumerate(rules):
         if found[i]:
             problems.append(f"{what}: {found[i][:SHOWN]}")
+
+
+def _references(problems: list[str]) -> None:
+    """No fill or trade refers to an order or trade that is not there."""
+
+    def missing(model, field: str) -> Exists:
+        return ~Exists(model.objects.filter(pk=OuterRef(field)))
+
+    _report(
+        problems,
+        "fills whose trade or order is missing",
+        Fill.objects.filter(missing(Trade, "trade_id") | missing(Order, "order_id")),
+    )
+    _report(
+        problems,
+        "trades whose taker or maker order is missing",
+        Trade.objects.filter(missing(Order, "taker_order_id") | missing(Order, "maker_order_id")),
+    )
 
 
 def _fills(problems: list[str]) -> None:

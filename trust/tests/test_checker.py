@@ -14,7 +14,7 @@ from django.db import transaction
 
 from accounts.models import Balance, LedgerEntry, Transfer, TransferStatus
 from trading.invariants import check_invariants
-from trading.models import OPEN_STATUSES, Book, Fill, Order, Position
+from trading.models import OPEN_STATUSES, Book, Fill, Order, Position, Trade
 from trading.services import books
 from trust.flows import PERP, Flow, isolated
 
@@ -110,6 +110,21 @@ def _cache_queue_order() -> None:
     level.orders.move_to_end(next(iter(level.orders)))
 
 
+def _fill_of_a_missing_order() -> None:
+    f = Fill.objects.latest("id")
+    Fill.objects.filter(pk=f.pk).update(order_id=Order.objects.latest("id").pk + 1000)
+
+
+def _trade_of_a_missing_order() -> None:
+    t = Trade.objects.latest("id")
+    Trade.objects.filter(pk=t.pk).update(maker_order_id=Order.objects.latest("id").pk + 1000)
+
+
+def _fill_of_a_missing_trade() -> None:
+    f = Fill.objects.latest("id")
+    Fill.objects.filter(pk=f.pk).update(trade_id=Trade.objects.latest("id").pk + 1000)
+
+
 def _withdrawal_reopened() -> None:
     w = Transfer.objects.filter(kind="WITHDRAWAL", status=TransferStatus.APPROVED).first()
     Transfer.objects.filter(pk=w.pk).update(status=TransferStatus.PENDING, tx_hash=None)
@@ -131,6 +146,9 @@ DAMAGE: dict[str, tuple[Callable[[], None], str]] = {
     "price off the tick grid": (_off_grid, "off the tick grid"),
     "cached book lost an order": (_cache_diverged, "differs from its open orders"),
     "cached book out of queue order": (_cache_queue_order, "differs from its open orders"),
+    "fill of a missing order": (_fill_of_a_missing_order, "fills whose trade or order is missing"),
+    "fill of a missing trade": (_fill_of_a_missing_trade, "fills whose trade or order is missing"),
+    "trade of a missing order": (_trade_of_a_missing_order, "taker or maker order is missing"),
     "withdrawal booked but pending": (_withdrawal_reopened, "booked as"),
     "fee charged but not collected": (_fee_changed, "fees"),
 }
