@@ -12,7 +12,11 @@ First the peak is measured with closed-loop clients (16 clients, each sending it
 request when the last one is answered, ~20 s), then the soak runs at 70 % of it (or at
 `--rate`). The mix: 50 % order placements (GTC limits around a fixed mid, half of them
 crossing), 20 % cancels of a trader's oldest open order, 30 % reads (depth, open
-orders, balances), from 16 funded traders. Errors are transport failures, timeouts,
+orders, balances), from 16 funded traders. About a quarter of the requests leave an
+order resting, more than the cancels take away, so a trader that already has
+`--open-per-trader` (20) orders resting cancels its oldest instead of placing one: the
+book stays at most 16 x 20 orders, and a long run measures the server, not an ever
+larger book (0: no bound). Errors are transport failures, timeouts,
 5xx and any 4xx other than ORDER_NOT_OPEN (a cancel that lost the race with a fill).
 The web process is the Procfile's `web` role; its resident memory (with children) is
 sampled every 10 s. The invariant checker runs at the end.
@@ -20,7 +24,7 @@ sampled every 10 s. The invariant checker runs at the end.
 Usage::
 
     python trust/soak.py [--quick] [--duration S] [--rate R] [--peak-seconds S]
-        [--sample-every S] [--db-url URL] [--json PATH] [--keep-db]
+        [--sample-every S] [--open-per-trader N] [--db-url URL] [--json PATH] [--keep-db]
 
 `--quick` runs 20 s (after a 5 s peak measurement). The database is `--db-url`, else
 `$TRUST_DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/dexsite_soak: dropped,
@@ -55,6 +59,8 @@ from trust.procs import SYMBOL, log, percentile  # noqa: E402
 
 MODE = "REAL"
 TRADERS = 16
+# Orders a trader keeps resting at most: a placement beyond it becomes a cancel.
+OPEN_PER_TRADER = 20
 EXPECTED_REJECTIONS = {"ORDER_NOT_OPEN"}
 
 
@@ -77,10 +83,13 @@ class Results:
 class Mix:
     """Chooses the next request and keeps each trader's open orders, oldest first."""
 
-    def __init__(self, base: str, tokens: list[str], seed: int) -> None:
+    def __init__(
+        self, base: str, tokens: list[str], seed: int, open_per_trader: int = OPEN_PER_TRADER
+    ) -> None:
         self.base = base
         self.tokens = tokens
         self.rng = random.Random(seed)
+        self.open_per_trader = open_per_trader
         self.open: list[deque[int]] = [deque() for _ in tokens]
         self.reads = [
             f"{base}/api/v1/markets/{SYMBOL}/depth?mode={MODE}&levels=50",
@@ -93,7 +102,8 @@ class Mix:
         rng = self.rng
         t = rng.randrange(len(self.tokens))
         r = rng.random()
-        if r < 0.5:
+        full = 0 < self.open_per_trader <= len(self.open[t])
+        if r < 0.5 and not full:
             side, price, lots = random_order(rng)
             return "place", "POST", f"{self.base}/api/v1/trade", t, order_body(side, price, lots)
         if r < 0.7 and self.open[t]:
@@ -137,9 +147,11 @@ async def _send(
         return status, None
 
 
-async def measure_peak(base: str, tokens: list[str], seconds: float, clients: int) -> float:
+async def measure_peak(
+    base: str, tokens: list[str], seconds: float, clients: int, open_per_trader: int
+) -> float:
     """Requests per second that closed-loop clients get through the same mix."""
-    mix = Mix(base, tokens, 1)
+    mix = Mix(base, tokens, 1, open_per_trader)
     res = Results()
     perf = time.perf_counter
     t_end = perf() + seconds
@@ -161,10 +173,15 @@ async def measure_peak(base: str, tokens: list[str], seconds: float, clients: in
 
 
 async def open_model(
-    web: procs.WebServer, tokens: list[str], rate: float, duration: float, sample_every: float
+    web: procs.WebServer,
+    tokens: list[str],
+    rate: float,
+    duration: float,
+    sample_every: float,
+    open_per_trader: int,
 ) -> tuple[Results, list[tuple[float, int]], list[float], float]:
     """Requests scheduled at fixed intervals; latency from the scheduled send time."""
-    mix = Mix(web.url, tokens, 2)
+    mix = Mix(web.url, tokens, 2, open_per_trader)
     res = Results()
     rss: list[tuple[float, int]] = []
     load: list[float] = []
@@ -241,6 +258,7 @@ def run_soak(
     peak_seconds: float,
     sample_every: float,
     out_dir: Path,
+    open_per_trader: int = OPEN_PER_TRADER,
 ) -> dict[str, Any]:
     procs.market_create()
     tokens = [
@@ -252,11 +270,13 @@ def run_soak(
         peak = None
         if rate is None:
             log(f"\n== peak: 16 closed-loop clients for {peak_seconds:.0f}s ==")
-            peak = asyncio.run(measure_peak(web.url, tokens, peak_seconds, 16))
+            peak = asyncio.run(measure_peak(web.url, tokens, peak_seconds, 16, open_per_trader))
             rate = round(0.7 * peak, 1)
             log(f"  peak {peak:.1f} requests/s; soak rate 70% = {rate}/s")
         log(f"\n== soak: {rate}/s for {duration:.0f}s, open model ==")
-        res, rss, load, elapsed = asyncio.run(open_model(web, tokens, rate, duration, sample_every))
+        res, rss, load, elapsed = asyncio.run(
+            open_model(web, tokens, rate, duration, sample_every, open_per_trader)
+        )
         logged_500 = web.log_count("Internal Server Error")
     from trading.models import OPEN_STATUSES, Order
 
@@ -274,6 +294,7 @@ def run_soak(
         "duration_s": round(elapsed, 1),
         "peak_requests_per_s": round(peak, 1) if peak else None,
         "rate_per_s": rate,
+        "open_per_trader": open_per_trader,
         "requests": res.sent,
         "answered": res.done,
         "achieved_per_s": round(res.done / elapsed, 1),
@@ -348,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, help="requests/s (default: 70%% of the peak)")
     ap.add_argument("--peak-seconds", type=float, help="peak measurement (20; quick 5)")
     ap.add_argument("--sample-every", type=float, help="RSS sample period (10; quick 2)")
+    ap.add_argument(
+        "--open-per-trader",
+        type=int,
+        default=OPEN_PER_TRADER,
+        help=f"orders a trader keeps resting at most ({OPEN_PER_TRADER}; 0: no bound)",
+    )
     ap.add_argument("--db-url", help="the run's own database (dropped and created)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep-db", action="store_true")
@@ -366,7 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         procs.setup_django(db_url, prefix)
         log(f"database {db_url}, channel prefix {prefix}, logs in {out_dir}")
-        figures = run_soak(db_url, prefix, duration, args.rate, peak_seconds, sample_every, out_dir)
+        figures = run_soak(
+            db_url,
+            prefix,
+            duration,
+            args.rate,
+            peak_seconds,
+            sample_every,
+            out_dir,
+            args.open_per_trader,
+        )
     finally:
         from django.db import connections
 
