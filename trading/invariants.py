@@ -12,7 +12,8 @@ What it checks:
   orders sit on the tick and lot grids, every fill adds up to its order's fills;
 - trades: one taker and one maker fill each, never a trader with itself; fees charged
   equal fees collected; every fill's trade and order, and every trade's two orders,
-  exist (the database does not enforce these references, see `Trade`);
+  exist (the database does not enforce these references, see `Trade`); the stored
+  candles are exactly those of the trades;
 - positions: long open interest equals short in every market and mode, a flat position
   carries no cost;
 - books: rebuilt from open orders, uncrossed; a cached engine book that claims to be
@@ -49,10 +50,12 @@ from accounts.models import (
     TransferStatus,
     User,
 )
+from trading import candles
 from trading.engine import BookError, OrderBook
 from trading.models import (
     OPEN_STATUSES,
     Book,
+    Candle,
     Fill,
     Liquidity,
     MarketKind,
@@ -91,6 +94,7 @@ def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
     _orders(problems)
     _references(problems)
     _fills(problems)
+    _candles(problems)
     _acknowledged(problems, acknowledged)
     _positions(problems)
     _books(problems)
@@ -271,6 +275,29 @@ def _references(problems: list[str]) -> None:
         "trades whose taker or maker order is missing",
         Trade.objects.filter(missing(Order, "taker_order_id") | missing(Order, "maker_order_id")),
     )
+
+
+def _candles(problems: list[str]) -> None:
+    """Every stored candle is what the trades of its period add up to, and every
+    period with trades has one."""
+    trades = Trade.objects.order_by("id").values_list(
+        "market_id", "mode", "created_at", "price", "qty", "id"
+    )
+    expected = candles.fold(trades.iterator(chunk_size=10000))
+    wrong: list[str] = []
+    for c in Candle.objects.order_by("pk").iterator(chunk_size=10000):
+        key = (c.market_id, c.mode, c.resolution, c.start)
+        want = expected.pop(key, None)
+        got = candles.Period(
+            c.open, c.high, c.low, c.close, c.volume, c.trades, c.first_trade_id, c.last_trade_id
+        )
+        if got != want:
+            wrong.append(f"{c.pk}")
+    if wrong:
+        problems.append(f"candles that differ from their trades: {wrong[:SHOWN]}")
+    if expected:
+        missing = [f"{m}/{mode}/{r}s@{start:%Y-%m-%dT%H:%M}" for m, mode, r, start in expected]
+        problems.append(f"periods with trades but no candle: {sorted(missing)[:SHOWN]}")
 
 
 def _fills(problems: list[str]) -> None:

@@ -8,17 +8,18 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
 from accounts.selectors import balances_of
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
-from trading import margin, risk
+from trading import candles, margin, risk
 from trading.models import (
     OPEN_STATUSES,
     Book,
+    Candle,
     Fill,
     Market,
     Order,
@@ -36,19 +37,24 @@ def market_get(symbol: str) -> Market:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
 
 
-def _stats_24h(mode: str, markets: list[Market] | None = None) -> dict[int, dict[str, Any]]:
-    """Volume and opening price over the last 24 hours, per market (of `markets` only
-    when given: a ticker of one market reads that market's trades only)."""
-    since = timezone.now() - timedelta(hours=24)
-    trades = Trade.objects.filter(mode=mode, created_at__gte=since)
+def _stats_24h(mode: str, markets: list[Market] | None) -> dict[int, dict[str, Any]]:
+    """Volume and opening price over the last 24 hours, to the minute, per market (of
+    `markets` only when given), from the minute candles: at most 1,440 rows a market,
+    however much has traded."""
+    since = candles.period_start(timezone.now() - timedelta(hours=24), 60)
+    rows = Candle.objects.filter(mode=mode, resolution=60, start__gte=since)
     if markets is not None:
-        trades = trades.filter(market__in=markets)
-    rows = trades.values("market_id").annotate(volume=Sum("qty"), first_id=Min("id"), n=Count("id"))
-    stats = {r["market_id"]: r for r in rows}
-    first_ids = [r["first_id"] for r in rows]
-    firsts = dict(Trade.objects.filter(id__in=first_ids).values_list("market_id", "price"))
-    for market_id, r in stats.items():
-        r["open"] = firsts.get(market_id)
+        rows = rows.filter(market__in=markets)
+    stats = {
+        r["market_id"]: r
+        for r in rows.values("market_id").annotate(volume=Sum("volume"), first=Min("start"))
+    }
+    if stats:
+        firsts = Q()
+        for market_id, r in stats.items():
+            firsts |= Q(market_id=market_id, start=r["first"])
+        for market_id, price in rows.filter(firsts).values_list("market_id", "open"):
+            stats[market_id]["open"] = price
     return stats
 
 
@@ -188,7 +194,9 @@ MAX_CANDLES = 1000
 def candles_get(
     *, symbol: str, mode: str, interval: str, start_ms: int | None, end_ms: int | None
 ) -> list[dict[str, Any]]:
-    """OHLCV candles from trades, ascending; at most MAX_CANDLES ending at `end_ms`."""
+    """OHLCV candles, ascending; at most MAX_CANDLES, the last one the one that holds
+    `end_ms`. Built from the stored candles of the largest resolution that divides the
+    interval (a 4h candle from four 1h ones)."""
     market = market_get(symbol)
     step = INTERVALS[interval] * 1000
     now_ms = int(timezone.now().timestamp() * 1000)
@@ -198,34 +206,29 @@ def candles_get(
     start -= start % step
     to_dt = lambda v: datetime.fromtimestamp(v / 1000, tz=UTC)  # noqa: E731
     rows = (
-        Trade.objects.filter(
-            market=market, mode=mode, created_at__gte=to_dt(start), created_at__lte=to_dt(end)
+        Candle.objects.filter(
+            market=market,
+            mode=mode,
+            resolution=candles.resolution_for(INTERVALS[interval]),
+            start__gte=to_dt(start),
+            start__lte=to_dt(end),
         )
-        .order_by("id")
-        .values_list("created_at", "price", "qty")
+        .order_by("start")
+        .values_list("start", "open", "high", "low", "close", "volume")
     )
-    candles: dict[int, dict[str, Any]] = {}
-    for created, px, qty in rows.iterator(chunk_size=5000):
-        bucket = ms(created)
+    out: dict[int, dict[str, Any]] = {}
+    for at, o, h, lo, c, v in rows.iterator(chunk_size=5000):
+        bucket = ms(at)
         bucket -= bucket % step
-        c = candles.get(bucket)
-        if c is None:
-            candles[bucket] = {
-                "ts": bucket,
-                "open": px,
-                "high": px,
-                "low": px,
-                "close": px,
-                "volume": qty,
-            }
+        found = out.get(bucket)
+        if found is None:
+            out[bucket] = {"ts": bucket, "open": o, "high": h, "low": lo, "close": c, "volume": v}
         else:
-            c["high"] = max(c["high"], px)
-            c["low"] = min(c["low"], px)
-            c["close"] = px
-            c["volume"] += qty
-    return [
-        {k: (dec(v) if k != "ts" else v) for k, v in c.items()} for _, c in sorted(candles.items())
-    ]
+            found["high"] = max(found["high"], h)
+            found["low"] = min(found["low"], lo)
+            found["close"] = c
+            found["volume"] += v
+    return [{k: (dec(v) if k != "ts" else v) for k, v in c.items()} for _, c in sorted(out.items())]
 
 
 def orders_list(

@@ -35,6 +35,7 @@ from accounts.services import (
 )
 from dexsite.errors import ExchangeError
 from trading import margin, risk, signals
+from trading.candles import candles_record
 from trading.models import (
     Book,
     Fill,
@@ -298,6 +299,7 @@ def _auto_deleverage(
     liquidated_side = Side.SELL if size > 0 else Side.BUY
     other_side = Side.BUY if size > 0 else Side.SELL
     postings: list[Posting] = []
+    trades: list[Trade] = []
     touched: dict[int, Position] = {mine.pk: mine}
     for p in opposite:
         if not remaining:
@@ -317,6 +319,7 @@ def _auto_deleverage(
             liquidation=True,
             created_at=now,
         )
+        trades.append(trade)
         for order, pos in ((taker, mine), (maker, p)):
             Fill.objects.create(
                 trade=trade,
@@ -363,6 +366,7 @@ def _auto_deleverage(
         progress.closed_notional += q * price
     if remaining:
         log.error("auto-deleverage of %s in %s left %s unmatched", user, market, remaining)
+    candles_record(trades)
     Position.objects.bulk_update(touched.values(), ["size", "open_notional", "realized_pnl"])
     keys = [(p.trader_id, QUOTE, mode) for p in postings]
     balances_ensure(keys)

@@ -47,6 +47,7 @@ from dexsite.db import RETRYABLE_PGCODES, retrying
 from dexsite.errors import ExchangeError, NotFound
 from trading import engine as eng
 from trading import margin, risk, signals
+from trading.candles import candles_record
 from trading.models import (
     OPEN_STATUSES,
     Book,
@@ -575,6 +576,7 @@ def _batch_write(batch: _Batch) -> None:
         for f in batch.fills:
             f.trade_id = f.trade.pk
         sql.insert(batch.fills, keyed=keys is not None)
+        candles_record(batch.trades)
         sql.update(
             batch.changed_positions.values(),
             ["size", "open_notional", "realized_pnl", "updated_at"],

@@ -1,0 +1,161 @@
+"""Candles: the trades of each book summed up per minute, hour and day (UTC).
+
+`candles_record` folds the trades a transaction records into their `Candle` rows, in
+the same transaction: one statement that adds to the rows already there. `fold` is the
+summing itself, also used to check the rows against the trades (`check_invariants`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from dexsite import sql
+
+# Seconds per stored period. A chart's interval is built from the largest that divides
+# it (`resolution_for`).
+RESOLUTIONS = (60, 3600, 86400)
+
+_COLUMNS = (
+    "market_id",
+    "mode",
+    "resolution",
+    "start",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "first_trade_id",
+    "last_trade_id",
+)
+
+
+@dataclass(slots=True)
+class Period:
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    first_trade_id: int
+    last_trade_id: int
+
+    def add(self, other: Period) -> None:
+        """Merge another part of the same period (from trades before or after these)."""
+        if other.first_trade_id < self.first_trade_id:
+            self.open, self.first_trade_id = other.open, other.first_trade_id
+        if other.last_trade_id > self.last_trade_id:
+            self.close, self.last_trade_id = other.close, other.last_trade_id
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        self.volume += other.volume
+        self.trades += other.trades
+
+
+Key = tuple[int, str, int, datetime]  # market id, mode, resolution, start
+
+
+def period_start(at: datetime, resolution: int) -> datetime:
+    """The start of the period of `resolution` seconds that `at` falls in."""
+    seconds = int(at.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % resolution, tz=UTC)
+
+
+def resolution_for(interval_seconds: int) -> int:
+    """The largest stored resolution that divides a chart interval."""
+    return max(r for r in RESOLUTIONS if interval_seconds % r == 0)
+
+
+def fold(
+    trades: Iterable[tuple[int, str, datetime, Decimal, Decimal, int]],
+    resolutions: Sequence[int] = RESOLUTIONS,
+) -> dict[Key, Period]:
+    """The periods of `trades`, given as (market id, mode, time, price, qty, trade id)
+    in any order."""
+    out: dict[Key, Period] = {}
+    for market_id, mode, at, price, qty, trade_id in trades:
+        for resolution in resolutions:
+            key = (market_id, mode, resolution, period_start(at, resolution))
+            one = Period(price, price, price, price, qty, 1, trade_id, trade_id)
+            found = out.get(key)
+            if found is None:
+                out[key] = one
+            else:
+                found.add(one)
+    return out
+
+
+def candles_record(trades: Sequence) -> None:
+    """Add recorded `Trade` rows (with their keys) to their candles."""
+    if not trades:
+        return
+    periods = fold((t.market_id, t.mode, t.created_at, t.price, t.qty, t.pk) for t in trades)
+    from trading.models import Candle
+
+    db = sql.default_db()
+    table = sql.qn(Candle._meta.db_table)
+    if db.vendor == "postgresql":
+        merge = _merge_in_sql(table)
+    else:
+        # SQLite would add the volumes up in floating point: merge here, in Decimal, the
+        # rows as they are (the caller holds the book, so nobody else changes them).
+        _merge_read(Candle, periods)
+        merge = ", ".join(f"{sql.qn(c)} = EXCLUDED.{sql.qn(c)}" for c in _COLUMNS[4:])
+    fields = [Candle._meta.get_field(c) for c in _COLUMNS]
+    params: list = []
+    for key, p in sorted(periods.items()):
+        values = (*key, p.open, p.high, p.low, p.close, p.volume, p.trades)
+        values += (p.first_trade_id, p.last_trade_id)
+        params += [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
+    row = f"({sql.placeholders(len(_COLUMNS))})"
+    sql.execute(
+        f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
+        + ", ".join([row] * len(periods))
+        + ' ON CONFLICT ("market_id", "mode", "resolution", "start") DO UPDATE SET '
+        + merge,
+        params,
+    )
+
+
+def _merge_in_sql(table: str) -> str:
+    return ", ".join(
+        [
+            f'"open" = CASE WHEN EXCLUDED."first_trade_id" < {table}."first_trade_id"'
+            f' THEN EXCLUDED."open" ELSE {table}."open" END',
+            f'"close" = CASE WHEN EXCLUDED."last_trade_id" > {table}."last_trade_id"'
+            f' THEN EXCLUDED."close" ELSE {table}."close" END',
+            f'"high" = GREATEST({table}."high", EXCLUDED."high")',
+            f'"low" = LEAST({table}."low", EXCLUDED."low")',
+            f'"volume" = {table}."volume" + EXCLUDED."volume"',
+            f'"trades" = {table}."trades" + EXCLUDED."trades"',
+            f'"first_trade_id" = LEAST({table}."first_trade_id", EXCLUDED."first_trade_id")',
+            f'"last_trade_id" = GREATEST({table}."last_trade_id", EXCLUDED."last_trade_id")',
+        ]
+    )
+
+
+def _merge_read(model, periods: dict[Key, Period]) -> None:
+    """Fold the stored rows of `periods` into them (they then hold the whole period)."""
+    from django.db.models import Q
+
+    where = Q()
+    for market_id, mode, resolution, start in periods:
+        where |= Q(market_id=market_id, mode=mode, resolution=resolution, start=start)
+    for c in model.objects.filter(where):
+        stored = Period(
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.trades,
+            c.first_trade_id,
+            c.last_trade_id,
+        )
+        stored.add(periods[(c.market_id, c.mode, c.resolution, c.start)])
+        periods[(c.market_id, c.mode, c.resolution, c.start)] = stored
