@@ -267,12 +267,12 @@ def reset_data(fx: Fixture) -> None:
     from django.db import connection, transaction
 
     from accounts.models import Balance, LedgerEntry, LedgerReason
-    from trading.models import Book, Fill, Order, Position, Trade
+    from trading.models import Book, Candle, Fill, Order, Position, Trade
     from trading.services.books import engine_cache_clear
 
     _reset_count += 1
     tables = ", ".join(
-        m._meta.db_table for m in (Fill, Trade, Order, Position, LedgerEntry, Balance)
+        m._meta.db_table for m in (Fill, Trade, Candle, Order, Position, LedgerEntry, Balance)
     )
     with transaction.atomic():
         with connection.cursor() as c:

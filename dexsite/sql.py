@@ -216,14 +216,24 @@ def _update_plan(model: type[models.Model], names: tuple[str, ...]) -> tuple[lis
 
 
 def update(objs: Iterable[M], fields: Iterable[str]) -> None:
-    """Write `fields` of rows already in the database, one statement per row sent
-    together (psycopg pipelines an executemany: one round trip). An `auto_now` date
-    among the fields is stamped as `save()` would."""
+    """Write `fields` of rows already in the database. An `auto_now` date among the
+    fields is stamped as `save()` would. On PostgreSQL, several rows are one statement
+    (`UPDATE ... FROM (VALUES ...)`), which locks the rows it has to in an order of the
+    plan's choosing: rows that other transactions may be writing are the caller's to lock
+    first. Elsewhere, one statement per row, in the given order."""
     objs, fields = list(objs), tuple(fields)
     if not objs or not fields:
         return
-    fields_, text = _update_plan(type(objs[0]), fields)
     db = default_db()
+    if len(objs) > 1 and db.vendor == "postgresql":
+        fields_, head, row, tail = _update_many_plan(type(objs[0]), fields, db.vendor)
+        params = []
+        for obj in objs:
+            params += [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_]
+            params.append(obj.pk)
+        execute(head + ", ".join([row] * len(objs)) + tail, params)
+        return
+    fields_, text = _update_plan(type(objs[0]), fields)
     rows = [
         [*(f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_), obj.pk] for obj in objs
     ]
@@ -232,6 +242,25 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         c.execute(text, rows[0])
     else:
         c.executemany(text, rows)
+
+
+@cache
+def _update_many_plan(
+    model: type[models.Model], names: tuple[str, ...], vendor: str
+) -> tuple[list, str, str, str]:
+    """(fields, head, one row of VALUES, tail) of an UPDATE of several rows at once; each
+    value is cast to its column's type (VALUES would otherwise guess it)."""
+    db = default_db()
+    meta = model._meta
+    fields = [meta.get_field(n) for n in names]
+    columns = [*fields, meta.pk]
+    row = "(" + ", ".join(f"%s::{f.db_type(db)}" for f in columns) + ")"
+    aliases = ", ".join([*(qn(f.column) for f in fields), '"pk__"'])
+    table = qn(meta.db_table)
+    sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+    head = f"UPDATE {table} SET {sets} FROM (VALUES "  # noqa: S608
+    tail = f') AS v ({aliases}) WHERE {table}.{qn(meta.pk.column)} = v."pk__"'
+    return fields, head, row, tail
 
 
 def keys_reserve(model: type[models.Model], n: int) -> list[int] | None:
