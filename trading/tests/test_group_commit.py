@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from accounts.models import Balance, LedgerEntry, User
@@ -576,4 +576,44 @@ def test_a_receiver_failing_after_a_groups_commit_is_only_logged(caplog):
         signals.book_changed.disconnect(broken)
     assert created and Order.objects.filter(pk=body["id"]).exists()
     assert "sending the events of a group" in caplog.text
+    engine_cache_clear()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(caplog):
+    """A group holding its book waits at most GROUP_LOCK_WAIT_MS for a balance row that
+    another transaction holds; it then rolls back and each order is placed alone (and
+    waits as long as it takes)."""
+    MarketFactory()
+    held, free = UserFactory(), UserFactory()
+    for t in (held, free):
+        fund(t, "1000000", mode=GROUPED)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Balance.objects.select_for_update().get(trader=held, asset="USDC", mode=GROUPED)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+
+    def req(who):
+        return _Request(who, "BUY", "LIMIT", D("0.1"), D("60000"), "GTC", False, None, "USER")
+
+    with caplog.at_level("INFO", logger="trading.services.orders"):
+        outcomes = _place_together("BTC-PERP", GROUPED, [req(free), req(held)])
+    holder.join(10)
+    assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"]
+    assert release.is_set()  # the lone order waited for the row
+    assert "rolled back; placing each alone" in caplog.text
+    assert Order.objects.filter(mode=GROUPED).count() == 2
+    assert check_invariants() == []
     engine_cache_clear()
