@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
-from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -319,13 +318,6 @@ def _rolled_back(e: Exception) -> bool:
     return code in RETRYABLE_PGCODES
 
 
-class _AfterHandoff(threading.local):
-    sends: list[Callable[[], None]] | None = None
-
-
-_after_handoff = _AfterHandoff()
-
-
 class _Waiting:
     __slots__ = ("leads", "outcome", "ready", "request")
 
@@ -370,10 +362,6 @@ class _Group:
     @classmethod
     def _lead(cls, key: tuple[str, str], me: _Waiting) -> None:
         group = [me]
-        # The events of the group's commits: sent after the book is handed on, so that
-        # the next transaction does not wait for the receivers (`in_commit_order` still
-        # sends them before the next commit's).
-        _after_handoff.sends = sends = []
         try:
             with cls._lock:
                 queue = cls._queues[key]
@@ -388,7 +376,6 @@ class _Group:
                 waiting.outcome = e
             raise
         finally:
-            _after_handoff.sends = None
             with cls._lock:
                 queue = cls._queues[key]
                 successor = queue.pop(0) if queue else None
@@ -396,16 +383,10 @@ class _Group:
                     del cls._queues[key]
                 else:
                     successor.leads = True
-            if successor is not None:
-                successor.ready.set()
-            for send in sends:
-                try:
-                    send()
-                except Exception:
-                    # As `on_commit(robust=True)`: the orders are committed.
-                    log.exception("sending the events of a group on %s failed", key[0])
             for waiting in group[1:]:
                 waiting.ready.set()
+            if successor is not None:
+                successor.ready.set()
 
 
 def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:
@@ -1204,14 +1185,9 @@ class _Events:
                 if self.balance_rows:
                     balances_changed.send(sender=Balance, balances=list(self.balance_rows.values()))
 
-        deferred = _after_handoff.sends
-        if deferred is not None:
-            # A group's leader: sent once it has handed the book on (`_Group._lead`).
-            transaction.on_commit(partial(deferred.append, send))
-        else:
-            # Delivery is best effort and the orders are committed: a receiver's failure
-            # is logged, never raised into the code that placed them.
-            transaction.on_commit(send, robust=True)
+        # Delivery is best effort and the orders are committed: a receiver's failure is
+        # logged, never raised into the code that placed them.
+        transaction.on_commit(send, robust=True)
 
 
 # -- cancels ------------------------------------------------------------------------
