@@ -226,6 +226,8 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         return
     db = default_db()
     if len(objs) > 1 and db.vendor == "postgresql":
+        # A row given twice: its last state, as one statement per row would leave it.
+        objs = list({obj.pk: obj for obj in objs}.values())
         fields_, head, row, tail = _update_many_plan(type(objs[0]), fields, db.vendor)
         params = []
         for obj in objs:
@@ -244,6 +246,9 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         c.executemany(text, rows)
 
 
+_TEXT = {"CharField", "TextField", "SlugField", "EmailField", "URLField"}
+
+
 @cache
 def _update_many_plan(
     model: type[models.Model], names: tuple[str, ...], vendor: str
@@ -254,7 +259,10 @@ def _update_many_plan(
     meta = model._meta
     fields = [meta.get_field(n) for n in names]
     columns = [*fields, meta.pk]
-    row = "(" + ", ".join(f"%s::{f.db_type(db)}" for f in columns) + ")"
+    # Text as `text`: an explicit cast to `varchar(n)` would cut a longer value short,
+    # where assigning it to the column refuses it.
+    types = ["text" if f.get_internal_type() in _TEXT else f.db_type(db) for f in columns]
+    row = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
     aliases = ", ".join([*(qn(f.column) for f in fields), '"pk__"'])
     table = qn(meta.db_table)
     sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)

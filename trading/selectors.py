@@ -39,7 +39,7 @@ def market_get(symbol: str) -> Market:
 
 def _stats_24h(mode: str, markets: list[Market] | None) -> dict[int, dict[str, Any]]:
     """Volume and opening price over the last 24 hours, to the minute, per market (of
-    `markets` only when given), from the minute candles: at most 1,440 rows a market,
+    `markets` only when given), from the minute candles: at most 1,441 rows a market,
     however much has traded."""
     since = candles.period_start(timezone.now() - timedelta(hours=24), 60)
     rows = Candle.objects.filter(mode=mode, resolution=60, start__gte=since)
@@ -211,7 +211,8 @@ def candles_get(
             mode=mode,
             resolution=candles.resolution_for(INTERVALS[interval]),
             start__gte=to_dt(start),
-            start__lte=to_dt(end),
+            # The whole of the last interval: its stored periods up to its end.
+            start__lt=to_dt(end - end % step + step),
         )
         .order_by("start")
         .values_list("start", "open", "high", "low", "close", "volume")

@@ -55,9 +55,11 @@ def _shown(chart: list[dict]) -> list[dict]:
 
 
 def test_fold_takes_open_and_close_by_trade_id_in_any_order():
+    # Ids give the order the book matched in; the clock of two processes may disagree
+    # by a little (trade 1 stamped after trade 2).
     trades = [
         (1, "REAL", T0 + timedelta(seconds=s), D(p), D("1"), i)
-        for i, (s, p) in enumerate([(5, "10"), (20, "12"), (40, "9"), (59, "11")], start=1)
+        for i, (s, p) in enumerate([(25, "10"), (20, "12"), (40, "9"), (59, "11")], start=1)
     ]
     for order_ in (trades, trades[::-1], trades[1:3] + trades[:1] + trades[3:]):
         (p,) = candles.fold(order_, resolutions=[60]).values()
@@ -102,16 +104,31 @@ def test_writes_in_any_order_end_as_the_trades_add_up(perp):
             end_ms=int((T0 + timedelta(hours=4)).timestamp() * 1000),
         )
         assert _shown(got) == _scan(trades, step), interval
+        # `to` inside an interval: that interval still comes whole, and none after it.
+        to = T0 + timedelta(hours=1, minutes=30, seconds=30)
+        got = candles_get(
+            symbol=perp.symbol,
+            mode="PAPER",
+            interval=interval,
+            start_ms=int(T0.timestamp() * 1000),
+            end_ms=int(to.timestamp() * 1000),
+        )
+        last = candles.period_start(to, step)
+        upto = [t for t in trades if candles.period_start(t.created_at, step) <= last]
+        assert _shown(got) == _scan(upto, step), f"{interval} to mid-interval"
 
 
 @pytest.mark.django_db
 def test_the_24_hour_figures_come_from_the_minutes_of_the_last_day(perp):
     now = timezone.now()
+    edge = candles.period_start(now - timedelta(hours=24), 60)
     old = _trade(perp.pk, 1, now - timedelta(hours=25), "60000", "5")
-    first = _trade(perp.pk, 2, now - timedelta(hours=23), "63000", "0.5")
-    last = _trade(perp.pk, 3, now - timedelta(minutes=1), "64000", "0.25")
-    candles.candles_record([old, first, last])
+    before = _trade(perp.pk, 2, edge - timedelta(seconds=1), "61000", "3")
+    first = _trade(perp.pk, 3, edge, "63000", "0.5")
+    last = _trade(perp.pk, 4, now - timedelta(minutes=1), "64000", "0.25")
+    candles.candles_record([old, before, first, last])
     stats = _stats_24h("PAPER", None)[perp.pk]
+    # From the start of the minute 24 hours ago: `first` in, `before` out.
     assert (stats["volume"], stats["open"]) == (D("0.75"), D("63000"))
 
 

@@ -535,9 +535,10 @@ def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(cap
 
     with caplog.at_level("INFO", logger="trading.services.orders"):
         outcomes = _place_together("BTC-PERP", GROUPED, [req(free), req(held)])
+        waited = release.is_set()  # the lone order waited for the row
     holder.join(10)
     assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"]
-    assert release.is_set()  # the lone order waited for the row
+    assert waited
     assert "rolled back; placing each alone" in caplog.text
     assert Order.objects.filter(mode=GROUPED).count() == 2
     assert check_invariants() == []

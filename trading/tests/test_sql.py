@@ -5,7 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -166,3 +166,21 @@ def test_keys_of_several_tables_in_one_statement():
     assert len(q.captured_queries) == 1
     assert len(positions) == 3 and positions == sorted(positions)
     assert len(ledger) == 2 and ledger == sorted(ledger)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL only")
+def test_an_update_of_several_rows_refuses_a_value_too_long_and_keeps_a_rows_last_state():
+    market = MarketFactory()
+    a, b = UserFactory(), UserFactory()
+    fund(a, "10")
+    fund(b, "10")
+    rows = sql.select(BALANCES, '"trader_id" IN (%s, %s)', [a.pk, b.pk], order_by='"id"')
+    again = sql.select(BALANCES, '"id" = %s', [rows[0].pk])[0]
+    rows[0].locked, rows[1].locked, again.locked = Decimal(1), Decimal(2), Decimal(3)
+    sql.update([rows[0], rows[1], again], ["locked"])
+    assert list(Balance.objects.order_by("id").values_list("locked", flat=True)) == [3, 2]
+    p, q = (Position.objects.create(trader=t, market=market, mode="PAPER") for t in (a, b))
+    p.mode = q.mode = "PAPER-TOO-LONG"
+    with pytest.raises(DatabaseError), transaction.atomic():
+        sql.update([p, q], ["mode"])
+    assert set(Position.objects.values_list("mode", flat=True)) == {"PAPER"}
