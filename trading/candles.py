@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, Protocol
 
 from dexsite import sql
 
@@ -60,6 +61,14 @@ class Period:
 Key = tuple[int, str, int, datetime]  # market id, mode, resolution, start
 
 
+def period_of(candle: Any) -> Period:
+    """The period a stored `Candle` holds."""
+    c = candle
+    return Period(
+        c.open, c.high, c.low, c.close, c.volume, c.trades, c.first_trade_id, c.last_trade_id
+    )
+
+
 def period_start(at: datetime, resolution: int) -> datetime:
     """The start of the period of `resolution` seconds that `at` falls in."""
     seconds = int(at.timestamp())
@@ -90,36 +99,79 @@ def fold(
     return out
 
 
-def candles_record(trades: Sequence) -> None:
-    """Add recorded `Trade` rows (with their keys) to their candles."""
-    if not trades:
+class TradeRow(Protocol):
+    """What `candles_record` reads of a recorded trade."""
+
+    pk: int
+    market_id: int
+    mode: str
+    created_at: datetime
+    price: Decimal
+    qty: Decimal
+
+
+def candles_record(trades: Sequence[TradeRow]) -> None:
+    """Add recorded trades (with their keys) to their candles."""
+    periods_add(fold((t.market_id, t.mode, t.created_at, t.price, t.qty, t.pk) for t in trades))
+
+
+def periods_add(periods: dict[Key, Period]) -> None:
+    """Add periods to the stored candles: one statement per batch of rows, each row
+    merged into the one stored for its period, if any."""
+    if not periods:
         return
-    periods = fold((t.market_id, t.mode, t.created_at, t.price, t.qty, t.pk) for t in trades)
     from trading.models import Candle
 
     db = sql.default_db()
     table = sql.qn(Candle._meta.db_table)
-    if db.vendor == "postgresql":
-        merge = _merge_in_sql(table)
-    else:
-        # SQLite would add the volumes up in floating point: merge here, in Decimal, the
-        # rows as they are (the caller holds the book, so nobody else changes them).
-        _merge_read(Candle, periods)
-        merge = ", ".join(f"{sql.qn(c)} = EXCLUDED.{sql.qn(c)}" for c in _COLUMNS[4:])
     fields = [Candle._meta.get_field(c) for c in _COLUMNS]
-    params: list = []
-    for key, p in sorted(periods.items()):
-        values = (*key, p.open, p.high, p.low, p.close, p.volume, p.trades)
-        values += (p.first_trade_id, p.last_trade_id)
-        params += [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
+    head = f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
     row = f"({sql.placeholders(len(_COLUMNS))})"
-    sql.execute(
-        f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
-        + ", ".join([row] * len(periods))
-        + ' ON CONFLICT ("market_id", "mode", "resolution", "start") DO UPDATE SET '
-        + merge,
-        params,
-    )
+    items = sorted(periods.items())
+    # PostgreSQL takes at most 65,535 parameters a statement; SQLite's reads below build
+    # one condition per period.
+    size = 2000 if db.vendor == "postgresql" else 200
+    for at in range(0, len(items), size):
+        part = dict(items[at : at + size])
+        if db.vendor == "postgresql":
+            merge = _merge_in_sql(table)
+        else:
+            # SQLite would add the volumes up in floating point: merge here, in Decimal,
+            # the rows as they are (the caller holds the book, so nobody else changes
+            # them).
+            _merge_read(Candle, part)
+            merge = ", ".join(f"{sql.qn(c)} = EXCLUDED.{sql.qn(c)}" for c in _COLUMNS[4:])
+        params: list = []
+        for key, p in part.items():
+            values = (*key, p.open, p.high, p.low, p.close, p.volume, p.trades)
+            values += (p.first_trade_id, p.last_trade_id)
+            params += [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
+        sql.execute(
+            head
+            + ", ".join([row] * len(part))
+            + ' ON CONFLICT ("market_id", "mode", "resolution", "start") DO UPDATE SET '
+            + merge,
+            params,
+        )
+
+
+def candles_rebuild(chunk: int = 10_000) -> int:
+    """Every candle again from the trades, read `chunk` at a time in id order (memory
+    stays bounded however long the history): for a database whose candles are missing
+    or wrong. Trades recorded meanwhile would be counted twice or not at all, so run it
+    while nothing trades (the migration that added candles does). Returns the trades
+    read."""
+    from trading.models import Candle, Trade
+
+    Candle.objects.all().delete()
+    last, read = 0, 0
+    columns = ("market_id", "mode", "created_at", "price", "qty", "id")
+    while True:
+        rows = list(Trade.objects.filter(id__gt=last).order_by("id").values_list(*columns)[:chunk])
+        if not rows:
+            return read
+        periods_add(fold(rows))
+        last, read = rows[-1][5], read + len(rows)
 
 
 def _merge_in_sql(table: str) -> str:
@@ -139,7 +191,7 @@ def _merge_in_sql(table: str) -> str:
     )
 
 
-def _merge_read(model, periods: dict[Key, Period]) -> None:
+def _merge_read(model: Any, periods: dict[Key, Period]) -> None:
     """Fold the stored rows of `periods` into them (they then hold the whole period)."""
     from django.db.models import Q
 
@@ -147,15 +199,6 @@ def _merge_read(model, periods: dict[Key, Period]) -> None:
     for market_id, mode, resolution, start in periods:
         where |= Q(market_id=market_id, mode=mode, resolution=resolution, start=start)
     for c in model.objects.filter(where):
-        stored = Period(
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.trades,
-            c.first_trade_id,
-            c.last_trade_id,
-        )
+        stored = period_of(c)
         stored.add(periods[(c.market_id, c.mode, c.resolution, c.start)])
         periods[(c.market_id, c.mode, c.resolution, c.start)] = stored

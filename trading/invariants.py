@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import (
     BooleanField,
     Count,
@@ -280,24 +281,71 @@ def _references(problems: list[str]) -> None:
 def _candles(problems: list[str]) -> None:
     """Every stored candle is what the trades of its period add up to, and every
     period with trades has one."""
+    if connection.vendor == "postgresql":
+        wrong, missing = _candles_in_sql()
+    else:
+        wrong, missing = _candles_folded()
+    if wrong:
+        problems.append(f"candles that differ from their trades: {wrong[:SHOWN]}")
+    if missing:
+        problems.append(f"periods with trades but no candle: {sorted(missing)[:SHOWN]}")
+
+
+def _period_name(market_id: int, mode: str, resolution: int, start) -> str:
+    return f"{market_id}/{mode}/{resolution}s@{start:%Y-%m-%dT%H:%M}"
+
+
+def _candles_folded() -> tuple[list[int], list[str]]:
+    """In Python, every period in memory: for small databases (SQLite)."""
     trades = Trade.objects.order_by("id").values_list(
         "market_id", "mode", "created_at", "price", "qty", "id"
     )
     expected = candles.fold(trades.iterator(chunk_size=10000))
-    wrong: list[str] = []
+    wrong: list[int] = []
     for c in Candle.objects.order_by("pk").iterator(chunk_size=10000):
-        key = (c.market_id, c.mode, c.resolution, c.start)
-        want = expected.pop(key, None)
-        got = candles.Period(
-            c.open, c.high, c.low, c.close, c.volume, c.trades, c.first_trade_id, c.last_trade_id
-        )
-        if got != want:
-            wrong.append(f"{c.pk}")
-    if wrong:
-        problems.append(f"candles that differ from their trades: {wrong[:SHOWN]}")
-    if expected:
-        missing = [f"{m}/{mode}/{r}s@{start:%Y-%m-%dT%H:%M}" for m, mode, r, start in expected]
-        problems.append(f"periods with trades but no candle: {sorted(missing)[:SHOWN]}")
+        want = expected.pop((c.market_id, c.mode, c.resolution, c.start), None)
+        if candles.period_of(c) != want:
+            wrong.append(c.pk)
+    return wrong, [_period_name(*key) for key in expected]
+
+
+# Per resolution: the trades summed up by period, against the stored candles of that
+# resolution; only the rows that differ come back.
+_CANDLES_CHECK = """
+WITH t AS (
+    SELECT market_id, mode,
+           to_timestamp(floor(extract(epoch FROM created_at) / %(r)s) * %(r)s) AS start,
+           count(*) AS trades, sum(qty) AS volume, max(price) AS high, min(price) AS low,
+           min(id) AS first_id, max(id) AS last_id
+    FROM trading_trade GROUP BY 1, 2, 3
+), c AS (SELECT * FROM trading_candle WHERE resolution = %(r)s)
+SELECT c.id, t.market_id, t.mode, t.start
+FROM t
+FULL OUTER JOIN c ON c.market_id = t.market_id AND c.mode = t.mode AND c.start = t.start
+LEFT JOIN trading_trade f ON f.id = t.first_id
+LEFT JOIN trading_trade l ON l.id = t.last_id
+WHERE c.id IS NULL OR t.market_id IS NULL
+   OR c.trades <> t.trades OR c.volume <> t.volume OR c.high <> t.high OR c.low <> t.low
+   OR c.first_trade_id <> t.first_id OR c.last_trade_id <> t.last_id
+   OR c.open <> f.price OR c.close <> l.price
+ORDER BY c.id, t.start
+LIMIT %(limit)s
+"""
+
+
+def _candles_in_sql() -> tuple[list[int], list[str]]:
+    """In PostgreSQL: the sums over every trade stay in the database."""
+    wrong: list[int] = []
+    missing: list[str] = []
+    with connection.cursor() as cur:
+        for resolution in candles.RESOLUTIONS:
+            cur.execute(_CANDLES_CHECK, {"r": resolution, "limit": SHOWN})
+            for candle_id, market_id, mode, start in cur.fetchall():
+                if candle_id is None:
+                    missing.append(_period_name(market_id, mode, resolution, start))
+                else:
+                    wrong.append(candle_id)
+    return sorted(wrong), missing
 
 
 def _fills(problems: list[str]) -> None:

@@ -5,33 +5,12 @@ from django.db import migrations, models
 
 
 def backfill(apps, schema_editor):
-    """The candles of the trades recorded before candles were kept."""
-    from trading.candles import fold
+    """The candles of the trades recorded before candles were kept, read 10,000 at a
+    time. Trades recorded while it runs would be missed: migrate with matching stopped
+    (or run `manage.py rebuild_candles` after)."""
+    from trading.candles import candles_rebuild
 
-    Trade = apps.get_model("trading", "Trade")
-    Candle = apps.get_model("trading", "Candle")
-    rows = Trade.objects.values_list("market_id", "mode", "created_at", "price", "qty", "id")
-    periods = fold(rows.order_by("id").iterator(chunk_size=10000))
-    Candle.objects.bulk_create(
-        [
-            Candle(
-                market_id=market_id,
-                mode=mode,
-                resolution=resolution,
-                start=start,
-                open=p.open,
-                high=p.high,
-                low=p.low,
-                close=p.close,
-                volume=p.volume,
-                trades=p.trades,
-                first_trade_id=p.first_trade_id,
-                last_trade_id=p.last_trade_id,
-            )
-            for (market_id, mode, resolution, start), p in periods.items()
-        ],
-        batch_size=5000,
-    )
+    candles_rebuild()
 
 
 class Migration(migrations.Migration):

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from accounts.models import Balance, LedgerEntry, Transfer, TransferStatus
 from trading.invariants import check_invariants
-from trading.models import OPEN_STATUSES, Book, Fill, Order, Position, Trade
+from trading.models import OPEN_STATUSES, Book, Candle, Fill, Order, Position, Trade
 from trading.services import books
 from trust.flows import PERP, Flow, isolated
 
@@ -125,6 +125,20 @@ def _fill_of_a_missing_trade() -> None:
     Fill.objects.filter(pk=f.pk).update(trade_id=Trade.objects.latest("id").pk + 1000)
 
 
+def _candle_volume() -> None:
+    c = Candle.objects.filter(resolution=3600).latest("id")
+    Candle.objects.filter(pk=c.pk).update(volume=c.volume + D("0.001"))
+
+
+def _candle_close() -> None:
+    c = Candle.objects.filter(resolution=60).latest("id")
+    Candle.objects.filter(pk=c.pk).update(close=c.close + 1)
+
+
+def _candle_missing() -> None:
+    Candle.objects.filter(resolution=86400).delete()
+
+
 def _withdrawal_reopened() -> None:
     w = Transfer.objects.filter(kind="WITHDRAWAL", status=TransferStatus.APPROVED).first()
     Transfer.objects.filter(pk=w.pk).update(status=TransferStatus.PENDING, tx_hash=None)
@@ -149,6 +163,9 @@ DAMAGE: dict[str, tuple[Callable[[], None], str]] = {
     "fill of a missing order": (_fill_of_a_missing_order, "fills whose trade or order is missing"),
     "fill of a missing trade": (_fill_of_a_missing_trade, "fills whose trade or order is missing"),
     "trade of a missing order": (_trade_of_a_missing_order, "taker or maker order is missing"),
+    "candle volume off": (_candle_volume, "candles that differ from their trades"),
+    "candle close off": (_candle_close, "candles that differ from their trades"),
+    "candle missing": (_candle_missing, "periods with trades but no candle"),
     "withdrawal booked but pending": (_withdrawal_reopened, "booked as"),
     "fee charged but not collected": (_fee_changed, "fees"),
 }
