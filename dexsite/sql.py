@@ -228,7 +228,7 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
     if len(objs) > 1 and db.vendor == "postgresql":
         # A row given twice: its last state, as one statement per row would leave it.
         objs = list({obj.pk: obj for obj in objs}.values())
-        fields_, head, row, tail = _update_many_plan(type(objs[0]), fields, db.vendor)
+        fields_, head, row, tail = _update_many_plan(type(objs[0]), fields)
         params = []
         for obj in objs:
             params += [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_]
@@ -251,10 +251,11 @@ _TEXT = {"CharField", "TextField", "SlugField", "EmailField", "URLField"}
 
 @cache
 def _update_many_plan(
-    model: type[models.Model], names: tuple[str, ...], vendor: str
+    model: type[models.Model], names: tuple[str, ...]
 ) -> tuple[list, str, str, str]:
-    """(fields, head, one row of VALUES, tail) of an UPDATE of several rows at once; each
-    value is cast to its column's type (VALUES would otherwise guess it)."""
+    """(fields, head, one row of VALUES, tail) of an UPDATE of several rows at once on
+    PostgreSQL; each value is cast to its column's type (VALUES would otherwise guess
+    it)."""
     db = default_db()
     meta = model._meta
     fields = [meta.get_field(n) for n in names]

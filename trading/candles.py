@@ -8,9 +8,10 @@ summing itself, also used to check the rows against the trades (`check_invariant
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, Protocol
 
 from dexsite import sql
@@ -18,21 +19,6 @@ from dexsite import sql
 # Seconds per stored period. A chart's interval is built from the largest that divides
 # it (`resolution_for`).
 RESOLUTIONS = (60, 3600, 86400)
-
-_COLUMNS = (
-    "market_id",
-    "mode",
-    "resolution",
-    "start",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "first_trade_id",
-    "last_trade_id",
-)
 
 
 @dataclass(slots=True)
@@ -58,15 +44,16 @@ class Period:
         self.trades += other.trades
 
 
+# The columns of a stored `Candle` that a `Period` holds, in its order.
+PERIOD_FIELDS = tuple(f.name for f in fields(Period))
+_COLUMNS = ("market_id", "mode", "resolution", "start", *PERIOD_FIELDS)
+
 Key = tuple[int, str, int, datetime]  # market id, mode, resolution, start
 
 
 def period_of(candle: Any) -> Period:
     """The period a stored `Candle` holds."""
-    c = candle
-    return Period(
-        c.open, c.high, c.low, c.close, c.volume, c.trades, c.first_trade_id, c.last_trade_id
-    )
+    return Period(*(getattr(candle, f) for f in PERIOD_FIELDS))
 
 
 def period_start(at: datetime, resolution: int) -> datetime:
@@ -120,39 +107,53 @@ def periods_add(periods: dict[Key, Period]) -> None:
     merged into the one stored for its period, if any."""
     if not periods:
         return
-    from trading.models import Candle
-
     db = sql.default_db()
-    table = sql.qn(Candle._meta.db_table)
-    fields = [Candle._meta.get_field(c) for c in _COLUMNS]
-    head = f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
-    row = f"({sql.placeholders(len(_COLUMNS))})"
+    columns, head, row, merge = _upsert(db.vendor)
     items = sorted(periods.items())
     # PostgreSQL takes at most 65,535 parameters a statement; SQLite's reads below build
     # one condition per period.
     size = 2000 if db.vendor == "postgresql" else 200
     for at in range(0, len(items), size):
         part = dict(items[at : at + size])
-        if db.vendor == "postgresql":
-            merge = _merge_in_sql(table)
-        else:
+        if db.vendor != "postgresql":
             # SQLite would add the volumes up in floating point: merge here, in Decimal,
             # the rows as they are (the caller holds the book, so nobody else changes
-            # them).
-            _merge_read(Candle, part)
-            merge = ", ".join(f"{sql.qn(c)} = EXCLUDED.{sql.qn(c)}" for c in _COLUMNS[4:])
+            # them); the statement then writes the merged rows as they are.
+            _merge_read(part)
         params: list = []
         for key, p in part.items():
             values = (*key, p.open, p.high, p.low, p.close, p.volume, p.trades)
             values += (p.first_trade_id, p.last_trade_id)
-            params += [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
-        sql.execute(
-            head
-            + ", ".join([row] * len(part))
-            + ' ON CONFLICT ("market_id", "mode", "resolution", "start") DO UPDATE SET '
-            + merge,
-            params,
-        )
+            params += [f.get_db_prep_save(v, db) for f, v in zip(columns, values, strict=True)]
+        sql.execute(head + ", ".join([row] * len(part)) + merge, params)
+
+
+@cache
+def _upsert(vendor: str) -> tuple[list, str, str, str]:
+    """(fields, head, one row of VALUES, conflict clause) of `periods_add`'s statement."""
+    from trading.models import Candle
+
+    table = sql.qn(Candle._meta.db_table)
+    columns = [Candle._meta.get_field(c) for c in _COLUMNS]
+    head = f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
+    row = f"({sql.placeholders(len(_COLUMNS))})"
+    if vendor == "postgresql":
+        sets = [
+            f'"open" = CASE WHEN EXCLUDED."first_trade_id" < {table}."first_trade_id"'
+            f' THEN EXCLUDED."open" ELSE {table}."open" END',
+            f'"close" = CASE WHEN EXCLUDED."last_trade_id" > {table}."last_trade_id"'
+            f' THEN EXCLUDED."close" ELSE {table}."close" END',
+            f'"high" = GREATEST({table}."high", EXCLUDED."high")',
+            f'"low" = LEAST({table}."low", EXCLUDED."low")',
+            f'"volume" = {table}."volume" + EXCLUDED."volume"',
+            f'"trades" = {table}."trades" + EXCLUDED."trades"',
+            f'"first_trade_id" = LEAST({table}."first_trade_id", EXCLUDED."first_trade_id")',
+            f'"last_trade_id" = GREATEST({table}."last_trade_id", EXCLUDED."last_trade_id")',
+        ]
+    else:
+        sets = [f"{sql.qn(c)} = EXCLUDED.{sql.qn(c)}" for c in PERIOD_FIELDS]
+    merge = ' ON CONFLICT ("market_id", "mode", "resolution", "start") DO UPDATE SET '
+    return columns, head, row, merge + ", ".join(sets)
 
 
 def candles_rebuild(chunk: int = 10_000) -> int:
@@ -174,31 +175,16 @@ def candles_rebuild(chunk: int = 10_000) -> int:
         last, read = rows[-1][5], read + len(rows)
 
 
-def _merge_in_sql(table: str) -> str:
-    return ", ".join(
-        [
-            f'"open" = CASE WHEN EXCLUDED."first_trade_id" < {table}."first_trade_id"'
-            f' THEN EXCLUDED."open" ELSE {table}."open" END',
-            f'"close" = CASE WHEN EXCLUDED."last_trade_id" > {table}."last_trade_id"'
-            f' THEN EXCLUDED."close" ELSE {table}."close" END',
-            f'"high" = GREATEST({table}."high", EXCLUDED."high")',
-            f'"low" = LEAST({table}."low", EXCLUDED."low")',
-            f'"volume" = {table}."volume" + EXCLUDED."volume"',
-            f'"trades" = {table}."trades" + EXCLUDED."trades"',
-            f'"first_trade_id" = LEAST({table}."first_trade_id", EXCLUDED."first_trade_id")',
-            f'"last_trade_id" = GREATEST({table}."last_trade_id", EXCLUDED."last_trade_id")',
-        ]
-    )
-
-
-def _merge_read(model: Any, periods: dict[Key, Period]) -> None:
+def _merge_read(periods: dict[Key, Period]) -> None:
     """Fold the stored rows of `periods` into them (they then hold the whole period)."""
     from django.db.models import Q
+
+    from trading.models import Candle
 
     where = Q()
     for market_id, mode, resolution, start in periods:
         where |= Q(market_id=market_id, mode=mode, resolution=resolution, start=start)
-    for c in model.objects.filter(where):
+    for c in Candle.objects.filter(where):
         stored = period_of(c)
         stored.add(periods[(c.market_id, c.mode, c.resolution, c.start)])
         periods[(c.market_id, c.mode, c.resolution, c.start)] = stored

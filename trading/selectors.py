@@ -215,21 +215,25 @@ def candles_get(
             start__lt=to_dt(end - end % step + step),
         )
         .order_by("start")
-        .values_list("start", "open", "high", "low", "close", "volume")
+        .values_list("start", *candles.PERIOD_FIELDS)
     )
-    out: dict[int, dict[str, Any]] = {}
-    for at, o, h, lo, c, v in rows.iterator(chunk_size=5000):
+    out: dict[int, candles.Period] = {}
+    for at, *stored in rows.iterator(chunk_size=5000):
         bucket = ms(at)
         bucket -= bucket % step
+        period = candles.Period(*stored)
         found = out.get(bucket)
         if found is None:
-            out[bucket] = {"ts": bucket, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+            out[bucket] = period
         else:
-            found["high"] = max(found["high"], h)
-            found["low"] = min(found["low"], lo)
-            found["close"] = c
-            found["volume"] += v
-    return [{k: (dec(v) if k != "ts" else v) for k, v in c.items()} for _, c in sorted(out.items())]
+            found.add(period)
+    return [
+        {
+            "ts": bucket,
+            **{k: dec(getattr(p, k)) for k in ("open", "high", "low", "close", "volume")},
+        }
+        for bucket, p in sorted(out.items())
+    ]
 
 
 def orders_list(
