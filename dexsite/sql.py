@@ -21,9 +21,10 @@ bound as parameters, never formatted into the text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -105,28 +106,81 @@ def default_db() -> BaseDatabaseWrapper:
 def cursor(db: BaseDatabaseWrapper | None = None) -> Any:
     """The connection's cursor, opened once and reused: opening one costs about as much
     Python as running a short statement. (A fresh one while statements are being
-    captured, e.g. by `CaptureQueriesContext`, so that they are seen.)"""
+    captured, e.g. by `CaptureQueriesContext`, so that they are seen.)
+
+    On PostgreSQL it is psycopg's raw cursor, which takes `$1, $2, ...` placeholders as
+    they are (`fetch` and `execute` number the `%s` of their statements, once per text):
+    psycopg's own cursor rewrites the placeholders of every statement it runs, and does
+    not keep the result for a long one, such as an INSERT of several rows: about 200 us
+    of Python for six orders' rows, against 17 us with them numbered."""
     db = db or default_db()
     if db.queries_logged:
-        return db.cursor()
+        return _cursor_new(db)
     raw = db.connection
     held = getattr(db, "_sql_cursor", None)
     if raw is None or held is None or held[0] is not raw or getattr(held[1].cursor, "closed", 0):
-        wrapper = db.cursor()
+        wrapper = _cursor_new(db)
         db._sql_cursor = held = (db.connection, wrapper)
     return held[1]
 
 
+def _numbers(db: BaseDatabaseWrapper) -> bool:
+    """Whether statements go to `db` with numbered placeholders: PostgreSQL binding
+    parameters on the server (not with DB_SERVER_SIDE_BINDING=0, which binds them in
+    the client, for poolers that can't keep prepared statements), and not while they
+    are being logged (Django shows a logged statement with its `%s` filled in)."""
+    return (
+        db.vendor == "postgresql"
+        and not db.queries_logged
+        and db.settings_dict["OPTIONS"].get("server_side_binding") is True
+    )
+
+
+def _cursor_new(db: BaseDatabaseWrapper) -> Any:
+    if not _numbers(db):
+        return db.cursor()
+    import psycopg
+
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        return db.make_cursor(psycopg.RawCursor(db.connection))
+
+
+_PLACEHOLDER = re.compile(r"%([%s])")
+
+
+@lru_cache(maxsize=2048)
+def numbered(sql: str) -> str:
+    """`sql` with its `%s` placeholders as `$1, $2, ...` (and `%%` as `%`), for
+    PostgreSQL's raw cursor."""
+    n = 0
+
+    def number(m: re.Match) -> str:
+        nonlocal n
+        if m.group(1) == "%":
+            return "%"
+        n += 1
+        return f"${n}"
+
+    return _PLACEHOLDER.sub(number, sql)
+
+
+def _run(c: Any, sql: str, params: Sequence[Any], db: BaseDatabaseWrapper) -> None:
+    c.execute(numbered(sql) if _numbers(db) else sql, params)
+
+
 def fetch(sql: str, params: Sequence[Any] = (), db: BaseDatabaseWrapper | None = None) -> list:
+    db = db or default_db()
     c = cursor(db)
-    c.execute(sql, params)
+    _run(c, sql, params, db)
     return c.fetchall()
 
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
     """Run a statement; returns the number of rows it changed."""
-    c = cursor()
-    c.execute(sql, params)
+    db = default_db()
+    c = cursor(db)
+    _run(c, sql, params, db)
     return c.rowcount
 
 
@@ -240,6 +294,8 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         [*(f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_), obj.pk] for obj in objs
     ]
     c = cursor(db)
+    if _numbers(db):
+        text = numbered(text)
     if len(rows) == 1:
         c.execute(text, rows[0])
     else:

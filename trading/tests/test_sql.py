@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Balance, LedgerEntry
 from dexsite import sql
-from trading.models import Book, Market, Position
+from trading.models import Book, Market, Order, Position
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 pytestmark = pytest.mark.django_db
@@ -184,3 +184,44 @@ def test_an_update_of_several_rows_refuses_a_value_too_long_and_keeps_a_rows_las
     with pytest.raises(DatabaseError), transaction.atomic():
         sql.update([p, q], ["mode"])
     assert set(Position.objects.values_list("mode", flat=True)) == {"PAPER"}
+
+
+def test_insert_writes_nulls_and_refuses_a_value_too_long():
+    market = MarketFactory()
+    user = UserFactory()
+
+    def order(**kw):
+        base = dict(trader=user, market=market, mode="PAPER", side="BUY", type="MARKET")
+        now = timezone.now()
+        return Order(
+            **base,
+            qty=Decimal("0.5"),
+            time_in_force="IOC",
+            status="FILLED",
+            created_at=now,
+            updated_at=now,
+            **kw,
+        )
+
+    # A column with no value in any row (every price), and one with some (clientOrderId).
+    rows = [order(price=None, client_order_id=None), order(price=None, client_order_id="x")]
+    sql.insert(rows)
+    stored = Order.objects.in_bulk([o.pk for o in rows])
+    assert [(stored[o.pk].price, stored[o.pk].client_order_id) for o in rows] == [
+        (None, None),
+        (None, "x"),
+    ]
+    if connection.vendor != "postgresql":
+        return  # SQLite does not hold a column to its length
+    too_long = [order(client_order_id="c" * 65), order(client_order_id="ok")]
+    with pytest.raises(DatabaseError), transaction.atomic():
+        sql.insert(too_long)
+    assert not Order.objects.filter(client_order_id="ok").exists()
+
+
+def test_placeholders_are_numbered_once_and_a_percent_sign_kept():
+    assert sql.numbered("a = %s AND b LIKE 'x%%' AND c IN (%s, %s)") == (
+        "a = $1 AND b LIKE 'x%' AND c IN ($2, $3)"
+    )
+    # The same statement on the database, with the cursor the order path uses.
+    assert sql.fetch("SELECT %s || '%%', %s", ["5", 7]) == [("5%", 7)]
