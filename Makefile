@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-market-data bench-ws bench-risk chaos soak clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-ws bench-risk chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,12 @@ bench-orders: install-dev ## persisted orders/s through service and HTTP (Postgr
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/batch.py
+
+bench-instructions: install-dev ## CPU instructions per persisted order (callgrind; noise-free A/B)
+	@command -v valgrind >/dev/null 2>&1 || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y valgrind; }
+	$(BIN)/python bench/instructions.py
 
 bench-market-data: install-dev ## market-data reads (ticker, charts) against trade history
 	$(BIN)/python bench/market_data.py
