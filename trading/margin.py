@@ -188,9 +188,15 @@ def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
     at_market = len(_POSITION)
     at_mark = at_market + len(_MARKET)
     db = sql.default_db()
+    # One instance per market (a market's columns are the same on each of its rows, and
+    # building one costs more than a position).
+    markets: dict[int, Market] = {}
     for row in sql.fetch(text, params, db):
         p = _POSITION.build(row, 0, db)
-        p.market = _MARKET.build(row, at_market, db)
+        market = markets.get(p.market_id)
+        if market is None:
+            market = markets[p.market_id] = _MARKET.build(row, at_market, db)
+        p.market = market
         (p.book_mark,) = _MARK.values(row, at_mark, db)
         (p.index_now,) = _INDEX.values(row, at_mark + 1, db)
         out.append(exposure_of(p))
