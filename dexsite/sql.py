@@ -24,11 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import signals
+from django.db.models.base import ModelState
 
 M = TypeVar("M", bound=models.Model)
 
@@ -64,6 +68,7 @@ class Columns:
         self.alias = alias or meta.db_table
         self.sql = ", ".join(f"{qn(self.alias)}.{qn(f.column)}" for f in chosen)
         self._converters: dict[str, list[tuple[int, list[Converter], Any]]] = {}
+        self._plain: bool | None = None
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -96,7 +101,29 @@ class Columns:
 
     def build(self, row: Sequence[Any], start: int = 0, db: BaseDatabaseWrapper | None = None) -> M:
         db = db or default_db()
-        return self.model.from_db(db.alias, self.attnames, self.values(row, start, db))
+        values = self.values(row, start, db)
+        if self._plain is None:
+            self._plain = _plain(self.model)
+        if not self._plain:
+            return self.model.from_db(db.alias, self.attnames, values)
+        # What `from_db` makes, without `Model.__init__`'s loop over every field and its
+        # signals (nobody listens to them for this model): about half the Python.
+        obj = self.model.__new__(self.model)
+        obj._state = state = ModelState()
+        state.adding, state.db = False, db.alias
+        obj.__dict__.update(zip(self.attnames, values, strict=True))
+        return obj
+
+
+def _plain(model: type[models.Model]) -> bool:
+    """Whether an instance of `model` read from the database is no more than its field
+    values: `from_db` not overridden, and no receiver of the init signals for it (as
+    connected when a `Columns` first builds a row: receivers connect at start-up)."""
+    return (
+        model.from_db.__func__ is models.Model.from_db.__func__
+        and not signals.pre_init.has_listeners(model)
+        and not signals.post_init.has_listeners(model)
+    )
 
 
 def default_db() -> BaseDatabaseWrapper:
@@ -204,6 +231,84 @@ def select(
     return [columns.build(row, 0, db) for row in fetch(sql, params, db)]
 
 
+# Values that PostgreSQL's driver takes as they are, by column type: for these the ORM's
+# preparation (`get_db_prep_save`, several calls deep for each value) returns the value
+# itself, so it is skipped. Anything else (a naive date, a non-finite decimal, another
+# type, another database) still goes through it.
+_AS_IS: dict[str, Callable[[Any], bool]] = {
+    **dict.fromkeys(
+        ["CharField", "TextField", "SlugField", "EmailField", "URLField"],
+        lambda v: type(v) is str,
+    ),
+    **dict.fromkeys(
+        [
+            "AutoField",
+            "BigAutoField",
+            "BigIntegerField",
+            "IntegerField",
+            "PositiveBigIntegerField",
+            "PositiveIntegerField",
+            "PositiveSmallIntegerField",
+            "SmallIntegerField",
+        ],
+        lambda v: type(v) is int,
+    ),
+    "BooleanField": lambda v: type(v) is bool,
+    "DecimalField": lambda v: type(v) is Decimal and v.is_finite(),
+    "DateTimeField": lambda v: type(v) is datetime and v.tzinfo is not None,
+}
+
+
+@cache
+def _as_is(fields: tuple[models.Field, ...], vendor: str) -> list[Callable[[Any], bool] | None]:
+    """Per field, the test of a value the driver takes as it is (None: none is)."""
+    out = []
+    for f in fields:
+        target = f.target_field if f.is_relation else f
+        out.append(_AS_IS.get(target.get_internal_type()) if vendor == "postgresql" else None)
+    return out
+
+
+def prepared(
+    fields: tuple[models.Field, ...], values: Sequence[Any], db: BaseDatabaseWrapper
+) -> list[Any]:
+    """`values` of `fields` as the ORM would send them to `db` (`get_db_prep_save`)."""
+    return [
+        v if v is None or (as_is is not None and as_is(v)) else f.get_db_prep_save(v, db)
+        for f, as_is, v in zip(fields, _as_is(fields, db.vendor), values, strict=True)
+    ]
+
+
+@cache
+def _preparer(
+    fields: tuple[models.Field, ...], add: bool, vendor: str
+) -> Callable[[models.Model, BaseDatabaseWrapper], list[Any]]:
+    """A function of an instance: the values of `fields` as `save()` would send them
+    (dates stamped for `auto_now`, and `auto_now_add` when `add`)."""
+    steps = []
+    for f, as_is in zip(fields, _as_is(fields, vendor), strict=True):
+        stamps = getattr(f, "auto_now", False) or (add and getattr(f, "auto_now_add", False))
+        steps.append((f, f.attname, stamps, as_is))
+
+    def prepare(obj: models.Model, db: BaseDatabaseWrapper) -> list[Any]:
+        out = []
+        d = obj.__dict__
+        for f, attname, stamps, as_is in steps:
+            v = (
+                f.pre_save(obj, add)
+                if stamps
+                else d[attname]
+                if attname in d
+                else getattr(obj, attname)
+            )
+            out.append(
+                v if v is None or (as_is is not None and as_is(v)) else f.get_db_prep_save(v, db)
+            )
+        return out
+
+    return prepare
+
+
 @cache
 def _insert_plan(
     model: type[models.Model], names: tuple[str, ...] | None, keyed: bool = False
@@ -235,10 +340,10 @@ def insert(
     model = type(objs[0])
     fields_, head = _insert_plan(model, None if fields is None else tuple(fields), keyed)
     db = default_db()
+    prepare = _preparer(tuple(fields_), True, db.vendor)
     params: list[Any] = []
     for obj in objs:
-        for f in fields_:
-            params.append(f.get_db_prep_save(f.pre_save(obj, True), db))
+        params += prepare(obj, db)
     row = f"({placeholders(len(fields_))})"
     if keyed or not keys:
         execute(head + ", ".join([row] * len(objs)), params)
@@ -283,16 +388,16 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         # A row given twice: its last state, as one statement per row would leave it.
         objs = list({obj.pk: obj for obj in objs}.values())
         fields_, head, row, tail = _update_many_plan(type(objs[0]), fields)
+        prepare = _preparer(tuple(fields_), False, db.vendor)
         params = []
         for obj in objs:
-            params += [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_]
+            params += prepare(obj, db)
             params.append(obj.pk)
         execute(head + ", ".join([row] * len(objs)) + tail, params)
         return
     fields_, text = _update_plan(type(objs[0]), fields)
-    rows = [
-        [*(f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields_), obj.pk] for obj in objs
-    ]
+    prepare = _preparer(tuple(fields_), False, db.vendor)
+    rows = [[*prepare(obj, db), obj.pk] for obj in objs]
     c = cursor(db)
     if _numbers(db):
         text = numbered(text)

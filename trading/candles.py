@@ -124,17 +124,17 @@ def periods_add(periods: dict[Key, Period]) -> None:
         for key, p in part.items():
             values = (*key, p.open, p.high, p.low, p.close, p.volume, p.trades)
             values += (p.first_trade_id, p.last_trade_id)
-            params += [f.get_db_prep_save(v, db) for f, v in zip(columns, values, strict=True)]
+            params += sql.prepared(columns, values, db)
         sql.execute(head + ", ".join([row] * len(part)) + merge, params)
 
 
 @cache
-def _upsert(vendor: str) -> tuple[list, str, str, str]:
+def _upsert(vendor: str) -> tuple[tuple, str, str, str]:
     """(fields, head, one row of VALUES, conflict clause) of `periods_add`'s statement."""
     from trading.models import Candle
 
     table = sql.qn(Candle._meta.db_table)
-    columns = [Candle._meta.get_field(c) for c in _COLUMNS]
+    columns = tuple(Candle._meta.get_field(c) for c in _COLUMNS)
     head = f"INSERT INTO {table} ({', '.join(sql.qn(c) for c in _COLUMNS)}) VALUES "  # noqa: S608
     row = f"({sql.placeholders(len(_COLUMNS))})"
     if vendor == "postgresql":

@@ -225,3 +225,56 @@ def test_placeholders_are_numbered_once_and_a_percent_sign_kept():
     )
     # The same statement on the database, with the cursor the order path uses.
     assert sql.fetch("SELECT %s || '%%', %s", ["5", 7]) == [("5%", 7)]
+
+
+def test_values_are_sent_as_the_orm_prepares_them():
+    user = UserFactory()
+    market = MarketFactory()
+    now = timezone.now()
+    fields = {f.name: f for f in Order._meta.concrete_fields}
+    cases = [
+        ("price", Decimal("64000.5")),
+        ("price", None),
+        ("qty", Decimal("1E-12")),
+        ("side", "BUY"),
+        ("side", Order._meta.get_field("side").choices[0][0]),
+        ("reduce_only", True),
+        ("trader", user.pk),
+        ("market", market.pk),
+        ("created_at", now),
+        ("client_order_id", ""),
+    ]
+    for name, value in cases:
+        f = fields[name]
+        assert sql.prepared((f,), [value], connection) == [f.get_db_prep_save(value, connection)]
+    # What the ORM refuses or changes is left to it: a decimal that is not a number, a
+    # date without a time zone (read as the default zone's, with a warning).
+    with pytest.raises(Exception) as refused:
+        fields["price"].get_db_prep_save(Decimal("NaN"), connection)
+    with pytest.raises(type(refused.value)):
+        sql.prepared((fields["price"],), [Decimal("NaN")], connection)
+    naive = now.replace(tzinfo=None)
+    with pytest.warns(RuntimeWarning):
+        (sent,) = sql.prepared((fields["created_at"],), [naive], connection)
+    with pytest.warns(RuntimeWarning):
+        assert sent == fields["created_at"].get_db_prep_save(naive, connection)
+
+
+def test_a_model_with_init_receivers_is_built_by_the_orm():
+    from django.db.models.signals import post_init
+
+    market = MarketFactory()
+    seen = []
+
+    def heard(sender, instance, **kw):
+        seen.append(instance.symbol)
+
+    columns = sql.Columns(Market)
+    (plain,) = sql.select(columns, '"id" = %s', [market.pk])
+    assert seen == [] and plain._state.db == connection.alias
+    post_init.connect(heard, sender=Market)
+    try:
+        (heard_of,) = sql.select(sql.Columns(Market), '"id" = %s', [market.pk])
+    finally:
+        post_init.disconnect(heard, sender=Market)
+    assert seen == [market.symbol] and not heard_of._state.adding
