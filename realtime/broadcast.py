@@ -241,14 +241,23 @@ def on_fill(sender, *, trader_id, fill: dict[str, Any], **kw) -> None:
 
 
 @receiver(signals.position_updated)
-def on_positions(sender, *, market: str, mode: str, position_ids, **kw) -> None:
+def on_positions(
+    sender, *, market: str, mode: str, position_ids, shown: dict | None = None, **kw
+) -> None:
+    """`shown`: the positions as shown, per trader, when the sender had them (an order's
+    transaction has); otherwise they are read."""
     from accounts.selectors import public_trader_ids
     from trading.selectors import positions_in_market
 
     uuids = public_trader_ids({t for t, _ in position_ids})
-    shown = positions_in_market(trader_ids=uuids, mode=mode, market=market)
+    if shown is None:
+        shown = positions_in_market(trader_ids=uuids, mode=mode, market=market)
     publish(
-        [message("positionUpdate", names.trader_channel(uuids[t]), p) for t, p in shown.items()]
+        [
+            message("positionUpdate", names.trader_channel(uuids[t]), p)
+            for t, p in shown.items()
+            if t in uuids
+        ]
     )
 
 

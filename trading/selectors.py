@@ -337,9 +337,19 @@ def positions_in_market(*, trader_ids: Iterable[int], mode: str, market: str) ->
         accounts.setdefault(e.position.trader_id, []).append(e)
     out = {}
     for trader_id, exposures in accounts.items():
-        for shown in _position_dicts(exposures, cash.get(trader_id), market=market):
+        shown = position_shown(exposures, cash.get(trader_id), market)
+        if shown is not None:
             out[trader_id] = shown
     return out
+
+
+def position_shown(
+    exposures: list[margin.Exposure], cash: Balance | None, market: str
+) -> dict[str, Any] | None:
+    """The account's position in `market` as `positions_list` shows it, given all the
+    account's exposures (in its mode) and its USDC balance; None if it has none there."""
+    found = _position_dicts(exposures, cash, market=market)
+    return found[-1] if found else None
 
 
 def _position_dicts(

@@ -65,6 +65,7 @@ from trading.models import (
     Trade,
 )
 from trading.presenters import dec, fill_dict, ms, order_dict
+from trading.selectors import position_shown
 from trading.services.books import (
     book_lock,
     engine_book_return,
@@ -78,7 +79,6 @@ log = logging.getLogger(__name__)
 
 
 _ORDER = sql.Columns(Order)
-_POSITION = sql.Columns(Position)
 
 
 def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
@@ -580,8 +580,29 @@ def _batch_finish(batch: _Batch, finishers: list[Callable[[], dict[str, Any]]]) 
     """After `_batch_write`: the placed orders as the API shows them; their events are
     sent together once the transaction commits."""
     placed = [finish() for finish in finishers]
+    batch.events.positions_shown = _positions_shown(batch)
     batch.events.send_on_commit()
     return placed
+
+
+def _positions_shown(batch: _Batch) -> dict[int, dict] | None:
+    """Each moved position of the batch's market as `positions_list` shows it, from what
+    the batch holds (its account's positions, marks and cash, as it leaves them): what
+    the position events carry, so that nobody reads them again after the commit. None
+    if the batch lacks any of it."""
+    traders = {t for t, _ in batch.events.positions}
+    if not traders:
+        return None
+    mode, symbol = batch.book.mode, batch.book.market.symbol
+    shown = {}
+    for t in traders:
+        cash = batch.held.get((t, "USDC", mode))
+        if t not in batch.exposures or cash is None:
+            return None
+        found = position_shown(_exposures_now(batch, t), cash, symbol)
+        if found is not None:
+            shown[t] = found
+    return shown
 
 
 def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
@@ -1036,18 +1057,20 @@ def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[
         return []
     market, mode = batch.book.market, batch.book.mode
     cached = batch.positions
-    # Positions of one (market, mode) change only under that book's lock, held here.
+    # Positions of one (market, mode) change only under that book's lock, held here;
+    # an account's others, under its balance row's, which the batch holds for everyone
+    # who traded. Read with them (one query), they give the account's margin and the
+    # position's liquidation price as its event shows them (`_positions_shown`).
     ids = sorted({f.trader_id for f in fills} - cached.keys())
     if ids:
-        where = (
-            f'"market_id" = %s AND "mode" = %s AND "trader_id" IN ({sql.placeholders(len(ids))})'
-        )
-        read = {p.trader_id: p for p in sql.select(_POSITION, where, [market.pk, mode, *ids])}
-        new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in read]
+        for t in ids:
+            batch.exposures.setdefault(t, [])
+        for e in margin.exposures_of(ids, mode):
+            _exposures_keep(batch, e.position.trader_id, e)
+        new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in cached]
         if new:
             sql.insert(new)
-            read.update({p.trader_id: p for p in new})
-        cached.update(read)
+            cached.update({p.trader_id: p for p in new})
     realized: dict[int, Decimal] = defaultdict(Decimal)
     moved: dict[int, Position] = {}
     for f in fills:
@@ -1162,6 +1185,9 @@ class _Events:
     # The book's seq after each send that changed it.
     seqs: list[int] = field(default_factory=list)
     positions: set[tuple[int, int]] = field(default_factory=set)
+    # The moved positions as shown, per trader, if the batch could tell (else the
+    # receivers read them).
+    positions_shown: dict[int, dict] | None = None
     balance_rows: dict[tuple[int, str, str], Balance] = field(default_factory=dict)
 
     def send_on_commit(self) -> None:
@@ -1181,6 +1207,7 @@ class _Events:
                         market=self.market.symbol,
                         mode=self.mode,
                         position_ids=sorted(self.positions),
+                        shown=self.positions_shown,
                     )
                 if self.balance_rows:
                     balances_changed.send(sender=Balance, balances=list(self.balance_rows.values()))

@@ -1,5 +1,6 @@
 """Domain events leave only after the transaction commits, and never for a rollback."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -127,3 +128,62 @@ def test_commits_of_one_book_send_in_seq_order_across_threads(monkeypatch):
     with signals.in_commit_order(book, None, None):  # a commit that left the book as is
         sent.append(0)
     assert sent == [5, 6, 7, 9, 0]
+
+
+def test_position_events_carry_the_positions_as_a_fresh_read_shows_them(
+    received, django_capture_on_commit_callbacks
+):
+    """The positions an order moved are sent as its transaction left them, without
+    reading them again: the same objects the REST positions show, liquidation prices
+    included (which depend on the account's other positions)."""
+    from trading.selectors import positions_in_market, positions_list
+    from trading.services.orders import orders_place_many
+
+    MarketFactory()
+    MarketFactory(symbol="ETH-PERP", base="ETH", underlying="ETH", mark_price=Decimal("3000"))
+    maker, other, taker = UserFactory(), UserFactory(), UserFactory()
+    for u in (maker, other, taker):
+        fund(u, "20000")
+
+    def place(trader, market, side, qty, price=None):
+        kind = "LIMIT" if price else "MARKET"
+        price = Decimal(price) if price else None
+        with django_capture_on_commit_callbacks(execute=True):
+            order_place(
+                trader=trader, market=market, mode="PAPER", side=side, type=kind,
+                qty=Decimal(qty), price=price,
+            )  # fmt: skip
+
+    # The maker and the taker hold ETH positions too (they move their liquidation price).
+    place(maker, "ETH-PERP", "SELL", "2", "3000")
+    place(taker, "ETH-PERP", "BUY", "1")
+    place(other, "ETH-PERP", "BUY", "1")
+    place(maker, "BTC-PERP", "SELL", "0.2", "64000")
+    place(other, "BTC-PERP", "SELL", "0.1", "64010")
+    received.clear()
+    # Two orders in one transaction: the taker's second order meets a maker whose
+    # position the first one did not touch.
+    with django_capture_on_commit_callbacks(execute=True):
+        orders_place_many(
+            trader=taker,
+            orders=[
+                dict(market="BTC-PERP", mode="PAPER", side="BUY", type="MARKET", qty=Decimal("0.15")),
+                dict(market="BTC-PERP", mode="PAPER", side="BUY", type="MARKET", qty=Decimal("0.1")),
+            ],
+        )  # fmt: skip
+    (event,) = [e for name, e in received if name == "position_updated"]
+    assert event["shown"] is not None  # carried, not left to the receiver to read
+    shown = {int(t): p for t, p in event["shown"].items()}  # (the fixture's JSON)
+    assert set(shown) == {maker.pk, other.pk, taker.pk}
+
+    def as_sent(value):
+        return json.loads(json.dumps(value, default=str))
+
+    read = positions_in_market(trader_ids=shown, mode="PAPER", market="BTC-PERP")
+    assert shown == {t: as_sent(p) for t, p in read.items()}
+    for user in (maker, other, taker):
+        (rest,) = [
+            p for p in positions_list(trader=user, mode="PAPER") if p["market"] == "BTC-PERP"
+        ]
+        assert shown[user.pk] == as_sent(rest)
+    assert any(p["liquidationPrice"] is not None for p in shown.values())
