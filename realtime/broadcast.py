@@ -9,12 +9,14 @@ never hears of a change that was rolled back.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -66,24 +68,39 @@ def _server_loop() -> asyncio.AbstractEventLoop | None:
 
 class _PublisherLoop:
     """One long-lived event loop for publishing from outside the server (management
-    commands, the clock, tests): a fresh loop per call would open a fresh Redis
-    connection per call."""
+    commands, the clock, the order path called from Python or a WSGI worker): a fresh
+    loop per call would open a fresh Redis connection per call. Batches are handed to
+    it and sent in order, as on the server's loop; the caller does not wait for them.
+    Whatever is still queued when the process exits is sent first (`flush`, at exit)."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lock = threading.Lock()
 
-    def run(self, coro, timeout: float = 10) -> None:
+    def submit(self, send_all: Callable[[], Awaitable[None]]) -> None:
         with self.lock:
             if self.loop is None or not self.loop.is_running():
                 self.loop = asyncio.new_event_loop()
                 threading.Thread(
                     target=self.loop.run_forever, name="realtime-publisher", daemon=True
                 ).start()
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+            loop = self.loop
+        loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
+
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until every batch handed over so far has been sent (or `timeout`)."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            return
+        done = asyncio.run_coroutine_threadsafe(_in_order(loop).join(), loop)
+        try:
+            done.result(timeout)
+        except TimeoutError:
+            log.warning("realtime events still unsent after %.0f s", timeout)
 
 
 _publisher = _PublisherLoop()
+atexit.register(_publisher.flush)
 
 
 class _Held(threading.local):
@@ -133,18 +150,15 @@ def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = (
         for event in events:
             await layer.group_send(event["channel"], event)
 
+    # Hand the batch to the publishing loop (the server's, in the server) and return at
+    # once: the committing thread does not wait for Redis round trips. Delivery is best
+    # effort (the order is committed whatever happens there, and the book's seq lets
+    # every subscriber detect what it missed).
     loop = _server_loop()
     if loop is not None:
-        # In the server: hand the batch to the loop's publisher and return at once;
-        # the request does not wait for Redis round trips.
         loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
-        return
-    try:
-        _publisher.run(send_all())
-    except Exception:
-        # Delivery is best effort: the order is committed whatever happens here, and
-        # the book's seq lets every subscriber detect what it missed.
-        log.exception("publishing %d realtime events failed", len(events))
+    else:
+        _publisher.submit(send_all)
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = (
@@ -171,6 +185,8 @@ async def _drain(queue: asyncio.Queue) -> None:
             await send_all()
         except Exception:
             log.exception("publishing realtime events failed")
+        finally:
+            queue.task_done()
 
 
 @receiver(signals.book_changed)
