@@ -366,6 +366,23 @@ def insert(
         obj._state.adding = False
 
 
+def insert_values(
+    model: type[models.Model], names: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows given as the values of the fields `names`, in one statement, without
+    making an instance of each (nothing is stamped or read back: the caller gives every
+    value, dates included)."""
+    if not rows:
+        return
+    fields_, head = _insert_plan(model, tuple(names), False)
+    db = default_db()
+    columns = tuple(fields_)
+    params: list[Any] = []
+    for row in rows:
+        params += prepared(columns, row, db)
+    execute(head + ", ".join([f"({placeholders(len(columns))})"] * len(rows)), params)
+
+
 @cache
 def _update_plan(model: type[models.Model], names: tuple[str, ...]) -> tuple[list, str]:
     meta = model._meta

@@ -69,22 +69,17 @@ def balances_lock(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, 
     return balances_of(keys, lock=True)
 
 
+_LEDGER_COLUMNS = ("trader_id", "asset", "mode", "amount", "reason", "ref", "created_at")
+
+
 def ledger_insert(postings: Sequence[Posting]) -> None:
     """Append the ledger rows of `postings` (one statement; their keys are not read
     back)."""
-    sql.insert(
-        [
-            LedgerEntry(
-                trader_id=p.trader_id,
-                asset=p.asset,
-                mode=p.mode,
-                amount=p.amount,
-                reason=p.reason,
-                ref=p.ref,
-            )
-            for p in postings
-        ],
-        keys=False,
+    now = timezone.now()
+    sql.insert_values(
+        LedgerEntry,
+        _LEDGER_COLUMNS,
+        [(p.trader_id, p.asset, p.mode, p.amount, p.reason, p.ref, now) for p in postings],
     )
 
 

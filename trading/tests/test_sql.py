@@ -9,7 +9,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry
+from accounts.models import Balance, LedgerEntry, LedgerReason
 from dexsite import sql
 from trading.models import Book, Market, Order, Position
 from trading.tests.factories import MarketFactory, UserFactory, fund
@@ -278,3 +278,20 @@ def test_a_model_with_init_receivers_is_built_by_the_orm():
     finally:
         post_init.disconnect(heard, sender=Market)
     assert seen == [market.symbol] and not heard_of._state.adding
+
+
+def test_rows_inserted_from_values_match_rows_inserted_from_instances():
+    user = UserFactory()
+    now = timezone.now()
+    names = ("trader_id", "asset", "mode", "amount", "reason", "ref", "created_at")
+    values = [
+        (user.pk, "USDC", "PAPER", Decimal("-0.000000000001"), LedgerReason.FEE, "order:1", now),
+        (user.pk, "BTC", "PAPER", Decimal("12.5"), "TRADE", "", now),
+    ]
+    sql.insert_values(LedgerEntry, names, values)
+    sql.insert([LedgerEntry(**dict(zip(names, v, strict=True))) for v in values])
+    rows = list(LedgerEntry.objects.filter(trader=user).order_by("id").values_list(*names))
+    # (The instances' dates are stamped by `insert`, as `save()` stamps them.)
+    assert len(rows) == 4 and [r[:6] for r in rows[:2]] == [r[:6] for r in rows[2:]]
+    assert [r[3] for r in rows[:2]] == [v[3] for v in values]
+    assert [r[6] for r in rows[:2]] == [now, now]
