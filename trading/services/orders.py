@@ -753,7 +753,8 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     now = timezone.now()
     lot, tick = market.lot_size, market.tick_size
     filled_qty = result.filled * lot
-    order = Order(
+    order = sql.new(
+        Order,
         trader=trader,
         market=market,
         mode=mode,
@@ -953,7 +954,8 @@ def _record_fills(
     tick, lot = market.tick_size, market.lot_size
     fee_id = system_account_id(User.FEE_ACCOUNT)
     trades = [
-        Trade(
+        sql.new(
+            Trade,
             market=market,
             mode=mode,
             price=f.price * tick,
@@ -978,7 +980,8 @@ def _record_fills(
         maker_fee = risk.fee_for(notional, market.maker_fee)
         total_fees += taker_fee + maker_fee
         fills.append(
-            Fill(
+            sql.new(
+                Fill,
                 trade=trade,
                 order=taker,
                 trader_id=taker.trader_id,
@@ -993,7 +996,8 @@ def _record_fills(
             )
         )
         fills.append(
-            Fill(
+            sql.new(
+                Fill,
                 trade=trade,
                 order=maker,
                 trader_id=maker.trader_id,

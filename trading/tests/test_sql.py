@@ -295,3 +295,42 @@ def test_rows_inserted_from_values_match_rows_inserted_from_instances():
     assert len(rows) == 4 and [r[:6] for r in rows[:2]] == [r[:6] for r in rows[2:]]
     assert [r[3] for r in rows[:2]] == [v[3] for v in values]
     assert [r[6] for r in rows[:2]] == [now, now]
+
+
+def test_new_rows_are_made_as_the_orm_makes_them():
+    from trading.models import Fill, Trade
+
+    user = UserFactory()
+    market = MarketFactory()
+    now = timezone.now()
+    order = Order(
+        trader=user, market=market, mode="PAPER", side="BUY", type="LIMIT",
+        time_in_force="GTC", price=Decimal("64000"), qty=Decimal("0.1"),
+        status="NEW", created_at=now, updated_at=now,
+    )  # fmt: skip
+    trade = Trade(market=market, mode="PAPER", price=Decimal("1"), qty=Decimal("2"),
+                  taker_side="BUY", taker_order=order, maker_order_id=7, created_at=now)  # fmt: skip
+    shapes = [
+        (Order, dict(trader=user, market=market, mode="PAPER", side="BUY", type="LIMIT",
+                     time_in_force="GTC", price=None, qty=Decimal("0.1"), status="NEW",
+                     client_order_id=None, created_at=now, updated_at=now)),
+        (Trade, dict(market=market, mode="PAPER", price=Decimal("1"), qty=Decimal("2"),
+                     taker_side="BUY", taker_order=order, maker_order_id=7, liquidation=False,
+                     created_at=now)),
+        (Fill, dict(trade=trade, order=order, trader_id=user.pk, market=market, mode="PAPER",
+                    side="BUY", price=Decimal("1"), qty=Decimal("2"), fee=Decimal("0.01"),
+                    liquidity="TAKER", created_at=now)),
+    ]  # fmt: skip
+    for model, values in shapes:
+        ours, orms = sql.new(model, **values), model(**values)
+        assert type(ours) is model
+        mine = {k: v for k, v in ours.__dict__.items() if k != "_state"}
+        theirs = {k: v for k, v in orms.__dict__.items() if k != "_state"}
+        assert mine == theirs, model
+        assert ours._state.fields_cache == orms._state.fields_cache
+        assert (ours._state.db, ours._state.adding) == (orms._state.db, orms._state.adding)
+    # What the ORM refuses, it still refuses.
+    with pytest.raises(ValueError):
+        sql.new(Trade, market=user)
+    with pytest.raises(TypeError):
+        sql.new(Trade, no_such_field=1)
