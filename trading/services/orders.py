@@ -1067,9 +1067,12 @@ def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[
     # position's liquidation price as its event shows them (`_positions_shown`).
     ids = sorted({f.trader_id for f in fills} - cached.keys())
     if ids:
-        for t in ids:
-            batch.exposures.setdefault(t, [])
-        for e in margin.exposures_of(ids, mode):
+        # (An account read already, a taker's at the group's opening, is not read again:
+        # its positions would count twice.)
+        unread = [t for t in ids if t not in batch.exposures]
+        for t in unread:
+            batch.exposures[t] = []
+        for e in margin.exposures_of(unread, mode):
             _exposures_keep(batch, e.position.trader_id, e)
         new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in cached]
         if new:
