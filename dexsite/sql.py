@@ -68,7 +68,6 @@ class Columns:
         self.alias = alias or meta.db_table
         self.sql = ", ".join(f"{qn(self.alias)}.{qn(f.column)}" for f in chosen)
         self._converters: dict[str, list[tuple[int, list[Converter], Any]]] = {}
-        self._plain: bool | None = None
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -102,9 +101,7 @@ class Columns:
     def build(self, row: Sequence[Any], start: int = 0, db: BaseDatabaseWrapper | None = None) -> M:
         db = db or default_db()
         values = self.values(row, start, db)
-        if self._plain is None:
-            self._plain = _plain(self.model)
-        if not self._plain:
+        if not _plain(self.model):
             return self.model.from_db(db.alias, self.attnames, values)
         # What `from_db` makes, without `Model.__init__`'s loop over every field and its
         # signals (nobody listens to them for this model): about half the Python.
@@ -115,10 +112,11 @@ class Columns:
         return obj
 
 
+@cache
 def _plain(model: type[models.Model]) -> bool:
-    """Whether an instance of `model` read from the database is no more than its field
-    values: `from_db` not overridden, and no receiver of the init signals for it (as
-    connected when a `Columns` first builds a row: receivers connect at start-up)."""
+    """Whether an instance of `model` is no more than its field values: `from_db` not
+    overridden, and no receiver of the init signals for it (as connected when first
+    asked: receivers connect at start-up)."""
     return (
         model.from_db.__func__ is models.Model.from_db.__func__
         and not signals.pre_init.has_listeners(model)
@@ -294,11 +292,9 @@ def select(
 # preparation (`get_db_prep_save`, several calls deep for each value) returns the value
 # itself, so it is skipped. Anything else (a naive date, a non-finite decimal, another
 # type, another database) still goes through it.
+_TEXT = {"CharField", "TextField", "SlugField", "EmailField", "URLField"}
 _AS_IS: dict[str, Callable[[Any], bool]] = {
-    **dict.fromkeys(
-        ["CharField", "TextField", "SlugField", "EmailField", "URLField"],
-        lambda v: type(v) is str,
-    ),
+    **dict.fromkeys(_TEXT, lambda v: type(v) is str),
     **dict.fromkeys(
         [
             "AutoField",
@@ -481,9 +477,6 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
         c.execute(text, rows[0])
     else:
         c.executemany(text, rows)
-
-
-_TEXT = {"CharField", "TextField", "SlugField", "EmailField", "URLField"}
 
 
 @cache
