@@ -58,6 +58,11 @@ def balances_of(
     keys = set(keys)
     if not keys:
         return {}
+    return balances_query(keys, lock=lock).run()
+
+
+def balances_query(keys: Iterable[tuple[int, str, str]], *, lock: bool = False) -> sql.Query:
+    """`balances_of` (some keys) as a `Query`, to be run with others (`sql.run_all`)."""
     # One `trader_id IN (...)` per (asset, mode): a funding over a thousand positions
     # would otherwise build a thousand-term OR.
     groups: dict[tuple[str, str], set[int]] = {}
@@ -68,8 +73,10 @@ def balances_of(
         for ts in groups.values()
     )
     params = [v for (a, m), ts in groups.items() for v in (a, m, *sorted(ts))]
-    rows = sql.select(_BALANCE, where, params, order_by='"id"', lock=lock)
-    return {(b.trader_id, b.asset, b.mode): b for b in rows}
+    rows = sql.select_query(_BALANCE, where, params, order_by='"id"', lock=lock)
+    return rows._replace(
+        build=lambda found: {(b.trader_id, b.asset, b.mode): b for b in rows.build(found)}
+    )
 
 
 def public_trader_ids(pks: Iterable[int], *, known: Iterable[User] = ()) -> dict[int, uuid.UUID]:

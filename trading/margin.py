@@ -139,8 +139,15 @@ def exposures_of(trader_ids: Iterable[int], mode: str) -> list[Exposure]:
     ids = sorted(set(trader_ids))
     if not ids:
         return []
+    return exposures_of_query(ids, mode).run()
+
+
+def exposures_of_query(trader_ids: Iterable[int], mode: str) -> sql.Query:
+    """`exposures_of` (some accounts) as a `Query`, to be run with others
+    (`sql.run_all`)."""
+    ids = sorted(set(trader_ids))
     where = f'p."trader_id" IN ({sql.placeholders(len(ids))}) AND p."mode" = %s'
-    return _exposures(where, [*ids, mode], True)
+    return _exposures_query(where, [*ids, mode], True)
 
 
 def accounts_with_positions() -> dict[tuple[int, str], Account]:
@@ -172,6 +179,10 @@ _INDEX = sql.Columns(IndexPrice, ["price"], alias="i")
 def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
     """Positions `where` selects (over `p`, the position table), each with its market,
     its book's mark and its underlying's index."""
+    return _exposures_query(where, params, include_flat).run()
+
+
+def _exposures_query(where: str, params: list, include_flat: bool) -> sql.Query:
     if not include_flat:
         where += ' AND p."size" <> 0'
     q = sql.qn
@@ -184,6 +195,10 @@ def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
         f' LEFT JOIN {q(IndexPrice._meta.db_table)} i ON i."underlying" = m."underlying"'
         f' WHERE {where} ORDER BY p."trader_id", p."market_id"'
     )
+    return sql.Query(text, params, _exposures_built)
+
+
+def _exposures_built(rows: list) -> list[Exposure]:
     out = []
     at_market = len(_POSITION)
     at_mark = at_market + len(_MARKET)
@@ -191,7 +206,7 @@ def _exposures(where: str, params: list, include_flat: bool) -> list[Exposure]:
     # One instance per market (a market's columns are the same on each of its rows, and
     # building one costs more than a position).
     markets: dict[int, Market] = {}
-    for row in sql.fetch(text, params, db):
+    for row in rows:
         p = _POSITION.build(row, 0, db)
         market = markets.get(p.market_id)
         if market is None:

@@ -91,25 +91,52 @@ def book_lock(
     """Lock one book row (and read its market, fresh) for the rest of the transaction.
     Every write to a book's orders happens under this lock, so one order per book is
     matched at a time across all processes."""
+    return book_locked(
+        sql.run_all(book_lock_queries(market_id=market_id, symbol=symbol, mode=mode, pk=pk))
+    )
+
+
+def book_lock_queries(
+    *,
+    market_id: int | None = None,
+    symbol: str | None = None,
+    mode: str | None = None,
+    pk: int | None = None,
+) -> list[sql.Query]:
+    """The two statements of `book_lock` (sent together; `book_locked` reads their
+    answers): the book row, locked, then its market. The market is read by a statement
+    of its own, after the lock is granted: a statement that waited for the lock sees
+    the rows it joined as they were when it started waiting, so a delisting or expiry
+    that held the lock would go unseen."""
+    market_table = sql.qn(Market._meta.db_table)
+    book_table = sql.qn(Book._meta.db_table)
     if pk is not None:
         where, params = '"id" = %s', [pk]
+        market_where = f'"id" = (SELECT "market_id" FROM {book_table} WHERE "id" = %s)'  # noqa: S608
+        market_params = [pk]
     elif market_id is not None:
         where, params = '"market_id" = %s AND "mode" = %s', [market_id, mode]
+        market_where, market_params = '"id" = %s', [market_id]
     else:
-        market_table = sql.qn(Market._meta.db_table)
         where = (
             f'"market_id" = (SELECT "id" FROM {market_table} WHERE "symbol" = %s)'  # noqa: S608
             ' AND "mode" = %s'
         )
         params = [symbol, mode]
-    found = sql.select(_BOOK, where, params, lock=True)
-    if not found:
-        raise Book.DoesNotExist(f"no book {pk or market_id or symbol} {mode or ''}")
-    book = found[0]
-    # Read after the lock is granted: a statement that waited for it sees the rows it
-    # joined as they were when it started waiting, so a delisting or expiry that held
-    # the lock would go unseen.
-    (book.market,) = sql.select(_MARKET, '"id" = %s', [book.market_id])
+        market_where, market_params = '"symbol" = %s', [symbol]
+    return [
+        sql.select_query(_BOOK, where, params, lock=True),
+        sql.select_query(_MARKET, market_where, market_params),
+    ]
+
+
+def book_locked(answers: list) -> Book:
+    """The book of `book_lock_queries`' answers, with its market."""
+    books, markets = answers
+    if not books:
+        raise Book.DoesNotExist("no such book")
+    book = books[0]
+    (book.market,) = markets
     return book
 
 

@@ -30,7 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Balance, LedgerReason, User
-from accounts.selectors import public_trader_ids
+from accounts.selectors import balances_query, public_trader_ids
 from accounts.services import (
     Posting,
     balances_credit_unlocked,
@@ -68,6 +68,8 @@ from trading.presenters import dec, fill_dict, ms, order_dict
 from trading.selectors import position_shown
 from trading.services.books import (
     book_lock,
+    book_lock_queries,
+    book_locked,
     engine_book_return,
     engine_book_return_on_commit,
     engine_book_take,
@@ -450,16 +452,20 @@ class _Batch:
     begun: int = 0
     keys: list[int] | None = None
     new_orders: list[Order] = field(default_factory=list)
+    # [the index price of the market's underlying], once read (positions the batch
+    # created show it).
+    index: list[Decimal | None] | None = None
 
     def __post_init__(self) -> None:
         self.events = _Events(self.book.market, self.book.mode)
 
     def order_add(self, order: Order) -> None:
-        """Give a new order its key: alone, by writing it now; in a group, from keys
-        reserved for the orders still to come (ascending, so that ids keep arrival
-        order), its row written with the others by `_batch_write`. Where there are no
-        sequences to reserve from (SQLite), each is written as it comes."""
+        """Give a new order its key, from those reserved for the batch's orders
+        (ascending, so that ids keep arrival order); its row is written with the
+        others by `_batch_write`. Where there are no sequences to reserve from (SQLite),
+        each is written as it comes."""
         if self.size > 1 and self.keys is None:
+            # (Reserved when the batch opened, except on databases without sequences.)
             self.keys = sql.keys_reserve(Order, self.size - self.begun + 1) or []
         if self.keys:
             order.pk = self.keys.pop(0)
@@ -482,29 +488,81 @@ class _Batch:
 
 def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool = False) -> _Batch:
     """Lock the book, and the balance rows that the requests reserve from (one statement,
-    in primary-key order).
+    in primary-key order); read the takers' positions and reserve the new orders' keys.
 
     `group`: the transaction carries several orders. It then holds more balance rows for
     longer, and a cycle with another book's transaction (each holding a row the other
     wants) grows likelier; PostgreSQL would find it only after `deadlock_timeout` (1 s by
     default). So once the book is held, a group waits at most GROUP_LOCK_WAIT for any
-    row; past that it rolls back and its orders are placed one by one."""
+    row; past that it rolls back and its orders are placed one by one.
+
+    The statements go out together (`sql.run_all`: one round trip on PostgreSQL, where
+    each still runs after the one before, the book's lock first). Which balance rows an
+    order reserves from depends on its market's kind and assets, known from the
+    market's last opening in this process; should the market read now differ, what it
+    needs besides is locked and read after."""
+    pg = sql.default_db().vendor == "postgresql"
+    queries = book_lock_queries(symbol=symbol, mode=mode)
+    if group and pg:
+        queries.append(sql.Query(f"SET LOCAL lock_timeout = '{GROUP_LOCK_WAIT_MS}ms'"))
+    known = _shapes.get(symbol)
+    guessed = None
+    if known is not None:
+        guessed = _taker_keys(known, mode, requests)
+        queries.append(balances_query(guessed, lock=True))
+        if known[0] != MarketKind.SPOT:
+            queries.append(margin.exposures_of_query({t for t, _, _ in guessed}, mode))
+    reserve = sql.keys_reserve_query([(Order, len(requests))])
+    if reserve is not None:
+        queries.append(reserve)
+    answers = sql.run_all(queries)
     try:
-        batch = _Batch(book_lock(symbol=symbol, mode=mode), size=len(requests))
+        batch = _Batch(book_locked(answers[:2]), size=len(requests))
     except Book.DoesNotExist:
+        _shapes.pop(symbol, None)
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
-    if group and sql.default_db().vendor == "postgresql":
-        sql.execute(f"SET LOCAL lock_timeout = '{GROUP_LOCK_WAIT_MS}ms'")
+    if reserve is not None:
+        (batch.keys,) = answers.pop()
     market = batch.book.market
-    keys = set()
-    for r in requests:
-        spot_sell = market.kind == MarketKind.SPOT and r.side == Side.SELL
-        keys.add((r.trader.pk, market.base if spot_sell else market.quote, mode))
+    shape = _shapes[symbol] = (market.kind, market.base, market.quote)
+    read: set[int] = set()
+    if guessed is not None:
+        at = 3 if group and pg else 2
+        batch.held.update(answers[at])
+        if known[0] != MarketKind.SPOT:
+            read = {t for t, _, _ in guessed}
+            _exposures_read(batch, read, answers[at + 1])
+    keys = _taker_keys(shape, mode, requests)
     _lock_held(batch.held, keys)
     if market.is_derivative:
-        for e in margin.exposures_of({t for t, _, _ in keys}, mode):
-            _exposures_keep(batch, e.position.trader_id, e)
+        unread = {t for t, _, _ in keys} - read
+        if unread:
+            _exposures_read(batch, unread, margin.exposures_of(unread, mode))
     return batch
+
+
+# symbol -> (kind, base, quote) of its market when an order last opened its book here:
+# which balance rows the next orders reserve from, to lock them with the book.
+_shapes: dict[str, tuple[str, str, str]] = {}
+
+
+def _taker_keys(
+    shape: tuple[str, str, str], mode: str, requests: list[_Request]
+) -> set[tuple[int, str, str]]:
+    """The balance rows the requests reserve from in a market of `shape`."""
+    kind, base, quote = shape
+    return {
+        (r.trader.pk, base if kind == MarketKind.SPOT and r.side == Side.SELL else quote, mode)
+        for r in requests
+    }
+
+
+def _exposures_read(batch: _Batch, traders: set[int], exposures: list[margin.Exposure]) -> None:
+    """Keep the exposures read of `traders` (all of each one's positions in the mode)."""
+    for t in traders:
+        batch.exposures.setdefault(t, [])
+    for e in exposures:
+        _exposures_keep(batch, e.position.trader_id, e)
 
 
 def _exposures_keep(batch: _Batch, trader_id: int, e: margin.Exposure) -> None:
@@ -532,8 +590,10 @@ def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
             market = batch.book.market
             here.market = market
             here.book_mark = batch.book.mark_price
-            found = IndexPrice.objects.filter(underlying=market.underlying)
-            here.index_now = found.values_list("price", flat=True).first()
+            if batch.index is None:
+                found = IndexPrice.objects.filter(underlying=market.underlying)
+                batch.index = [found.values_list("price", flat=True).first()]
+            (here.index_now,) = batch.index
         out.append(margin.exposure_of(here))
     return out
 
@@ -787,6 +847,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
+    _makers_read(batch, maker_ids, {f.maker_owner for f in result.fills})
     makers = _orders_of(batch, maker_ids)
     if makers:
         # Lock the makers' balances (pk order) before their positions change.
@@ -852,6 +913,38 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         return taker_payload
 
     return finish
+
+
+def _makers_read(batch: _Batch, ids: list[int], owners: set[int]) -> None:
+    """What the batch does not hold yet of the makers an order met (their orders by
+    `ids`, the balance rows of their `owners`, locked, and, in a derivatives market,
+    their positions), read together: one round trip on PostgreSQL (`sql.run_all`), in
+    the order in which they were read one by one (positions after the balance rows
+    that guard them). What this leaves out is read where it is needed, as before."""
+    market, mode = batch.book.market, batch.book.mode
+    orders = sorted(set(ids) - batch.orders.keys())
+    assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
+    keys = {(t, a, mode) for t in owners for a in assets} - batch.held.keys()
+    unread = sorted(owners - batch.exposures.keys()) if market.is_derivative else []
+    if bool(orders) + bool(keys) + bool(unread) < 2:
+        return
+    where = f'"id" IN ({sql.placeholders(len(orders))})'
+    queries = [sql.select_query(_ORDER, where, orders) if orders else None]
+    queries.append(balances_query(keys, lock=True) if keys else None)
+    queries.append(margin.exposures_of_query(unread, mode) if unread else None)
+    found, held, exposures = _run_some(queries)
+    if found is not None:
+        batch.orders.update((o.pk, o) for o in found)
+    if held is not None:
+        batch.held.update(held)
+    if exposures is not None:
+        _exposures_read(batch, set(unread), exposures)
+
+
+def _run_some(queries: list[sql.Query | None]) -> list[Any]:
+    """`sql.run_all` of the queries given; None for each None."""
+    answers = iter(sql.run_all([q for q in queries if q is not None]))
+    return [None if q is None else next(answers) for q in queries]
 
 
 def _orders_of(batch: _Batch, ids: Iterable[int]) -> dict[int, Order]:

@@ -336,3 +336,47 @@ def test_new_rows_are_made_as_the_orm_makes_them():
         sql.new(Trade, market=user)
     with pytest.raises(TypeError):
         sql.new(Trade, no_such_field=1)
+
+
+def test_queries_run_together_answer_each_in_order():
+    market = MarketFactory()
+    book = Book.objects.get(market=market, mode="PAPER")
+    names = sql.Columns(Market, ["id", "symbol"])
+    queries = [
+        sql.select_query(sql.Columns(Book), '"id" = %s', [book.pk], lock=True),
+        sql.Query("SELECT 1"),  # rows not read
+        sql.select_query(names, '"id" = %s', [market.pk + 1000]),
+        sql.Query("SELECT %s + 1", [41], lambda rows: rows[0][0]),
+        sql.select_query(names, '"symbol" = %s', [market.symbol]),
+    ]
+    locked, nothing, missing, answer, found = sql.run_all(queries)
+    assert [b.pk for b in locked] == [book.pk]
+    assert nothing is None and missing == [] and answer == 42
+    assert [m.symbol for m in found] == [market.symbol]
+    if connection.vendor == "postgresql":
+        from trading.tests.wire import round_trips
+
+        assert round_trips(lambda: sql.run_all(queries)) == 1
+        assert round_trips(lambda: [q.run() for q in queries]) == len(queries)
+
+
+def test_queries_run_together_stop_at_an_error_and_raise_it():
+    user = UserFactory()
+    fund(user, "10")
+    balance = Balance.objects.get(trader=user)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.run_all(
+            [
+                sql.Query(
+                    'UPDATE "accounts_balance" SET "total" = 5 WHERE "id" = %s', [balance.pk]
+                ),
+                sql.Query(
+                    'UPDATE "accounts_balance" SET "locked" = "total" + 1 WHERE "id" = %s',
+                    [balance.pk],
+                ),
+                sql.Query(
+                    'UPDATE "accounts_balance" SET "total" = 7 WHERE "id" = %s', [balance.pk]
+                ),
+            ]
+        )
+    assert Balance.objects.get(pk=balance.pk).total == Decimal("10")
