@@ -125,8 +125,20 @@ def _gunicorn(*extra: str) -> list[str]:
 
 
 SERVERS: dict[str, list[str]] = {
-    # The Procfile's web role: daphne on uvloop with a connection pool.
+    # The Procfile's web role: daphne on uvloop, HTTP in worker threads that each keep
+    # a database connection.
     "web": [
+        "python",
+        "-m",
+        "dexsite.serve",
+        "-b",
+        HOST,
+        "-p",
+        "{port}",
+        "dexsite.asgi:application",
+    ],
+    # The same with a process-wide connection pool (DB_POOL_MAX), taken from per request.
+    "web-pool": [
         "python",
         "-m",
         "dexsite.serve",
@@ -144,7 +156,7 @@ SERVERS: dict[str, list[str]] = {
     "gunicorn-sync-4": _gunicorn("-k", "sync", "-w", "4"),
 }
 # Environment of one arrangement beyond SERVER_ENV.
-SERVER_EXTRA_ENV: dict[str, dict[str, str]] = {"web": {"DB_POOL_MAX": "16"}}
+SERVER_EXTRA_ENV: dict[str, dict[str, str]] = {"web-pool": {"DB_POOL_MAX": "16"}}
 DEFAULT_SERVERS = [
     "web",
     "daphne",

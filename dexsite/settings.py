@@ -88,10 +88,12 @@ DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / '
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and os.environ.get(
     "DB_POOL_MAX"
 ):
-    # Under ASGI every sync request runs in a fresh thread, so per-thread persistent
-    # connections (CONN_MAX_AGE) are never reused and each request would open a new
-    # PostgreSQL connection. The web role (Procfile) sets DB_POOL_MAX for a
-    # process-wide pool; tests and commands, with their own threads, do without.
+    # Under Django's ASGI handler (HTTP_WORKERS=0) every sync request runs in a fresh
+    # thread, so per-thread persistent connections (CONN_MAX_AGE) are never reused and
+    # each request would open a new PostgreSQL connection: set DB_POOL_MAX then, for a
+    # process-wide pool. The web role's HTTP worker threads (dexsite/asgi.py) live as
+    # long as the process and keep a connection each, which costs less than taking one
+    # from a pool for every request (docs/benchmarks.md); tests and commands too.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": int(os.environ.get("DB_POOL_MIN", "2")),
         "max_size": int(os.environ["DB_POOL_MAX"]),
