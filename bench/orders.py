@@ -124,30 +124,13 @@ def _gunicorn(*extra: str) -> list[str]:
     return ["gunicorn", "bench.wsgi_app:application", "-b", f"{HOST}:{{port}}", *extra]
 
 
+# The Procfile's web role: daphne on uvloop, HTTP in worker threads that each keep a
+# database connection.
+_WEB = ["python", "-m", "dexsite.serve", "-b", HOST, "-p", "{port}", "dexsite.asgi:application"]
 SERVERS: dict[str, list[str]] = {
-    # The Procfile's web role: daphne on uvloop, HTTP in worker threads that each keep
-    # a database connection.
-    "web": [
-        "python",
-        "-m",
-        "dexsite.serve",
-        "-b",
-        HOST,
-        "-p",
-        "{port}",
-        "dexsite.asgi:application",
-    ],
+    "web": _WEB,
     # The same with a process-wide connection pool (DB_POOL_MAX), taken from per request.
-    "web-pool": [
-        "python",
-        "-m",
-        "dexsite.serve",
-        "-b",
-        HOST,
-        "-p",
-        "{port}",
-        "dexsite.asgi:application",
-    ],
+    "web-pool": _WEB,
     "daphne": ["daphne", "-b", HOST, "-p", "{port}", "dexsite.asgi:application"],
     "uvicorn": _uvicorn(),
     "uvicorn-w2": _uvicorn("--workers", "2"),
