@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 TICKER_MIN_INTERVAL = 0.25  # seconds between tickers of one book, per process
 
+# Compact JSON, one encoder for every event (`json.dumps` with options builds one per
+# call).
+to_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -50,7 +54,7 @@ def message(
         "channel": channel,
         "kind": type_,
         "ts": stamp,
-        "text": json.dumps(msg, separators=(",", ":")),
+        "text": to_json(msg),
     }
 
 
