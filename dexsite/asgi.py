@@ -2,7 +2,7 @@
 
 WebSockets go to the channels consumers on the server's event loop. Plain HTTP (the
 REST API, pages, admin) is served by Django's WSGI handler in a pool of HTTP_WORKERS
-threads (a2wsgi), each with its own database connection: requests run side by side, so
+threads, each with its own database connection: requests run side by side, so
 that orders several clients place on one book at once share a transaction (group
 commit, trading/services/orders.py), and a request costs less CPU than under Django's
 ASGI handler, which runs every sync view in one thread (docs/benchmarks.md).
@@ -10,7 +10,9 @@ HTTP_WORKERS=0 serves HTTP through Django's ASGI handler instead.
 """
 
 import asyncio
+import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from django.core.asgi import get_asgi_application
 
@@ -27,27 +29,70 @@ HTTP_WORKERS = int(os.environ.get("HTTP_WORKERS", "8"))
 
 
 def http_in_threads(workers: int):
-    """Django's WSGI handler in `workers` threads, as an ASGI application. A worker
-    thread knows the server's event loop as asgiref's own threads do, so that what a
-    request publishes (realtime events) and `async_to_sync` run there."""
-    from a2wsgi import WSGIMiddleware
+    """Django's WSGI handler in `workers` threads, as an ASGI application.
+
+    A request is handed to a worker thread once, whole, and its response comes back
+    once, whole: each hand-over between the server's loop and a thread costs a wake-up
+    of each and a turn of the GIL, and a2wsgi's streaming adapter made five or more per
+    request (the body read through the loop, then the response's start, each chunk and
+    its end sent through it, each waited for). Our requests and responses are small
+    (bodies are refused past DATA_UPLOAD_MAX_MEMORY_SIZE; the server has the request
+    whole before it calls us anyway), so nothing is lost by holding them whole
+    (docs/benchmarks.md: about 15 % less CPU per order request). a2wsgi's
+    `build_environ` still makes the environ.
+
+    A worker thread knows the server's event loop as asgiref's own threads do, so that
+    what a request publishes (realtime events) and `async_to_sync` run there."""
+    from a2wsgi.wsgi import build_environ
+    from django.conf import settings
     from django.core.wsgi import get_wsgi_application
 
     wsgi = get_wsgi_application()
-    loop_of_server: list[asyncio.AbstractEventLoop] = []
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
-    def in_server(environ, start_response):
+    def respond(environ: dict, loop: asyncio.AbstractEventLoop) -> tuple[int, list, bytes]:
         local = SyncToAsync.threadlocal
-        local.main_event_loop = loop_of_server[0]
+        local.main_event_loop = loop
         local.main_event_loop_pid = os.getpid()
-        return wsgi(environ, start_response)
+        started: list = []
+        chunks: list[bytes] = []
 
-    pool = WSGIMiddleware(in_server, workers=workers)
+        def start_response(status: str, headers: list, exc_info=None):
+            started[:] = [status, headers]
+            return chunks.append
+
+        result = wsgi(environ, start_response)
+        try:
+            chunks.extend(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # request_finished: the thread's database connection is tidied
+        status, headers = started
+        raw = [(k.strip().lower().encode("latin1"), v.strip().encode("latin1")) for k, v in headers]
+        return int(status.split(" ", 1)[0]), raw, b"".join(chunks)
 
     async def app(scope, receive, send):
-        if not loop_of_server:
-            loop_of_server.append(asyncio.get_running_loop())
-        await pool(scope, receive, send)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+            if limit is not None and len(body) > limit:
+                break  # past the limit: refused below, the rest unread
+        environ = build_environ(scope, io.BytesIO(body))
+        if limit is not None and len(body) > limit:
+            # The request guard refuses it by its length (413), without reading it.
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ["wsgi.input"] = io.BytesIO()
+        loop = asyncio.get_running_loop()
+        status, headers, content = await loop.run_in_executor(executor, respond, environ, loop)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     return app
 
