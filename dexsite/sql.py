@@ -11,7 +11,10 @@ reuses that text:
   or floats and dates as text; psycopg already returns `Decimal` and aware datetimes);
 * `select` runs `SELECT <columns> FROM <table> WHERE <where> [ORDER BY] [FOR UPDATE]`;
 * `insert` writes many rows in one `INSERT ... RETURNING id` and sets their keys;
-* `update` writes some fields of loaded rows, and `execute` runs any other statement.
+* `update` writes some fields of loaded rows, and `execute` runs any other statement;
+* `run_all` runs several statements (`Query`: text, parameters, what to build of the
+  rows) in one round trip on PostgreSQL, for reads that need no answer of the one
+  before (`select_query` and the `*_query` functions of the order path make them).
 
 Only portable SQL goes through here (it runs on SQLite in the embedded set-up and on
 PostgreSQL in production); `FOR UPDATE` is dropped where the database has no row locks
