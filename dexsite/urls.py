@@ -17,13 +17,16 @@ def api_not_found(request, *args, **kwargs):
 
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("accounts/", include("accounts.urls")),
+    # The trading API first: a request's path is matched against the patterns in order,
+    # and its order endpoints take most requests. (No two of these patterns match one
+    # path, so their order changes nothing else.)
+    path("api/v1/", include("trading.api.urls")),
+    path("api/v1/", include("accounts.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/ws-ticket", WsTicketApi.as_view(), name="api-ws-ticket"),
-    path("api/v1/", include("accounts.api.urls")),
-    path("api/v1/", include("trading.api.urls")),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
     # Any other path under api/, control characters included: the API's JSON 404.
     re_path(r"^api/", api_not_found),
     path("metrics", metrics_view, name="metrics"),
