@@ -204,8 +204,9 @@ def cursor(db: BaseDatabaseWrapper | None = None) -> Any:
 
 
 def cursors(n: int, db: BaseDatabaseWrapper | None = None) -> list[Any]:
-    """`n` cursors of the connection, opened once and reused as `cursor` is (`run_all`
-    reads the rows of several statements sent before any is read, one cursor each)."""
+    """The connection's cursors, opened once and reused as `cursor` is, at least `n` of
+    them, the first `n` for the caller (`run_all` reads the rows of several statements
+    sent before any is read, one cursor each)."""
     db = db or default_db()
     if db.queries_logged:
         return [_cursor_new(db) for _ in range(n)]
@@ -214,12 +215,12 @@ def cursors(n: int, db: BaseDatabaseWrapper | None = None) -> list[Any]:
     if raw is None or held is None or held[0] is not raw:
         db._sql_cursors = held = (db.connection, [])
     kept = held[1]
-    for i, c in enumerate(kept[:n]):
-        if getattr(c.cursor, "closed", 0):
+    for i in range(min(n, len(kept))):
+        if getattr(kept[i].cursor, "closed", 0):
             kept[i] = _cursor_new(db)
     while len(kept) < n:
         kept.append(_cursor_new(db))
-    return kept[:n]
+    return kept
 
 
 def _numbers(db: BaseDatabaseWrapper) -> bool:
@@ -235,13 +236,18 @@ def _numbers(db: BaseDatabaseWrapper) -> bool:
 
 
 def _cursor_new(db: BaseDatabaseWrapper) -> Any:
+    """A new cursor of `db`: psycopg's raw cursor where statements go with numbered
+    placeholders (`_numbers`), marked so (`numbered`), else Django's own. Whether to
+    number a statement is decided here once per cursor, not per statement."""
     if not _numbers(db):
         return db.cursor()
     import psycopg
 
     db.ensure_connection()
     with db.wrap_database_errors:
-        return db.make_cursor(psycopg.RawCursor(db.connection))
+        wrapper = db.make_cursor(psycopg.RawCursor(db.connection))
+    wrapper.numbered = True
+    return wrapper
 
 
 _PLACEHOLDER = re.compile(r"%([%s])")
@@ -263,22 +269,20 @@ def numbered(sql: str) -> str:
     return _PLACEHOLDER.sub(number, sql)
 
 
-def _run(c: Any, sql: str, params: Sequence[Any], db: BaseDatabaseWrapper) -> None:
-    c.execute(numbered(sql) if _numbers(db) else sql, params)
+def _run(c: Any, sql: str, params: Sequence[Any]) -> None:
+    c.execute(numbered(sql) if getattr(c, "numbered", False) else sql, params)
 
 
 def fetch(sql: str, params: Sequence[Any] = (), db: BaseDatabaseWrapper | None = None) -> list:
-    db = db or default_db()
     c = cursor(db)
-    _run(c, sql, params, db)
+    _run(c, sql, params)
     return c.fetchall()
 
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
     """Run a statement; returns the number of rows it changed."""
-    db = default_db()
-    c = cursor(db)
-    _run(c, sql, params, db)
+    c = cursor()
+    _run(c, sql, params)
     return c.rowcount
 
 
@@ -323,7 +327,9 @@ class Query(NamedTuple):
     build: Callable[[list], Any] | None = None
 
     def run(self) -> Any:
-        return run_all([self])[0]
+        c = cursor()
+        _run(c, self.text, self.params)
+        return None if self.build is None else self.build(c.fetchall())
 
 
 def run_all(queries: Sequence[Query]) -> list[Any]:
@@ -336,17 +342,12 @@ def run_all(queries: Sequence[Query]) -> list[Any]:
     at the statement that failed, and is raised here."""
     db = default_db()
     if db.vendor != "postgresql" or len(queries) < 2:
-        out = []
-        for q in queries:
-            c = cursor(db)
-            _run(c, q.text, q.params, db)
-            out.append(None if q.build is None else q.build(c.fetchall()))
-        return out
+        return [q.run() for q in queries]
     db.ensure_connection()
-    held = cursors(len(queries), db)
+    held = cursors(len(queries), db)[: len(queries)]
     with db.wrap_database_errors, db.connection.pipeline():
         for c, q in zip(held, queries, strict=True):
-            _run(c, q.text, q.params, db)
+            _run(c, q.text, q.params)
     # Read once the pipeline has ended: its end waits for every answer at once (a read
     # inside it would wait for the answers up to its statement, and the end again).
     return [
@@ -538,7 +539,7 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
     prepare = _preparer(tuple(fields_), False, db.vendor)
     rows = [[*prepare(obj, db), obj.pk] for obj in objs]
     c = cursor(db)
-    if _numbers(db):
+    if getattr(c, "numbered", False):
         text = numbered(text)
     if len(rows) == 1:
         c.execute(text, rows[0])
