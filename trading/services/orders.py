@@ -446,10 +446,8 @@ class _Batch:
     # An order is between its match and its last write: nothing may refuse it now.
     placing: bool = False
     events: _Events | None = None
-    # Orders asked for, and begun so far; a group's new orders take keys reserved for
-    # it and are written together.
-    size: int = 1
-    begun: int = 0
+    # The new orders' keys, reserved when the batch opened (None where there are no
+    # sequences to reserve from); their rows are written together.
     keys: list[int] | None = None
     new_orders: list[Order] = field(default_factory=list)
     # [the index price of the market's underlying], once read (positions the batch
@@ -464,9 +462,6 @@ class _Batch:
         (ascending, so that ids keep arrival order); its row is written with the
         others by `_batch_write`. Where there are no sequences to reserve from (SQLite),
         each is written as it comes."""
-        if self.size > 1 and self.keys is None:
-            # (Reserved when the batch opened, except on databases without sequences.)
-            self.keys = sql.keys_reserve(Order, self.size - self.begun + 1) or []
         if self.keys:
             order.pk = self.keys.pop(0)
             self.new_orders.append(order)
@@ -509,6 +504,7 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
     guessed = None
     if known is not None:
         guessed = _taker_keys(known, mode, requests)
+        at_held = len(queries)
         queries.append(balances_query(guessed, lock=True))
         if known[0] != MarketKind.SPOT:
             queries.append(margin.exposures_of_query({t for t, _, _ in guessed}, mode))
@@ -517,7 +513,7 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
         queries.append(reserve)
     answers = sql.run_all(queries)
     try:
-        batch = _Batch(book_locked(answers[:2]), size=len(requests))
+        batch = _Batch(book_locked(answers[:2]))
     except Book.DoesNotExist:
         _shapes.pop(symbol, None)
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
@@ -527,11 +523,10 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
     shape = _shapes[symbol] = (market.kind, market.base, market.quote)
     read: set[int] = set()
     if guessed is not None:
-        at = 3 if group and pg else 2
-        batch.held.update(answers[at])
+        batch.held.update(answers[at_held])
         if known[0] != MarketKind.SPOT:
             read = {t for t, _, _ in guessed}
-            _exposures_read(batch, read, answers[at + 1])
+            _exposures_read(batch, read, answers[at_held + 1])
     keys = _taker_keys(shape, mode, requests)
     _lock_held(batch.held, keys)
     if market.is_derivative:
@@ -577,9 +572,8 @@ def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
     (the caller holds the account's balance row)."""
     read = batch.exposures.get(trader_id)
     if read is None:
-        batch.exposures[trader_id] = []
-        for e in margin.exposures_for(trader_id, batch.book.mode, include_flat=True):
-            _exposures_keep(batch, trader_id, e)
+        found = margin.exposures_for(trader_id, batch.book.mode, include_flat=True)
+        _exposures_read(batch, {trader_id}, found)
         read = batch.exposures[trader_id]
     market_id = batch.book.market_id
     out = [e for e in read if e.position.market_id != market_id]
@@ -670,7 +664,6 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     ExchangeError (the order refused) is raised before the order changes anything.
     Returns what to call once the batch is written: it sends the order's events on
     commit and returns the order as the API shows it."""
-    batch.begun += 1
     book = batch.book
     market, mode = book.market, book.mode
     trader, side, qty, price = request.trader, request.side, request.qty, request.price
@@ -920,13 +913,14 @@ def _makers_read(batch: _Batch, ids: list[int], owners: set[int]) -> None:
     `ids`, the balance rows of their `owners`, locked, and, in a derivatives market,
     their positions), read together: one round trip on PostgreSQL (`sql.run_all`), in
     the order in which they were read one by one (positions after the balance rows
-    that guard them). What this leaves out is read where it is needed, as before."""
+    that guard them). Balance rows an owner does not have yet are created where they
+    are needed (`_lock_more`)."""
     market, mode = batch.book.market, batch.book.mode
     orders = sorted(set(ids) - batch.orders.keys())
     assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
     keys = {(t, a, mode) for t in owners for a in assets} - batch.held.keys()
     unread = sorted(owners - batch.exposures.keys()) if market.is_derivative else []
-    if bool(orders) + bool(keys) + bool(unread) < 2:
+    if not (orders or keys or unread):
         return
     where = f'"id" IN ({sql.placeholders(len(orders))})'
     queries = [sql.select_query(_ORDER, where, orders) if orders else None]
@@ -1162,11 +1156,8 @@ def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[
     if ids:
         # (An account read already, a taker's at the group's opening, is not read again:
         # its positions would count twice.)
-        unread = [t for t in ids if t not in batch.exposures]
-        for t in unread:
-            batch.exposures[t] = []
-        for e in margin.exposures_of(unread, mode):
-            _exposures_keep(batch, e.position.trader_id, e)
+        unread = {t for t in ids if t not in batch.exposures}
+        _exposures_read(batch, unread, margin.exposures_of(unread, mode))
         new = [Position(trader_id=t, market=market, mode=mode) for t in ids if t not in cached]
         if new:
             sql.insert(new)
