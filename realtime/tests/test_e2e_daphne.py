@@ -1,14 +1,17 @@
-"""End to end: two real daphne processes on one Redis and one PostgreSQL, real
-WebSocket clients, orders over REST. Both processes must deliver the same events in
-the same order."""
+"""End to end: two real web processes (the Procfile's launcher, `python -m
+dexsite.serve`: daphne) on one Redis and one PostgreSQL, real WebSocket clients, orders
+over REST, forms posted as browsers post them. Both processes must deliver the same
+events in the same order."""
 
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,6 +48,9 @@ def servers():
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         REDIS_URL=settings.REDIS_URL,
         DEBUG="true",
+        # Throttle counters of this run only: the forms below sign accounts up.
+        CACHE_KEY_PREFIX=f"e2e{uuid.uuid4().hex[:10]}",
+        THROTTLE_RATE_SIGNUP="1000/hour",
     )
     ports = [free_port(), free_port()]
     procs = [
@@ -52,7 +58,7 @@ def servers():
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "dexsite.serve",
                 "-b",
                 "127.0.0.1",
                 "-p",
@@ -74,7 +80,7 @@ def servers():
                 break
             except httpx.HTTPError:
                 if time.time() > deadline:
-                    raise RuntimeError("daphne did not start") from None
+                    raise RuntimeError("the web process did not start") from None
                 time.sleep(0.2)
     yield [f"127.0.0.1:{p}" for p in ports]
     for proc in procs:
@@ -183,3 +189,33 @@ def test_real_handshakes_origin_and_auth(servers):
             assert json.loads(await ws.recv())["type"] == "subscribed"
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_a_form_posted_through_the_web_process_reaches_django_whole(servers, encoding):
+    """The server leaves POST bodies to the application (dexsite/serve.py): a sign-up
+    form, posted either way a browser posts forms, creates the account it names."""
+    from accounts.models import User
+
+    username = f"form-{encoding}-{uuid.uuid4().hex[:6]}"
+    base = f"http://{servers[0]}"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        page = http.get("/accounts/signup/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        fields = {
+            "csrfmiddlewaretoken": token,
+            "username": username,
+            "password1": "a long and unusual passphrase 7",
+            "password2": "a long and unusual passphrase 7",
+        }
+        if encoding == "urlencoded":
+            answer = http.post("/accounts/signup/", data=fields)
+        else:
+            # httpx sends multipart/form-data when there are files.
+            answer = http.post(
+                "/accounts/signup/", data=fields, files={"note": ("n.txt", b"x", "text/plain")}
+            )
+    assert answer.status_code == 302, answer.text[:500]
+    assert answer.headers["location"] == "/"
+    assert "sessionid" in answer.cookies
+    assert User.objects.filter(username=username).exists()
