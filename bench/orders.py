@@ -68,7 +68,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from importlib import metadata
@@ -891,15 +891,28 @@ async def _http_clients(
                     out.traded += order["filledQty"] != "0"
             return out
 
-        async def sample() -> None:
-            for t in (t_measure, t_end):
-                await asyncio.sleep(max(0.0, t - perf()))
-                snaps.append(await asyncio.to_thread(meter.snap))
+        return await gathered([client(i) for i in range(clients)], meter, snaps, t_measure, t_end)
 
-        sampler = asyncio.create_task(sample())
-        results = list(await asyncio.gather(*(client(i) for i in range(clients))))
-        await sampler
-        return results
+
+async def gathered(
+    clients: list[Awaitable[ClientResult]],
+    meter: CpuMeter,
+    snaps: list,
+    t_measure: float,
+    t_end: float,
+) -> list[ClientResult]:
+    """The clients' results, run together; the meter is read into `snaps` when the
+    measured window opens and when it closes."""
+
+    async def sample() -> None:
+        for t in (t_measure, t_end):
+            await asyncio.sleep(max(0.0, t - time.perf_counter()))
+            snaps.append(await asyncio.to_thread(meter.snap))
+
+    sampler = asyncio.create_task(sample())
+    results = list(await asyncio.gather(*clients))
+    await sampler
+    return results
 
 
 def run_http(
