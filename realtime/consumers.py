@@ -27,12 +27,19 @@ log = logging.getLogger(__name__)
 MAX_CHANNELS = 50
 MAX_MESSAGE_BYTES = 4096
 MAX_MESSAGES_PER_SECOND = 20
+# A client may send this many at once (subscribing to every channel it may hold, say);
+# past that, MAX_MESSAGES_PER_SECOND on average.
+MAX_MESSAGES_BURST = MAX_CHANNELS + 10
 SNAPSHOT_LEVELS = 500
 # How long a delta that arrived ahead of its predecessor waits for it (web processes
 # publish independently, so two commits of one book can cross on the way) before the
 # socket gets a fresh snapshot instead.
 GAP_WAIT_SECONDS = 0.5
-POLICY_VIOLATION = 1008
+# The close code of a socket closed for breaking a limit or losing its credential. An
+# application may close with 1000 or 3000-4999 only (RFC 6455 7.4.2; daphne's protocol
+# library refuses others, and the socket would then end with 1011 and no clean-up):
+# 4000 + 1008, the protocol's own "policy violation".
+POLICY_VIOLATION = 4008
 # How often, at most, a socket re-checks its credential (session, API key) before it
 # forwards private data: a revoked key or an expired session stops deliveries within
 # this bound, while the fan-out of private events stays free of database work.
@@ -130,7 +137,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         self.backlog: deque[dict] = deque()
         self.fanout: GroupFanout = fanout(self.channel_layer)
         self.send_frame = frame_sender(self.base_send)
-        self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_PER_SECOND)
+        self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_BURST)
         self.closing = False
         self.counted = False
         self.revoke_groups: list[str] = []
@@ -457,7 +464,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         await self.end_session("signed out: the session of this socket has ended")
 
     async def end_session(self, message: str) -> None:
-        """Stop private deliveries at once, then close with 1008."""
+        """Stop private deliveries at once, then close (POLICY_VIOLATION)."""
         for name, sub in list(self.subs.items()):
             if sub.channel.kind == "trader":
                 del self.subs[name]
@@ -486,7 +493,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         await self.send_json(body)
 
     async def violation(self, code: str, message: str) -> None:
-        """Past a limit: say why, then close with 1008 (policy violation)."""
+        """Past a limit: say why, then close (POLICY_VIOLATION)."""
         if self.closing:
             return
         self.closing = True

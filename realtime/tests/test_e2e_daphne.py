@@ -219,3 +219,51 @@ def test_a_form_posted_through_the_web_process_reaches_django_whole(servers, enc
     assert answer.headers["location"] == "/"
     assert "sessionid" in answer.cookies
     assert User.objects.filter(username=username).exists()
+
+
+def test_a_socket_closed_for_flooding_ends_cleanly_and_cancels_its_orders(servers):
+    """Past the message rate limit the server says why and closes the socket with an
+    application close code that daphne's protocol library accepts (4008): the socket
+    ends cleanly, and `cancelOnDisconnect` cancels the trader's resting order."""
+    from trading.models import Order
+
+    MarketFactory()
+    alice = UserFactory()
+    fund(alice, "1000000")
+    token = token_for(alice)
+    host = servers[0]
+
+    async def scenario():
+        async with websockets.connect(
+            f"ws://{host}/ws/?cancelOnDisconnect=true&mode=PAPER",
+            additional_headers={"Authorization": f"Token {token}"},
+        ) as ws:
+            async with httpx.AsyncClient() as http:
+                r = await http.post(
+                    f"http://{host}/api/v1/trade",
+                    headers={"Authorization": f"Token {token}"},
+                    json={
+                        "market": "BTC-PERP",
+                        "mode": "PAPER",
+                        "side": "BUY",
+                        "type": "LIMIT",
+                        "price": "60000",
+                        "qty": "0.01",
+                    },
+                )
+                assert r.status_code == 201, r.text
+            for _ in range(200):
+                await ws.send(json.dumps({"action": "ping"}))
+            said = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    said.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            return r.json()["id"], said, closed.value.rcvd
+
+    order_id, said, close = asyncio.run(scenario())
+    assert said[-1]["code"] == "RATE_LIMITED"
+    assert close is not None and close.code == 4008
+    deadline = time.time() + 10
+    while Order.objects.get(pk=order_id).status != "CANCELED":
+        assert time.time() < deadline, "the order was not cancelled"
+        time.sleep(0.1)

@@ -9,7 +9,7 @@ so one cell's effects never feed the next.
 
 The WebSocket half: a foreign Origin is refused, `trader.*` channels are their owner's
 only, and a socket whose session ends (logout, deleted session, revoked API key) stops
-receiving private events and is closed with 1008.
+receiving private events and is closed with 4008.
 """
 
 from __future__ import annotations
@@ -840,12 +840,12 @@ async def _private_socket(w: World, how: str):
 
 
 async def _assert_ended(comm, w: World) -> None:
-    """The socket says why, closes with 1008, and carries no private event after."""
+    """The socket says why, closes with 4008, and carries no private event after."""
     seen = []
     while True:
         msg = await _recv(comm, timeout=5)
         if msg["type"] == "__closed__":
-            assert msg["code"] == 1008
+            assert msg["code"] == 4008
             break
         seen.append(msg)
     assert any(m.get("code") == "UNAUTHENTICATED" for m in seen), seen

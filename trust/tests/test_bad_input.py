@@ -606,5 +606,5 @@ async def test_malformed_and_oversize_websocket_frames(layer) -> None:
         else:
             await big.send_to(text_data=frame)
         assert (await recv(big))["code"] == "MESSAGE_TOO_LARGE"
-        assert await recv(big) == {"type": "__closed__", "code": 1008}
+        assert await recv(big) == {"type": "__closed__", "code": 4008}
     print(f"websocket frames: {len(malformed) + 3} refused")
