@@ -44,8 +44,9 @@ def now_ms() -> int:
 def message(
     type_: str, channel: str, body: dict[str, Any], ts: int | None = None
 ) -> dict[str, Any]:
-    """A channel-layer event carrying the socket text, serialised here once."""
-    stamp = ts or now_ms()
+    """A channel-layer event carrying the socket text, serialised here once. Its `ts` is
+    `ts`, else the body's own (a trade's or a fill's time, as REST gives it), else now."""
+    stamp = ts or body.get("ts") or now_ms()
     msg = {"type": type_, "channel": channel, "ts": stamp}
     for k, v in body.items():
         msg.setdefault(k, v)
@@ -252,7 +253,10 @@ def on_market_state(sender, *, market: str, status: str, **kw) -> None:
 
 @receiver(signals.order_updated)
 def on_order(sender, *, trader_id, order: dict[str, Any], **kw) -> None:
-    publish([message("orderUpdate", names.trader_channel(trader_id), order)])
+    # The message's `type` is "orderUpdate": the order's own type (LIMIT, MARKET) travels
+    # as `orderType`.
+    body = {**order, "orderType": order["type"]}
+    publish([message("orderUpdate", names.trader_channel(trader_id), body)])
 
 
 @receiver(signals.fill_created)

@@ -74,11 +74,13 @@ async def test_subscribe_gets_snapshot_then_contiguous_deltas_and_trades(layer):
     assert snap["seq"] == 1 and snap["asks"] == [["64000", "0.5"]]
     assert snap["channel"] == "market.BTC-PERP.paper"
 
-    await place(b, "BUY", None, "0.2")
+    taker = await place(b, "BUY", None, "0.2")
     delta = await recv_until(comm, "depth")
     assert (delta["snapshot"], delta["seq"], delta["asks"]) == (False, 2, [["64000", "0.3"]])
     trade = await recv_until(comm, "trade")
     assert (trade["px"], trade["qty"], trade["side"]) == ("64000", "0.2", "BUY")
+    # The trade's own time, as REST gives it, not the time it was published.
+    assert trade["ts"] == taker["fills"][0]["ts"]
     await comm.disconnect()
 
 
@@ -94,11 +96,14 @@ async def test_trader_channel_is_private_and_carries_private_events(layer):
     placed = await place(a, "SELL", "64000", "0.5")
     update = await recv_until(comm, "orderUpdate")
     assert update["id"] == placed["id"] and update["mode"] == "PAPER" and update["status"] == "NEW"
+    # The message's type is the event's; the order's own type travels as orderType.
+    assert (update["type"], update["orderType"]) == ("orderUpdate", "LIMIT")
     balance = await recv_until(comm, "balanceUpdate")
     assert balance["asset"] == "USDC" and balance["locked"] != "0"
-    await place(b, "BUY", None, "0.1")
+    taker = await place(b, "BUY", None, "0.1")
     fill = await recv_until(comm, "fill")
     assert fill["liquidity"] == "MAKER" and fill["qty"] == "0.1"
+    assert fill["ts"] == taker["fills"][0]["ts"]
     position = await recv_until(comm, "positionUpdate")
     assert position["side"] == "SHORT" and position["size"] == "0.1"
     await comm.disconnect()

@@ -160,8 +160,10 @@ export class AccountPanel {
     }
   }
 
-  orderUpdate(order) {
-    if (order.mode !== this.mode) return;
+  orderUpdate(update) {
+    if (update.mode !== this.mode) return;
+    // On the socket the message's `type` is the event's; the order's own is `orderType`.
+    const order = { ...update, type: update.orderType ?? update.type };
     if (isOpen(order)) this.orders.upsert(order);
     else this.orders.remove(order.id);
     this.counts();
