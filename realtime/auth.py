@@ -2,6 +2,8 @@
 
 - Browsers: the session cookie, accepted only from an allowed Origin (a foreign page
   could otherwise open a socket with the victim's cookie: cross-site WebSocket hijacking).
+  As Django's CSRF check has it for forms: the site's own origin (the scheme, host and
+  port the socket was opened on) or one of CSRF_TRUSTED_ORIGINS.
 - Bots: an `Authorization: Token …` header on the handshake, or a one-time `ticket`
   query parameter. Bots send no Origin; a socket without Origin is accepted only when no
   cookie authenticates it.
@@ -31,8 +33,9 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from django.utils.http import is_same_domain
 
 from realtime.models import WsTicket
 
@@ -44,13 +47,37 @@ def header(scope, name: bytes) -> str | None:
     return None
 
 
-def origin_allowed(origin: str) -> bool:
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
-        return True
+def origin_allowed(origin: str, scope) -> bool:
+    """Whether a page of `origin` may open this socket: the site's own origin (the
+    socket's scheme, its Host header, a host of ALLOWED_HOSTS) or a trusted one
+    (CSRF_TRUSTED_ORIGINS, exact or `https://*.example.com`)."""
     parsed = urlparse(origin)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return False
-    return validate_host(parsed.hostname, settings.ALLOWED_HOSTS)
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        if origin == trusted:
+            return True
+        pattern = urlparse(trusted)
+        if "*" in pattern.netloc and pattern.scheme == parsed.scheme:
+            domain = pattern.netloc[pattern.netloc.index("*") + 1 :]
+            if is_same_domain(parsed.netloc, domain):
+                return True
+    host = header(scope, b"host")
+    if not host or not validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        return False
+    return origin == f"{page_scheme(scope)}://{host}"
+
+
+def page_scheme(scope) -> str:
+    """The scheme of a page on this socket's origin: https behind a TLS proxy that says
+    so (SECURE_PROXY_SSL_HEADER) or on a wss socket, else http."""
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:
+        name, secure = proxy
+        said = header(scope, name.removeprefix("HTTP_").lower().replace("_", "-").encode())
+        if said is not None:
+            return "https" if said.split(",")[0].strip() == secure else "http"
+    return "https" if scope.get("scheme") in ("wss", "https") else "http"
 
 
 @database_sync_to_async
@@ -94,7 +121,7 @@ class Identity:
 async def identify(scope) -> Identity:
     """The identity of a handshake, or raise Refused."""
     origin = header(scope, b"origin")
-    if origin is not None and not origin_allowed(origin):
+    if origin is not None and not origin_allowed(origin, scope):
         raise Refused("foreign origin")
     auth = header(scope, b"authorization")
     if auth:

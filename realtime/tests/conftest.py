@@ -26,8 +26,9 @@ def communicator(
     token: str | None = None,
     origin: str | None = None,
     headers: list | None = None,
+    host: str = "localhost:8000",
 ) -> WebsocketCommunicator:
-    hdrs = list(headers or [])
+    hdrs = [(b"host", host.encode()), *(headers or [])]
     if token:
         hdrs.append((b"authorization", f"Token {token}".encode()))
     if origin:

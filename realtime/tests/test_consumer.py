@@ -127,6 +127,37 @@ async def test_foreign_origin_is_refused(layer):
     await ok.disconnect()
 
 
+@pytest.mark.parametrize(
+    ("origin", "host", "headers", "allowed"),
+    [
+        # The page's origin is the socket's own: scheme, host and port.
+        ("http://localhost:8000", "localhost:8000", [], True),
+        ("http://localhost:3000", "localhost:8000", [], False),
+        ("http://127.0.0.1:6666", "localhost:8000", [], False),
+        ("https://localhost:8000", "localhost:8000", [], False),
+        ("http://localhost", "localhost:8000", [], False),
+        # Behind a TLS proxy that says so, the page is https.
+        ("https://localhost", "localhost", [(b"x-forwarded-proto", b"https")], True),
+        ("http://localhost", "localhost", [(b"x-forwarded-proto", b"https")], False),
+        # A Host outside ALLOWED_HOSTS has no origin of ours.
+        ("http://evil.example", "evil.example", [], False),
+        # Trusted elsewhere: exactly, or any subdomain of a wildcard.
+        ("https://app.example.com", "localhost:8000", [], True),
+        ("https://eu.trade.example.com", "localhost:8000", [], True),
+        ("http://eu.trade.example.com", "localhost:8000", [], False),
+        ("https://example.com.evil", "localhost:8000", [], False),
+    ],
+)
+async def test_origin_must_be_the_sites_own_or_trusted(
+    layer, settings, origin, host, headers, allowed
+):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com", "https://*.trade.example.com"]
+    comm = communicator(origin=origin, host=host, headers=headers)
+    assert (await comm.connect())[0] is allowed
+    await comm.disconnect()
+
+
 async def test_bad_token_is_refused(layer):
     comm = communicator(token="not-a-token")
     assert not (await comm.connect())[0]

@@ -767,7 +767,7 @@ def _cookie_communicator(session_key: str, origin: str | None = "http://localhos
 
     from dexsite.asgi import application
 
-    headers = [(b"cookie", f"sessionid={session_key}".encode())]
+    headers = [(b"host", b"localhost"), (b"cookie", f"sessionid={session_key}".encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     return WebsocketCommunicator(application, "/ws/", headers=headers)

@@ -154,9 +154,17 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     orders = page.locator("[data-table=orders] tbody tr")
     x(orders).to_have_count(1)
     x(orders.first).to_contain_text("ETH-PERP")
-    # Once the socket's update of the order has replaced the row, it still says LIMIT.
-    page.wait_for_function("window.dex.account.orders.rows.some((o) => 'orderType' in o)")
     x(orders.first).to_contain_text("LIMIT")
+    # An update of the order as the socket sends it (the message's type is the event's,
+    # the order's travels as orderType) leaves the row saying LIMIT.
+    page.evaluate(
+        """() => {
+          const o = window.dex.account.orders.rows[0];
+          window.dex.account.orderUpdate({ ...o, type: 'orderUpdate', orderType: o.type });
+        }"""
+    )
+    x(orders.first).to_contain_text("LIMIT")
+    x(orders.first).not_to_contain_text("orderUpdate")
     level = page.locator("#order-book .side.bids .row[data-px='3000']")
     x(level).to_contain_text("3,000.00")
     x(level).to_contain_text("0.10")
