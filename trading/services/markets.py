@@ -7,10 +7,12 @@ from decimal import Decimal
 from django.db import transaction
 
 from accounts.models import User
+from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import risk, signals
-from trading.models import Market, MarketStatus, Position
+from trading.models import OPEN_STATUSES, Market, MarketKind, MarketStatus, Order, Position
+from trading.services.books import book_lock
 from trading.services.orders import _free_margin, _positions_for, orders_cancel_all
 
 
@@ -48,6 +50,11 @@ def market_delist(*, market: Market) -> list[int]:
 
 @retrying
 def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) -> Decimal:
+    """Set the trader's leverage in a derivatives market. The margin their open orders
+    there reserve follows it at once, as if each were placed again now (what is left of
+    it, at its price): a lower leverage locks more, a higher one frees some. Lowering it
+    is refused (INSUFFICIENT_MARGIN) where the account's positions and orders would then
+    need more than it has."""
     if not market.is_derivative:
         raise ExchangeError(
             "INVALID_MARKET", "leverage applies to derivatives only", field="market"
@@ -58,26 +65,63 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
             f"leverage must be between 1 and {market.max_leverage.normalize()}",
             field="leverage",
         )
+    from accounts.models import Balance
     from accounts.services import balances_lock
+    from accounts.signals import balances_changed
 
     with transaction.atomic():
-        # The trader's USDC row is the lock every order of theirs in this mode takes,
-        # so no order is placed while the margin check below runs.
-        balances = balances_lock([(trader.pk, market.quote, mode)])
+        # The book first, as an order takes it: its orders' reservations change only
+        # under it. Then the trader's USDC row, the lock every order of theirs in this
+        # mode takes, so no order is placed while the margin check below runs.
+        book_lock(market_id=market.pk, mode=mode)
+        key = (trader.pk, market.quote, mode)
+        balances = balances_lock([key])
         position, _ = Position.objects.get_or_create(trader=trader, market=market, mode=mode)
-        previous = position.leverage
+        before = risk.effective_leverage(position.leverage, market.max_leverage)
+        after = risk.effective_leverage(leverage, market.max_leverage)
         position.leverage = leverage
         Position.objects.filter(pk=position.pk).update(leverage=leverage)
+        orders = _orders_reserved_again(trader, market, mode, after)
+        balance = balances.get(key)
+        if orders and balance is not None:  # (orders reserve from it: it exists)
+            balance.locked += sum(new - o.reserved for o, new in orders)
         positions = _positions_for(trader.pk, mode)
         for p in positions:
             if p.pk == position.pk:
                 p.leverage = leverage
-        free = _free_margin(balances.get((trader.pk, market.quote, mode)), positions)
-        has_exposure = any(p.size for p in positions)
-        if has_exposure and free < 0 and (previous is None or leverage < previous):
+        free = _free_margin(balance, positions)
+        if after < before and free < 0 and (orders or any(p.size for p in positions)):
             raise ExchangeError(
                 "INSUFFICIENT_MARGIN",
-                "open positions would not fit the margin of this leverage",
+                "open positions and orders would not fit the margin of this leverage",
                 field="leverage",
             )
-    return risk.effective_leverage(leverage, market.max_leverage)
+        if orders and balance is not None:
+            for o, new in orders:
+                o.reserved = new
+            sql.update([o for o, _ in orders], ["reserved"])
+            sql.update([balance], ["locked"])
+            transaction.on_commit(
+                lambda: balances_changed.send(sender=Balance, balances=[balance]), robust=True
+            )
+    return after
+
+
+def _orders_reserved_again(
+    trader: User, market: Market, mode: str, leverage: Decimal
+) -> list[tuple[Order, Decimal]]:
+    """The trader's open orders in the market whose reservation depends on the leverage
+    (perpetuals' and futures' orders that may open a position), with what each reserves
+    at `leverage`, where that differs."""
+    if market.kind not in (MarketKind.PERP, MarketKind.FUTURE):
+        return []
+    found = Order.objects.filter(
+        trader=trader, market=market, mode=mode, status__in=OPEN_STATUSES, reduce_only=False
+    ).order_by("id")
+    out = []
+    for o in found:
+        left = o.qty - o.filled_qty
+        new = risk.order_margin(o.price * left, leverage, market.taker_fee)
+        if new != o.reserved:
+            out.append((o, new))
+    return out

@@ -382,6 +382,33 @@ def test_leverage_changes_the_margin_of_new_orders(perp, alice, api_alice):
     assert r.json()["error"]["code"] == "INVALID_LEVERAGE"
 
 
+def test_leverage_moves_the_margin_of_open_orders_and_refuses_what_would_not_fit(
+    perp, alice, api_alice
+):
+    def set_leverage(value: str):
+        return api_alice.post(
+            "/api/v1/markets/BTC-PERP/leverage", {"mode": "PAPER", "leverage": value}, format="json"
+        )
+
+    assert set_leverage("20").status_code == 200
+    first = api_alice.post("/api/v1/trade", order(price="60000", qty="1"), format="json").json()
+    assert balance(alice).locked == D("3030")  # 60000 / 20 + 60000 * 0.0005
+    # Lower: the open order reserves what it would if placed now.
+    assert set_leverage("10").status_code == 200
+    assert balance(alice).locked == D("6030")
+    assert Order.objects.get(pk=first["id"]).reserved == D("6030")
+    # Higher: it frees the difference.
+    assert set_leverage("20").status_code == 200
+    assert balance(alice).locked == D("3030")
+    api_alice.post("/api/v1/trade", order(price="60000", qty="1.5"), format="json")
+    assert balance(alice).locked == D("7575")
+    # At 1x the orders would need 150,075 of the account's 100,000: refused, unchanged.
+    r = set_leverage("1")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INSUFFICIENT_MARGIN"
+    assert balance(alice).locked == D("7575")
+    assert Position.objects.get(trader=alice, mode="PAPER").leverage == D("20")
+
+
 def test_public_market_data(perp, api_alice, api_bob):
     api_alice.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.1"), format="json")
     api_bob.post("/api/v1/trade", order(price="64000", qty="0.04"), format="json")
