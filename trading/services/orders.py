@@ -453,6 +453,10 @@ class _Batch:
     # [the index price of the market's underlying], once read (positions the batch
     # created show it).
     index: list[Decimal | None] | None = None
+    # Keys for the trades and fills, reserved with the makers' reads (`_makers_read`),
+    # ascending; `_batch_write` reserves what they lack.
+    trade_keys: list[int] = field(default_factory=list)
+    fill_keys: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events = _Events(self.book.market, self.book.mode)
@@ -595,12 +599,17 @@ def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
 def _batch_write(batch: _Batch) -> None:
     """Write what the batch's orders changed: orders, trades, fills, positions, the
     ledger, balances, makers' orders and the book, then credit the fee account (last, see
-    below). Keys for the trades and fills are reserved first; then every statement goes
-    out in one pipeline, without waiting for the one before."""
+    below). The trades and fills take the keys reserved with the makers' reads, and
+    those lacking are reserved first; then every statement goes out in one pipeline,
+    without waiting for the one before."""
     book = batch.book
     keys = None
     if batch.trades:
-        keys = sql.keys_reserve_each([(Trade, len(batch.trades)), (Fill, len(batch.fills))])
+        keys = [batch.trade_keys, batch.fill_keys]
+        short = [(Trade, len(batch.trades) - len(keys[0])), (Fill, len(batch.fills) - len(keys[1]))]
+        if short[0][1] > 0 or short[1][1] > 0:
+            more = sql.keys_reserve_each(short)
+            keys = None if more is None else [k + m for k, m in zip(keys, more, strict=True)]
     if keys is not None:
         for rows, reserved in zip((batch.trades, batch.fills), keys, strict=True):
             for row, key in zip(rows, reserved, strict=True):
@@ -840,7 +849,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
-    _makers_read(batch, maker_ids, {f.maker_owner for f in result.fills})
+    _makers_read(batch, maker_ids, {f.maker_owner for f in result.fills}, len(result.fills))
     makers = _orders_of(batch, maker_ids)
     if makers:
         # Lock the makers' balances (pk order) before their positions change.
@@ -908,13 +917,14 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     return finish
 
 
-def _makers_read(batch: _Batch, ids: list[int], owners: set[int]) -> None:
+def _makers_read(batch: _Batch, ids: list[int], owners: set[int], trades: int) -> None:
     """What the batch does not hold yet of the makers an order met (their orders by
     `ids`, the balance rows of their `owners`, locked, and, in a derivatives market,
     their positions), read together: one round trip on PostgreSQL (`sql.run_all`), in
     the order in which they were read one by one (positions after the balance rows
     that guard them). Balance rows an owner does not have yet are created where they
-    are needed (`_lock_more`)."""
+    are needed (`_lock_more`). When something is read, the keys of the order's
+    `trades` trades and their fills (two each) are reserved with it."""
     market, mode = batch.book.market, batch.book.mode
     orders = sorted(set(ids) - batch.orders.keys())
     assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
@@ -926,7 +936,13 @@ def _makers_read(batch: _Batch, ids: list[int], owners: set[int]) -> None:
     queries = [sql.select_query(_ORDER, where, orders) if orders else None]
     queries.append(balances_query(keys, lock=True) if keys else None)
     queries.append(margin.exposures_of_query(unread, mode) if unread else None)
-    found, held, exposures = _run_some(queries)
+    queries.append(
+        sql.keys_reserve_query([(Trade, trades), (Fill, 2 * trades)]) if trades else None
+    )
+    found, held, exposures, reserved = _run_some(queries)
+    if reserved is not None:
+        batch.trade_keys += reserved[0]
+        batch.fill_keys += reserved[1]
     if found is not None:
         batch.orders.update((o.pk, o) for o in found)
     if held is not None:

@@ -543,3 +543,33 @@ def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(cap
     assert Order.objects.filter(mode=GROUPED).count() == 2
     assert check_invariants() == []
     engine_cache_clear()
+
+
+@pytest.mark.django_db
+def test_trades_of_a_group_take_ascending_keys_when_later_makers_are_already_read():
+    """The first order reads its maker and reserves its trades' keys with it; the later
+    orders meet the same maker, read nothing, and their trades' keys are reserved when
+    the group is written. Every trade and fill is written once, the trades in the order
+    they happened, each fill with its own trade."""
+    MarketFactory()
+    maker, *takers = UserFactory(), UserFactory(), UserFactory(), UserFactory()
+    for who in (maker, *takers):
+        fund(who, "1000000", mode=GROUPED)
+
+    def req(who, side, qty):
+        return _Request(who, side, "LIMIT", D(qty), D("64000"), "GTC", False, None, "USER")
+
+    (resting, _) = _place_alone("BTC-PERP", GROUPED, req(maker, "SELL", "1"))
+    outcomes = _place_together("BTC-PERP", GROUPED, [req(t, "BUY", "0.125") for t in takers])
+    placed = [o for o, _ in outcomes]
+    assert [o["status"] for o in placed] == ["FILLED"] * 3
+    trades = list(Trade.objects.filter(mode=GROUPED).order_by("id"))
+    assert [t.taker_order_id for t in trades] == [o["id"] for o in placed]
+    fills = list(Fill.objects.filter(mode=GROUPED).order_by("id"))
+    assert len(fills) == 6 and len({f.pk for f in fills}) == 6
+    for t in trades:
+        mine = {(f.order_id, f.liquidity) for f in fills if f.trade_id == t.pk}
+        assert mine == {(t.taker_order_id, "TAKER"), (resting["id"], "MAKER")}
+    shown = [f["id"] for o in placed for f in o["fills"]]
+    assert shown == [f.pk for f in fills if f.liquidity == "TAKER"]
+    assert check_invariants() == []

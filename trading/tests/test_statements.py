@@ -66,9 +66,9 @@ def test_orders_wait_for_the_database_a_fixed_few_times(perp, alice, bob, monkey
     # BEGIN, the opening, the writes, COMMIT (one statement each: 8)
     resting = round_trips(lambda: place(alice, "BUY", "63000"))
     assert resting <= 4, resting
-    # + the makers, the trade and fill keys (one statement each: 12)
+    # + the makers with the trade and fill keys (one statement each: 12)
     crossing = round_trips(lambda: place(alice, "BUY", "64100"))
-    assert crossing <= 6, crossing
+    assert crossing <= 5, crossing
 
 
 def test_one_commit_publishes_its_events_in_one_batch(perp, alice, bob, monkeypatch):
