@@ -453,13 +453,13 @@ def _cached_engines() -> dict[int, tuple[int, OrderBook]]:
 
 def engine_shape(engine: OrderBook) -> list[tuple]:
     """A book's full content, best level first per side: (side, price, level total,
-    ((order id, owner, qty), ...) in queue order)."""
+    ((order id, owner, qty, reduce-only?), ...) in queue order)."""
     shape: list[tuple] = []
     for side, levels in (("BUY", engine.bids), ("SELL", engine.asks)):
         for key in sorted(levels):
             lvl = levels[key]
             price = -key if side == "BUY" else key
-            orders = tuple((o.order_id, o.owner, o.qty) for o in lvl.orders.values())
+            orders = tuple((o.order_id, o.owner, o.qty, o.reduce_only) for o in lvl.orders.values())
             shape.append((side, price, lvl.total, orders))
     return shape
 
@@ -498,9 +498,19 @@ def _books(problems: list[str]) -> None:
     rows = (
         Order.objects.filter(status__in=OPEN_STATUSES)
         .order_by("id")
-        .values_list("id", "market_id", "mode", "trader_id", "side", "price", "qty", "filled_qty")
+        .values_list(
+            "id",
+            "market_id",
+            "mode",
+            "trader_id",
+            "side",
+            "price",
+            "qty",
+            "filled_qty",
+            "reduce_only",
+        )
     )
-    for oid, market_id, mode, trader_id, side, price, qty, filled in rows:
+    for oid, market_id, mode, trader_id, side, price, qty, filled, reduce_only in rows:
         book = books.get((market_id, mode))
         if book is None:
             problems.append(f"order {oid} rests in market {market_id}/{mode}, which has no book")
@@ -516,7 +526,9 @@ def _books(problems: list[str]) -> None:
             problems.append(f"book {book}: order {oid} rests {remaining}, not whole lots")
             continue
         try:
-            engines[(market_id, mode)].add_resting(oid, trader_id, side, int(ticks), int(lots))
+            engines[(market_id, mode)].add_resting(
+                oid, trader_id, side, int(ticks), int(lots), reduce_only
+            )
         except BookError as e:
             problems.append(f"book {book}: order {oid} cannot rest: {e}")
     cached = _cached_engines()

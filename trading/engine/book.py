@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 BUY = "BUY"
@@ -38,14 +38,23 @@ class BookError(ValueError):
 
 
 class RestingOrder:
-    __slots__ = ("order_id", "owner", "price", "qty", "side")
+    __slots__ = ("order_id", "owner", "price", "qty", "reduce_only", "side")
 
-    def __init__(self, order_id: Hashable, owner: Hashable, side: str, price: int, qty: int):
+    def __init__(
+        self,
+        order_id: Hashable,
+        owner: Hashable,
+        side: str,
+        price: int,
+        qty: int,
+        reduce_only: bool = False,
+    ):
         self.order_id = order_id
         self.owner = owner
         self.side = side
         self.price = price
         self.qty = qty
+        self.reduce_only = reduce_only
 
 
 class Level:
@@ -80,6 +89,10 @@ class MatchResult:
     # New total quantity per touched price level; 0 means the level is gone.
     bid_deltas: dict[int, int] = field(default_factory=dict)
     ask_deltas: dict[int, int] = field(default_factory=dict)
+    # Reduce-only resting orders removed because filling them (or the rest of them)
+    # would have grown their owner's position: (id, qty removed). One may also have a
+    # fill of what still reduced.
+    reduce_only_canceled: list[tuple[Hashable, int]] | tuple[()] = ()
 
     @property
     def changed(self) -> bool:
@@ -129,14 +142,23 @@ class OrderBook:
         lvl = book.get(key)
         return lvl.total if lvl else 0
 
-    def sweep(self, side: str, qty: int, price: int | None, owner: Hashable) -> tuple[int, int]:
+    def sweep(
+        self,
+        side: str,
+        qty: int,
+        price: int | None,
+        owner: Hashable,
+        position: Callable[[Hashable], int] | None = None,
+    ) -> tuple[int, int]:
         """What an order of `side` for `qty` at limit `price` (None: market) could take
         right now: (fillable qty, sum of price*qty). Orders of `owner` are skipped, as
-        self-trade prevention would cancel them rather than trade."""
+        self-trade prevention would cancel them rather than trade; reduce-only orders
+        count only for what they may fill (see `place`)."""
         is_buy = side == BUY
         opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
         got = 0
         cost = 0
+        took: dict[Hashable, int] = {}
         for rank in reversed(ranks):
             key = -rank
             level_price = key if is_buy else rank
@@ -145,7 +167,14 @@ class OrderBook:
             for o in opposite[key].orders.values():
                 if o.owner == owner:
                     continue
-                take = min(qty - got, o.qty)
+                available = o.qty
+                if position is not None:
+                    if o.reduce_only:
+                        available = min(available, _reducible(o, position) - took.get(o.owner, 0))
+                        if available <= 0:
+                            continue
+                    took[o.owner] = took.get(o.owner, 0) + min(qty - got, available)
+                take = min(qty - got, available)
                 got += take
                 cost += take * level_price
                 if got == qty:
@@ -155,7 +184,13 @@ class OrderBook:
     # -- writes ------------------------------------------------------------------
 
     def add_resting(
-        self, order_id: Hashable, owner: Hashable, side: str, price: int, qty: int
+        self,
+        order_id: Hashable,
+        owner: Hashable,
+        side: str,
+        price: int,
+        qty: int,
+        reduce_only: bool = False,
     ) -> None:
         """Put an order on the book without matching (rebuilding a book from storage)."""
         if side != BUY and side != SELL:
@@ -164,7 +199,7 @@ class OrderBook:
             raise BookError("qty must be positive")
         if order_id in self.orders:
             raise BookError(f"duplicate order id {order_id!r}")
-        self._rest(RestingOrder(order_id, owner, side, price, qty))
+        self._rest(RestingOrder(order_id, owner, side, price, qty, reduce_only))
 
     def place(
         self,
@@ -174,8 +209,17 @@ class OrderBook:
         qty: int,
         price: int | None = None,
         tif: str = GTC,
+        reduce_only: bool = False,
+        position: Callable[[Hashable], int] | None = None,
     ) -> MatchResult:
-        """Match an incoming order; `price=None` is a market order (never rests)."""
+        """Match an incoming order; `price=None` is a market order (never rests).
+
+        `reduce_only` marks the order, should it rest, as one that may only shrink its
+        owner's position. `position(owner)` gives an owner's position in lots (positive
+        long, negative short) as it stood before this order: a reduce-only maker then
+        fills at most what still shrinks it, counting what its owner's orders filled
+        earlier in this match, and whatever it cannot fill leaves the book
+        (`reduce_only_canceled`). Without `position`, reduce-only makers fill as any."""
         if side == BUY:
             is_buy = True
         elif side == SELL:
@@ -205,7 +249,7 @@ class OrderBook:
                             status=REJECTED, remaining=qty, reject_reason="WOULD_CROSS"
                         )
             elif tif == FOK:
-                fillable, _ = self.sweep(side, qty, price, owner)
+                fillable, _ = self.sweep(side, qty, price, owner, position)
                 if fillable < qty:
                     return MatchResult(
                         status=REJECTED, remaining=qty, reject_reason="FOK_UNFILLABLE"
@@ -213,6 +257,7 @@ class OrderBook:
 
         fills: list[Fill] = []
         stp_canceled: list[tuple[Hashable, int]] = []
+        ro_canceled: list[tuple[Hashable, int]] | tuple[()] = ()
         bid_deltas: dict[int, int] = {}
         ask_deltas: dict[int, int] = {}
         maker_deltas = ask_deltas if is_buy else bid_deltas
@@ -234,6 +279,24 @@ class OrderBook:
                     stp_canceled.append((maker.order_id, maker.qty))
                     continue
                 maker_qty = maker.qty
+                if position is not None and maker.reduce_only:
+                    room = _reducible(maker, position) - sum(
+                        f.qty for f in fills if f.maker_owner == maker.owner
+                    )
+                    if room < maker_qty:
+                        # It fills what still shrinks the position; the rest leaves.
+                        take = min(max(room, 0), remaining)
+                        del orders[maker.order_id]
+                        del book_orders[maker.order_id]
+                        lvl.total -= maker_qty
+                        maker.qty = 0
+                        if take:
+                            remaining -= take
+                            fills.append(Fill(maker.order_id, maker.owner, level_price, take, 0))
+                        if not ro_canceled:
+                            ro_canceled = []
+                        ro_canceled.append((maker.order_id, maker_qty - take))
+                        continue
                 if maker_qty <= remaining:
                     take = maker_qty
                     maker.qty = 0
@@ -252,7 +315,7 @@ class OrderBook:
 
         filled = qty - remaining
         if remaining and price is not None and tif in (GTC, POST_ONLY):
-            o = RestingOrder(order_id, owner, side, price, remaining)
+            o = RestingOrder(order_id, owner, side, price, remaining, reduce_only)
             if is_buy:
                 own, own_ranks, key, own_deltas = self.bids, self._bid_ranks, -price, bid_deltas
             else:
@@ -279,6 +342,7 @@ class OrderBook:
                 stp_canceled,
                 bid_deltas,
                 ask_deltas,
+                ro_canceled,
             )
         return MatchResult(
             CANCELED if remaining else FILLED,
@@ -290,6 +354,7 @@ class OrderBook:
             stp_canceled,
             bid_deltas,
             ask_deltas,
+            ro_canceled,
         )
 
     def cancel(self, order_id: Hashable) -> tuple[RestingOrder, int] | None:
@@ -341,3 +406,9 @@ class OrderBook:
         lvl.orders[o.order_id] = o
         lvl.total += o.qty
         self.orders[o.order_id] = o
+
+
+def _reducible(o: RestingOrder, position: Callable[[Hashable], int]) -> int:
+    """How much reduce-only `o` may fill, by its owner's position before this match."""
+    size = position(o.owner)
+    return size if o.side == SELL else -size

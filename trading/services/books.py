@@ -49,11 +49,12 @@ def engine_book_build(book: Book) -> OrderBook:
     rows = (
         Order.objects.filter(market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES)
         .order_by("id")
-        .values_list("id", "trader_id", "side", "price", "qty", "filled_qty")
+        .values_list("id", "trader_id", "side", "price", "qty", "filled_qty", "reduce_only")
     )
     tick, lot = market.tick_size, market.lot_size
-    for oid, trader_id, side, price, qty, filled in rows:
-        engine.add_resting(oid, trader_id, side, int(price / tick), int((qty - filled) / lot))
+    for oid, trader_id, side, price, qty, filled, reduce_only in rows:
+        lots = int((qty - filled) / lot)
+        engine.add_resting(oid, trader_id, side, int(price / tick), lots, reduce_only)
     return engine
 
 

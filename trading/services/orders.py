@@ -737,9 +737,10 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             lots = to_lots(qty, market)
 
     engine = batch.engine
+    position = _position_lots(batch) if derivative else None
     # -- what the order needs reserved -------------------------------------------
     if is_market_order:
-        fillable, cost_tl = engine.sweep(side, lots, None, trader.pk)
+        fillable, cost_tl = engine.sweep(side, lots, None, trader.pk, position)
         est_notional = cost_tl * market.tick_size * market.lot_size
     else:
         est_notional = price * qty
@@ -800,7 +801,9 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     if is_market_order and tif != TimeInForce.FOK:
         engine_tif = TimeInForce.IOC
     provisional = object()
-    result = engine.place(provisional, trader.pk, side, lots, ticks, engine_tif)
+    result = engine.place(
+        provisional, trader.pk, side, lots, ticks, engine_tif, reduce_only, position
+    )
     if result.status == eng.book.REJECTED:
         if result.reject_reason == "WOULD_CROSS":
             raise ExchangeError(
@@ -848,7 +851,9 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
 
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
+    reduce_only_canceled = [oid for oid, _ in result.reduce_only_canceled]
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
+    maker_ids += reduce_only_canceled
     _makers_read(batch, maker_ids, {f.maker_owner for f in result.fills}, len(result.fills))
     makers = _orders_of(batch, maker_ids)
     if makers:
@@ -860,6 +865,10 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
 
     trades, fills = _record_fills(market, mode, order, result, makers, now, changes)
+    # After their fills: what a reduce-only maker could not fill without growing its
+    # owner's position is cancelled.
+    for oid in reduce_only_canceled:
+        _mark_canceled(makers[oid], "REDUCE_ONLY", now, changes)
     batch.trades += trades
     batch.fills += fills
     position_events = _apply_positions(batch, fills, changes) if derivative else []
@@ -915,6 +924,24 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         return taker_payload
 
     return finish
+
+
+def _position_lots(batch: _Batch) -> Callable[[int], int]:
+    """An owner's position in the batch's market, in lots (positive long), as the batch
+    now has it: for the engine, when it meets a reduce-only maker. Positions in a
+    book's market change only under the book's lock, which the batch holds."""
+    market, mode = batch.book.market, batch.book.mode
+
+    def lots(owner: int) -> int:
+        held = batch.positions.get(owner)
+        if held is not None:
+            size = held.size
+        else:
+            found = Position.objects.filter(trader_id=owner, market=market, mode=mode)
+            size = found.values_list("size", flat=True).first() or Decimal(0)
+        return int(size / market.lot_size)
+
+    return lots
 
 
 def _makers_read(batch: _Batch, ids: list[int], owners: set[int], trades: int) -> None:

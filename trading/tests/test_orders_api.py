@@ -409,6 +409,78 @@ def test_leverage_moves_the_margin_of_open_orders_and_refuses_what_would_not_fit
     assert Position.objects.get(trader=alice, mode="PAPER").leverage == D("20")
 
 
+def _position_size(user) -> Decimal:
+    found = Position.objects.filter(trader=user, mode="PAPER").values_list("size", flat=True)
+    return found.first() or D(0)
+
+
+def test_resting_reduce_only_orders_never_open_or_flip_a_position(perp, alice, bob, api_alice):
+    """Alice, long 0.01, rests two reduce-only sells of 0.01 and then closes the position
+    by market. When a buyer reaches them, neither may fill: each is cancelled
+    (REDUCE_ONLY) and she stays flat."""
+    api_bob = client_for(bob)
+    api_bob.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.01"), format="json")
+    api_alice.post("/api/v1/trade", order(price="64000", qty="0.01"), format="json")
+    assert _position_size(alice) == D("0.01")
+    ro = [
+        api_alice.post(
+            "/api/v1/trade",
+            order(side="SELL", price="65000", qty="0.01", reduceOnly=True),
+            format="json",
+        ).json()
+        for _ in range(2)
+    ]
+    assert [o["status"] for o in ro] == ["NEW", "NEW"]
+    api_bob.post("/api/v1/trade", order(price="63000", qty="0.01"), format="json")  # a bid
+    closed = api_alice.post("/api/v1/positions/BTC-PERP/close", {"mode": "PAPER"}, format="json")
+    assert closed.status_code == 201, closed.json()
+    assert _position_size(alice) == 0
+
+    taker = api_bob.post(
+        "/api/v1/trade", order(price="65000", qty="0.02", timeInForce="IOC"), format="json"
+    ).json()
+    assert taker["filledQty"] == "0" and taker["status"] == "CANCELED"
+    assert _position_size(alice) == 0
+    for o in ro:
+        mine = api_alice.get(f"/api/v1/orders/{o['id']}").json()
+        assert (mine["status"], mine["cancelReason"], mine["filledQty"]) == (
+            "CANCELED",
+            "REDUCE_ONLY",
+            "0",
+        )
+    depth = api_alice.get("/api/v1/markets/BTC-PERP/depth?mode=PAPER").json()
+    assert depth["asks"] == []
+
+
+def test_a_reduce_only_order_fills_what_shrinks_and_the_rest_is_cancelled(
+    perp, alice, bob, api_alice
+):
+    """Long 0.03 with a plain sell of 0.02 and a reduce-only sell of 0.03 behind it: a
+    buyer of 0.05 takes the plain 0.02 and 0.01 of the reduce-only order, whose rest is
+    cancelled. Alice ends flat, never short."""
+    api_bob = client_for(bob)
+    api_bob.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.03"), format="json")
+    api_alice.post("/api/v1/trade", order(price="64000", qty="0.03"), format="json")
+    api_alice.post("/api/v1/trade", order(side="SELL", price="64500", qty="0.02"), format="json")
+    ro = api_alice.post(
+        "/api/v1/trade",
+        order(side="SELL", price="65000", qty="0.03", reduceOnly=True),
+        format="json",
+    ).json()
+    taker = api_bob.post(
+        "/api/v1/trade", order(price="65000", qty="0.05", timeInForce="IOC"), format="json"
+    ).json()
+    assert taker["filledQty"] == "0.03"
+    assert [(f["px"], f["qty"]) for f in taker["fills"]] == [("64500", "0.02"), ("65000", "0.01")]
+    assert _position_size(alice) == 0
+    mine = api_alice.get(f"/api/v1/orders/{ro['id']}").json()
+    assert (mine["status"], mine["cancelReason"], mine["filledQty"]) == (
+        "CANCELED",
+        "REDUCE_ONLY",
+        "0.01",
+    )
+
+
 def test_public_market_data(perp, api_alice, api_bob):
     api_alice.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.1"), format="json")
     api_bob.post("/api/v1/trade", order(price="64000", qty="0.04"), format="json")

@@ -698,3 +698,70 @@ def test_time_in_force_is_compared_by_value_not_identity(tif):
     result = book.place(1, "a", "BUY", 5, 100, built)
     assert result.rested and result.status == "NEW"
     assert book.depth() == ([(100, 5)], [])
+
+
+# -- reduce-only makers (the engine only: the reference book has no positions) --------
+
+
+def _positions(**sizes: int) -> Callable[[Any], int]:
+    return lambda owner: sizes.get(owner, 0)
+
+
+def test_a_reduce_only_maker_fills_only_what_shrinks_its_owners_position() -> None:
+    book = OrderBook()
+    book.add_resting("a1", A, SELL, 100, 10, reduce_only=True)
+    book.add_resting("b1", B, SELL, 101, 5)
+    # A is long 4: of its 10 only 4 may fill; the rest leaves the book.
+    r = book.place("t", C, BUY, 8, 101, GTC, position=_positions(alice=4))
+    assert [(f.maker_id, f.qty) for f in r.fills] == [("a1", 4), ("b1", 4)]
+    assert r.reduce_only_canceled == [("a1", 6)]
+    assert r.status == FILLED and "a1" not in book.orders
+    assert r.ask_deltas == {100: 0, 101: 1}
+
+
+def test_a_reduce_only_maker_of_a_flat_or_opposite_position_leaves_unfilled() -> None:
+    for size in (0, -3):
+        book = OrderBook()
+        book.add_resting("a1", A, SELL, 100, 10, reduce_only=True)
+        r = book.place("t", C, BUY, 5, 100, IOC, position=_positions(alice=size))
+        assert r.fills == [] and r.reduce_only_canceled == [("a1", 10)]
+        assert r.status == CANCELED and book.best_ask() is None
+
+
+def test_an_owners_earlier_fills_in_the_match_count_against_its_reduce_only_orders() -> None:
+    book = OrderBook()
+    book.add_resting("a-plain", A, SELL, 100, 3)
+    book.add_resting("a-ro", A, SELL, 101, 5, reduce_only=True)
+    # Long 5: the plain sell takes 3 of it; the reduce-only order may fill 2 more.
+    r = book.place("t", C, BUY, 10, 102, IOC, position=_positions(alice=5))
+    assert [(f.maker_id, f.qty) for f in r.fills] == [("a-plain", 3), ("a-ro", 2)]
+    assert r.reduce_only_canceled == [("a-ro", 3)]
+
+
+def test_a_reduce_only_buy_maker_shrinks_a_short() -> None:
+    book = OrderBook()
+    book.add_resting("a1", A, BUY, 100, 10, reduce_only=True)
+    r = book.place("t", C, SELL, 10, 100, IOC, position=_positions(alice=-6))
+    assert [(f.maker_id, f.qty) for f in r.fills] == [("a1", 6)]
+    assert r.reduce_only_canceled == [("a1", 4)]
+
+
+def test_fok_counts_a_reduce_only_maker_only_for_what_it_may_fill() -> None:
+    book = OrderBook()
+    book.add_resting("a1", A, SELL, 100, 10, reduce_only=True)
+    r = book.place("t", C, BUY, 5, 100, FOK, position=_positions(alice=4))
+    assert r.status == REJECTED and r.reject_reason == "FOK_UNFILLABLE"
+    assert book.level_qty(SELL, 100) == 10  # nothing changed
+    assert book.sweep(BUY, 5, 100, C, _positions(alice=4)) == (4, 400)
+    r = book.place("t", C, BUY, 4, 100, FOK, position=_positions(alice=4))
+    assert r.status == FILLED and r.reduce_only_canceled == [("a1", 6)]
+
+
+def test_a_resting_order_keeps_its_reduce_only_mark() -> None:
+    book = OrderBook()
+    r = book.place("a1", A, SELL, 10, 100, GTC, reduce_only=True)
+    assert r.rested and book.orders["a1"].reduce_only
+    # Without positions to go by, reduce-only makers fill as any other.
+    r = book.place("t", C, BUY, 10, 100, IOC)
+    assert [(f.maker_id, f.qty) for f in r.fills] == [("a1", 10)]
+    assert not r.reduce_only_canceled
