@@ -81,6 +81,9 @@ class TradesApi(PublicApi):
         )
 
 
+CANDLES_END_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+
+
 class MetricsApi(PublicApi):
     @extend_schema(
         parameters=[
@@ -104,8 +107,10 @@ class MetricsApi(PublicApi):
                 field="interval",
             )
         bound = 10**15
-        start = int_param(request, "from", -1, 0, bound)
-        end = int_param(request, "to", -1, 0, bound)
+        # Past the year 3000 there are no candles, and a date there would not fit the
+        # datetime arithmetic: such a bound reads as the year 3000.
+        start = min(int_param(request, "from", -1, 0, bound), CANDLES_END_MS)
+        end = min(int_param(request, "to", -1, 0, bound), CANDLES_END_MS)
         return Response(
             selectors.candles_get(
                 symbol=symbol,

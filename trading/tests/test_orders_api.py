@@ -497,6 +497,11 @@ def test_public_market_data(perp, api_alice, api_bob):
         anon.get("/api/v1/metrics?market=BTC-PERP&interval=2m").json()["error"]["code"]
         == "INVALID_INTERVAL"
     )
+    # A bound past the year 3000 (or 9999, where dates end) reads as the year 3000.
+    far = 10**15
+    for bound in (f"to={far}", f"from={far}", f"from={far}&to={far}", "to=253402300740000"):
+        r = anon.get(f"/api/v1/metrics?market=BTC-PERP&mode=PAPER&interval=1d&{bound}")
+        assert (r.status_code, r.json()) == (200, [])
     m = anon.get("/api/v1/markets/BTC-PERP?mode=PAPER").json()
     assert (m["lastPrice"], m["volume24h"], m["openInterest"]) == ("64000", "0.1", "0.1")
     assert anon.get("/api/v1/markets/NOPE").status_code == 404
