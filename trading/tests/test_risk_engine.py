@@ -272,3 +272,25 @@ def test_short_option_needs_margin():
     fund(seller, "5000")
     place(seller, "SELL", "1", "900", market=opt.symbol)
     assert balance(seller).locked >= D("6400")
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (["NOPE", "5"], "no market trades NOPE"),
+        (["BTC", "1e400"], "not a price"),
+        (["BTC", "1E16"], "not a price"),
+        (["BTC", "NaN"], "not a price"),
+        (["BTC", "0"], "must be positive"),
+        (["BTC", "64000.0000000000001"], "decimal places"),
+    ],
+)
+def test_set_index_price_refuses_what_no_market_could_use(perp, args, refused):
+    from django.core.management import CommandError, call_command
+
+    before = Market.objects.get(symbol="BTC-PERP").index_price
+    with pytest.raises(CommandError, match=refused):
+        call_command("set_index_price", *args)
+    assert Market.objects.get(symbol="BTC-PERP").index_price == before
+    call_command("set_index_price", "BTC-PERP", "64123.5")
+    assert Market.objects.get(symbol="BTC-PERP").index_price == Decimal("64123.5")

@@ -2,8 +2,12 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dexsite.api import MONEY_LIMIT
 from dexsite.errors import ExchangeError
 from trading.services.prices import index_set
+
+# The index column's decimal places.
+PRICE_PLACES = 12
 
 
 class Command(BaseCommand):
@@ -18,12 +22,16 @@ class Command(BaseCommand):
 
         market = Market.objects.filter(symbol=symbol).first()
         underlying = market.underlying if market else symbol.upper()
+        if not Market.objects.filter(underlying=underlying).exists():
+            raise CommandError(f"no market trades {underlying}")
         try:
             value = Decimal(price)
         except InvalidOperation as e:
             raise CommandError(f"not a price: {price}") from e
-        if not value.is_finite():
-            raise CommandError(f"not a price: {price}")
+        if not value.is_finite() or value > MONEY_LIMIT:
+            raise CommandError(f"not a price: {price} (at most {MONEY_LIMIT:E})")
+        if value.as_tuple().exponent < -PRICE_PLACES:
+            raise CommandError(f"not a price: {price} (at most {PRICE_PLACES} decimal places)")
         try:
             index_set(underlying=underlying, price=value, source="manual")
         except ExchangeError as e:
