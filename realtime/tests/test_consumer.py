@@ -478,3 +478,9 @@ async def test_a_lost_last_delta_is_recovered_when_the_book_goes_quiet(layer):
     )
     assert await comm.receive_nothing(timeout=GAP_WAIT + 0.2)
     await comm.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/ws", "/ws/x", "/", "/api/v1/markets"])
+async def test_a_socket_on_another_path_is_refused(layer, path):
+    connected, _ = await communicator(path).connect()
+    assert not connected
