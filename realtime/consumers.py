@@ -210,9 +210,11 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             return await self.send_error("BAD_MESSAGE", 'expected {"action": ...}')
         action = msg["action"]
         if action == "ping":
-            return await self.send_json({"type": "pong", "ts": now_ms()})
+            return await self.send_json({"type": "pong", "channel": None, "ts": now_ms()})
         if action in ("subscribe", "unsubscribe"):
             channel = msg.get("channel")
+            if not isinstance(channel, str):
+                return await self.send_error("BAD_MESSAGE", f"{action} needs a channel name")
             since = msg.get("sinceSeq")
             if since is not None and (
                 not isinstance(since, int) or isinstance(since, bool) or since < 0
@@ -487,9 +489,10 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         metrics.SENT.inc(body.get("type", "event"))
 
     async def send_error(self, code: str, message: str, channel: object = None) -> None:
-        body = {"type": "error", "code": code, "message": message, "ts": now_ms()}
-        if isinstance(channel, str):
-            body["channel"] = channel
+        # Every message names its channel; an error of no channel (or of one that is not
+        # a name) says null.
+        name = channel if isinstance(channel, str) else None
+        body = {"type": "error", "channel": name, "code": code, "message": message, "ts": now_ms()}
         await self.send_json(body)
 
     async def violation(self, code: str, message: str) -> None:

@@ -167,20 +167,34 @@ async def test_bad_messages_get_errors_and_the_socket_stays_open(layer):
     await setup_market_and_traders()
     comm = communicator()
     assert (await comm.connect())[0]
-    for payload, code in [
-        ("not json", "BAD_MESSAGE"),
-        ("[1]", "BAD_MESSAGE"),
-        ('{"action": "dance"}', "BAD_MESSAGE"),
-        ('{"action": "subscribe", "channel": "market.NOPE"}', "UNKNOWN_CHANNEL"),
-        ('{"action": "subscribe", "channel": "weird"}', "UNKNOWN_CHANNEL"),
-        ('{"action": "subscribe", "channel": "market.BTC-PERP", "sinceSeq": -1}', "BAD_MESSAGE"),
-        ('{"action": "unsubscribe", "channel": "market.BTC-PERP"}', "UNKNOWN_CHANNEL"),
+    for payload, code, channel in [
+        ("not json", "BAD_MESSAGE", None),
+        ("[1]", "BAD_MESSAGE", None),
+        ('{"action": "dance"}', "BAD_MESSAGE", None),
+        ('{"action": "subscribe"}', "BAD_MESSAGE", None),
+        ('{"action": "subscribe", "channel": 5}', "BAD_MESSAGE", None),
+        ('{"action": "unsubscribe", "channel": ["x"]}', "BAD_MESSAGE", None),
+        ('{"action": "subscribe", "channel": "market.NOPE"}', "UNKNOWN_CHANNEL", "market.NOPE"),
+        ('{"action": "subscribe", "channel": "weird"}', "UNKNOWN_CHANNEL", "weird"),
+        (
+            '{"action": "subscribe", "channel": "market.BTC-PERP", "sinceSeq": -1}',
+            "BAD_MESSAGE",
+            "market.BTC-PERP",
+        ),
+        (
+            '{"action": "unsubscribe", "channel": "market.BTC-PERP"}',
+            "UNKNOWN_CHANNEL",
+            "market.BTC-PERP",
+        ),
     ]:
         await comm.send_to(text_data=payload)
         msg = await recv(comm)
-        assert (msg["type"], msg["code"]) == ("error", code), payload
+        # Flat, as every message: type, channel (null when none is named) and ts.
+        assert (msg["type"], msg["code"], msg["channel"]) == ("error", code, channel), payload
+        assert isinstance(msg["ts"], int) and msg["message"]
     await comm.send_json_to({"action": "ping"})
-    assert (await recv(comm))["type"] == "pong"
+    pong = await recv(comm)
+    assert (pong["type"], pong["channel"]) == ("pong", None) and isinstance(pong["ts"], int)
     await comm.disconnect()
 
 

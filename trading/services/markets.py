@@ -12,6 +12,7 @@ from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import risk, signals
 from trading.models import OPEN_STATUSES, Market, MarketKind, MarketStatus, Order, Position
+from trading.presenters import dec
 from trading.services.books import book_lock
 from trading.services.orders import _free_margin, _positions_for, orders_cancel_all
 
@@ -62,7 +63,7 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
     if leverage < 1 or leverage > market.max_leverage:
         raise ExchangeError(
             "INVALID_LEVERAGE",
-            f"leverage must be between 1 and {market.max_leverage.normalize()}",
+            f"leverage must be between 1 and {dec(market.max_leverage)}",
             field="leverage",
         )
     from accounts.models import Balance
