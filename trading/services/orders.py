@@ -825,7 +825,8 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         mode=mode,
         side=side,
         type=request.type,
-        time_in_force=tif,
+        # A market order never rests: it is IOC (or FOK if asked), as the engine ran it.
+        time_in_force=engine_tif,
         price=price,
         qty=qty,
         filled_qty=filled_qty,

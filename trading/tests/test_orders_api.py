@@ -83,6 +83,8 @@ def test_crossing_orders_fill_with_exact_fees_positions_and_pnl(
     close = r.json()
     assert close["reduceOnly"] is True and close["type"] == "MARKET"
     assert close["filledQty"] == "0.1" and close["status"] == "CANCELED"
+    # A market order never rests: it says so.
+    assert (close["timeInForce"], close["cancelReason"]) == ("IOC", "MARKET")
     bob_pos = Position.objects.get(trader=bob)
     alice_pos = Position.objects.get(trader=alice)
     # Bob: 0.1*63000 - 12800.1/2 = -100.05; Alice the mirror image.
