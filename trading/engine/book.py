@@ -103,7 +103,7 @@ class OrderBook:
     """One book. Not thread-safe: the caller serialises access (the service does it
     with a row lock on the book)."""
 
-    __slots__ = ("_ask_ranks", "_bid_ranks", "asks", "bids", "orders")
+    __slots__ = ("_ask_ranks", "_bid_ranks", "_reduce_only", "asks", "bids", "orders")
 
     def __init__(self) -> None:
         self.bids: dict[int, Level] = {}  # -price -> Level
@@ -112,6 +112,9 @@ class OrderBook:
         self._bid_ranks: list[int] = []  # prices, ascending
         self._ask_ranks: list[int] = []  # -prices, ascending
         self.orders: dict[Hashable, RestingOrder] = {}
+        # Reduce-only orders by owner, oldest first, as they were put on the book; those
+        # gone since (filled, cancelled) are dropped when read.
+        self._reduce_only: dict[Hashable, list[RestingOrder]] = {}
 
     # -- reads -------------------------------------------------------------------
 
@@ -136,6 +139,19 @@ class OrderBook:
             [(p, bids[-p].total) for p in bid_ranks],
             [(-r, asks[-r].total) for r in ask_ranks],
         )
+
+    def reduce_only_resting(self, owner: Hashable) -> list[RestingOrder]:
+        """The owner's reduce-only orders on the book, oldest first."""
+        found = self._reduce_only.get(owner)
+        if not found:
+            return []
+        orders = self.orders
+        live = [o for o in found if orders.get(o.order_id) is o]
+        if live:
+            self._reduce_only[owner] = live
+        else:
+            del self._reduce_only[owner]
+        return live
 
     def level_qty(self, side: str, price: int) -> int:
         book, key = (self.bids, -price) if side == BUY else (self.asks, price)
@@ -332,6 +348,8 @@ class OrderBook:
             lvl.total += remaining
             book_orders[order_id] = o
             own_deltas[price] = lvl.total
+            if reduce_only:
+                self._reduce_only.setdefault(owner, []).append(o)
             return MatchResult(
                 PARTIALLY_FILLED if filled else NEW,
                 filled,
@@ -406,6 +424,8 @@ class OrderBook:
         lvl.orders[o.order_id] = o
         lvl.total += o.qty
         self.orders[o.order_id] = o
+        if o.reduce_only:
+            self._reduce_only.setdefault(o.owner, []).append(o)
 
 
 def _reducible(o: RestingOrder, position: Callable[[Hashable], int]) -> int:

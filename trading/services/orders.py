@@ -873,6 +873,8 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     batch.trades += trades
     batch.fills += fills
     position_events = _apply_positions(batch, fills, changes) if derivative else []
+    if position_events:
+        _reduce_only_cleared(batch, result, position_events, now, changes)
     batch.changed_positions.update((p.pk, p) for p in position_events)
 
     # The balances this order moved (everyone's but the fee account's), in memory: the
@@ -925,6 +927,29 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         return taker_payload
 
     return finish
+
+
+def _reduce_only_cleared(
+    batch: _Batch, result: eng.MatchResult, moved: list[Position], now, changes: _Books
+) -> None:
+    """Resting reduce-only orders that could now only grow their owner's position (it
+    has closed or turned) leave the book (REDUCE_ONLY), in the order's book delta: the
+    book shows no depth that would not trade. (A taker reaching one would find it
+    cancelled anyway, see `_position_lots`.)"""
+    engine = batch.engine
+    gone = [
+        o
+        for p in moved
+        for o in engine.reduce_only_resting(p.trader_id)
+        if (p.size <= 0 if o.side == eng.SELL else p.size >= 0)
+    ]
+    if not gone:
+        return
+    rows = _orders_of(batch, [o.order_id for o in gone])
+    for o in gone:
+        _, level_total = engine.cancel(o.order_id)
+        (result.bid_deltas if o.side == eng.BUY else result.ask_deltas)[o.price] = level_total
+        _mark_canceled(rows[o.order_id], "REDUCE_ONLY", now, changes)
 
 
 def _position_lots(batch: _Batch) -> Callable[[int], int]:

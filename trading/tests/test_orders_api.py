@@ -454,6 +454,39 @@ def test_resting_reduce_only_orders_never_open_or_flip_a_position(perp, alice, b
     assert depth["asks"] == []
 
 
+@pytest.mark.parametrize("sold", ["0.02", "0.05"])
+def test_reduce_only_orders_leave_the_book_once_the_position_closes_or_turns(
+    perp, alice, bob, api_alice, sold
+):
+    """Alice, long 0.02, rests a reduce-only sell; then sells 0.02 (flat) or 0.05 (short)
+    by other means. The reduce-only sell could now only grow the position: it is
+    cancelled at once (REDUCE_ONLY) and the book no longer shows it."""
+    api_bob = client_for(bob)
+    api_bob.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.02"), format="json")
+    api_alice.post("/api/v1/trade", order(price="64000", qty="0.02"), format="json")
+    ro = api_alice.post(
+        "/api/v1/trade",
+        order(side="SELL", price="66000", qty="0.02", reduceOnly=True),
+        format="json",
+    ).json()
+    api_bob.post("/api/v1/trade", order(price="63000", qty=sold), format="json")
+    depth = api_alice.get("/api/v1/markets/BTC-PERP/depth?mode=PAPER").json()
+    assert depth["asks"] == [["66000", "0.02"]]
+    before = depth["seq"]
+    sell = api_alice.post(
+        "/api/v1/trade",
+        order(side="SELL", price="63000", qty=sold, timeInForce="IOC"),
+        format="json",
+    ).json()
+    assert sell["filledQty"] == sold
+    assert _position_size(alice) == D("0.02") - D(sold)
+    mine = api_alice.get(f"/api/v1/orders/{ro['id']}").json()
+    assert (mine["status"], mine["cancelReason"]) == ("CANCELED", "REDUCE_ONLY")
+    depth = api_alice.get("/api/v1/markets/BTC-PERP/depth?mode=PAPER").json()
+    # One delta for the sell: the bid it took and the reduce-only ask it removed.
+    assert depth["asks"] == [] and depth["seq"] == before + 1
+
+
 def test_a_reduce_only_order_fills_what_shrinks_and_the_rest_is_cancelled(
     perp, alice, bob, api_alice
 ):

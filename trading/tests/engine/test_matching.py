@@ -765,3 +765,15 @@ def test_a_resting_order_keeps_its_reduce_only_mark() -> None:
     r = book.place("t", C, BUY, 10, 100, IOC)
     assert [(f.maker_id, f.qty) for f in r.fills] == [("a1", 10)]
     assert not r.reduce_only_canceled
+
+
+def test_an_owners_reduce_only_orders_are_listed_while_they_rest() -> None:
+    book = OrderBook()
+    book.add_resting("a1", A, SELL, 100, 5, reduce_only=True)
+    book.add_resting("a2", A, SELL, 101, 5)
+    book.place("a3", A, SELL, 5, 102, GTC, reduce_only=True)
+    book.rekey("a3", "a3-stored")
+    assert [o.order_id for o in book.reduce_only_resting(A)] == ["a1", "a3-stored"]
+    book.place("t", C, BUY, 5, 100, IOC)  # fills a1 whole
+    book.cancel("a3-stored")
+    assert book.reduce_only_resting(A) == [] and book.reduce_only_resting(B) == []
