@@ -72,6 +72,7 @@ bench-orders: install-dev ## persisted orders/s through service and HTTP (Postgr
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/http_floor.py
 
 bench-instructions: install-dev ## CPU instructions per persisted order (callgrind; noise-free A/B)
 	@command -v valgrind >/dev/null 2>&1 || { \
