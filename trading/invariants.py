@@ -508,9 +508,10 @@ def _books(problems: list[str]) -> None:
             "qty",
             "filled_qty",
             "reduce_only",
+            "reserved",
         )
     )
-    for oid, market_id, mode, trader_id, side, price, qty, filled, reduce_only in rows:
+    for oid, market_id, mode, trader_id, side, price, qty, filled, reduce_only, reserved in rows:
         book = books.get((market_id, mode))
         if book is None:
             problems.append(f"order {oid} rests in market {market_id}/{mode}, which has no book")
@@ -527,7 +528,12 @@ def _books(problems: list[str]) -> None:
             continue
         try:
             engines[(market_id, mode)].add_resting(
-                oid, trader_id, side, int(ticks), int(lots), reduce_only
+                oid,
+                trader_id,
+                side,
+                int(ticks),
+                int(lots),
+                engine_books.shrinks_only(market, side, reduce_only, reserved),
             )
         except BookError as e:
             problems.append(f"book {book}: order {oid} cannot rest: {e}")

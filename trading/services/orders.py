@@ -758,13 +758,14 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             field="qty",
         )
 
+    covered = _covered_sell(market, engine, trader.pk, side, qty, reduce_only, own)
     reserve_asset, reserve, shortfall_code = _reservation(
         market=market,
         book=book,
         side=side,
         qty=qty,
         est_notional=est_notional,
-        reduce_only=reduce_only,
+        reduce_only=reduce_only or covered,
         own=own,
     )
 
@@ -801,8 +802,10 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     if is_market_order and tif != TimeInForce.FOK:
         engine_tif = TimeInForce.IOC
     provisional = object()
+    # A covered option sell rests as a reduce-only one does: it reserved nothing, so it
+    # may only ever sell the long it is covered by.
     result = engine.place(
-        provisional, trader.pk, side, lots, ticks, engine_tif, reduce_only, position
+        provisional, trader.pk, side, lots, ticks, engine_tif, reduce_only or covered, position
     )
     if result.status == eng.book.REJECTED:
         if result.reject_reason == "WOULD_CROSS":
@@ -869,7 +872,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     # After their fills: what a reduce-only maker could not fill without growing its
     # owner's position is cancelled.
     for oid in reduce_only_canceled:
-        _mark_canceled(makers[oid], "REDUCE_ONLY", now, changes)
+        _mark_canceled(makers[oid], _reduce_only_reason(makers[oid]), now, changes)
     batch.trades += trades
     batch.fills += fills
     position_events = _apply_positions(batch, fills, changes) if derivative else []
@@ -949,7 +952,37 @@ def _reduce_only_cleared(
     for o in gone:
         _, level_total = engine.cancel(o.order_id)
         (result.bid_deltas if o.side == eng.BUY else result.ask_deltas)[o.price] = level_total
-        _mark_canceled(rows[o.order_id], "REDUCE_ONLY", now, changes)
+        _mark_canceled(rows[o.order_id], _reduce_only_reason(rows[o.order_id]), now, changes)
+
+
+def _covered_sell(
+    market: Market,
+    engine: eng.OrderBook,
+    trader_id: int,
+    side: str,
+    qty: Decimal,
+    reduce_only: bool,
+    own: margin.Exposure | None,
+) -> bool:
+    """Whether an option sell is covered: the long it sells is held, and not promised
+    to the owner's other resting sells that may only shrink it (reduce-only or covered
+    themselves). A covered sell reserves nothing and may only ever sell that long (the
+    engine treats it as reduce-only); any other option sell is margined as a short of
+    its whole size, so that no short is ever opened without margin, whichever of the
+    owner's sells fills first."""
+    if market.kind != MarketKind.OPTION or side != Side.SELL or reduce_only:
+        return False
+    long = own.size if own is not None else Decimal(0)
+    if long <= 0:
+        return False
+    promised = sum(o.qty for o in engine.reduce_only_resting(trader_id) if o.side == eng.SELL)
+    return qty <= long - promised * market.lot_size
+
+
+def _reduce_only_reason(order: Order) -> str:
+    """Why a resting order that may only shrink a position was cancelled: it was
+    reduce-only, or a covered option sell whose long is gone."""
+    return "REDUCE_ONLY" if order.reduce_only else "UNCOVERED"
 
 
 def _position_lots(batch: _Batch) -> Callable[[int], int]:
@@ -1052,8 +1085,8 @@ def _reservation(
 
     Perps and futures: initial margin at the order's price plus the worst-case fee.
     Option buys: the premium and fee, in cash. Option sells: short-option margin on the
-    part that opens a short (selling what one holds needs none). Spot: the quote of a
-    buy with its fee, or the base of a sell."""
+    whole size, unless covered by a held long (`_covered_sell`), which needs none.
+    Spot: the quote of a buy with its fee, or the base of a sell."""
     if side == Side.BUY and market.kind in (MarketKind.SPOT, MarketKind.OPTION):
         # Paid in cash at the fill: the quote and the worst-case fee.
         return (
@@ -1064,10 +1097,11 @@ def _reservation(
     if market.kind == MarketKind.SPOT:
         return market.base, qty, "INSUFFICIENT_BALANCE"
     if market.kind == MarketKind.OPTION:
-        held = own.size if own and own.size > 0 else Decimal(0)
-        opening = Decimal(0) if reduce_only else max(Decimal(0), qty - held)
-        if not opening:
+        # A sell: reduce-only or covered (`_covered_sell`, passed here as reduce-only)
+        # reserves nothing; any other is margined as a short of its whole size.
+        if reduce_only:
             return market.quote, Decimal(0), "INSUFFICIENT_MARGIN"
+        opening = qty
         mark = book.mark_price or market.mark_price or (est_notional / qty)
         index = (own.index if own else None) or _index_of(market) or mark
         per_unit = margin.short_option_margin(market.option_type, market.strike, index, mark)

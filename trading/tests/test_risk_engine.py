@@ -294,3 +294,52 @@ def test_set_index_price_refuses_what_no_market_could_use(perp, args, refused):
     assert Market.objects.get(symbol="BTC-PERP").index_price == before
     call_command("set_index_price", "BTC-PERP", "64123.5")
     assert Market.objects.get(symbol="BTC-PERP").index_price == Decimal("64123.5")
+
+
+def test_option_sells_beyond_a_held_long_are_margined_and_never_open_a_naked_short():
+    """X holds 1 call and little cash. One sell of 1 is covered by it and reserves
+    nothing; a second, with the long already promised, must be margined as a short and
+    is refused. A buyer of 5 then takes only the covered 1: X ends flat, never short."""
+    from dexsite.errors import ExchangeError
+
+    opt = dated("OPTION", option_type="CALL", strike=D("70000"))
+    Market.objects.filter(pk=opt.pk).update(expiry_at=timezone.now() + timedelta(days=1))
+    index_set(underlying="BTC", price=D("64000"))
+    x, writer, buyer = UserFactory(), UserFactory(), UserFactory()
+    fund(x, "3100")
+    fund(writer, "100000")
+    fund(buyer, "100000")
+    place(writer, "SELL", "1", "3000", market=opt.symbol)
+    place(x, "BUY", "1", "3000", market=opt.symbol)
+    assert position(x, opt.symbol).size == D("1")
+    covered = place(x, "SELL", "1", "3000", market=opt.symbol)
+    assert covered["status"] == "NEW"
+    assert Order.objects.get(pk=covered["id"]).reserved == 0
+    with pytest.raises(ExchangeError) as e:
+        place(x, "SELL", "1", "3000", market=opt.symbol)
+    assert e.value.code == "INSUFFICIENT_MARGIN"
+    taken = place(buyer, "BUY", "5", market=opt.symbol)
+    assert taken["filledQty"] == "1"
+    assert position(x, opt.symbol).size == 0
+    assert check_invariants() == []
+
+
+def test_a_covered_option_sell_whose_long_is_sold_otherwise_leaves_the_book():
+    opt = dated("OPTION", option_type="CALL", strike=D("70000"))
+    Market.objects.filter(pk=opt.pk).update(expiry_at=timezone.now() + timedelta(days=1))
+    index_set(underlying="BTC", price=D("64000"))
+    x, writer, buyer = UserFactory(), UserFactory(), UserFactory()
+    fund(x, "100000")
+    fund(writer, "100000")
+    fund(buyer, "100000")
+    place(writer, "SELL", "1", "3000", market=opt.symbol)
+    place(x, "BUY", "1", "3000", market=opt.symbol)
+    covered = place(x, "SELL", "1", "3500", market=opt.symbol)
+    # X sells the long another way: a margined sell at a better price, taken first.
+    margined = place(x, "SELL", "2", "3100", market=opt.symbol)
+    assert Order.objects.get(pk=margined["id"]).reserved > 0
+    place(buyer, "BUY", "1", "3100", market=opt.symbol)
+    assert position(x, opt.symbol).size == 0
+    row = Order.objects.get(pk=covered["id"])
+    assert (row.status, row.cancel_reason) == ("CANCELED", "UNCOVERED")
+    assert check_invariants() == []
