@@ -48,11 +48,18 @@ class Balance(models.Model):
     mode = models.CharField(max_length=5, choices=Mode.choices)
     total = models.DecimalField(default=0, **MONEY)
     locked = models.DecimalField(default=0, **MONEY)
+    # The part of `locked` that pending withdrawals hold: money on its way out, which
+    # counts for no margin (trading.margin.account_of).
+    withdrawing = models.DecimalField(default=0, db_default=0, **MONEY)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["trader", "asset", "mode"], name="balance_unique"),
             models.CheckConstraint(condition=Q(locked__gte=0), name="balance_locked_nonneg"),
+            models.CheckConstraint(
+                condition=Q(withdrawing__gte=0, withdrawing__lte=F("locked")),
+                name="balance_withdrawing_within_locked",
+            ),
             # Available (total - locked) may never go negative: the last line of
             # defence against a double spend, enforced by the database itself.
             models.CheckConstraint(

@@ -131,8 +131,10 @@ def _balances(problems: list[str]) -> None:
 
 
 def _locks(problems: list[str]) -> None:
-    """Locked funds = what open orders reserve + pending withdrawals."""
+    """Locked funds = what open orders reserve + pending withdrawals, and the part the
+    withdrawals hold is the balance's `withdrawing`."""
     reserved: dict[tuple, Decimal] = defaultdict(Decimal)
+    withdrawing: dict[tuple, Decimal] = defaultdict(Decimal)
     for r in (
         Order.objects.filter(status__in=OPEN_STATUSES)
         .values("trader_id", "reserve_asset", "mode")
@@ -145,6 +147,13 @@ def _locks(problems: list[str]) -> None:
         .annotate(s=Sum("amount"))
     ):
         reserved[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
+        withdrawing[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
+    for b in Balance.objects.filter(withdrawing__gt=0):
+        key = (b.trader_id, b.asset, b.mode)
+        if withdrawing.pop(key, ZERO) != b.withdrawing:
+            problems.append(f"balance {key} withdrawing {b.withdrawing} != pending withdrawals")
+    for key, s in withdrawing.items():
+        problems.append(f"pending withdrawals hold {s} of {key}, withdrawing says 0")
     for b in Balance.objects.filter(locked__gt=0):
         key = (b.trader_id, b.asset, b.mode)
         expected = reserved.pop(key, ZERO)

@@ -16,10 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from dexsite import sql
 from trading import risk
 from trading.models import Book, IndexPrice, Market, MarketKind, OptionType, Position
+
+if TYPE_CHECKING:
+    from accounts.models import Balance
 
 SHORT_OPTION_RATE = Decimal("0.15")
 SHORT_OPTION_FLOOR = Decimal("0.10")
@@ -150,6 +154,17 @@ def exposures_of_query(trader_ids: Iterable[int], mode: str) -> sql.Query:
     return _exposures_query(where, [*ids, mode], True)
 
 
+def account_of(balance: Balance | None, exposures: list[Exposure]) -> Account:
+    """The margin account of a USDC balance row (None: empty) and its exposures. What
+    pending withdrawals hold is money on its way out: it is neither cash nor locked
+    here, so it counts toward no equity (maintenance, liquidation and bankruptcy
+    prices); what is free is the same either way."""
+    if balance is None:
+        return Account(Decimal(0), Decimal(0), exposures)
+    out = balance.withdrawing
+    return Account(balance.total - out, balance.locked - out, exposures)
+
+
 def accounts_with_positions() -> dict[tuple[int, str], Account]:
     """Every trading account that holds a position, in two queries: what a liquidation
     sweep scans."""
@@ -166,7 +181,8 @@ def accounts_with_positions() -> dict[tuple[int, str], Account]:
     for b in Balance.objects.filter(trader_id__in=traders, asset="USDC"):
         account = accounts.get((b.trader_id, b.mode))
         if account is not None:
-            account.cash, account.locked = b.total, b.locked
+            account.cash = b.total - b.withdrawing
+            account.locked = b.locked - b.withdrawing
     return accounts
 
 

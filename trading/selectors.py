@@ -355,11 +355,7 @@ def position_shown(
 def _position_dicts(
     exposures: list[margin.Exposure], cash: Balance | None, market: str | None = None
 ) -> list[dict[str, Any]]:
-    account = margin.Account(
-        cash.total if cash else Decimal(0),
-        cash.locked if cash else Decimal(0),
-        [e for e in exposures if e.size],
-    )
+    account = margin.account_of(cash, [e for e in exposures if e.size])
     out = []
     for e in exposures:
         p = e.position

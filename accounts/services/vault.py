@@ -233,7 +233,8 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
                 field="amount",
             )
         balance.locked += amount
-        balance.save(update_fields=["locked"])
+        balance.withdrawing += amount
+        balance.save(update_fields=["locked", "withdrawing"])
         withdrawal = Transfer.objects.create(
             trader=trader,
             kind=TransferKind.WITHDRAWAL,
@@ -265,6 +266,7 @@ def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> 
         key = (withdrawal.trader_id, withdrawal.asset, withdrawal.mode)
         rows = balances_lock([key])
         rows[key].locked -= withdrawal.amount
+        rows[key].withdrawing -= withdrawal.amount
         ledger_apply(
             [
                 Posting(
@@ -278,7 +280,7 @@ def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> 
             ],
             rows,
         )
-        Balance.objects.bulk_update(rows.values(), ["total", "locked"])
+        Balance.objects.bulk_update(rows.values(), ["total", "locked", "withdrawing"])
         _decide(withdrawal, TransferStatus.APPROVED, by, tx_hash=tx_hash)
         _notify_balances(list(rows.values()))
     return withdrawal
@@ -292,7 +294,8 @@ def withdrawal_reject(*, withdrawal_id: int, by: User | None, note: str = "") ->
         key = (withdrawal.trader_id, withdrawal.asset, withdrawal.mode)
         rows = balances_lock([key])
         rows[key].locked -= withdrawal.amount
-        Balance.objects.bulk_update(rows.values(), ["locked"])
+        rows[key].withdrawing -= withdrawal.amount
+        Balance.objects.bulk_update(rows.values(), ["locked", "withdrawing"])
         _decide(withdrawal, TransferStatus.REJECTED, by, note=note)
         _notify_balances(list(rows.values()))
     return withdrawal

@@ -64,11 +64,7 @@ def _account(trader_id: int, mode: str, *, lock: bool = False) -> margin.Account
         bal = balances_lock([key]).get(key)
     else:
         bal = Balance.objects.filter(trader_id=trader_id, asset=QUOTE, mode=mode).first()
-    return margin.Account(
-        bal.total if bal else Decimal(0),
-        bal.locked if bal else Decimal(0),
-        margin.exposures_for(trader_id, mode),
-    )
+    return margin.account_of(bal, margin.exposures_for(trader_id, mode))
 
 
 def liquidations_run(now: datetime | None = None) -> list[Liquidation]:

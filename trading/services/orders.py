@@ -123,7 +123,7 @@ def _free_margin(balance: Balance | None, positions: list[Position]) -> Decimal:
     if balance is None:
         return Decimal(0)
     exposures = [margin.exposure_of(p) for p in positions if p.size]
-    return margin.Account(balance.total, balance.locked, exposures).free
+    return margin.account_of(balance, exposures).free
 
 
 def _index_of(market: Market) -> Decimal | None:
@@ -785,9 +785,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         # option bought back), not to free margin, which an account below
         # maintenance -- the one that most needs to close -- does not have.
         if derivative and taker_bal is not None and not reduce_only:
-            account = margin.Account(
-                taker_bal.total, taker_bal.locked, [e for e in exposures if e.size]
-            )
+            account = margin.account_of(taker_bal, [e for e in exposures if e.size])
             free = min(available, account.free)
         if reserve > free:
             noun = "margin" if shortfall_code == "INSUFFICIENT_MARGIN" else "funds"

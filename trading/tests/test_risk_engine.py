@@ -343,3 +343,50 @@ def test_a_covered_option_sell_whose_long_is_sold_otherwise_leaves_the_book():
     row = Order.objects.get(pk=covered["id"])
     assert (row.status, row.cancel_reason) == ("CANCELED", "UNCOVERED")
     assert check_invariants() == []
+
+
+def test_money_a_pending_withdrawal_holds_counts_for_no_margin(perp):
+    """Alice, 1 BTC long from 64000 at 20x in REAL with 3268 of cash, withdraws the 68
+    that is free. At a mark of 61050 she has 3268 - 68 - 2950 = 250 of equity against
+    305.25 of maintenance: she is liquidated. Counting the 68 on its way out as hers,
+    she would not have been (318 of equity)."""
+    from accounts.models import LinkedWallet
+    from accounts.services.vault import withdrawal_reject, withdrawal_request
+    from accounts.services.wallets import address_parse
+
+    wallet = "0x" + "ab" * 20
+    alice, bob, carol = UserFactory(), UserFactory(), UserFactory()
+    fund(alice, "3300", mode="REAL")
+    fund(bob, "100000", mode="REAL")
+    fund(carol, "100000", mode="REAL")
+    leverage_set(trader=alice, market=perp, mode="REAL", leverage=D("20"))
+
+    def real(user, side, price):
+        return order_place(
+            trader=user,
+            market="BTC-PERP",
+            mode="REAL",
+            side=side,
+            type="LIMIT",
+            price=D(price),
+            qty=D("1"),
+        )
+
+    real(bob, "SELL", "64000")
+    real(alice, "BUY", "64000")
+    LinkedWallet.objects.create(trader=alice, address=address_parse(wallet))
+    w = withdrawal_request(trader=alice, asset="USDC", amount=D("68"), address=wallet)
+    assert balance(alice, mode="REAL").withdrawing == D("68")
+    real(carol, "BUY", "61000")
+    index_set(underlying="BTC", price=D("61050"))
+    marks_refresh()
+    shown = Position.objects.get(trader=alice, mode="REAL")
+    assert shown.size == D("1")
+    (liq,) = liquidations_run()
+    assert (liq.equity, liq.maintenance) == (D("250"), D("305.25"))
+    assert Position.objects.get(trader=alice, mode="REAL").size == 0
+    # The withdrawal still holds its 68, out of reach of the loss.
+    assert balance(alice, mode="REAL").locked >= D("68")
+    withdrawal_reject(withdrawal_id=w.pk, by=None)
+    assert balance(alice, mode="REAL").withdrawing == 0
+    assert check_invariants() == []
