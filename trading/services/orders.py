@@ -231,9 +231,44 @@ class _Request:
     source: str
 
 
-@retrying
+# How many times an order is placed again after makers it met could not carry their
+# fills (`_MakersCannotCarry`) before it is refused.
+UNCARRIED_RETRIES = 5
+
+
 def _place_alone(symbol: str, mode: str, request: _Request) -> tuple[dict[str, Any], bool]:
-    """Place one order in its own transaction: (the order, created?)."""
+    """Place one order in its own transaction: (the order, created?). Makers that could
+    not carry what the order would fill of them (the loss it realizes past their cash)
+    are cancelled (`MARGIN`), and the order is placed again against the book left."""
+    for _ in range(UNCARRIED_RETRIES):
+        try:
+            return _place_alone_once(symbol, mode, request)
+        except _MakersCannotCarry as e:
+            _cancel_uncarried(symbol, mode, e.order_ids)
+    raise ExchangeError(
+        "BOOK_BUSY", "the book kept changing under the order; send it again", status_code=503
+    )
+
+
+class _MakersCannotCarry(Exception):
+    """A fill would leave a maker's balance below what it has locked (a loss past its
+    cash): the transaction rolls back, and `order_ids`, its orders the taker met, go."""
+
+    def __init__(self, order_ids: list[int]) -> None:
+        super().__init__(f"makers' orders {order_ids} cannot carry their fills")
+        self.order_ids = order_ids
+
+
+@retrying
+def _cancel_uncarried(symbol: str, mode: str, order_ids: list[int]) -> None:
+    with transaction.atomic():
+        book = book_lock(symbol=symbol, mode=mode)
+        orders = Order.objects.filter(pk__in=order_ids, status__in=OPEN_STATUSES).order_by("id")
+        _cancel_in_book(book, list(orders), "MARGIN")
+
+
+@retrying
+def _place_alone_once(symbol: str, mode: str, request: _Request) -> tuple[dict[str, Any], bool]:
     try:
         with transaction.atomic():
             batch = _batch_open(symbol, mode, [request])
@@ -887,6 +922,11 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     for key, delta in changes.lock_deltas.items():
         if delta:
             held[key].locked += delta
+    short = sorted({k[0] for k in keys if k[0] != trader.pk and held[k].total < held[k].locked})
+    if short:
+        # The database would refuse the write (available may not go negative) and roll
+        # back the taker's order with it: the makers' orders go instead.
+        raise _MakersCannotCarry([f.maker_id for f in result.fills if f.maker_owner in short])
     batch.ledger += changes.postings
     batch.fee_postings += changes.fee_postings
     batch.changed_balances |= keys

@@ -390,3 +390,28 @@ def test_money_a_pending_withdrawal_holds_counts_for_no_margin(perp):
     withdrawal_reject(withdrawal_id=w.pk, by=None)
     assert balance(alice, mode="REAL").withdrawing == 0
     assert check_invariants() == []
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(perp, together):
+    """Alice, 1 BTC long from 64000 with 3268 of cash, rests a reduce-only sell at 60000:
+    filled, it would lose 4000. A buyer reaching it is not refused for her loss: her
+    order is cancelled (MARGIN) and the buyer takes the next ask."""
+    from trading.services.orders import _place_together, _Request
+
+    alice, bob, carol = levered_long(perp)
+    doomed = place(alice, "SELL", "1", "60000", reduce_only=True)
+    place(carol, "SELL", "1", "60500")
+    if together:
+        req = _Request(bob, "BUY", "MARKET", D("1"), None, "GTC", False, None, "USER")
+        other = _Request(carol, "BUY", "LIMIT", D("0.1"), D("50000"), "GTC", False, None, "USER")
+        (taken, _), (rested, _) = _place_together("BTC-PERP", "PAPER", [req, other])
+        assert rested["status"] == "NEW"
+    else:
+        taken = place(bob, "BUY", "1")
+    assert taken["filledQty"] == "1"
+    assert [f["px"] for f in taken["fills"]] == ["60500"]
+    row = Order.objects.get(pk=doomed["id"])
+    assert (row.status, row.cancel_reason, row.filled_qty) == ("CANCELED", "MARGIN", 0)
+    assert position(alice).size == D("1") and balance(alice).total == D("3268")
+    assert check_invariants() == []
