@@ -208,6 +208,8 @@ export class AccountPanel {
 
   async cancelAll(btn) {
     if (!this.orders.rows.length) return;
+    const n = this.orders.rows.length;
+    if (!armed(btn, `Confirm: cancel ${n} order${n === 1 ? '' : 's'}`)) return;
     const restore = busy(btn);
     try {
       const r = await del('orders', { mode: this.mode });
@@ -221,6 +223,7 @@ export class AccountPanel {
   }
 
   async close(position, btn) {
+    if (!armed(btn, 'Confirm close')) return;
     const restore = busy(btn, 'Close');
     try {
       const order = await post(`positions/${encodeURIComponent(position.market)}/close`, { mode: this.mode });
@@ -230,4 +233,27 @@ export class AccountPanel {
     }
     restore();
   }
+}
+
+/**
+ * Two clicks for what cannot be undone: the first turns the button into a question
+ * (`ask`) for a few seconds; true on the second click within them.
+ */
+function armed(btn, ask, seconds = 4) {
+  if (btn.dataset.armed === 'true') {
+    clearTimeout(Number(btn.dataset.armTimer));
+    delete btn.dataset.armed;
+    setText(btn, btn.dataset.armLabel);
+    return true;
+  }
+  btn.dataset.armed = 'true';
+  btn.dataset.armLabel = btn.textContent;
+  setText(btn, ask);
+  btn.dataset.armTimer = String(
+    setTimeout(() => {
+      delete btn.dataset.armed;
+      setText(btn, btn.dataset.armLabel);
+    }, seconds * 1000),
+  );
+  return false;
 }

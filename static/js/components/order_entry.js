@@ -44,7 +44,14 @@ export class OrderEntry extends EventTarget {
       setText($('output[name=leverageOut]', root), `${this.leverageInput.value}×`);
       this.preview();
     });
-    this.leverageInput.addEventListener('change', () => this.saveLeverage());
+    // Arrow keys move the slider a step at a time, each a `change`: the choice is sent
+    // once it has settled, and only the answer to the last one sent counts.
+    this.leverageTimer = null;
+    this.leverageSent = 0;
+    this.leverageInput.addEventListener('change', () => {
+      clearTimeout(this.leverageTimer);
+      this.leverageTimer = setTimeout(() => this.saveLeverage(), 400);
+    });
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
       this.submit();
@@ -57,6 +64,12 @@ export class OrderEntry extends EventTarget {
     if (!this.form) return;
     this.derivative = market.kind !== 'SPOT';
     for (const el of $$('[data-derivative]', this.root)) el.hidden = !this.derivative;
+    // Spot buys and sells; derivatives go long and short.
+    for (const b of $$('[data-side]', this.root)) {
+      const buy = b.dataset.side === 'BUY';
+      setText(b, this.derivative ? (buy ? 'Buy / Long' : 'Sell / Short') : buy ? 'Buy' : 'Sell');
+    }
+    clearTimeout(this.leverageTimer);
     this.price.step = market.tickSize;
     this.qty.step = market.lotSize;
     setText($('[data-suffix=price]', this.root), market.quote);
@@ -68,6 +81,7 @@ export class OrderEntry extends EventTarget {
     this.leverageInput.max = String(max);
     this.setLeverage(null);
     for (const f of [...FIELDS, 'form']) this.clearError(f);
+    this.updateSubmitLabel();
     this.preview();
   }
 
@@ -131,7 +145,10 @@ export class OrderEntry extends EventTarget {
   }
 
   refPrice() {
-    if (this.type === 'LIMIT' && isValid(this.price.value) && sign(this.price.value) > 0) return this.price.value.trim();
+    if (this.type === 'LIMIT' && this.price.value.trim() !== '') {
+      // What was typed, or nothing: a preview never prices an order at a price it won't have.
+      return isValid(this.price.value) && sign(this.price.value) > 0 ? this.price.value.trim() : null;
+    }
     const { bestBid, bestAsk } = this.bestPrices();
     return (this.side === 'BUY' ? bestAsk : bestBid) || this.market.markPrice || this.market.lastPrice || null;
   }
@@ -166,6 +183,7 @@ export class OrderEntry extends EventTarget {
     const qty = this.qty.value.trim();
     const out = (name, text) => setText($(`[data-preview=${name}]`, this.root), text);
     const avail = !this.derivative && this.side === 'SELL' ? this.available(m.base) : this.available(m.quote);
+    setText($('[data-preview-label=cost]', this.root), this.derivative ? 'Margin required' : this.side === 'BUY' ? 'Cost' : 'You sell');
     out('available', `${format(avail, { dp: decimalsOf(m.lotSize) > 4 ? 8 : 2 })} ${!this.derivative && this.side === 'SELL' ? m.base : m.quote}`);
     if (!price || !isValid(qty) || sign(qty) <= 0 || !isValid(price)) {
       out('notional', '—');
@@ -183,7 +201,6 @@ export class OrderEntry extends EventTarget {
     } else {
       out('cost', this.side === 'BUY' ? `${format(add(notional, fee), { dp: 4 })} ${m.quote}` : `${format(qty)} ${m.base}`);
     }
-    setText($('[data-preview-label=cost]', this.root), this.derivative ? 'Margin required' : this.side === 'BUY' ? 'Cost' : 'You sell');
   }
 
   showError(field, message) {
@@ -211,12 +228,17 @@ export class OrderEntry extends EventTarget {
 
   async saveLeverage() {
     const value = this.leverageInput.value;
+    if (value === this.leverage) return;
     this.clearError('leverage');
+    const sent = ++this.leverageSent;
+    const market = this.market.symbol;
     try {
-      const r = await post(`markets/${encodeURIComponent(this.market.symbol)}/leverage`, { mode: this.mode, leverage: value });
+      const r = await post(`markets/${encodeURIComponent(market)}/leverage`, { mode: this.mode, leverage: value });
+      if (sent !== this.leverageSent || market !== this.market.symbol) return; // a later choice is on its way
       this.leverage = String(Number(r.leverage));
       this.dispatchEvent(new CustomEvent('leverage', { detail: r }));
     } catch (err) {
+      if (sent !== this.leverageSent || market !== this.market.symbol) return;
       this.showError('leverage', errorForForm(err).message);
       this.setLeverage(this.leverage);
     }

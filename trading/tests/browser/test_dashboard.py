@@ -215,6 +215,18 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     more.click()
     x(history).to_have_count(22)
     x(more).to_be_hidden()
+
+    # Cancel all asks before it acts: the first click turns into the question.
+    server.order(trader.token, market="ETH-PERP", side="SELL", price="3900", qty="0.01")
+    page.click("#tab-orders")
+    x(orders).to_have_count(1)
+    cancel_all = page.locator("[data-action=cancel-all]")
+    cancel_all.click()
+    x(cancel_all).to_have_text("Confirm: cancel 1 order")
+    x(orders).to_have_count(1)
+    cancel_all.click()
+    x(page.locator("[data-table=orders] tbody tr.empty")).to_have_text("No open orders.")
+    x(cancel_all).to_have_text("Cancel all")
     assert trader.errors == []
 
 
@@ -229,6 +241,7 @@ def test_switch_market_and_mode_and_vault_modals(server, trader):
     page.keyboard.press("Enter")
     x(page).to_have_url(re.compile(r"/trade/BTC-PERP/\?mode=PAPER$"))
     x(page.locator("#market-info [data-field=symbol]")).to_have_text("BTC-PERP")
+    x(page.locator("#order-entry button[type=submit]")).to_have_text(re.compile(r"BTC"))
     x(page.locator("#order-book .side.bids .row[data-px='63990']")).to_contain_text("0.114")
     x(page.locator("#recent-trades .trades-body .row").first).to_be_visible()
     assert sockets_before == page.evaluate("window.dex.socket.ws && 1")
