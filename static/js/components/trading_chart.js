@@ -40,7 +40,11 @@ export class TradingChart {
       layout: { background: { type: ColorType.Solid, color: '#121722' }, textColor: '#a4aebf', fontSize: 11 },
       grid: { vertLines: { color: '#1c2433' }, horzLines: { color: '#1c2433' } },
       rightPriceScale: { borderColor: '#2a3447' },
-      timeScale: { borderColor: '#2a3447', timeVisible: true, secondsVisible: false },
+      // Local time, as the rest of the page shows it (the library's default is UTC).
+      timeScale: { borderColor: '#2a3447', timeVisible: true, secondsVisible: false, tickMarkFormatter: tickMark },
+      localization: {
+        timeFormatter: (t) => localTime(t).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
+      },
       crosshair: { mode: 0 },
     });
     this.candles = this.chart.addSeries(CandlestickSeries, {
@@ -49,6 +53,8 @@ export class TradingChart {
     });
     this.volume = this.chart.addSeries(HistogramSeries, {
       priceScaleId: 'volume', priceFormat: { type: 'volume' }, color: 'rgba(106,174,255,0.35)',
+      // Volume has no axis of its own: no label or line of it on the price scale.
+      lastValueVisible: false, priceLineVisible: false,
     });
     this.chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     this.candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
@@ -124,4 +130,17 @@ export class TradingChart {
     this.volume.update(this.vol(c));
     if (this.legend.textContent.endsWith('no trades yet')) this.legend.textContent = `${this.market.symbol} · ${this.interval}`;
   }
+}
+
+function localTime(t) {
+  return new Date(Number(t) * 1000);
+}
+
+/** Axis labels in local time: year, month, day, or time of day (the library's tick mark types 0-4). */
+function tickMark(t, type) {
+  const d = localTime(t);
+  if (type === 0) return String(d.getFullYear());
+  if (type === 1) return d.toLocaleDateString([], { month: 'short' });
+  if (type === 2) return d.toLocaleDateString([], { day: 'numeric', month: 'short' });
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hour12: false });
 }
