@@ -9,7 +9,9 @@ export class Toaster {
 
   /** kind: info | success | error | warning. A `key` is shown once (an order's
    * acceptance may be told by the REST response and by the socket). */
-  show({ title, message = '', kind = 'info', key = null, timeout = 6000 }) {
+  show({ title, message = '', kind = 'info', key = null, timeout = null }) {
+    // Errors stay long enough to be read; other notices go sooner.
+    const shown = timeout ?? (kind === 'error' || kind === 'warning' ? 8000 : 4000);
     if (key) {
       if (this.seen.has(key)) return null;
       this.seen.set(key, Date.now());
@@ -25,8 +27,8 @@ export class Toaster {
     const remove = () => toast.remove();
     close.addEventListener('click', remove);
     this.root.append(toast);
-    while (this.root.children.length > 5) this.root.firstElementChild.remove();
-    if (timeout) setTimeout(remove, timeout);
+    while (this.root.children.length > 3) this.root.firstElementChild.remove();
+    if (shown) setTimeout(remove, shown);
     return toast;
   }
 }
