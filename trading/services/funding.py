@@ -69,8 +69,19 @@ def funding_sample(now: datetime | None = None) -> int:
 
 
 def _rate_for(book: Book, now: datetime) -> Decimal:
+    """The funding rate of the interval ending at the book's next funding time: the
+    average premium sampled in it, never a sample an earlier funding already used (a
+    funding settled early, by hand, ends its interval there)."""
     m = book.market
     since = (book.next_funding_at or now) - timedelta(seconds=m.funding_interval)
+    last = (
+        FundingEvent.objects.filter(book=book, funding_at__lte=now)
+        .order_by("-funding_at")
+        .values_list("funding_at", flat=True)
+        .first()
+    )
+    if last is not None and last > since:
+        since = last
     avg = FundingSample.objects.filter(book=book, at__gt=since, at__lte=now).aggregate(
         a=Avg("premium")
     )["a"]

@@ -415,3 +415,29 @@ def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(per
     assert (row.status, row.cancel_reason, row.filled_qty) == ("CANCELED", "MARGIN", 0)
     assert position(alice).size == D("1") and balance(alice).total == D("3268")
     assert check_invariants() == []
+
+
+def test_a_funding_settled_early_leaves_its_samples_to_no_later_funding(perp, settings):
+    """Funding settled by hand at t1 used the premium sampled before t1. Settled again
+    at t2, within the same 8 hours, its rate comes from the samples after t1 only."""
+    settings.INDEX_STALE_SECONDS = 10**6
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "10000")
+    fund(bob, "10000")
+    place(bob, "SELL", "0.5", "64000")
+    place(alice, "BUY", "0.5", "64000")
+    book = Book.objects.get(market=perp, mode="PAPER")
+    t1 = timezone.now()
+    FundingSample.objects.create(book=book, premium=D("0.003"), at=t1 - timedelta(minutes=1))
+    Book.objects.filter(pk=book.pk).update(next_funding_at=t1)
+    first = funding_settle(book_id=book.pk, now=t1)
+    # 0.003 + clamp(0.0001 - 0.003, +-0.0005) = 0.0025
+    assert first.rate == D("0.0025")
+    t2 = t1 + timedelta(minutes=30)
+    FundingSample.objects.create(book=book, premium=D("0.001"), at=t2 - timedelta(minutes=1))
+    Book.objects.filter(pk=book.pk).update(next_funding_at=t2)
+    second = funding_settle(book_id=book.pk, now=t2)
+    # Only the sample after t1: 0.001 - 0.0005 = 0.0005. (With the first counted again,
+    # the average 0.002 would have given 0.0015.)
+    assert second.rate == D("0.0005")
+    assert check_invariants() == []
