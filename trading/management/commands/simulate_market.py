@@ -143,59 +143,83 @@ async def run_market(
     period: float,
     stop: asyncio.Event,
 ) -> None:
+    """Requote and trade one book every `period` seconds until `stop`. A server that is
+    down or restarting is waited for: the bots go on once it answers again."""
     symbol = market["symbol"]
-    tick, lot = D(market["tickSize"]), D(market["lotSize"])
-    min_notional = D(market["minNotional"])
+    tick = D(market["tickSize"])
     seed = market.get("lastPrice") or market.get("markPrice") or market.get("indexPrice") or "100"
     fair = on_grid(D(seed), tick)
     rng = random.Random(f"{symbol}:{mode}")
     book = Book()
     feed = asyncio.create_task(follow_book(ws_base, symbol, mode, book, stop))
-    levels = 5
+    try:
+        while not stop.is_set():
+            try:
+                fair = await _one_round(maker, taker, market, mode, book, rng, fair)
+            except httpx.TransportError as e:
+                log.info("%s %s: server unreachable (%s); trying again", symbol, mode, e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period * rng.uniform(0.6, 1.4))
+    finally:
+        feed.cancel()
+
+
+async def _one_round(
+    maker: Bot,
+    taker: Bot,
+    market: dict,
+    mode: str,
+    book: Book,
+    rng: random.Random,
+    fair: Decimal,
+    levels: int = 5,
+) -> Decimal:
+    """The maker's ladder requoted around a fair price that wandered, and most times one
+    taker order at the touch; returns the new fair price."""
+    symbol = market["symbol"]
+    tick, lot = D(market["tickSize"]), D(market["lotSize"])
+    min_notional = D(market["minNotional"])
     step_ticks = max(1, int(fair * D("0.0005") / tick))
-    while not stop.is_set():
-        fair = max(tick * 10, fair + tick * step_ticks * rng.randint(-2, 2))
-        base_qty = max(lot, on_grid(min_notional * 3 / fair, lot))
-        await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
-        orders = []
-        for i in range(1, levels + 1):
-            qty = str(base_qty * rng.randint(1, 4))
-            for side, sign in (("BUY", -1), ("SELL", 1)):
-                price = fair + sign * tick * step_ticks * i
-                if price > 0:
-                    orders.append(
-                        {
-                            "market": symbol,
-                            "mode": mode,
-                            "side": side,
-                            "type": "LIMIT",
-                            "price": str(price),
-                            "qty": qty,
-                            "timeInForce": "POST_ONLY",
-                        }
-                    )
-        await maker.call("POST", "/api/v1/trade/batch", json={"orders": orders})
-        if rng.random() < 0.7:
-            bid, ask = book.best()
-            side = rng.choice(["BUY", "SELL"])
-            edge = ask if side == "BUY" else bid
-            if edge is not None:
-                await taker.call(
-                    "POST",
-                    "/api/v1/trade",
-                    json={
+    fair = max(tick * 10, fair + tick * step_ticks * rng.randint(-2, 2))
+    base_qty = max(lot, on_grid(min_notional * 3 / fair, lot))
+    await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
+    orders = []
+    for i in range(1, levels + 1):
+        qty = str(base_qty * rng.randint(1, 4))
+        for side, sign in (("BUY", -1), ("SELL", 1)):
+            price = fair + sign * tick * step_ticks * i
+            if price > 0:
+                orders.append(
+                    {
                         "market": symbol,
                         "mode": mode,
                         "side": side,
                         "type": "LIMIT",
-                        "price": str(edge),
-                        "qty": str(base_qty * rng.randint(1, 3)),
-                        "timeInForce": "IOC",
-                    },
+                        "price": str(price),
+                        "qty": qty,
+                        "timeInForce": "POST_ONLY",
+                    }
                 )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=period * rng.uniform(0.6, 1.4))
-    feed.cancel()
+    await maker.call("POST", "/api/v1/trade/batch", json={"orders": orders})
+    if rng.random() < 0.7:
+        bid, ask = book.best()
+        side = rng.choice(["BUY", "SELL"])
+        edge = ask if side == "BUY" else bid
+        if edge is not None:
+            await taker.call(
+                "POST",
+                "/api/v1/trade",
+                json={
+                    "market": symbol,
+                    "mode": mode,
+                    "side": side,
+                    "type": "LIMIT",
+                    "price": str(edge),
+                    "qty": str(base_qty * rng.randint(1, 3)),
+                    "timeInForce": "IOC",
+                },
+            )
+    return fair
 
 
 class Command(BaseCommand):
