@@ -294,6 +294,8 @@ def test_set_index_price_refuses_what_no_market_could_use(perp, args, refused):
     assert Market.objects.get(symbol="BTC-PERP").index_price == before
     call_command("set_index_price", "BTC-PERP", "64123.5")
     assert Market.objects.get(symbol="BTC-PERP").index_price == Decimal("64123.5")
+    # The marks follow at once (no book: the index).
+    assert Book.objects.get(market=perp, mode="PAPER").mark_price == Decimal("64123.5")
 
 
 def test_option_sells_beyond_a_held_long_are_margined_and_never_open_a_naked_short():

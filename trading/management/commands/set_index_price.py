@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dexsite.api import MONEY_LIMIT
 from dexsite.errors import ExchangeError
-from trading.services.prices import index_set
+from trading.services.prices import index_set, marks_refresh
 
 # The index column's decimal places.
 PRICE_PLACES = 12
@@ -36,4 +36,7 @@ class Command(BaseCommand):
             index_set(underlying=underlying, price=value, source="manual")
         except ExchangeError as e:
             raise CommandError(e.message) from e
-        self.stdout.write(f"index {underlying} = {value}")
+        # The marks follow at once, as the clock would make them on its next tick:
+        # margin, funding and liquidations see the new price now.
+        marked = marks_refresh()
+        self.stdout.write(f"index {underlying} = {value}; {marked} books marked")
