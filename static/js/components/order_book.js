@@ -102,7 +102,7 @@ export class OrderBook {
     if (bid !== null && ask !== null) {
       const spread = this.book.spread();
       const mid = divFloor(add(bid, ask), '2', this.pxDp + 1);
-      setText(midEl, format(mid, { dp: this.pxDp + 1 }));
+      setText(midEl, `Mid ${format(mid, { dp: this.pxDp + 1 })}`);
       const pct = divFloor(mul(spread, '100'), mid, 4);
       setText(spreadEl, `Spread ${format(spread, { dp: this.pxDp })} (${toFixed(pct, 3)}%)`);
     } else {
