@@ -628,6 +628,14 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     page.wait_for_function("window.dex && window.dex.book.seq !== null")
     x(page.locator("#layout-tabs")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    # The header's links and Log out, hidden on a phone, are in its menu.
+    logout = page.locator(".site-menu-items button", has_text="Log out")
+    x(logout).to_be_hidden()
+    page.click(".site-menu summary")
+    x(logout).to_be_visible()
+    x(page.locator(".site-menu-items a", has_text="Markets")).to_be_visible()
+    page.click(".site-menu summary")
+    x(logout).to_be_hidden()
     x(page.locator("#trading-chart")).to_be_visible()
     x(page.locator("#order-book")).to_be_hidden()
     page.click("#layout-tabs [data-tab=book]")
