@@ -49,7 +49,8 @@ from trading.models import (
     Trade,
 )
 from trading.presenters import dec
-from trading.services.orders import order_place, orders_cancel_all
+from trading.services.books import book_lock
+from trading.services.orders import order_place, orders_cancel_all, orders_shrinking_cleared
 from trading.services.prices import index_is_fresh
 from trading.services.transfers import paper_backstop
 
@@ -364,6 +365,10 @@ def _auto_deleverage(
         log.error("auto-deleverage of %s in %s left %s unmatched", user, market, remaining)
     candles_record(trades)
     Position.objects.bulk_update(touched.values(), ["size", "open_notional", "realized_pnl"])
+    # Orders that could only shrink these positions, now closed or turned, go.
+    orders_shrinking_cleared(
+        book=book_lock(market_id=market.pk, mode=mode), positions=touched.values()
+    )
     keys = [(p.trader_id, QUOTE, mode) for p in postings]
     balances_ensure(keys)
     rows = balances_lock(keys)

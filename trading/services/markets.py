@@ -91,7 +91,8 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
             if p.pk == position.pk:
                 p.leverage = leverage
         free = _free_margin(balance, positions)
-        if after < before and free < 0 and (orders or any(p.size for p in positions)):
+        over = balance is not None and balance.locked > balance.total
+        if after < before and (over or (free < 0 and (orders or any(p.size for p in positions)))):
             raise ExchangeError(
                 "INSUFFICIENT_MARGIN",
                 "open positions and orders would not fit the margin of this leverage",

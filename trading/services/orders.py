@@ -73,6 +73,7 @@ from trading.services.books import (
     engine_book_return,
     engine_book_return_on_commit,
     engine_book_take,
+    shrinks_only,
     to_lots,
     to_ticks,
 )
@@ -1497,6 +1498,29 @@ def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]
         deltas=(bid_deltas, ask_deltas),
     )
     return orders
+
+
+def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> list[Order]:
+    """Cancel the resting orders of `book` that could now only grow these positions
+    (reduce-only orders and covered option sells on the side that no longer shrinks
+    them), after positions moved outside the order path (auto-deleverage). The order
+    path clears them itself (`_reduce_only_cleared`). The caller holds the book's lock."""
+    wrong = Q()
+    for p in positions:
+        if p.size <= 0:
+            wrong |= Q(trader_id=p.trader_id, side=Side.SELL)
+        if p.size >= 0:
+            wrong |= Q(trader_id=p.trader_id, side=Side.BUY)
+    if not wrong:
+        return []
+    market = book.market
+    found = Order.objects.filter(
+        wrong, market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES
+    ).order_by("id")
+    gone = [o for o in found if shrinks_only(market, o.side, o.reduce_only, o.reserved)]
+    for reason in ("REDUCE_ONLY", "UNCOVERED"):
+        _cancel_in_book(book, [o for o in gone if _reduce_only_reason(o) == reason], reason)
+    return gone
 
 
 @retrying

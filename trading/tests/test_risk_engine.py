@@ -443,3 +443,43 @@ def test_a_funding_settled_early_leaves_its_samples_to_no_later_funding(perp, se
     # the average 0.002 would have given 0.0015.)
     assert second.rate == D("0.0005")
     assert check_invariants() == []
+
+
+def test_reduce_only_orders_of_a_deleveraged_position_leave_the_book(perp):
+    """Bob, short 1, rests a reduce-only buy. Auto-deleverage closes his short: the
+    buy could now only open a long, so it is cancelled (REDUCE_ONLY) and leaves the book."""
+    _alice, bob, carol = levered_long(perp)
+    ro = place(bob, "BUY", "1", "50000", reduce_only=True)
+    place(carol, "BUY", "1", "60000")
+    index_set(underlying="BTC", price=D("60500"))
+    marks_refresh()
+    (liq,) = liquidations_run()
+    assert liq.adl_qty == D("1") and position(bob).size == 0
+    row = Order.objects.get(pk=ro["id"])
+    assert (row.status, row.cancel_reason) == ("CANCELED", "REDUCE_ONLY")
+    assert not Order.objects.filter(trader=bob, status__in=["NEW", "PARTIALLY_FILLED"]).exists()
+    assert check_invariants() == []
+
+
+def test_lowering_leverage_past_the_cash_is_refused_even_with_unrealized_profit(perp):
+    """Alice's long is far in profit, so her free margin is large, but her cash is not:
+    the open order's reservation at the lower leverage would exceed it. Refused with
+    INSUFFICIENT_MARGIN, not a database error; nothing changes."""
+    from dexsite.errors import ExchangeError
+
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "100000")
+    fund(bob, "100000")
+    leverage_set(trader=alice, market=perp, mode="PAPER", leverage=D("20"))
+    place(bob, "SELL", "1", "64000")
+    place(alice, "BUY", "1", "64000")
+    index_set(underlying="BTC", price=D("200000"))
+    marks_refresh()
+    place(alice, "BUY", "30", "64000")  # 30 * 64000 / 20 + 960 = 96960 reserved
+    locked = balance(alice).locked
+    with pytest.raises(ExchangeError) as e:
+        leverage_set(trader=alice, market=perp, mode="PAPER", leverage=D("10"))
+    assert e.value.code == "INSUFFICIENT_MARGIN"
+    assert balance(alice).locked == locked
+    assert position(alice).leverage == D("20")
+    assert check_invariants() == []
