@@ -52,6 +52,11 @@ export class OrderEntry extends EventTarget {
       clearTimeout(this.leverageTimer);
       this.leverageTimer = setTimeout(() => this.saveLeverage(), 400);
     });
+    this.fundHint = $('[data-fund-hint]', root);
+    // Nothing to trade with: the way to funds of this mode (the page opens it).
+    $('[data-action=fund]', root).addEventListener('click', (e) =>
+      this.dispatchEvent(new CustomEvent('fund', { detail: { mode: this.mode, opener: e.currentTarget } })),
+    );
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
       this.submit();
@@ -98,6 +103,7 @@ export class OrderEntry extends EventTarget {
 
   setBalances(balances) {
     this.balances = balances;
+    this.balancesKnown = true;
     this.preview();
   }
 
@@ -184,6 +190,10 @@ export class OrderEntry extends EventTarget {
     const out = (name, text) => setText($(`[data-preview=${name}]`, this.root), text);
     const avail = !this.derivative && this.side === 'SELL' ? this.available(m.base) : this.available(m.quote);
     setText($('[data-preview-label=cost]', this.root), this.derivative ? 'Margin required' : this.side === 'BUY' ? 'Cost' : 'You sell');
+    const quoteFunds = this.available(m.quote);
+    const broke = this.balancesKnown && sign(quoteFunds) <= 0 && sign(this.available(m.base)) <= 0;
+    this.fundHint.hidden = !broke;
+    setText($('[data-action=fund]', this.root), this.mode === 'REAL' ? 'Deposit' : 'Get paper funds');
     out('available', `${format(avail, { dp: decimalsOf(m.lotSize) > 4 ? 8 : 2 })} ${!this.derivative && this.side === 'SELL' ? m.base : m.quote}`);
     if (!price || !isValid(qty) || sign(qty) <= 0 || !isValid(price)) {
       out('notional', '—');

@@ -111,6 +111,10 @@ class TradeDashboard {
       onLinkWallet: (opener) => this.linker.open(opener),
     });
     $('[data-action=deposit]').addEventListener('click', (e) => this.deposit.open(e.currentTarget));
+    this.entry.addEventListener('fund', (e) => {
+      if (e.detail.mode === 'REAL') this.deposit.open(e.detail.opener);
+      else $('#faucet-button')?.click();
+    });
     $('[data-action=withdraw]').addEventListener('click', async (e) => {
       const opener = e.currentTarget;
       try {

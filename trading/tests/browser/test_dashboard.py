@@ -252,6 +252,13 @@ def test_switch_market_and_mode_and_vault_modals(server, trader):
     x(page).to_have_url(re.compile(r"/trade/BTC-PERP/\?mode=REAL$"))
     x(page.locator("#faucet-button")).to_be_hidden()
     x(page.locator("#order-book .side.bids .row:not(.empty)")).to_have_count(0)
+    # No REAL funds: the order form points to a deposit.
+    fund = page.locator("#order-entry [data-action=fund]")
+    x(fund).to_have_text("Deposit")
+    fund.click()
+    x(page.locator("#deposit-modal")).to_be_visible()
+    page.keyboard.press("Escape")
+    x(page.locator("#deposit-modal")).to_be_hidden()
     page.click("#tab-balances")
     deposit_btn = page.locator("#pane-balances [data-action=deposit]")
     x(deposit_btn).to_be_visible()
