@@ -37,6 +37,10 @@ def market_get(symbol: str) -> Market:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
 
 
+def market_exists(symbol: str) -> bool:
+    return Market.objects.filter(symbol=symbol).exists()
+
+
 def _stats_24h(mode: str, markets: list[Market] | None) -> dict[int, dict[str, Any]]:
     """Volume and opening price over the last 24 hours, to the minute, per market (of
     `markets` only when given), from the minute candles: at most 1,441 rows a market,

@@ -244,7 +244,7 @@ class OrdersApi(APIView):
             selectors.orders_list(
                 trader=request.user,
                 mode=mode_param(request),
-                market=request.query_params.get("market") or None,
+                market=market_filter(request),
                 status=status_.lower() if status_ and status_.upper() == "OPEN" else status_,
             )
         )
@@ -258,9 +258,19 @@ class OrdersApi(APIView):
         ids = order_services.orders_cancel_all(
             trader=request.user,
             mode=mode_param(request),
-            market=request.query_params.get("market") or None,
+            market=market_filter(request),
         )
         return Response({"canceledIds": ids})
+
+
+def market_filter(request: Request) -> str | None:
+    """The `market` a list or a cancel-all is narrowed to, or None for all. A symbol
+    that names no market is refused: read as "nothing matches", a cancel-all by a
+    misspelt symbol would answer that it cancelled nothing."""
+    symbol = request.query_params.get("market") or None
+    if symbol is not None and not selectors.market_exists(symbol):
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market")
+    return symbol
 
 
 class OrderApi(APIView):
@@ -287,7 +297,7 @@ class FillsApi(APIView):
             selectors.fills_page(
                 trader=request.user,
                 mode=mode_param(request),
-                market=request.query_params.get("market") or None,
+                market=market_filter(request),
                 limit=int_param(request, "limit", 50, 1, 500),
                 next_token=request.query_params.get("nextToken") or None,
             )

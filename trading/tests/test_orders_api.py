@@ -516,6 +516,26 @@ def test_a_reduce_only_order_fills_what_shrinks_and_the_rest_is_cancelled(
     )
 
 
+def test_a_market_filter_that_names_no_market_is_refused(perp, api_alice):
+    """A cancel-all by a misspelt symbol must not answer that it cancelled nothing."""
+    rested = api_alice.post("/api/v1/trade", order(price="60000", qty="0.1"), format="json")
+    for method, path in [
+        ("delete", "/api/v1/orders?mode=PAPER&market=BTC-PREP"),
+        ("get", "/api/v1/orders?mode=PAPER&market=BTC-PREP"),
+        ("get", "/api/v1/fills?mode=PAPER&market=BTC-PREP"),
+    ]:
+        r = getattr(api_alice, method)(path)
+        assert r.status_code == 400, (path, r.content)
+        assert r.json()["error"] == {
+            "code": "UNKNOWN_MARKET",
+            "message": "no market BTC-PREP",
+            "field": "market",
+        }
+    assert Order.objects.get(pk=rested.json()["id"]).status == "NEW"
+    done = api_alice.delete("/api/v1/orders?mode=PAPER&market=BTC-PERP").json()
+    assert done == {"canceledIds": [rested.json()["id"]]}
+
+
 def test_public_market_data(perp, api_alice, api_bob):
     api_alice.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.1"), format="json")
     api_bob.post("/api/v1/trade", order(price="64000", qty="0.04"), format="json")
