@@ -31,15 +31,17 @@ class MarketAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause: refuse new orders, allow cancels", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for market in queryset:
-            market_services.market_pause(market=market)
-        self.message_user(request, f"Paused {queryset.count()} market(s).")
+        moved = sum(market_services.market_pause(market=m) for m in queryset)
+        self.message_user(
+            request, f"Paused {moved} market(s); {queryset.count() - moved} not active."
+        )
 
     @admin.action(description="Resume trading", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for market in queryset:
-            market_services.market_resume(market=market)
-        self.message_user(request, f"Resumed {queryset.count()} market(s).")
+        moved = sum(market_services.market_resume(market=m) for m in queryset)
+        self.message_user(
+            request, f"Resumed {moved} market(s); {queryset.count() - moved} not paused."
+        )
 
     @admin.action(
         description="Delist: cancel every resting order and refuse new ones", permissions=["change"]

@@ -17,35 +17,43 @@ from trading.services.books import book_lock
 from trading.services.orders import _free_margin, _positions_for, orders_cancel_all
 
 
-def _set_status(market: Market, status: str) -> None:
-    Market.objects.filter(pk=market.pk).update(status=status)
+def _move_status(market: Market, before: tuple[str, ...], status: str) -> bool:
+    """Set the market's status to `status` where it is one of `before` at that moment
+    (the UPDATE is conditional: behind another transaction's lock it sees that one's
+    outcome, so a pause that waited for a delist leaves the market delisted). The
+    realtime layer hears of it on commit. Whether it moved."""
+    moved = Market.objects.filter(pk=market.pk, status__in=before).update(status=status)
+    if not moved:
+        return False
     market.status = status
     symbol = market.symbol
     transaction.on_commit(
         lambda: signals.market_state_changed.send(sender=Market, market=symbol, status=status)
     )
+    return True
 
 
-def market_pause(*, market: Market) -> None:
-    """New orders are refused (MARKET_PAUSED); cancels still work."""
+def market_pause(*, market: Market) -> bool:
+    """New orders are refused (MARKET_PAUSED); cancels still work. Whether it was
+    active (and is now paused)."""
     with transaction.atomic():
-        if market.status == MarketStatus.ACTIVE:
-            _set_status(market, MarketStatus.PAUSED)
+        return _move_status(market, (MarketStatus.ACTIVE,), MarketStatus.PAUSED)
 
 
-def market_resume(*, market: Market) -> None:
+def market_resume(*, market: Market) -> bool:
+    """Whether it was paused (and is now active again)."""
     with transaction.atomic():
-        if market.status == MarketStatus.PAUSED:
-            _set_status(market, MarketStatus.ACTIVE)
+        return _move_status(market, (MarketStatus.PAUSED,), MarketStatus.ACTIVE)
 
 
 def market_delist(*, market: Market) -> list[int]:
     """Stop the market for good: refuse new orders, cancel every resting one and release
     what it reserved. The status is set first, under each book's lock taken by the
-    cancel, so that no order can slip in between."""
+    cancel, so that no order can slip in between. A delisted market stays so: no pause
+    or resume moves it again."""
     with transaction.atomic():
         Market.objects.select_for_update().get(pk=market.pk)
-        _set_status(market, MarketStatus.DELISTED)
+        _move_status(market, (MarketStatus.ACTIVE, MarketStatus.PAUSED), MarketStatus.DELISTED)
         return orders_cancel_all(trader=None, market=market.symbol, reason="DELISTED")
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Balance, LedgerEntry, User
-from trading.models import Book, Fill, Order, Position, Trade
+from trading.models import Book, Fill, Market, Order, Position, Trade
 from trading.services.markets import market_delist, market_pause, market_resume
 from trading.tests.conftest import client_for, order
 from trading.tests.factories import UserFactory, balance, fund
@@ -222,6 +222,18 @@ def test_delist_cancels_resting_orders_and_releases_reservations(
     assert len(canceled) == 2
     assert balance(alice).locked == 0 and balance(bob, mode="REAL").locked == 0
     assert set(Order.objects.values_list("cancel_reason", flat=True)) == {"DELISTED"}
+    r = api_alice.post("/api/v1/trade", order(price="60000", qty="0.1"), format="json")
+    assert r.json()["error"]["code"] == "MARKET_DELISTED"
+
+
+def test_a_delisted_market_stays_delisted(perp, api_alice):
+    """A pause or a resume decided on the market as read before the delist (two staff
+    members at once) leaves it delisted: the status moves only from what it is now."""
+    stale = Market.objects.get(pk=perp.pk)
+    market_delist(market=perp)
+    assert market_pause(market=stale) is False
+    assert market_resume(market=stale) is False
+    assert Market.objects.get(pk=perp.pk).status == "DELISTED"
     r = api_alice.post("/api/v1/trade", order(price="60000", qty="0.1"), format="json")
     assert r.json()["error"]["code"] == "MARKET_DELISTED"
 
