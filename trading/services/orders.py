@@ -348,12 +348,14 @@ def _place_together(symbol: str, mode: str, requests: list[_Request]) -> list[An
 
 
 def _rolled_back(e: Exception) -> bool:
-    """Whether a failed COMMIT surely undid the transaction: a constraint checked at
-    COMMIT (the deferred foreign keys), or a serialization failure or deadlock."""
+    """Whether a failed COMMIT surely undid the transaction: the server refused it (a
+    constraint checked at COMMIT, a serialization failure or deadlock, a lock it waited
+    for too long, e.g. a deferred foreign key's behind a delisting's lock on the market).
+    A connection that failed leaves it unknown."""
     if isinstance(e, IntegrityError | DataError):
         return True
     code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
-    return code in RETRYABLE_PGCODES
+    return code in RETRYABLE_PGCODES or code == LOCK_NOT_AVAILABLE
 
 
 class _Waiting:
@@ -440,8 +442,9 @@ def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | 
 
 
 # How long a group of orders waits for a row lock once it holds its book (see
-# `_batch_open`).
+# `_batch_open`); past it PostgreSQL refuses with this code.
 GROUP_LOCK_WAIT_MS = 50
+LOCK_NOT_AVAILABLE = "55P03"
 
 _ORDER_CHANGES = [
     "filled_qty",

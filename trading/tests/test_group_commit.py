@@ -14,7 +14,7 @@ from django.db.models import Sum
 from accounts.models import Balance, LedgerEntry, User
 from dexsite.errors import ExchangeError
 from trading.invariants import check_invariants
-from trading.models import Fill, Order, Position, Trade
+from trading.models import Fill, Market, Order, Position, Trade
 from trading.services import orders as order_services
 from trading.services.books import engine_cache_clear
 from trading.services.orders import _place_alone, _place_together, _Request, order_place
@@ -573,3 +573,43 @@ def test_trades_of_a_group_take_ascending_keys_when_later_makers_are_already_rea
     shown = [f["id"] for o in placed for f in o["fills"]]
     assert shown == [f.pk for f in fills if f.liquidity == "TAKER"]
     assert check_invariants() == []
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_by_order():
+    """While staff delist (the market row locked), a group's COMMIT waits for it to check
+    its orders' reference to the market, past GROUP_LOCK_WAIT_MS: PostgreSQL refuses the
+    COMMIT (55P03), which undid the group, so each order is placed alone, not answered
+    with the database's error."""
+    market = MarketFactory()
+    a, b = UserFactory(), UserFactory()
+    for t in (a, b):
+        fund(t, "1000000", mode=GROUPED)
+    _place_alone("BTC-PERP", GROUPED, _req(a, "SELL", "70000"))  # the book exists
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Market.objects.select_for_update().get(pk=market.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    outcomes = _place_together(
+        "BTC-PERP", GROUPED, [_req(a, "BUY", "60000"), _req(b, "BUY", "60000")]
+    )
+    holder.join(10)
+    assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"], outcomes
+    assert check_invariants() == []
+    engine_cache_clear()
+
+
+def _req(who: User, side: str, price: str) -> _Request:
+    return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, None, "USER")
