@@ -62,9 +62,10 @@ class SignupForm(UserCreationForm):
         model = User
         fields = ("username",)
 
-    def clean_username(self) -> str:
+    def clean_username(self) -> str | None:
+        # None where Django's own check found the name taken (its error is recorded).
         username = super().clean_username()
-        if username.startswith("__"):
+        if username and username.startswith("__"):
             raise ValidationError("That username is not allowed.")
         return username
 

@@ -139,13 +139,17 @@ def user_signup(*, username: str, password: str) -> User:
         validate_password(password)
     except ValidationError as e:
         raise ExchangeError("INVALID_PASSWORD", " ".join(e.messages), field="password") from e
+    taken = ExchangeError(
+        "USERNAME_TAKEN", "that username is taken", field="username", status_code=409
+    )
+    # As the sign-up page has it: names that differ only in case are one name.
+    if User.objects.filter(username__iexact=username).exists():
+        raise taken
     try:
         with transaction.atomic():
             return User.objects.create_user(username=username, password=password)
     except IntegrityError as e:
-        raise ExchangeError(
-            "USERNAME_TAKEN", "that username is taken", field="username", status_code=409
-        ) from e
+        raise taken from e
 
 
 def token_for(user: User) -> str:

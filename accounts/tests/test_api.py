@@ -54,6 +54,12 @@ def test_duplicate_username_and_wrong_password():
         "/api/v1/auth/signup", {"username": "neo", "password": "a-long-password-2"}, format="json"
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "USERNAME_TAKEN"
+    # Names that differ only in case are one name.
+    r = c.post(
+        "/api/v1/auth/signup", {"username": "NEO", "password": "a-long-password-2"}, format="json"
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "USERNAME_TAKEN"
+    assert User.objects.filter(username__iexact="neo").count() == 1
     r = c.post(
         "/api/v1/auth/token", {"username": "neo", "password": "nope-nope-nope"}, format="json"
     )
@@ -110,6 +116,14 @@ def test_session_login_and_signup_pages():
     )
     assert r.status_code == 302
     assert c.get("/api/v1/me").json()["username"] == "trin"
+    # A taken name, in any case, shows the form again with the reason.
+    for taken in ("trin", "TRIN"):
+        r = APIClient().post(
+            "/accounts/signup/",
+            {"username": taken, "password1": "a-long-password-1", "password2": "a-long-password-1"},
+        )
+        assert r.status_code == 200 and b"already exists" in r.content, r.content[:300]
+    assert User.objects.filter(username__iexact="trin").count() == 1
     # Session-authenticated unsafe requests need CSRF.
     csrf_client = APIClient(enforce_csrf_checks=True)
     csrf_client.force_login(User.objects.get(username="trin"))
