@@ -142,3 +142,24 @@ def test_rates_come_from_the_environment(monkeypatch):
     finally:
         monkeypatch.delenv("THROTTLE_RATE_WITHDRAW")
         importlib.reload(module)
+
+
+def test_staff_sign_in_through_the_throttled_login_page(rates, alice):
+    """The admin's login sends to the site's login page, whose budget it shares: wrong
+    passwords for a staff account run out like any other's."""
+    User.objects.filter(pk=alice.pk).update(is_staff=True, is_superuser=True)
+    rates(login_account="2/min")
+    c = APIClient()
+    r = c.get("/admin/")
+    assert r.status_code == 302 and r["Location"].startswith("/admin/login/")
+    r = c.get(r["Location"])
+    assert r.status_code == 302 and r["Location"] == "/accounts/login/?next=%2Fadmin%2F"
+    assert (
+        c.post("/accounts/login/?next=/admin/", {"username": "alice", "password": "x"}).status_code
+        == 200
+    )
+    r = c.post("/accounts/login/?next=/admin/", {"username": "alice", "password": PASSWORD})
+    assert r.status_code == 302 and r["Location"] == "/admin/"
+    assert c.get("/admin/").status_code == 200
+    c.logout()
+    assert c.post("/accounts/login/", {"username": "alice", "password": "y"}).status_code == 429
