@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import ApiKey
 from dexsite import schema as S
 from realtime.models import WsTicket
 from trading.presenters import ms
@@ -24,7 +25,10 @@ class WsTicketApi(APIView):
     def post(self, request: Request) -> Response:
         now = timezone.now()
         WsTicket.objects.filter(expires_at__lte=now).delete()
-        ticket = WsTicket.objects.create(user=request.user, expires_at=now + TICKET_TTL)
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        ticket = WsTicket.objects.create(
+            user=request.user, api_key=key, expires_at=now + TICKET_TTL
+        )
         return Response(
             {"ticket": ticket.key, "expiresAt": ms(ticket.expires_at)},
             status=status.HTTP_201_CREATED,

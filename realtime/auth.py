@@ -94,14 +94,23 @@ def api_key_for_token(key: str):
 
 @database_sync_to_async
 def user_for_ticket(key: str):
+    """(the ticket's user, the API key that asked for it or None), or None: unknown,
+    used, expired, its user inactive, or its key revoked since (or without `read`)."""
+    from accounts.models import ApiKeyScope
+
     # Deleting the row is the claim: of two sockets presenting one ticket, one wins.
-    ticket = WsTicket.objects.select_related("user").filter(key=key).first()
+    ticket = WsTicket.objects.select_related("user", "api_key").filter(key=key).first()
     if ticket is None:
         return None
     claimed, _ = WsTicket.objects.filter(pk=ticket.pk, expires_at__gt=timezone.now()).delete()
     if not claimed or not ticket.user.is_active:
         return None
-    return ticket.user
+    api_key = ticket.api_key
+    if api_key is not None and (
+        api_key.revoked_at is not None or ApiKeyScope.READ not in api_key.scope_set
+    ):
+        return None
+    return ticket.user, api_key.pk if api_key is not None else None
 
 
 class Refused(Exception):
@@ -134,10 +143,12 @@ async def identify(scope) -> Identity:
         return Identity(api_key.trader, "token", api_key_id=api_key.pk)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
-        user = await user_for_ticket(query["ticket"][0])
-        if user is None:
+        found = await user_for_ticket(query["ticket"][0])
+        if found is None:
             raise Refused("bad or used ticket")
-        return Identity(user, "ticket")
+        user, api_key_id = found
+        # A ticket from an API key is watched as the key is (`still_valid`).
+        return Identity(user, "ticket", api_key_id=api_key_id)
     if "session" in scope:
         user = await get_user(scope)
         if user.is_authenticated:

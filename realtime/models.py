@@ -14,4 +14,9 @@ class WsTicket(models.Model):
 
     key = models.CharField(max_length=64, unique=True, default=new_ticket)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # The API key that asked for it, if one did: the ticket is worth no more than the
+    # key, so a key revoked before the handshake refuses it, and the socket after.
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     expires_at = models.DateTimeField()

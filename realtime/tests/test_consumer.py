@@ -401,6 +401,45 @@ async def test_ticket_is_single_use(layer):
     assert not (await again.connect())[0]
 
 
+async def test_a_ticket_is_worth_no_more_than_the_key_that_asked_for_it(layer):
+    """A ticket asked for with an API key: refused at the handshake once the key is
+    revoked; a socket opened with it stops private deliveries when the key goes."""
+    a, _ = await setup_market_and_traders()
+
+    @database_sync_to_async
+    def ticket_and_key():
+        from rest_framework.test import APIClient
+
+        from accounts.models import ApiKey
+        from accounts.services import token_for
+
+        c = APIClient()
+        c.credentials(HTTP_AUTHORIZATION=f"Token {token_for(a)}")
+        t = c.post("/api/v1/ws-ticket").json()["ticket"]
+        return t, ApiKey.objects.filter(trader=a, revoked_at__isnull=True).latest("id")
+
+    @database_sync_to_async
+    def revoke(key):
+        from accounts.services.api_keys import api_key_revoke
+
+        api_key_revoke(trader=a, key_id=key.pk)
+
+    t, key = await ticket_and_key()
+    await revoke(key)
+    refused = communicator(f"/ws/?ticket={t}")
+    assert not (await refused.connect())[0]
+
+    # A socket opened with one is watched as the key is: revoked, it is no longer valid.
+    from realtime.auth import identify, still_valid
+
+    t, key = await ticket_and_key()
+    identity = await identify({"query_string": f"ticket={t}".encode(), "headers": []})
+    assert identity.via == "ticket" and identity.api_key_id == key.pk
+    assert await still_valid(identity)
+    await revoke(key)
+    assert not await still_valid(identity)
+
+
 async def test_admin_pause_reaches_admin_and_market_channels(layer):
     await setup_market_and_traders()
     admin = communicator("/ws/")
