@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import LedgerReason
 from trading import pricing, risk
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
-from trading.services.markets import _set_status
+from trading.services.markets import _move_status
 from trading.services.orders import orders_cancel_all
 from trading.services.prices import index_average, index_is_fresh, indexes_current
 from trading.services.transfers import transfers_settle
@@ -73,7 +73,9 @@ def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
                 if market.kind == "FUTURE"
                 else pricing.intrinsic(market.option_type, price, market.strike)
             )
-        _set_status(market, MarketStatus.SETTLED)
+        # From whatever it was: a delisted market's positions settle at expiry too.
+        before = (MarketStatus.ACTIVE, MarketStatus.PAUSED, MarketStatus.DELISTED)
+        _move_status(market, before, MarketStatus.SETTLED)
         return settlement
 
 
