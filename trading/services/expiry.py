@@ -32,7 +32,8 @@ def settle_expired(now: datetime | None = None) -> list[Settlement]:
     due = Market.objects.filter(
         kind__in=(MarketKind.FUTURE, MarketKind.OPTION),
         expiry_at__lte=now,
-        status__in=(MarketStatus.ACTIVE, MarketStatus.PAUSED),
+        # A delisted market takes no orders, but its positions still settle at expiry.
+        status__in=(MarketStatus.ACTIVE, MarketStatus.PAUSED, MarketStatus.DELISTED),
     )
     done = []
     for market in due:

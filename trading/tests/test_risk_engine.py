@@ -483,3 +483,24 @@ def test_lowering_leverage_past_the_cash_is_refused_even_with_unrealized_profit(
     assert balance(alice).locked == locked
     assert position(alice).leverage == D("20")
     assert check_invariants() == []
+
+
+def test_a_delisted_future_still_settles_its_positions_at_expiry():
+    from trading.services.markets import market_delist
+
+    fut = dated("FUTURE")
+    Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now() + timedelta(days=1))
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "100000")
+    fund(bob, "100000")
+    place(bob, "SELL", "0.5", "63000", market=fut.symbol)
+    place(alice, "BUY", "0.5", "63000", market=fut.symbol)
+    market_delist(market=Market.objects.get(pk=fut.pk))
+    Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now())
+    index_history(["64000", "64100", "64200"])
+    (settlement,) = settle_expired()
+    assert settlement.price == D("64100")
+    assert position(alice, fut.symbol).size == 0
+    assert position(alice, fut.symbol).realized_pnl == D("550")
+    assert Market.objects.get(pk=fut.pk).status == "SETTLED"
+    assert check_invariants() == []
