@@ -179,10 +179,9 @@ def accounts_with_positions() -> dict[tuple[int, str], Account]:
         accounts.setdefault(key, Account(Decimal(0), Decimal(0))).exposures.append(e)
     traders = {t for t, _ in accounts}
     for b in Balance.objects.filter(trader_id__in=traders, asset="USDC"):
-        account = accounts.get((b.trader_id, b.mode))
-        if account is not None:
-            account.cash = b.total - b.withdrawing
-            account.locked = b.locked - b.withdrawing
+        key = (b.trader_id, b.mode)
+        if key in accounts:
+            accounts[key] = account_of(b, accounts[key].exposures)
     return accounts
 
 

@@ -986,7 +986,7 @@ def _reduce_only_cleared(
         o
         for p in moved
         for o in engine.reduce_only_resting(p.trader_id)
-        if (p.size <= 0 if o.side == eng.SELL else p.size >= 0)
+        if _only_grows(o.side, p.size)
     ]
     if not gone:
         return
@@ -1021,6 +1021,11 @@ def _covered_sell(
     return qty <= long - promised * market.lot_size
 
 
+def _only_grows(side: str, size: Decimal) -> bool:
+    """Whether an order of `side` could only grow (or open) a position of `size`."""
+    return size <= 0 if side == Side.SELL else size >= 0
+
+
 def _reduce_only_reason(order: Order) -> str:
     """Why a resting order that may only shrink a position was cancelled: it was
     reduce-only, or a covered option sell whose long is gone."""
@@ -1032,14 +1037,17 @@ def _position_lots(batch: _Batch) -> Callable[[int], int]:
     now has it: for the engine, when it meets a reduce-only maker. Positions in a
     book's market change only under the book's lock, which the batch holds."""
     market, mode = batch.book.market, batch.book.mode
+    read: dict[int, Decimal] = {}  # owners the batch does not hold, read once
 
     def lots(owner: int) -> int:
         held = batch.positions.get(owner)
         if held is not None:
             size = held.size
+        elif owner in read:
+            size = read[owner]
         else:
             found = Position.objects.filter(trader_id=owner, market=market, mode=mode)
-            size = found.values_list("size", flat=True).first() or Decimal(0)
+            size = read[owner] = found.values_list("size", flat=True).first() or Decimal(0)
         return int(size / market.lot_size)
 
     return lots
@@ -1510,10 +1518,9 @@ def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> li
     path clears them itself (`_reduce_only_cleared`). The caller holds the book's lock."""
     wrong = Q()
     for p in positions:
-        if p.size <= 0:
-            wrong |= Q(trader_id=p.trader_id, side=Side.SELL)
-        if p.size >= 0:
-            wrong |= Q(trader_id=p.trader_id, side=Side.BUY)
+        for side in (Side.BUY, Side.SELL):
+            if _only_grows(side, p.size):
+                wrong |= Q(trader_id=p.trader_id, side=side)
     if not wrong:
         return []
     market = book.market

@@ -4,6 +4,8 @@ order by order; threads that place on one book at once are served in groups."""
 
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -514,29 +516,15 @@ def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(cap
     held, free = UserFactory(), UserFactory()
     for t in (held, free):
         fund(t, "1000000", mode=GROUPED)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                Balance.objects.select_for_update().get(trader=held, asset="USDC", mode=GROUPED)
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(10)
-    threading.Timer(0.5, release.set).start()
-
-    def req(who):
-        return _Request(who, "BUY", "LIMIT", D("0.1"), D("60000"), "GTC", False, None, "USER")
-
-    with caplog.at_level("INFO", logger="trading.services.orders"):
-        outcomes = _place_together("BTC-PERP", GROUPED, [req(free), req(held)])
+    row = Balance.objects.filter(trader=held, asset="USDC", mode=GROUPED)
+    with (
+        _locked_elsewhere(row) as release,
+        caplog.at_level("INFO", logger="trading.services.orders"),
+    ):
+        outcomes = _place_together(
+            "BTC-PERP", GROUPED, [_req(free, "BUY", "60000"), _req(held, "BUY", "60000")]
+        )
         waited = release.is_set()  # the lone order waited for the row
-    holder.join(10)
     assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"]
     assert waited
     assert "rolled back; placing each alone" in caplog.text
@@ -587,12 +575,29 @@ def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_
     for t in (a, b):
         fund(t, "1000000", mode=GROUPED)
     _place_alone("BTC-PERP", GROUPED, _req(a, "SELL", "70000"))  # the book exists
+    with _locked_elsewhere(Market.objects.filter(pk=market.pk)):
+        outcomes = _place_together(
+            "BTC-PERP", GROUPED, [_req(a, "BUY", "60000"), _req(b, "BUY", "60000")]
+        )
+    assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"], outcomes
+    assert check_invariants() == []
+    engine_cache_clear()
+
+
+def _req(who: User, side: str, price: str) -> _Request:
+    return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, None, "USER")
+
+
+@contextmanager
+def _locked_elsewhere(rows, seconds: float = 0.5) -> Iterator[threading.Event]:
+    """`rows` locked by another connection's transaction, released after `seconds`:
+    the Event says when it let go."""
     locked, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         try:
             with transaction.atomic():
-                Market.objects.select_for_update().get(pk=market.pk)
+                list(rows.select_for_update())
                 locked.set()
                 release.wait(10)
         finally:
@@ -601,15 +606,8 @@ def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_
     holder = threading.Thread(target=hold)
     holder.start()
     assert locked.wait(10)
-    threading.Timer(0.5, release.set).start()
-    outcomes = _place_together(
-        "BTC-PERP", GROUPED, [_req(a, "BUY", "60000"), _req(b, "BUY", "60000")]
-    )
-    holder.join(10)
-    assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"], outcomes
-    assert check_invariants() == []
-    engine_cache_clear()
-
-
-def _req(who: User, side: str, price: str) -> _Request:
-    return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, None, "USER")
+    threading.Timer(seconds, release.set).start()
+    try:
+        yield release
+    finally:
+        holder.join(10)

@@ -187,7 +187,8 @@ def index_history(prices):
         index_set(underlying="BTC", price=D(p), at=now - timedelta(minutes=20 - 5 * i))
 
 
-def test_future_settles_at_the_30_minute_average_index():
+def future_held():
+    """A dated BTC future expiring tomorrow; Alice long and Bob short 0.5 from 63000."""
     fut = dated("FUTURE")
     Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now() + timedelta(days=1))
     alice, bob = UserFactory(), UserFactory()
@@ -195,6 +196,11 @@ def test_future_settles_at_the_30_minute_average_index():
     fund(bob, "100000")
     place(bob, "SELL", "0.5", "63000", market=fut.symbol)
     place(alice, "BUY", "0.5", "63000", market=fut.symbol)
+    return fut, alice, bob
+
+
+def test_future_settles_at_the_30_minute_average_index():
+    fut, alice, bob = future_held()
     resting = place(alice, "BUY", "0.1", "62000", market=fut.symbol)
     Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now())
     index_history(["64000", "64100", "64200"])
@@ -488,13 +494,7 @@ def test_lowering_leverage_past_the_cash_is_refused_even_with_unrealized_profit(
 def test_a_delisted_future_still_settles_its_positions_at_expiry():
     from trading.services.markets import market_delist
 
-    fut = dated("FUTURE")
-    Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now() + timedelta(days=1))
-    alice, bob = UserFactory(), UserFactory()
-    fund(alice, "100000")
-    fund(bob, "100000")
-    place(bob, "SELL", "0.5", "63000", market=fut.symbol)
-    place(alice, "BUY", "0.5", "63000", market=fut.symbol)
+    fut, alice, _bob = future_held()
     market_delist(market=Market.objects.get(pk=fut.pk))
     Market.objects.filter(pk=fut.pk).update(expiry_at=timezone.now())
     index_history(["64000", "64100", "64200"])
