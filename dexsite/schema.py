@@ -130,6 +130,15 @@ class MarketSerializer(serializers.Serializer):
     makerFee = decimal()
     takerFee = decimal()
     maintenanceMarginRatio = decimal(nullable=True)
+    priceBand = decimal(
+        help_text="a limit buy above mark x (1 + priceBand), or sell below mark x (1 - "
+        "priceBand), is refused (PRICE_OUT_OF_BAND); spot measures from the index"
+    )
+    marketSlippage = decimal(
+        help_text="a market order fills no further than this fraction from the mark; "
+        "the rest is cancelled (cancelReason PRICE_BAND)"
+    )
+    markBand = decimal(nullable=True, help_text="the mark stays within this fraction of the index")
     status = enum("ACTIVE", "PAUSED", "DELISTED", "SETTLED")
     markPrice = decimal(nullable=True)
     indexPrice = decimal(nullable=True)

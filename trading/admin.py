@@ -16,6 +16,8 @@ class MarketAdmin(admin.ModelAdmin):
         "tick_size",
         "lot_size",
         "max_leverage",
+        "price_band",
+        "market_slippage",
         "expiry_at",
     )
     list_filter = ("kind", "status")

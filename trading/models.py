@@ -65,6 +65,28 @@ class Market(models.Model):
     mark_iv = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     funding_interval = models.PositiveIntegerField(default=8 * 3600, help_text="seconds")
     funding_cap = models.DecimalField(max_digits=10, decimal_places=8, default=Decimal("0.0075"))
+    # Price bands, fractions of the mark (the index where a market has no mark): see
+    # docs/risk.md. A limit order priced further than `price_band` from it is refused;
+    # a market order fills no further than `market_slippage` from it; the mark itself
+    # stays within `mark_band` of the index.
+    price_band = models.DecimalField(
+        max_digits=8,
+        decimal_places=6,
+        default=Decimal("0.05"),
+        help_text="limit orders within this fraction of the mark (options: wider, e.g. 0.5)",
+    )
+    market_slippage = models.DecimalField(
+        max_digits=8,
+        decimal_places=6,
+        default=Decimal("0.05"),
+        help_text="market orders fill within this fraction of the mark",
+    )
+    mark_band = models.DecimalField(
+        max_digits=8,
+        decimal_places=6,
+        default=Decimal("0.02"),
+        help_text="the mark stays within this fraction of the index",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -210,6 +232,9 @@ class Trade(models.Model):
         Order, on_delete=models.PROTECT, related_name="+", db_constraint=False
     )
     liquidation = models.BooleanField(default=False)
+    # The book's mark when the trade was matched: what its price band was measured from
+    # (`check_invariants` finds prints outside it).
+    mark_price = models.DecimalField(null=True, blank=True, **MONEY)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -369,3 +394,15 @@ class Liquidation(models.Model):
     adl_qty = models.DecimalField(default=0, **QTY)
     detail = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class LiquidationSweep(models.Model):
+    """One liquidation sweep, and the accounts it left below maintenance (its index was
+    stale, or closing them failed): `check_invariants` reports an account left so by
+    more than two sweeps in a row, or left at negative equity."""
+
+    at = models.DateTimeField(db_index=True)
+    liquidated = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # [[trader pk, mode, equity, maintenance], ...] as decimal strings
+    left_below = models.JSONField(default=list)

@@ -95,6 +95,9 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
                 "makerFee": dec(m.maker_fee),
                 "takerFee": dec(m.taker_fee),
                 "maintenanceMarginRatio": dec(m.maintenance_margin_ratio) if derivative else None,
+                "priceBand": dec(m.price_band),
+                "marketSlippage": dec(m.market_slippage),
+                "markBand": dec(m.mark_band) if derivative else None,
                 "status": m.status,
                 "markPrice": dec((book.mark_price if book else None) or m.mark_price)
                 if derivative

@@ -39,6 +39,10 @@ def dated_specs(now: datetime, spot: Decimal = DEFAULT_SPOT) -> list[dict]:
         "kind": MarketKind.OPTION,
         "mark_iv": D("0.55"),
         "index_price": spot,
+        # A model mark moves with volatility as well as the index: bands are wider.
+        "price_band": D("0.5"),
+        "market_slippage": D("0.5"),
+        "mark_band": D("0.5"),
     }
     return [
         {

@@ -55,6 +55,8 @@ def demo_markets() -> list[dict]:
             "min_notional": D("1"),
             "max_leverage": D("1"),
             "index_price": D("1.25"),
+            "price_band": D("0.1"),
+            "market_slippage": D("0.1"),
         },
     ]
 
