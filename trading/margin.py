@@ -9,12 +9,16 @@
 
 Short options post max(15% index - out-of-the-money amount, 10% index) + mark per unit.
 One place computes this for the order path, the positions endpoint and liquidation.
+
+The risk gate (`shortfall`) is here too: every action that moves cash or changes
+exposure (orders of every kind, withdrawals, leverage changes) is judged by it on the
+account as the action would leave it. See docs/risk.md, "The risk gate".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -130,6 +134,63 @@ class Account:
             return None
         price = (rest_maint - rest_equity + exposure.open_notional) / denom
         return price.quantize(risk.MONEY_QUANTUM) if price > 0 else None
+
+
+# -- the risk gate ----------------------------------------------------------------------
+
+
+def shortfall(
+    before: Account,
+    *,
+    reserve: Decimal = Decimal(0),
+    after: Account | None = None,
+    reducing: bool = False,
+) -> Decimal:
+    """What the account lacks for an action (0: it may go ahead). The one risk gate.
+
+    `reserve` is what the action locks from the account's cash while it waits (a
+    resting order's margin, a pending withdrawal): it must fit in both the cash
+    available and the free margin. `after` is the account once the action has done all
+    it can (an order filled in full at its worst price, its fee paid): it must still
+    carry its initial margin (free margin >= 0). Between the two, an order that fills in
+    part lands on a free margin no lower than the lesser of the two ends (equity is
+    linear in the filled share, initial margin convex), so the ends are enough.
+
+    A risk-reducing action (`reducing`: reduce-only, or an option sell covered by a held
+    long) reserves nothing and need not restore initial margin (the account that most
+    needs to close has none to spare), but may not leave equity below zero at its fill
+    price: an account that sells its position to an accomplice far below the mark would
+    otherwise hand its losses to the insurance fund and the traders it is deleveraged
+    against."""
+    if reducing:
+        return max(Decimal(0), -after.equity) if after is not None else Decimal(0)
+    need = Decimal(0)
+    if reserve > 0:
+        need = reserve - min(before.cash - before.locked, before.free)
+    if after is not None:
+        need = max(need, -after.free)
+    return max(Decimal(0), need)
+
+
+def after_fill(
+    account: Account, exposure: Exposure, signed_qty: Decimal, price: Decimal, fee: Decimal
+) -> Account:
+    """The account once `exposure` (one of its own, or `exposure_new`'s) has traded
+    `signed_qty` (buy > 0) at `price` and paid `fee`, every mark where it was: perps and
+    futures realize PnL into cash, an option's premium moves in cash."""
+    change = risk.apply_fill(exposure.size, exposure.open_notional, signed_qty, price)
+    cash = -signed_qty * price if exposure.is_option else change.realized
+    moved = replace(exposure, size=change.size, open_notional=change.open_notional)
+    others = [e for e in account.exposures if e is not exposure]
+    return Account(account.cash + cash - fee, account.locked, [*others, moved])
+
+
+def exposure_new(position: Position, *, mark: Decimal, index: Decimal | None) -> Exposure:
+    """The exposure of a position the account does not hold yet (`position` unsaved,
+    flat, with its market)."""
+    position.book_mark = mark
+    position.index_now = index
+    return exposure_of(position)
 
 
 def exposures_for(trader_id: int, mode: str, *, include_flat: bool = False) -> list[Exposure]:

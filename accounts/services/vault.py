@@ -38,10 +38,12 @@ from accounts.services.wallets import address_parse
 from accounts.signals import balances_changed
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
+from trading import margin
 from trading.presenters import dec
 from trading.risk import MONEY_QUANTUM
-from trading.services.orders import _free_margin, _positions_for
 
+# Cross margin is kept in this asset (every market quotes in it).
+MARGIN_ASSET = "USDC"
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
@@ -185,20 +187,23 @@ def _decide(
 # -- withdrawals ------------------------------------------------------------------------
 
 
+def _margin_account(balance: Balance, trader_id: int) -> margin.Account:
+    """The account a withdrawal of `balance`'s asset is judged on: the cross-margin
+    account with its positions for the margin asset, the bare balance for any other."""
+    if balance.asset != MARGIN_ASSET:
+        return margin.Account(balance.total, balance.locked)
+    return margin.account_of(balance, margin.exposures_for(trader_id, balance.mode))
+
+
 def withdrawable(balance: Balance, trader_id: int) -> Decimal:
-    """What may leave: the available balance and, for the margin asset of open
-    derivative positions, no more than the free margin the order path computes (equity
-    at mark less position margins and what open orders and pending withdrawals lock).
-    The caller holds the balance row's lock."""
-    available = balance.total - balance.locked
-    positions = [
-        p for p in _positions_for(trader_id, balance.mode) if p.market.quote == balance.asset
-    ]
-    if any(p.size for p in positions):
-        available = min(available, _free_margin(balance, positions))
+    """What may leave: the available balance and, for the margin asset, no more than
+    the free margin (equity at mark less position margins and what open orders and
+    pending withdrawals lock). The caller holds the balance row's lock."""
+    account = _margin_account(balance, trader_id)
+    free = min(account.cash - account.locked, account.free)
     # Down to the ledger's 12 places: never more than is free, and a figure a client
     # can send back as an amount.
-    return max(available, Decimal(0)).quantize(MONEY_QUANTUM, rounding=ROUND_DOWN)
+    return max(free, Decimal(0)).quantize(MONEY_QUANTUM, rounding=ROUND_DOWN)
 
 
 def _linked(trader: User, address: str, *, lock: bool) -> LinkedWallet | None:
@@ -225,11 +230,12 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
         # waits for this request and then sees it pending.
         if _linked(trader, address, lock=True) is None:
             raise not_linked
-        free = withdrawable(balance, trader.pk)
-        if amount > free:
+        # The risk gate: what the withdrawal locks must be cash the account has free.
+        if margin.shortfall(_margin_account(balance, trader.pk), reserve=amount) > 0:
             raise ExchangeError(
                 "INSUFFICIENT_BALANCE",
-                f"{dec(amount)} {asset} requested, {dec(free)} can be withdrawn",
+                f"{dec(amount)} {asset} requested, "
+                f"{dec(withdrawable(balance, trader.pk))} can be withdrawn",
                 field="amount",
             )
         balance.locked += amount

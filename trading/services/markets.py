@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from django.db import transaction
@@ -10,11 +11,11 @@ from accounts.models import User
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
-from trading import risk, signals
+from trading import margin, risk, signals
 from trading.models import OPEN_STATUSES, Market, MarketKind, MarketStatus, Order, Position
 from trading.presenters import dec
 from trading.services.books import book_lock
-from trading.services.orders import _free_margin, _positions_for, orders_cancel_all
+from trading.services.orders import orders_cancel_all
 
 
 def _move_status(market: Market, before: tuple[str, ...], status: str) -> bool:
@@ -92,20 +93,23 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
         Position.objects.filter(pk=position.pk).update(leverage=leverage)
         orders = _orders_reserved_again(trader, market, mode, after)
         balance = balances.get(key)
-        if orders and balance is not None:  # (orders reserve from it: it exists)
-            balance.locked += sum(new - o.reserved for o, new in orders)
-        positions = _positions_for(trader.pk, mode)
-        for p in positions:
-            if p.pk == position.pk:
-                p.leverage = leverage
-        free = _free_margin(balance, positions)
-        over = balance is not None and balance.locked > balance.total
-        if after < before and (over or (free < 0 and (orders or any(p.size for p in positions)))):
+        # The risk gate, on the account at the new leverage: what the orders lock on
+        # top must fit, and a lower leverage must leave the positions carried. A higher
+        # one only frees margin, and is never refused.
+        exposures = margin.exposures_for(trader.pk, mode)
+        for i, e in enumerate(exposures):
+            if e.position.pk == position.pk:
+                exposures[i] = replace(e, leverage=after)
+        account = margin.account_of(balance, exposures)
+        extra = sum((new - o.reserved for o, new in orders), Decimal(0))
+        if after < before and margin.shortfall(account, reserve=extra, after=account) > 0:
             raise ExchangeError(
                 "INSUFFICIENT_MARGIN",
                 "open positions and orders would not fit the margin of this leverage",
                 field="leverage",
             )
+        if orders and balance is not None:  # (orders reserve from it: it exists)
+            balance.locked += extra
         if orders and balance is not None:
             for o, new in orders:
                 o.reserved = new

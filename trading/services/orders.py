@@ -20,7 +20,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_UP, Decimal
 from itertools import groupby
 from typing import Any
 
@@ -113,18 +113,6 @@ class _Books:
         default_factory=lambda: defaultdict(Decimal)
     )
     touched_orders: dict[int, Order] = field(default_factory=dict)
-
-
-def _positions_for(trader_id: int, mode: str) -> list[Position]:
-    return list(Position.objects.filter(trader_id=trader_id, mode=mode).select_related("market"))
-
-
-def _free_margin(balance: Balance | None, positions: list[Position]) -> Decimal:
-    """Equity less initial margins of positions and what open orders lock."""
-    if balance is None:
-        return Decimal(0)
-    exposures = [margin.exposure_of(p) for p in positions if p.size]
-    return margin.account_of(balance, exposures).free
 
 
 def _index_of(market: Market) -> Decimal | None:
@@ -627,10 +615,7 @@ def _exposures_now(batch: _Batch, trader_id: int) -> list[margin.Exposure]:
             market = batch.book.market
             here.market = market
             here.book_mark = batch.book.mark_price
-            if batch.index is None:
-                found = IndexPrice.objects.filter(underlying=market.underlying)
-                batch.index = [found.values_list("price", flat=True).first()]
-            (here.index_now,) = batch.index
+            here.index_now = _index_now(batch)
         out.append(margin.exposure_of(here))
     return out
 
@@ -753,12 +738,15 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
 
     derivative = market.is_derivative
     held = batch.held
-    if derivative:
-        # Every change to this account's positions happens under its USDC balance row
-        # lock (as taker here, as maker below): taken first, the positions read next
-        # cannot move under the margin check.
+    # What the account's margin is judged in: derivatives and spot buys are paid from
+    # the USDC account that carries the positions too.
+    margined = derivative or side == Side.BUY
+    if margined:
+        # Every change to this account's positions and margin cash happens under its
+        # USDC balance row lock (as taker here, as maker below): taken first, the
+        # positions read next cannot move under the risk gate.
         _lock_held(held, [(trader.pk, market.quote, mode)])
-    exposures = _exposures_now(batch, trader.pk) if derivative else []
+    exposures = _exposures_now(batch, trader.pk) if margined else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
     own_position = own.position if own else None
 
@@ -775,11 +763,21 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             qty = reducible
             lots = to_lots(qty, market)
 
+    # -- price bands (the risk engine's own orders are exempt: a liquidation closes at
+    # the bankruptcy price, wherever the mark is) -------------------------------------
+    reference = _band_reference(batch)
+    band_ticks = None
+    if reference is not None and not risk_engine:
+        if is_market_order:
+            band_ticks = _slippage_limit(market, side, reference)
+        else:
+            _band_check(market, side, price, reference)
+
     engine = batch.engine
     position = _position_lots(batch) if derivative else None
     # -- what the order needs reserved -------------------------------------------
     if is_market_order:
-        fillable, cost_tl = engine.sweep(side, lots, None, trader.pk, position)
+        fillable, cost_tl = engine.sweep(side, lots, band_ticks, trader.pk, position)
         est_notional = cost_tl * market.tick_size * market.lot_size
     else:
         est_notional = price * qty
@@ -816,33 +814,50 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     taker_key = (trader.pk, reserve_asset, mode)
     if reserve > 0:
         _lock_held(held, [taker_key])
-    taker_bal = held.get(taker_key)
-    if reserve > 0:
-        available = taker_bal.total - taker_bal.locked if taker_bal else Decimal(0)
-        free = available
-        # A reduce-only order only lowers risk: it is held to the cash it pays (an
-        # option bought back), not to free margin, which an account below
-        # maintenance -- the one that most needs to close -- does not have.
-        if derivative and taker_bal is not None and not reduce_only:
-            account = margin.account_of(taker_bal, [e for e in exposures if e.size])
-            free = min(available, account.free)
-        if reserve > free:
-            noun = "margin" if shortfall_code == "INSUFFICIENT_MARGIN" else "funds"
-            raise ExchangeError(
-                shortfall_code,
-                f"order needs {dec(reserve)} {reserve_asset} of {noun}, "
-                f"{dec(max(free, Decimal(0)))} is free",
-                field="qty",
+    if not risk_engine:
+        if margined:
+            fill_qty = (fillable * market.lot_size) if is_market_order else qty
+            lacking = _gate(
+                batch,
+                trader.pk,
+                exposures,
+                own,
+                side,
+                fill_qty,
+                est_notional,
+                reserve,
+                reducing=reduce_only or covered,
             )
+        else:
+            # A spot sell pays in the base asset, which backs no margin.
+            base = held.get(taker_key)
+            lacking = reserve - (base.total - base.locked if base else Decimal(0))
+        if lacking > 0:
+            if reduce_only or covered:
+                why = f"its equity would end {dec(lacking)} {market.quote} below zero"
+                message = f"the account cannot carry this trade: {why}"
+            elif margined:
+                message = f"order needs {dec(lacking)} {market.quote} more than the free margin"
+            else:
+                message = f"order needs {dec(lacking)} {reserve_asset} more than is available"
+            raise ExchangeError(shortfall_code, message, field="qty")
 
     engine_tif = tif
     if is_market_order and tif != TimeInForce.FOK:
         engine_tif = TimeInForce.IOC
     provisional = object()
     # A covered option sell rests as a reduce-only one does: it reserved nothing, so it
-    # may only ever sell the long it is covered by.
+    # may only ever sell the long it is covered by. A market order runs as an IOC at
+    # its slippage limit, if it has one.
     result = engine.place(
-        provisional, trader.pk, side, lots, ticks, engine_tif, reduce_only or covered, position
+        provisional,
+        trader.pk,
+        side,
+        lots,
+        band_ticks if is_market_order else ticks,
+        engine_tif,
+        reduce_only or covered,
+        position,
     )
     if result.status == eng.book.REJECTED:
         if result.reject_reason == "WOULD_CROSS":
@@ -884,7 +899,11 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         updated_at=now,
     )
     if is_market_order and order.cancel_reason:
-        order.cancel_reason = "MARKET"
+        # Cut short by its slippage limit where the book held more beyond it.
+        beyond = band_ticks is not None and (
+            engine.sweep(side, lots - result.filled, None, trader.pk, position)[0] > 0
+        )
+        order.cancel_reason = "PRICE_BAND" if beyond else "MARKET"
     batch.order_add(order)
     batch.orders[order.pk] = order
     if result.rested:
@@ -905,7 +924,7 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
 
-    trades, fills = _record_fills(market, mode, order, result, makers, now, changes)
+    trades, fills = _record_fills(market, mode, order, result, makers, now, changes, reference)
     # After their fills: what a reduce-only maker could not fill without growing its
     # owner's position is cancelled.
     for oid in reduce_only_canceled:
@@ -995,6 +1014,88 @@ def _reduce_only_cleared(
         _, level_total = engine.cancel(o.order_id)
         (result.bid_deltas if o.side == eng.BUY else result.ask_deltas)[o.price] = level_total
         _mark_canceled(rows[o.order_id], _reduce_only_reason(rows[o.order_id]), now, changes)
+
+
+def _band_reference(batch: _Batch) -> Decimal | None:
+    """The price the market's bands are measured from: the book's mark, or the index of
+    the underlying where the market has no mark (spot); None where there is neither."""
+    book, market = batch.book, batch.book.market
+    if market.is_derivative:
+        mark = book.mark_price or market.mark_price
+        if mark or market.kind == MarketKind.OPTION:
+            # An option is worth no fraction of its underlying's index to measure from.
+            return mark or None
+    return _index_now(batch)
+
+
+def _index_now(batch: _Batch) -> Decimal | None:
+    """The index of the batch's underlying, read once per batch."""
+    if batch.index is None:
+        market = batch.book.market
+        found = IndexPrice.objects.filter(underlying=market.underlying)
+        batch.index = [found.values_list("price", flat=True).first() or market.index_price]
+    return batch.index[0]
+
+
+def _band_check(market: Market, side: str, price: Decimal, reference: Decimal) -> None:
+    """Refuse a limit order that would trade further than the band from the reference:
+    a buy above it, a sell below it (as far away as one likes on the passive side, where
+    it trades only if the market comes to it)."""
+    band = market.price_band
+    if side == Side.BUY and price > reference * (1 + band):
+        limit, word = reference * (1 + band), "above"
+    elif side == Side.SELL and price < reference * (1 - band):
+        limit, word = reference * (1 - band), "below"
+    else:
+        return
+    raise ExchangeError(
+        "PRICE_OUT_OF_BAND",
+        f"a {side.lower()} may not be priced {word} {dec(limit.quantize(market.tick_size))} "
+        f"({dec(band * 100)}% from the mark {dec(reference)})",
+        field="price",
+    )
+
+
+def _slippage_limit(market: Market, side: str, reference: Decimal) -> int | None:
+    """The furthest tick a market order may fill at, `market_slippage` from the
+    reference, on the tick grid inside the band; None where the band leaves no price."""
+    slip = market.market_slippage
+    if side == Side.BUY:
+        ticks = int((reference * (1 + slip) / market.tick_size).to_integral_value(ROUND_FLOOR))
+    else:
+        ticks = int((reference * (1 - slip) / market.tick_size).to_integral_value(ROUND_CEILING))
+    return max(ticks, 1)
+
+
+def _gate(
+    batch: _Batch,
+    trader_id: int,
+    exposures: list[margin.Exposure],
+    own: margin.Exposure | None,
+    side: str,
+    fill_qty: Decimal,
+    fill_notional: Decimal,
+    reserve: Decimal,
+    *,
+    reducing: bool,
+) -> Decimal:
+    """What the taker's account lacks for an order (`margin.shortfall`): resting, it
+    reserves `reserve`; filled (`fill_qty` for `fill_notional`, its worst: a limit
+    order at its price, a market order at what the book holds for it), it carries what
+    it then holds. A spot buy is paid from free margin: what it reserves is its cost."""
+    book = batch.book
+    market = book.market
+    account = margin.account_of(batch.held.get((trader_id, market.quote, book.mode)), exposures)
+    after = None
+    if market.is_derivative and fill_qty > 0:
+        if own is None:
+            flat = Position(trader_id=trader_id, market=market, mode=book.mode)
+            mark = book.mark_price or market.mark_price or fill_notional / fill_qty
+            own = margin.exposure_new(flat, mark=mark, index=_index_now(batch))
+        signed = fill_qty if side == Side.BUY else -fill_qty
+        fee = risk.fee_for(fill_notional, market.taker_fee)
+        after = margin.after_fill(account, own, signed, fill_notional / fill_qty, fee)
+    return margin.shortfall(account, reserve=reserve, after=after, reducing=reducing)
 
 
 def _covered_sell(
@@ -1186,9 +1287,11 @@ def _record_fills(
     makers: dict[int, Order],
     now,
     changes: _Books,
+    mark: Decimal | None,
 ) -> tuple[list[Trade], list[Fill]]:
     """The trades and fills of `result` (not yet written), with the makers' orders, the
-    postings and the reservations they move recorded in `changes`."""
+    postings and the reservations they move recorded in `changes`; each trade keeps the
+    `mark` its price band was measured from."""
     if not result.fills:
         return [], []
     tick, lot = market.tick_size, market.lot_size
@@ -1204,6 +1307,7 @@ def _record_fills(
             taker_order=taker,
             maker_order_id=f.maker_id,
             liquidation=taker.source != "USER",
+            mark_price=mark,
             created_at=now,
         )
         for f in result.fills

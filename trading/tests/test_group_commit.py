@@ -419,10 +419,10 @@ def test_a_refusal_after_an_order_changed_the_group_undoes_the_group(monkeypatch
         fund(t, "1000000", mode=GROUPED)
     real = order_services._record_fills
 
-    def refusing(market, mode, order, result, makers, now, changes):
+    def refusing(market, mode, order, result, *rest):
         if result.fills:
             raise ExchangeError("INVALID_QTY", "refused late", field="qty")
-        return real(market, mode, order, result, makers, now, changes)
+        return real(market, mode, order, result, *rest)
 
     monkeypatch.setattr(order_services, "_record_fills", refusing)
 
@@ -443,10 +443,10 @@ def test_a_refusal_after_an_order_changed_the_group_undoes_the_group(monkeypatch
 @pytest.mark.django_db
 @pytest.mark.parametrize("together", [False, True])
 def test_a_fill_the_account_cannot_carry_is_refused_and_changes_nothing(together):
-    """A reduce-only close whose realized loss exceeds the account's cash: the database's
-    non-negative constraint refuses the write (at the end of the batch's pipeline), the
-    order is refused with INSUFFICIENT_MARGIN, and in a group the other order stands."""
-    MarketFactory()
+    """A reduce-only close whose realized loss exceeds the account's cash (in a market
+    whose band lets the price through): the risk gate refuses it with
+    INSUFFICIENT_MARGIN, and in a group the other order stands."""
+    MarketFactory(price_band=D("0.5"))
     alice, bob, carol = UserFactory(), UserFactory(), UserFactory()
     fund(alice, "1000", mode=GROUPED)
     fund(bob, "1000000", mode=GROUPED)

@@ -17,6 +17,7 @@ from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set
 from trading.services.orders import order_place
 from trading.services.prices import index_set, marks_refresh
+from trading.services.transfers import transfers_settle
 from trading.tests.factories import MarketFactory, UserFactory, balance, fund
 
 D = Decimal
@@ -402,14 +403,22 @@ def test_money_a_pending_withdrawal_holds_counts_for_no_margin(perp):
 
 @pytest.mark.parametrize("together", [False, True])
 def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(perp, together):
-    """Alice, 1 BTC long from 64000 with 3268 of cash, rests a reduce-only sell at 60000:
-    filled, it would lose 4000. A buyer reaching it is not refused for her loss: her
+    """Alice, 1 BTC long from 64000 with 3268 of cash, rests a reduce-only sell at 61000:
+    filled, it would lose 3000, which her cash carried when she placed it. She has paid
+    500 of funding since. A buyer reaching her order is not refused for her loss: her
     order is cancelled (MARGIN) and the buyer takes the next ask."""
     from trading.services.orders import _place_together, _Request
 
     alice, bob, carol = levered_long(perp)
-    doomed = place(alice, "SELL", "1", "60000", reduce_only=True)
-    place(carol, "SELL", "1", "60500")
+    doomed = place(alice, "SELL", "1", "61000", reduce_only=True)
+    transfers_settle(
+        amounts={alice.pk: D("-500"), carol.pk: D("500")},
+        asset="USDC",
+        mode="PAPER",
+        reason="FUNDING",
+        ref="funding:test",
+    )
+    place(carol, "SELL", "1", "61500")
     if together:
         req = _Request(bob, "BUY", "MARKET", D("1"), None, "GTC", False, None, "USER")
         other = _Request(carol, "BUY", "LIMIT", D("0.1"), D("50000"), "GTC", False, None, "USER")
@@ -418,10 +427,10 @@ def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(per
     else:
         taken = place(bob, "BUY", "1")
     assert taken["filledQty"] == "1"
-    assert [f["px"] for f in taken["fills"]] == ["60500"]
+    assert [f["px"] for f in taken["fills"]] == ["61500"]
     row = Order.objects.get(pk=doomed["id"])
     assert (row.status, row.cancel_reason, row.filled_qty) == ("CANCELED", "MARGIN", 0)
-    assert position(alice).size == D("1") and balance(alice).total == D("3268")
+    assert position(alice).size == D("1") and balance(alice).total == D("2768")
     assert check_invariants() == []
 
 

@@ -142,7 +142,7 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     x(page.locator("#oe-price-error")).to_contain_text("multiple of 0.05")
     x(page.locator("#oe-price")).to_have_attribute("aria-invalid", "true")
     # Refused by the API: the code lands on its field.
-    page.fill("#oe-price", "3000")
+    page.fill("#oe-price", "3050")
     page.fill("#oe-qty", "10000")
     page.click("#order-entry button[type=submit]")
     x(page.locator("#oe-qty-error")).to_contain_text("free margin")
@@ -150,7 +150,7 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
 
     page.fill("#oe-qty", "0.1")
     page.click("#order-entry button[type=submit]")
-    x(toast(page, "Order accepted")).to_contain_text("BUY 0.1 ETH-PERP @ 3,000")
+    x(toast(page, "Order accepted")).to_contain_text("BUY 0.1 ETH-PERP @ 3,050")
     orders = page.locator("[data-table=orders] tbody tr")
     x(orders).to_have_count(1)
     x(orders.first).to_contain_text("ETH-PERP")
@@ -165,8 +165,8 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     )
     x(orders.first).to_contain_text("LIMIT")
     x(orders.first).not_to_contain_text("orderUpdate")
-    level = page.locator("#order-book .side.bids .row[data-px='3000']")
-    x(level).to_contain_text("3,000.00")
+    level = page.locator("#order-book .side.bids .row[data-px='3050']")
+    x(level).to_contain_text("3,050.00")
     x(level).to_contain_text("0.10")
 
     page.click("[data-table=orders] button[aria-label^='Cancel order']")
@@ -179,9 +179,9 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     x(orders).to_have_count(1)
     other = server.signup("crosser")
     server.faucet(other["token"])
-    server.order(other["token"], market="ETH-PERP", side="SELL", price="3000", qty="0.1")
-    x(toast(page, "Order filled")).to_contain_text("BUY 0.1 ETH-PERP @ 3,000 (maker)")
-    x(page.locator("#recent-trades .trades-body .row").first).to_contain_text("3,000.00")
+    server.order(other["token"], market="ETH-PERP", side="SELL", price="3050", qty="0.1")
+    x(toast(page, "Order filled")).to_contain_text("BUY 0.1 ETH-PERP @ 3,050 (maker)")
+    x(page.locator("#recent-trades .trades-body .row").first).to_contain_text("3,050.00")
     page.click("#tab-positions")
     position = page.locator("[data-table=positions] tbody tr").first
     x(position).to_contain_text("ETH-PERP")
