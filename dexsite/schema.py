@@ -230,7 +230,8 @@ class OrderSerializer(serializers.Serializer):
     createdAt = epoch_ms()
     updatedAt = epoch_ms()
     cancelReason = serializers.CharField(
-        required=False, help_text="on cancelled orders: USER, IOC, FOK, MARKET, SELF_TRADE, ..."
+        required=False,
+        help_text="on cancelled orders: USER, IOC, FOK, MARKET, PRICE_BAND, SELF_TRADE, ...",
     )
     fills = FillSerializer(many=True, required=False)
 

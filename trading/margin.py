@@ -157,18 +157,20 @@ def shortfall(
     linear in the filled share, initial margin convex), so the ends are enough.
 
     A risk-reducing action (`reducing`: reduce-only, or an option sell covered by a held
-    long) reserves nothing and need not restore initial margin (the account that most
+    long) is held to cash only for what it reserves (an option bought back pays its
+    premium) and need not restore initial margin (the account that most
     needs to close has none to spare), but may not leave equity below zero at its fill
     price: an account that sells its position to an accomplice far below the mark would
     otherwise hand its losses to the insurance fund and the traders it is deleveraged
     against."""
-    if reducing:
-        return max(Decimal(0), -after.equity) if after is not None else Decimal(0)
     need = Decimal(0)
     if reserve > 0:
-        need = reserve - min(before.cash - before.locked, before.free)
+        # What a risk-reducing action reserves (an option bought back: its premium) is
+        # held to cash alone.
+        free = before.cash - before.locked
+        need = reserve - (free if reducing else min(free, before.free))
     if after is not None:
-        need = max(need, -after.free)
+        need = max(need, -after.equity if reducing else -after.free)
     return max(Decimal(0), need)
 
 

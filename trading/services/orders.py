@@ -833,7 +833,10 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
             base = held.get(taker_key)
             lacking = reserve - (base.total - base.locked if base else Decimal(0))
         if lacking > 0:
-            if reduce_only or covered:
+            cash = held.get(taker_key)
+            if reserve > 0 and (cash is None or reserve > cash.total - cash.locked):
+                message = f"order needs {dec(reserve)} {reserve_asset}, more than is available"
+            elif reduce_only or covered:
                 why = f"its equity would end {dec(lacking)} {market.quote} below zero"
                 message = f"the account cannot carry this trade: {why}"
             elif margined:

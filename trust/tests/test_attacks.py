@@ -64,17 +64,16 @@ def account(user, mode="PAPER") -> margin.Account:
     return margin.account_of(row, margin.exposures_for(user.pk, mode))
 
 
-def mark(market: Market, price: str, mode="PAPER") -> None:
-    """The index and the book's mark at `price` (the clock's next tick would agree)."""
+def mark(market: Market, price: str) -> None:
+    """The index and the books' marks at `price` (the clock's next tick would agree)."""
     index_set(underlying=market.underlying, price=D(price))
-    Book.objects.filter(market=market, mode=mode).update(mark_price=D(price))
+    Book.objects.filter(market=market).update(mark_price=D(price))
 
 
 @pytest.fixture
 def perp(db):
     m = MarketFactory(max_leverage=D("20"))
     mark(m, "64000")
-    mark(m, "64000", mode="REAL")
     return m
 
 
@@ -94,7 +93,7 @@ def underwater_long(perp, mode="PAPER"):
     fund(harry, "100000", mode=mode)
     place(harry, "SELL", "0.1", "64000", mode=mode)
     place(mallory, "BUY", "0.1", "64000", mode=mode)
-    mark(perp, "60000", mode=mode)
+    mark(perp, "60000")
     a = account(mallory, mode)
     assert a.equity == D("596.8") and a.initial == D("600") and a.free == D("-3.2")
     return mallory, harry
@@ -208,9 +207,9 @@ def test_a_withdrawal_while_below_maintenance_is_refused(perp):
         vault.withdrawal_request(trader=mallory, asset="USDC", amount=D("10"), address=address)
     assert e.value.code == "INSUFFICIENT_BALANCE"
     place(harry, "BUY", "0.1", "56000", mode="REAL")
-    mark(perp, "56000", mode="REAL")  # equity 196.8 < maintenance 28
+    mark(perp, "56000")  # equity 196.8, maintenance 28
     assert account(mallory, "REAL").below_maintenance() is False
-    mark(perp, "54300", mode="REAL")  # equity 26.8 < maintenance 27.15
+    mark(perp, "54300")  # equity 26.8 < maintenance 27.15
     assert account(mallory, "REAL").below_maintenance()
     with pytest.raises(ExchangeError):
         vault.withdrawal_request(trader=mallory, asset="USDC", amount=D("1"), address=address)
@@ -243,7 +242,7 @@ def test_a_spot_buy_raced_against_a_withdrawal_spends_the_free_margin_once():
     """A spot buy and a withdrawal of the same free margin, at the same moment, many
     times over: never both."""
     perp = MarketFactory(max_leverage=D("20"))
-    mark(perp, "64000", mode="REAL")
+    mark(perp, "64000")
     spot = spot_market()
     index_set(underlying="CXPT", price=D("1.25"))
     alice, eve, harry = (User.objects.create_user(n, password="a-long-pw-1") for n in "aeh")

@@ -469,9 +469,12 @@ def test_limits_are_not_over_strict(trader: Trader) -> None:
     ok = trader.send("POST", "/api/v1/trade", order(price="60000.5", qty="0.001", side="BUY"))
     assert ok.status_code == 201, ok.content
     at_bound = trader.send(
-        "POST", "/api/v1/trade", order(price="1000000", qty="1000000000", side="BUY")
+        "POST", "/api/v1/trade", order(price="60000.5", qty="1000000000", side="BUY")
     )
     assert assert_refused(at_bound, "at bound") == "INSUFFICIENT_MARGIN"
+    # A price 15x the mark is a price band's matter before it is margin's.
+    far = trader.send("POST", "/api/v1/trade", order(price="1000000", qty="0.001", side="BUY"))
+    assert assert_refused(far, "far") == "PRICE_OUT_OF_BAND"
     spot = trader.send(
         "POST", "/api/v1/trade", order(market="CXPT-USDC", price="0.0001", qty="100.1")
     )

@@ -224,6 +224,8 @@ def test_a_reduce_only_option_buy_is_still_held_to_cash():
     """Reduce-only lifts the margin test, not the cash one: a buy-back costing more cash
     than the account holds is refused and changes nothing."""
     seller, _, opt = _short_call_below_maintenance()
+    # Priced where the band lets it through: the cash is what refuses it.
+    Market.objects.filter(pk=opt.pk).update(price_band=D("10"))
     with pytest.raises(ExchangeError) as e:
         order_place(
             trader=seller, market=opt.symbol, mode="PAPER", side="BUY", type="LIMIT",

@@ -180,6 +180,11 @@ async def _one_round(
     tick, lot = D(market["tickSize"]), D(market["lotSize"])
     min_notional = D(market["minNotional"])
     step_ticks = max(1, int(fair * D("0.0005") / tick))
+    # The fair price wanders, pulled a fifth of the way back to the mark (the index on
+    # spot) each round: quotes stay inside the market's price band as the index moves.
+    anchor = await _reference(maker, symbol)
+    if anchor is not None:
+        fair = on_grid(fair + (anchor - fair) / 5, tick)
     fair = max(tick * 10, fair + tick * step_ticks * rng.randint(-2, 2))
     base_qty = max(lot, on_grid(min_notional * 3 / fair, lot))
     await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
@@ -220,6 +225,16 @@ async def _one_round(
                 },
             )
     return fair
+
+
+async def _reference(bot: Bot, symbol: str) -> Decimal | None:
+    """The price the market's bands are measured from: its mark, or its index."""
+    r = await bot.call("GET", f"/api/v1/markets/{symbol}")
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    found = body.get("markPrice") or body.get("indexPrice")
+    return D(found) if found else None
 
 
 class Command(BaseCommand):
