@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from vollib.black_scholes import black_scholes
 from vollib.black_scholes.greeks import analytical
@@ -17,41 +17,62 @@ from vollib.black_scholes.implied_volatility import implied_volatility
 
 SECONDS_PER_YEAR = Decimal(365 * 24 * 3600)
 RISK_FREE_RATE = 0.0  # USDC-margined crypto options: venues quote with r = 0
+# The impact notional is 200 USDC of margin at the market's maximum leverage (4,000 USDC
+# on a 20x perp): a price that cannot take that much is not a price to mark at.
+IMPACT_MARGIN = Decimal("200")
 
 
 def on_tick(price: Decimal, tick: Decimal) -> Decimal:
     return (price / tick).quantize(Decimal(1), rounding=ROUND_HALF_EVEN) * tick
 
 
-def median3(a: Decimal, b: Decimal, c: Decimal) -> Decimal:
-    return sorted((a, b, c))[1]
-
-
 def futures_mark(
     *,
     index: Decimal,
     basis_avg: Decimal | None,
-    best_bid: Decimal | None,
-    best_ask: Decimal | None,
+    impact_bid: Decimal | None,
+    impact_ask: Decimal | None,
+    band: Decimal,
     tick: Decimal,
 ) -> Decimal:
-    """Median of (index + average basis, best bid, best ask); the index alone when the
-    book is empty. A missing side counts as index + basis, so one stray order on an
-    otherwise empty book cannot move the mark by itself."""
-    anchored = index + (basis_avg or Decimal(0))
-    if best_bid is None and best_ask is None:
+    """The mark of a perp or future: index + basis_avg where the book absorbs the impact
+    notional on both sides, the bare index where it does not; then within `band` of the
+    index, on the tick.
+
+    The book moves the mark only through the basis average, a sample a tick, as on
+    Deribit: a deep book at a premium must stay there for about a minute to carry the
+    mark with it (a median with the impact prices would follow it in one tick, whoever
+    put it there for that tick). A thin book falls back on the index, not on index +
+    basis_avg: the average is only as fresh as the last deep book, and whoever built it
+    with depth could pull the depth and leave the mark standing on it for as long as the
+    book stays thin."""
+    if impact_bid is None or impact_ask is None:
+        return band_clamp(index, index=index, band=band, tick=tick)
+    return band_clamp(index + (basis_avg or Decimal(0)), index=index, band=band, tick=tick)
+
+
+def band_clamp(price: Decimal, *, index: Decimal, band: Decimal, tick: Decimal) -> Decimal:
+    """`price` on the tick and within index x (1 +- band); the band's ends are rounded
+    inwards, so that rounding to the tick never carries a price out of it."""
+    low = (index * (1 - band) / tick).to_integral_value(ROUND_CEILING) * tick
+    high = (index * (1 + band) / tick).to_integral_value(ROUND_FLOOR) * tick
+    if low > high:  # a band narrower than a tick around an index off the tick
         return on_tick(index, tick)
-    bid = best_bid if best_bid is not None else anchored
-    ask = best_ask if best_ask is not None else anchored
-    return on_tick(median3(anchored, bid, ask), tick)
+    return min(high, max(low, on_tick(price, tick)))
+
+
+def basis_sample(index: Decimal, impact_bid: Decimal, impact_ask: Decimal) -> Decimal:
+    """What one deep, two-sided book says the basis is: impact mid - index."""
+    return (impact_bid + impact_ask) / 2 - index
 
 
 def ema(previous: Decimal | None, value: Decimal, samples: int = 60) -> Decimal:
-    """Exponential moving average over about `samples` observations."""
-    if previous is None:
-        return value
+    """Exponential moving average over about `samples` observations, starting from 0:
+    a first sample weighs 2/(samples + 1), like every other, so one moment of a book
+    cannot set the average outright."""
     alpha = Decimal(2) / Decimal(samples + 1)
-    return (previous + alpha * (value - previous)).quantize(Decimal("1e-12"))
+    start = previous or Decimal(0)
+    return (start + alpha * (value - start)).quantize(Decimal("1e-12"))
 
 
 def years_until(expiry: datetime, now: datetime) -> Decimal:
@@ -136,6 +157,12 @@ def greeks(
         Decimal(repr(float(analytical.vega(*args)))).quantize(q),
         Decimal(repr(float(analytical.theta(*args)))).quantize(q),
     )
+
+
+def impact_notional(max_leverage: Decimal) -> Decimal:
+    """How much a side of a book must absorb for its price to count (the mark's basis
+    and the funding premium): IMPACT_MARGIN at the market's maximum leverage."""
+    return IMPACT_MARGIN * max_leverage
 
 
 def impact_price(levels: list[tuple[Decimal, Decimal]], notional: Decimal) -> Decimal | None:

@@ -1,12 +1,12 @@
 """Perpetual funding.
 
 Every minute the clock samples each perp book's premium index (impact bid/ask against
-the index). At each funding time the rate is the average premium plus
-clamp(interest - premium, +-0.05%), capped per market, and every position pays
-`size x mark x rate` (longs pay shorts when positive). Payments are booked as ledger
-rows that sum to exactly zero; the rounding remainder (and any payer's shortfall) is
-the insurance fund's. A FundingEvent row, unique per (book, time), makes each funding
-time settle once, however many clocks run.
+the index, read as the mark reads them: `prices.impact_prices_get`). At each funding
+time the rate is the average premium plus clamp(interest - premium, +-0.05%), capped
+per market, and every position pays `size x mark x rate` (longs pay shorts when
+positive). Payments are booked as ledger rows that sum to exactly zero; the rounding
+remainder (and any payer's shortfall) is the insurance fund's. A FundingEvent row,
+unique per (book, time), makes each funding time settle once, however many clocks run.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from accounts.models import LedgerReason, User
 from trading import pricing, signals
 from trading.models import Book, FundingEvent, FundingSample, MarketKind, MarketStatus, Position
 from trading.presenters import dec, ms
-from trading.selectors import depth_get
 from trading.services.books import book_lock
-from trading.services.prices import index_is_fresh, indexes_current
+from trading.services.prices import impact_prices_get, index_is_fresh, indexes_current
 from trading.services.transfers import transfers_settle
 
 log = logging.getLogger(__name__)
 PAYMENT_QUANTUM = Decimal("1e-8")
-IMPACT_MARGIN = Decimal("200")  # impact notional = 200 USDC x max leverage
 
 
 def _perp_books():
@@ -48,19 +46,15 @@ def funding_sample(now: datetime | None = None) -> int:
     """One premium sample per perp book; also refreshes each book's predicted rate."""
     now = now or timezone.now()
     indexes = indexes_current()
+    books = list(_perp_books())
+    impact = impact_prices_get(books=books)
     taken = 0
-    for book in _perp_books():
+    for book in books:
         m = book.market
         index = indexes.get(m.underlying)
         if index is None or not index_is_fresh(m.underlying, now):
             continue
-        depth = depth_get(symbol=m.symbol, mode=book.mode, levels=500)
-        notional = IMPACT_MARGIN * m.max_leverage
-        bids = [(Decimal(p), Decimal(q)) for p, q in depth["bids"]]
-        asks = [(Decimal(p), Decimal(q)) for p, q in depth["asks"]]
-        premium = pricing.premium_index(
-            index, pricing.impact_price(bids, notional), pricing.impact_price(asks, notional)
-        )
+        premium = pricing.premium_index(index, *impact[(m.pk, book.mode)])
         FundingSample.objects.create(book=book, premium=premium, at=now)
         taken += 1
         rate = _rate_for(book, now)

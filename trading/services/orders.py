@@ -1093,7 +1093,7 @@ def _gate(
     if market.is_derivative and fill_qty > 0:
         if own is None:
             flat = Position(trader_id=trader_id, market=market, mode=book.mode)
-            mark = book.mark_price or market.mark_price or fill_notional / fill_qty
+            mark = _band_reference(batch) or fill_notional / fill_qty
             own = margin.exposure_new(flat, mark=mark, index=_index_now(batch))
         signed = fill_qty if side == Side.BUY else -fill_qty
         fee = risk.fee_for(fill_notional, market.taker_fee)
