@@ -4,8 +4,8 @@ before its risk gate and price bands; each now fails and changes nothing. Beside
 conservation (`check_invariants`), each checks solvency: no account ends below zero
 equity, and no third party pays.
 
-The mark-price attacks (quotes that steer a thin book's mark, the funding premium) are
-in trading/tests/test_mark_price.py; the stalled sweep in
+The mark price's own cases (dust quotes, deep books at a premium, the funding premium)
+are in trading/tests/test_mark_price.py; the stalled sweep in
 trading/tests/test_liquidation_finishes.py."""
 
 import threading
@@ -24,7 +24,7 @@ from trading.models import Book, Market, Order, Position, Trade
 from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set
 from trading.services.orders import order_place, orders_cancel_all
-from trading.services.prices import index_set
+from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, balance, fund, spot_market
 
 D = Decimal
@@ -194,6 +194,34 @@ def test_wash_trades_at_off_market_prices_move_nothing_past_the_band(perp):
     assert got["status"] == "FILLED"
     for who in (a, b):
         assert account(who).equity > 0 and account(who).free >= 0
+    assert check_invariants() == []
+
+
+def test_two_dust_quotes_do_not_liquidate_a_healthy_short(perp):
+    """Attack 3: a bid at 72,000 and an offer at 72,000.5, 0.001 BTC each, with the index
+    at 64,000, moved the mark to 72,000 in one tick: a healthy 10x short was liquidated
+    into the attacker's own long. Now the bid is past the band; at the band's edge the
+    two quotes leave the mark at the index, the short open, and, once they go, the basis
+    average at zero."""
+    honest, mallory, eve = UserFactory(), UserFactory(), UserFactory()
+    fund(honest, "1000")
+    fund(mallory, "100000")
+    fund(eve, "100000")
+    place(mallory, "BUY", "0.1", "64000")
+    place(honest, "SELL", "0.1", "64000")  # 10x: 640 of margin, maintenance 32
+    # The bid at 72,000 is past the band now; at its edge, 67,200, it is let through.
+    refused("PRICE_OUT_OF_BAND", eve, "BUY", "0.001", "72000")
+    place(eve, "BUY", "0.001", "67200")
+    place(eve, "SELL", "0.001", "67200.5")
+    for _ in range(5):
+        marks_refresh()
+    book = Book.objects.get(market=perp, mode="PAPER")
+    assert book.mark_price == D("64000")
+    assert liquidations_run() == []
+    assert position(honest).size == D("-0.1")
+    orders_cancel_all(trader=eve, mode="PAPER")
+    marks_refresh()
+    assert not Book.objects.get(pk=book.pk).basis_avg  # never sampled
     assert check_invariants() == []
 
 
