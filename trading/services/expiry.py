@@ -4,6 +4,10 @@ At expiry the settlement price is the average index of the last 30 minutes. Open
 orders are cancelled; futures positions close at that price (PnL realized); options
 pay their intrinsic value in cash, shorts to longs. Then the market is SETTLED and
 `marketState` is broadcast. A Settlement row (one per market) makes it happen once.
+Each market settles in a transaction of its own: one that raises is logged, counted
+(`dex_expiry_failures_total`) and tried again on the next run, the others go on.
+Every holder hears of it after the commit (`positionUpdate`, `balanceUpdate`), as of a
+fill.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from django.utils import timezone
 
 from accounts.models import LedgerReason
 from trading import pricing, risk
+from trading.events import TraderEvents
+from trading.metrics import EXPIRY_FAILURES, error_label
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
 from trading.services.markets import _move_status
 from trading.services.orders import orders_cancel_all
@@ -47,7 +53,13 @@ def settle_expired(now: datetime | None = None) -> list[Settlement]:
             price = indexes_current().get(market.underlying)
         if price is None:
             continue
-        result = market_settle(market=market, price=price)
+        try:
+            result = market_settle(market=market, price=price)
+        except Exception as e:
+            # Its transaction rolled back whole; the market is still due next time.
+            log.exception("expiry of %s failed; retried next run", market)
+            EXPIRY_FAILURES.labels(error=error_label(e)).inc()
+            continue
         if result is not None:
             done.append(result)
     return done
@@ -104,7 +116,7 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
     # amounts add up to it (expected_net). Option payouts go from shorts to longs and
     # add up to zero. Either way a loser pays at most its cash; the fund (and, failing
     # it, the winners pro rata) absorbs the rest, so no cash goes negative.
-    transfers_settle(
+    paid = transfers_settle(
         amounts={t: a for t, a in amounts.items() if a},
         asset=market.quote,
         mode=mode,
@@ -118,3 +130,7 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
         p.size = Decimal(0)
         p.open_notional = Decimal(0)
     Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
+    events = TraderEvents(mode)
+    events.moved(market.symbol, positions)
+    events.paid((b.trader_id for b in paid.balances), market.quote)
+    events.send_on_commit()

@@ -3,7 +3,10 @@ liquidated account), with the insurance fund as the buffer.
 
 A payer pays at most what it has available; the insurance fund covers the shortfall
 and keeps any rounding remainder; when the fund cannot cover a shortfall, receivers
-are paid pro rata less (socialised loss). The rows always sum to exactly zero.
+are paid pro rata less (socialised loss). The rows always sum to exactly zero. Futures'
+realized PnL can owe more than any receiver of the transfer holds (it settles a cost
+basis already paid out to others): what the fund cannot take then is refused in REAL
+(INSURANCE_FUND_EXHAUSTED) and written off by the paper backstop in PAPER.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from accounts.services import (
     ledger_apply,
     system_account_id,
 )
+from dexsite.errors import ExchangeError
 from trading.risk import MONEY_QUANTUM
 
 
@@ -78,6 +82,17 @@ def transfers_settle(
             applied[trader_id] = credit
             paid += credit
     insurance = collected - paid + expected_net
+    uncovered = fund.locked - (fund.total + applied.get(insurance_id, Decimal(0)) + insurance)
+    if uncovered > 0 and mode != Mode.PAPER:
+        # Losses beyond what the payers, the fund and the receivers hold (futures'
+        # cost basis already paid out to others): no row can take them. Refused here in
+        # words rather than by the balance's constraint; the caller retries once the
+        # fund has been topped up.
+        raise ExchangeError(
+            "INSURANCE_FUND_EXHAUSTED",
+            f"{ref}: {uncovered} {asset} of losses that neither the payers nor the "
+            "insurance fund can cover",
+        )
     postings = [Posting(t, asset, mode, a, reason, ref) for t, a in applied.items() if a]
     if insurance:
         postings.append(Posting(insurance_id, asset, mode, insurance, reason, ref))

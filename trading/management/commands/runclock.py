@@ -3,6 +3,7 @@ on its schedule, in one long-running process. Safe to run twice: funding and
 settlement are claimed by unique rows, liquidations under row locks."""
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -20,12 +21,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="run every job once and exit")
         parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=int(os.environ.get("CLOCK_METRICS_PORT") or 0),
+            help="serve this process's Prometheus metrics (liquidation and expiry "
+            "failures) on this port; 0, the default: not served",
+        )
 
-    def handle(self, *args, once: bool = False, duration: float = 0, **options) -> None:
+    def handle(
+        self, *args, once: bool = False, duration: float = 0, metrics_port: int = 0, **options
+    ) -> None:
         from trading.services import books, expiry, funding, liquidation, prices
         from trading.services.series import series_roll
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s clock %(message)s")
+        if metrics_port:
+            # The clock's counters live in this process: a web process's /metrics does
+            # not see them.
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port)
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("index", 1, prices.index_poll_feeds),
             ("marks", 1, prices.marks_refresh),
