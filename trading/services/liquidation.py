@@ -74,9 +74,9 @@ from trading.models import (
 from trading.presenters import dec
 from trading.services.books import book_lock
 from trading.services.orders import (
-    _cancel_in_book,
     order_place,
     orders_cancel_all,
+    orders_cancel_in_book,
     orders_shrinking_cleared,
 )
 from trading.services.prices import index_is_fresh
@@ -334,11 +334,11 @@ def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
     cash = account.cash - account.locked
     bkr = account.bankruptcy_price(e)
     fund = _fund_available(mode)
-    limit = _on_tick(bkr if bkr is not None else Decimal(0), m.tick_size, e.size)
+    limit = _in_band(_on_tick(bkr if bkr is not None else Decimal(0), m.tick_size, e.size), e)
     need = _need(cash, e, limit)
     if need > fund:
         # The fund cannot even pay the fees at the bankruptcy price: stay within cash.
-        limit = _on_tick(_price_for_need(cash, e, Decimal(0)), m.tick_size, e.size)
+        limit = _in_band(_on_tick(_price_for_need(cash, e, Decimal(0)), m.tick_size, e.size), e)
         need = min(_need(cash, e, limit), fund)
     advance(need)
     step["limit"] = dec(limit)
@@ -348,7 +348,7 @@ def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
     if left and fund > 0:
         e = _exposure(user.pk, mode, market_id)
         cash = _cash(user.pk, mode)
-        worse = _on_tick(_price_for_need(cash, e, fund), m.tick_size, e.size)
+        worse = _in_band(_on_tick(_price_for_need(cash, e, fund), m.tick_size, e.size), e)
         if worse != limit:
             advance(min(_need(cash, e, worse), fund))
             step["fundLimit"] = dec(worse)
@@ -365,6 +365,18 @@ def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
         step["adlPrice"] = dec(price)
         step.update(_auto_deleverage(user, m, mode, left, price, progress))
     progress.steps.append(step)
+
+
+def _in_band(limit: Decimal, e: margin.Exposure) -> Decimal:
+    """`limit` held inside the market's price band around the mark: the book closes a
+    position no worse than any trader's order could trade. A bid resting far below the
+    mark in wait for a liquidation would otherwise buy the position there, and the
+    insurance fund would pay the difference to its owner."""
+    m = e.position.market
+    if e.size > 0:
+        return max(limit, _on_tick(e.mark * (1 - m.price_band), m.tick_size, e.size))
+    cap = _on_tick(e.mark * (1 + m.price_band), m.tick_size, e.size)
+    return cap if limit <= 0 else min(limit, cap)
 
 
 def _auto_deleverage(
@@ -497,7 +509,7 @@ def _orders_released(market, mode: str, trader_ids: list[int]) -> None:
         ).order_by("id")
     )
     if orders:
-        _cancel_in_book(book_lock(market_id=market.pk, mode=mode), orders, "ADL")
+        orders_cancel_in_book(book_lock(market_id=market.pk, mode=mode), orders, "ADL")
 
 
 def _adl_order(

@@ -253,7 +253,7 @@ def _cancel_uncarried(symbol: str, mode: str, order_ids: list[int]) -> None:
     with transaction.atomic():
         book = book_lock(symbol=symbol, mode=mode)
         orders = Order.objects.filter(pk__in=order_ids, status__in=OPEN_STATUSES).order_by("id")
-        _cancel_in_book(book, list(orders), "MARGIN")
+        orders_cancel_in_book(book, list(orders), "MARGIN")
 
 
 @retrying
@@ -1571,7 +1571,7 @@ class _Events:
 # -- cancels ------------------------------------------------------------------------
 
 
-def _cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]:
+def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]:
     """Cancel open `orders` of one locked book: off the engine, reservations released,
     one book delta, events on commit."""
     if not orders:
@@ -1636,7 +1636,7 @@ def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> li
     ).order_by("id")
     gone = [o for o in found if shrinks_only(market, o.side, o.reduce_only, o.reserved)]
     for reason in ("REDUCE_ONLY", "UNCOVERED"):
-        _cancel_in_book(book, [o for o in gone if _reduce_only_reason(o) == reason], reason)
+        orders_cancel_in_book(book, [o for o in gone if _reduce_only_reason(o) == reason], reason)
     return gone
 
 
@@ -1656,7 +1656,7 @@ def order_cancel(*, trader: User, order_id: int) -> dict[str, Any]:
             raise ExchangeError(
                 "ORDER_NOT_OPEN", f"order {order_id} is {order.status}", status_code=400
             )
-        _cancel_in_book(book, [order], "USER")
+        orders_cancel_in_book(book, [order], "USER")
         return order_dict(order, book.market.symbol)
 
 
@@ -1685,5 +1685,5 @@ def orders_cancel_all(
             orders = list(
                 Order.objects.filter(filters, market_id=market_id, mode=book_mode).order_by("id")
             )
-            canceled += [o.pk for o in _cancel_in_book(book, orders, reason)]
+            canceled += [o.pk for o in orders_cancel_in_book(book, orders, reason)]
     return canceled

@@ -225,6 +225,31 @@ def test_two_dust_quotes_do_not_liquidate_a_healthy_short(perp):
     assert check_invariants() == []
 
 
+def test_a_bid_waiting_far_below_the_mark_does_not_buy_a_liquidation_from_the_fund(perp):
+    """A liquidation used to close into the book as far as the insurance fund could pay
+    for: a bid resting far below the mark (passive, so allowed) bought the position
+    there, its owner pocketing the fund's money. The liquidation now trades no worse
+    than the band; what the book does not take there is deleveraged."""
+    from accounts.services import system_account
+
+    insurance = system_account(User.INSURANCE_ACCOUNT)
+    fund(insurance, "1000000")
+    mallory, harry = underwater_long(perp)
+    vulture = UserFactory(username="vulture")
+    fund(vulture, "100000")
+    place(vulture, "BUY", "0.1", "40000")
+    mark(perp, "54000")  # equity -3.2: below maintenance, and bankrupt
+    fund_before = balance(insurance).total
+    liquidations_run()
+    assert position(mallory).size == 0
+    assert not Position.objects.filter(trader=vulture).exclude(size=0).exists()
+    assert Order.objects.get(trader=vulture).status == "NEW"
+    # Closed against Harry's short (auto-deleverage) at the price Mallory's cash pays.
+    assert position(harry).size == 0
+    assert balance(insurance).total >= fund_before
+    assert check_invariants() == []
+
+
 def test_a_withdrawal_while_below_maintenance_is_refused(perp):
     """An account about to be liquidated asks for its cash: nothing can be withdrawn,
     and the next sweep liquidates it whole."""
