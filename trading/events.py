@@ -22,7 +22,7 @@ from accounts.selectors import public_trader_ids
 from accounts.signals import balances_changed
 from trading import signals
 from trading.models import Fill, Market, Order, Position, Trade
-from trading.presenters import dec, fill_dict, ms, order_dict
+from trading.presenters import fill_dict, order_dict, trade_dict
 
 
 @dataclass
@@ -41,20 +41,7 @@ class TraderEvents:
     def traded(
         self, symbol: str, trades: Iterable[Trade], orders: Iterable[Order], fills: Iterable[Fill]
     ) -> None:
-        for t in trades:
-            self.trades.append(
-                (
-                    symbol,
-                    {
-                        "id": t.pk,
-                        "px": dec(t.price),
-                        "qty": dec(t.qty),
-                        "side": t.taker_side,
-                        "ts": ms(t.created_at),
-                        "liquidation": t.liquidation,
-                    },
-                )
-            )
+        self.trades += [(symbol, trade_dict(t)) for t in trades]
         self.orders += [(o.trader_id, order_dict(o, symbol)) for o in orders]
         self.fills += [(f.trader_id, fill_dict(f, symbol)) for f in fills]
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from dexsite import sql
 from trading import risk
 from trading.models import Book, IndexPrice, Market, MarketKind, OptionType, Position
+from trading.settle import fill_settled
 
 if TYPE_CHECKING:
     from accounts.models import Balance
@@ -174,17 +175,30 @@ def shortfall(
     return max(Decimal(0), need)
 
 
+def available(account: Account) -> Decimal:
+    """The most an action may reserve from the account and still pass the risk gate
+    (`shortfall` with `reserve`, not `reducing`): cash no order or withdrawal holds, and
+    no more than the free margin; never below zero. What `GET /account` shows as
+    available to trade."""
+    return max(Decimal(0), min(account.cash - account.locked, account.free))
+
+
 def after_fill(
     account: Account, exposure: Exposure, signed_qty: Decimal, price: Decimal, fee: Decimal
 ) -> Account:
     """The account once `exposure` (one of its own, or `exposure_new`'s) has traded
-    `signed_qty` (buy > 0) at `price` and paid `fee`, every mark where it was: perps and
-    futures realize PnL into cash, an option's premium moves in cash."""
-    change = risk.apply_fill(exposure.size, exposure.open_notional, signed_qty, price)
-    cash = -signed_qty * price if exposure.is_option else change.realized
-    moved = replace(exposure, size=change.size, open_notional=change.open_notional)
+    `signed_qty` (buy > 0) at `price` and paid `fee`, every mark where it was, settled
+    as every fill is (`trading.settle`)."""
+    settled = fill_settled(
+        kind=exposure.kind,
+        size=exposure.size,
+        open_notional=exposure.open_notional,
+        signed_qty=signed_qty,
+        price=price,
+    )
+    moved = replace(exposure, size=settled.size, open_notional=settled.open_notional)
     others = [e for e in account.exposures if e is not exposure]
-    return Account(account.cash + cash - fee, account.locked, [*others, moved])
+    return Account(account.cash + settled.cash - fee, account.locked, [*others, moved])
 
 
 def exposure_new(position: Position, *, mark: Decimal, index: Decimal | None) -> Exposure:

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from trading.models import Fill, Market, Position
+from trading.models import Fill, Market, Position, Trade
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -87,6 +87,18 @@ def fill_dict(fill: Fill, symbol: str) -> dict[str, Any]:
     }
 
 
+def trade_dict(trade: Trade) -> dict[str, Any]:
+    """A public print: `side` is the taker's."""
+    return {
+        "id": trade.pk,
+        "px": dec(trade.price),
+        "qty": dec(trade.qty),
+        "side": trade.taker_side,
+        "ts": ms(trade.created_at),
+        "liquidation": trade.liquidation,
+    }
+
+
 def balance_dict(balance) -> dict[str, Any]:
     return {
         "asset": balance.asset,
@@ -94,6 +106,20 @@ def balance_dict(balance) -> dict[str, Any]:
         "total": dec(balance.total),
         "available": dec(balance.total - balance.locked),
         "locked": dec(balance.locked),
+    }
+
+
+def account_dict(mode: str, figures: dict[str, Decimal | None]) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "equity": dec(figures["equity"]),
+        "cash": dec(figures["cash"]),
+        "unrealizedPnl": dec(figures["unrealized_pnl"]),
+        "initialMargin": dec(figures["initial_margin"]),
+        "maintenanceMargin": dec(figures["maintenance_margin"]),
+        "marginRatio": dec(figures["margin_ratio"]),
+        "availableToTrade": dec(figures["available_to_trade"]),
+        "availableToWithdraw": dec(figures["available_to_withdraw"]),
     }
 
 

@@ -27,7 +27,15 @@ from trading.models import (
     Side,
     Trade,
 )
-from trading.presenters import balance_dict, dec, fill_dict, ms, order_dict, position_dict
+from trading.presenters import (
+    balance_dict,
+    dec,
+    fill_dict,
+    ms,
+    order_dict,
+    position_dict,
+    trade_dict,
+)
 
 
 def market_get(symbol: str) -> Market:
@@ -174,17 +182,7 @@ def depth_get(*, symbol: str, mode: str, levels: int = 50) -> dict[str, Any]:
 def trades_recent(*, symbol: str, mode: str, limit: int = 100) -> list[dict[str, Any]]:
     market = market_get(symbol)
     rows = Trade.objects.filter(market=market, mode=mode).order_by("-id")[:limit]
-    return [
-        {
-            "id": t.pk,
-            "px": dec(t.price),
-            "qty": dec(t.qty),
-            "side": t.taker_side,
-            "ts": ms(t.created_at),
-            "liquidation": t.liquidation,
-        }
-        for t in rows
-    ]
+    return [trade_dict(t) for t in rows]
 
 
 INTERVALS = {

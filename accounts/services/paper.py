@@ -6,7 +6,7 @@ One transaction, so a refusal changes nothing:
      change only under their book's lock, so none moves while we work;
   2. cancel the open orders through `orders_cancel_all` (it finds its books locked);
   3. hand each open position over to the insurance fund at the mark price rounded to
-     the tick, booked as a fill between the two would be (`risk.apply_fill` on both
+     the tick, booked as a fill between the two (`trading.settle` on both
      sides; perps and futures realize PnL, an option's premium moves in cash): open
      interest stays balanced, and no price impact lands on the shared paper book (a
      market order could also fail on an empty book or on a position below the minimum
@@ -39,11 +39,12 @@ from accounts.services import (
 from accounts.signals import balances_changed
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
-from trading import risk, signals
-from trading.models import OPEN_STATUSES, Book, MarketKind, Order, Position
+from trading import signals
+from trading.models import OPEN_STATUSES, Book, Order, Position
 from trading.presenters import dec
 from trading.services.books import book_lock
 from trading.services.orders import orders_cancel_all
+from trading.settle import position_settle
 
 PAPER = Mode.PAPER
 CANCEL_REASON = "RESET"
@@ -76,33 +77,17 @@ def _hand_over(
             trader_id=insurance_id, market=market, mode=PAPER
         )
         size = p.size
-        mine = risk.apply_fill(p.size, p.open_notional, -size, price)
-        theirs = risk.apply_fill(backstop.size, backstop.open_notional, size, price)
+        backstop.market = market
+        # A fill between the two at `price`, settled as every fill is: an option's
+        # premium moves in cash, a perp's or a future's realized PnL.
         ref = f"reset:{market.symbol}"
-        if market.kind == MarketKind.OPTION:
-            # The buyer pays the premium, as at any option fill; no PnL is booked.
-            cash = size * price
-            postings += [
-                Posting(p.trader_id, market.quote, PAPER, cash, LedgerReason.TRADE, ref),
-                Posting(insurance_id, market.quote, PAPER, -cash, LedgerReason.TRADE, ref),
-            ]
-        else:
-            for trader_id, change in ((p.trader_id, mine), (insurance_id, theirs)):
-                if change.realized:
-                    postings.append(
-                        Posting(
-                            trader_id,
-                            market.quote,
-                            PAPER,
-                            change.realized,
-                            LedgerReason.REALIZED_PNL,
-                            ref,
-                        )
-                    )
-        p.size, p.open_notional = mine.size, mine.open_notional
-        p.realized_pnl += mine.realized
-        backstop.size, backstop.open_notional = theirs.size, theirs.open_notional
-        backstop.realized_pnl += theirs.realized
+        mine = position_settle(p, -size, price)
+        theirs = position_settle(backstop, size, price)
+        for owner, settled in ((p.trader_id, mine), (insurance_id, theirs)):
+            if settled.cash:
+                postings.append(
+                    Posting(owner, market.quote, PAPER, settled.cash, settled.reason, ref)
+                )
         touched += [p, backstop]
         closed.append(
             {

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import LedgerReason
-from trading import pricing, risk
+from trading import pricing
 from trading.events import TraderEvents
 from trading.metrics import EXPIRY_FAILURES, error_label
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
@@ -28,6 +28,7 @@ from trading.services.markets import _move_status
 from trading.services.orders import orders_cancel_all
 from trading.services.prices import index_average, index_is_fresh, indexes_current
 from trading.services.transfers import transfers_settle
+from trading.settle import position_settle
 
 log = logging.getLogger(__name__)
 SETTLEMENT_WINDOW = timedelta(minutes=30)
@@ -96,22 +97,18 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
     positions = list(Position.objects.filter(market=market, mode=mode).exclude(size=0))
     if not positions:
         return
+    # Every position closed at one price, settled as a fill there: a future at the
+    # settlement price (its realized PnL is exactly what the open cost basis said, longs'
+    # and shorts' sizes cancelling), an option at its intrinsic value (its holder is paid
+    # that much a unit, its writer pays it).
+    if market.kind == MarketKind.OPTION:
+        price = pricing.intrinsic(market.option_type, price, market.strike)
     amounts: dict[int, Decimal] = {}
-    if market.kind == MarketKind.FUTURE:
-        # Closing every position at one price: the realized PnL is exactly what the
-        # open cost basis said (longs' and shorts' sizes cancel).
-        for p in positions:
-            change = risk.apply_fill(p.size, p.open_notional, -p.size, price)
-            amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + change.realized
-            p.realized_pnl += change.realized
-        reason = LedgerReason.SETTLEMENT
-    else:
-        value = pricing.intrinsic(market.option_type, price, market.strike)
-        for p in positions:
-            payout = p.size * value
-            amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + payout
-            p.realized_pnl += payout - p.open_notional
-        reason = LedgerReason.SETTLEMENT
+    for p in positions:
+        p.market = market
+        settled = position_settle(p, -p.size, price)
+        amounts[p.trader_id] = amounts.get(p.trader_id, Decimal(0)) + settled.cash
+    reason = LedgerReason.SETTLEMENT
     # Futures' realized PnL settles their open cost basis, not a counterparty: the
     # amounts add up to it (expected_net). Option payouts go from shorts to longs and
     # add up to zero. Either way a loser pays at most its cash; the fund (and, failing
@@ -126,9 +123,6 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
         if market.kind == MarketKind.FUTURE
         else Decimal(0),
     )
-    for p in positions:
-        p.size = Decimal(0)
-        p.open_notional = Decimal(0)
     Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
     events = TraderEvents(mode)
     events.moved(market.symbol, positions)

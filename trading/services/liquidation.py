@@ -81,6 +81,7 @@ from trading.services.orders import (
 )
 from trading.services.prices import index_is_fresh
 from trading.services.transfers import transfers_settle
+from trading.settle import position_settle
 
 log = logging.getLogger(__name__)
 QUOTE = "USDC"
@@ -454,14 +455,10 @@ def _auto_deleverage(
                     created_at=now,
                 )
             )
-            signed = q if order.side == Side.BUY else -q
-            change = risk.apply_fill(pos.size, pos.open_notional, signed, price)
-            pos.size, pos.open_notional = change.size, change.open_notional
-            pos.realized_pnl += change.realized
+            pos.market = market
+            settled = position_settle(pos, q if order.side == Side.BUY else -q, price)
             touched[pos.pk] = pos
-            # An option's premium moves in cash; a perp's or a future's PnL is realized.
-            cash = -signed * price if option else change.realized
-            amounts[order.trader_id] = amounts.get(order.trader_id, Decimal(0)) + cash
+            amounts[order.trader_id] = amounts.get(order.trader_id, Decimal(0)) + settled.cash
         progress.adl_qty += q
         progress.closed_notional += q * price
     candles_record(trades)
@@ -484,7 +481,7 @@ def _auto_deleverage(
         amounts=owed,
         asset=QUOTE,
         mode=mode,
-        reason=LedgerReason.LIQUIDATION if option else LedgerReason.REALIZED_PNL,
+        reason=settled.reason,
         ref=f"adl:{trades[0].pk}",
         expected_net=Decimal(0) if option else sum(owed.values(), Decimal(0)),
     )

@@ -64,7 +64,7 @@ from trading.models import (
     TimeInForce,
     Trade,
 )
-from trading.presenters import dec, fill_dict, ms, order_dict
+from trading.presenters import dec, fill_dict, order_dict, trade_dict
 from trading.selectors import position_shown
 from trading.services.books import (
     book_lock,
@@ -77,6 +77,7 @@ from trading.services.books import (
     to_lots,
     to_ticks,
 )
+from trading.settle import position_settle
 
 log = logging.getLogger(__name__)
 
@@ -1381,19 +1382,16 @@ def _record_fills(
             changes.postings.append(
                 Posting(maker.trader_id, market.quote, mode, -maker_fee, LedgerReason.FEE, mref)
             )
-        if market.kind in (MarketKind.SPOT, MarketKind.OPTION):
+        if market.kind == MarketKind.SPOT:
+            # Spot swaps base for quote; derivatives settle in `_apply_positions`.
             buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
             bref, sref = f"order:{buyer.pk}", f"order:{seller.pk}"
-            # Spot swaps base for quote; an option's buyer pays the premium up front.
             changes.postings += [
                 Posting(buyer.trader_id, market.quote, mode, -notional, LedgerReason.TRADE, bref),
                 Posting(seller.trader_id, market.quote, mode, notional, LedgerReason.TRADE, sref),
+                Posting(buyer.trader_id, market.base, mode, q, LedgerReason.TRADE, bref),
+                Posting(seller.trader_id, market.base, mode, -q, LedgerReason.TRADE, sref),
             ]
-            if market.kind == MarketKind.SPOT:
-                changes.postings += [
-                    Posting(buyer.trader_id, market.base, mode, q, LedgerReason.TRADE, bref),
-                    Posting(seller.trader_id, market.base, mode, -q, LedgerReason.TRADE, sref),
-                ]
     if total_fees:
         changes.fee_postings.append(
             Posting(fee_id, market.quote, mode, total_fees, LedgerReason.FEE, ref)
@@ -1402,8 +1400,9 @@ def _record_fills(
 
 
 def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[Position]:
-    """Move the positions of everyone who traded (in the batch's memory; new ones are
-    created now); realized PnL becomes ledger rows."""
+    """Settle the fills (`trading.settle`): move the positions of everyone who traded
+    (in the batch's memory; new ones are created now) and book the cash they move: an
+    option's premium per fill, a trader's realized PnL once per order."""
     if not fills:
         return []
     market, mode = batch.book.market, batch.book.mode
@@ -1426,15 +1425,20 @@ def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[
     moved: dict[int, Position] = {}
     for f in fills:
         p = moved[f.trader_id] = cached[f.trader_id]
-        signed = f.qty if f.side == Side.BUY else -f.qty
-        change = risk.apply_fill(p.size, p.open_notional, signed, f.price)
-        p.size, p.open_notional = change.size, change.open_notional
-        p.realized_pnl += change.realized
-        realized[f.trader_id] += change.realized
-    # Option premiums already moved in cash at each fill: their realized PnL is shown
-    # on the position but not booked again.
+        p.market = market
+        settled = position_settle(p, f.qty if f.side == Side.BUY else -f.qty, f.price)
+        if settled.reason == LedgerReason.TRADE:
+            if settled.cash:
+                changes.postings.append(
+                    Posting(
+                        f.trader_id, market.quote, mode, settled.cash, settled.reason,
+                        f"order:{f.order_id}",
+                    )
+                )  # fmt: skip
+        else:
+            realized[f.trader_id] += settled.cash
     for trader_id, amount in realized.items():
-        if amount and market.kind != MarketKind.OPTION:
+        if amount:
             changes.postings.append(
                 Posting(
                     trader_id,
@@ -1478,17 +1482,7 @@ def _emit_on_commit(
             ],
             "asks": [[dec(p * tick), dec(q * lot)] for p, q in sorted(ask_deltas.items())],
         }
-    trade_events = [
-        {
-            "id": t.pk,
-            "px": dec(t.price),
-            "qty": dec(t.qty),
-            "side": t.taker_side,
-            "ts": ms(t.created_at),
-            "liquidation": t.liquidation,
-        }
-        for t in trades
-    ]
+    trade_events = [trade_dict(t) for t in trades]
     # Private events go to trading accounts only: system accounts have no channel.
     trader_uuid = public_trader_ids(
         {o.trader_id for o, _ in orders} | {f.trader_id for f in fills}, known=known
