@@ -19,6 +19,18 @@ What it checks:
 - books: rebuilt from open orders, uncrossed; a cached engine book that claims to be
   current holds exactly the same levels and orders in the same queue order;
 - optionally, orders a client was told about (`acknowledged`) exist.
+
+Conservation is necessary, not sufficient: a theft booked as a balanced transfer passes
+every check above. The economic checks:
+- solvency: no account is below zero equity where the last liquidation sweep saw it
+  and left it open (left below maintenance, with negative equity then or now); none
+  has been below maintenance through the last three sweeps and still is. An account
+  that went below after the last sweep is the next sweep's to close, not a violation;
+- fills: no trade of a trader's order (the risk engine's own are exempt) printed past
+  its market's band on the taker's side of the mark it was matched at;
+- marks: every perp's and future's mark lies within its market's `mark_band` of the
+  index (of the current one, or of the one before it where the marks have not yet
+  followed the latest).
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from django.db.models import (
     Sum,
     Value,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 
 from accounts.models import (
     Balance,
@@ -51,13 +63,16 @@ from accounts.models import (
     TransferStatus,
     User,
 )
-from trading import candles
+from trading import candles, margin
 from trading.engine import BookError, OrderBook
 from trading.models import (
     OPEN_STATUSES,
     Book,
     Candle,
     Fill,
+    IndexPrice,
+    IndexSample,
+    LiquidationSweep,
     Liquidity,
     MarketKind,
     MarketStatus,
@@ -65,9 +80,11 @@ from trading.models import (
     OrderStatus,
     OrderType,
     Position,
+    Side,
     TimeInForce,
     Trade,
 )
+from trading.presenters import dec
 from trading.services import books as engine_books
 
 # Money entering or leaving a mode. A paper reset writes a PAPER account off: money
@@ -99,6 +116,9 @@ def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
     _acknowledged(problems, acknowledged)
     _positions(problems)
     _books(problems)
+    _solvency(problems)
+    _fill_bands(problems)
+    _mark_bands(problems)
     return problems
 
 
@@ -566,3 +586,147 @@ def _books(problems: list[str]) -> None:
                 problems.append(
                     f"book {book}: cached engine at seq {seq} differs from its open orders"
                 )
+
+
+# -- economic checks --------------------------------------------------------------------
+
+
+def _solvency(problems: list[str]) -> None:
+    """What the liquidation sweeps left open (`LiquidationSweep.left_below`: the
+    accounts a sweep saw below maintenance and did not close), against the accounts now.
+
+    - An account the latest sweep left below maintenance is reported if its equity was
+      below zero then (the sweep left a loss open for others to carry) or is now (the
+      sweep saw it and it has sunk since).
+    - An account the last three sweeps in a row left below maintenance, and still below
+      it now, is reported: it has been open for more than two sweeps.
+
+    An account below zero that no sweep has seen since (the mark moved after the last
+    one) is not reported: closing it is the next sweep's work. One query while the
+    latest sweep left no account below maintenance, three otherwise."""
+    sweeps = list(
+        LiquidationSweep.objects.order_by("-at", "-pk").values_list("pk", "left_below")[:3]
+    )
+    left: list[dict[tuple[int, str], Decimal]] = []
+    for pk, entries in sweeps:
+        found: dict[tuple[int, str], Decimal] = {}
+        for entry in entries:
+            try:
+                trader_id, mode, equity, _maintenance = entry
+                found[(int(trader_id), str(mode))] = Decimal(equity)
+            except (TypeError, ValueError, ArithmeticError):
+                problems.append(f"liquidation sweep {pk}: left_below entry {entry!r} unreadable")
+        left.append(found)
+    if not left or not left[0]:
+        return
+    accounts = margin.accounts_with_positions()
+    negative: list[tuple] = []
+    stuck: list[tuple] = []
+    for key in sorted(left[0]):
+        then = left[0][key]
+        account = accounts.get(key)
+        now = account.equity if account is not None else None
+        if then < 0 or (now is not None and now < 0):
+            negative.append((*key, _money(then), _money(now)))
+        if (
+            len(left) == 3
+            and all(key in earlier for earlier in left[1:])
+            and account is not None
+            and account.below_maintenance()
+        ):
+            stuck.append((*key, _money(now), _money(account.maintenance)))
+    if negative:
+        problems.append(
+            "accounts below zero equity that the last liquidation sweep left open "
+            f"(trader, mode, equity at the sweep, equity now): {negative[:SHOWN]}"
+        )
+    if stuck:
+        problems.append(
+            "accounts below maintenance through the last three liquidation sweeps "
+            f"(trader, mode, equity, maintenance): {stuck[:SHOWN]}"
+        )
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount.quantize(Decimal("0.01")))
+
+
+def _fill_bands(problems: list[str]) -> None:
+    """Every trade of a trader's order printed within its market's band of the mark it
+    was matched at (`Trade.mark_price`: the book's mark, the index for spot), on the
+    taker's side: a taker buy at most mark x (1 + band), a taker sell at least
+    mark x (1 - band), band = max(price_band, market_slippage) (a limit order is held
+    to the first, a market order to the second). The risk engine's trades (liquidation,
+    auto-deleverage) close at the bankruptcy price by design and are exempt; trades
+    from before marks were kept have none and are skipped. Every trade, in one query
+    that returns only the offenders (checked again here in `Decimal`: SQLite compares in
+    floating point). The bands are the market's as they are now: staff narrowing one
+    makes the older trades that used the width it had look like offenders."""
+    band = Greatest(F("market__price_band"), F("market__market_slippage"), output_field=_DEC)
+    reach = F("mark_price") * F("band")
+    rows = (
+        Trade.objects.filter(liquidation=False, mark_price__isnull=False)
+        .annotate(band=band)
+        .filter(
+            Q(taker_side=Side.BUY, price__gt=F("mark_price") + reach)
+            | Q(taker_side=Side.SELL, price__lt=F("mark_price") - reach)
+        )
+        .order_by("pk")
+        .values_list("pk", "taker_side", "price", "mark_price", "band")[: SHOWN * 10]
+    )
+    found = [
+        pk
+        for pk, side, price, mark, width in rows
+        if (price > mark * (1 + width) if side == Side.BUY else price < mark * (1 - width))
+    ]
+    if found:
+        problems.append(f"trades priced past their band around the mark: {found[:SHOWN]}")
+
+
+def _mark_bands(problems: list[str]) -> None:
+    """The mark of every perp and future that the clock marks (active or paused
+    markets) lies within `mark_band` of its underlying's index: |mark - index| <=
+    index x mark_band. The clock sets the index and then the marks, in two
+    transactions: a mark that has not followed the latest index yet is measured from
+    the index before it too, and is reported only when outside both bands. Options are
+    not checked: their mark is the model's price (Black-Scholes on the index), which is
+    no fraction of the index to be near. Books without a mark, or whose underlying has
+    no index, are skipped. Settled and delisted markets are no longer marked."""
+    books = list(
+        Book.objects.filter(
+            market__kind__in=(MarketKind.PERP, MarketKind.FUTURE),
+            market__status__in=(MarketStatus.ACTIVE, MarketStatus.PAUSED),
+            mark_price__isnull=False,
+        )
+        .order_by("pk")
+        .values_list(
+            "market__symbol", "mode", "market__underlying", "market__mark_band", "mark_price"
+        )
+    )
+    underlyings = {b[2] for b in books}
+    current = dict(
+        IndexPrice.objects.filter(underlying__in=underlyings).values_list("underlying", "price")
+    )
+    # One short query per underlying (a handful), each read backwards along the
+    # (underlying, at) index: the sample the latest one replaced.
+    previous = {
+        u: IndexSample.objects.filter(underlying=u)
+        .order_by("-at", "-pk")
+        .values_list("price", flat=True)[1:2]
+        .first()
+        for u in current
+    }
+
+    def outside(mark: Decimal, index: Decimal | None, band: Decimal) -> bool:
+        return index is None or abs(mark - index) > index * band
+
+    for symbol, mode, underlying, band, mark in books:
+        index = current.get(underlying)
+        if index is None:
+            continue
+        if outside(mark, index, band) and outside(mark, previous.get(underlying), band):
+            off = (abs(mark - index) / index * 100).quantize(Decimal("0.01"))
+            problems.append(
+                f"book {symbol}/{mode}: mark {dec(mark)} is {off}% from the index {dec(index)},"
+                f" outside its {dec(band * 100)}% band"
+            )

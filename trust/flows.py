@@ -10,6 +10,13 @@ and paper resets. `step()` draws one operation from a seeded generator; each ope
 is also a method taking explicit arguments, so a property-based state machine can drive
 the same exchange with its own choices.
 
+Among the operations, an adversary (Mallory, levered long, with an accomplice, Eve, who
+has money to spare) tries the attacks on the risk rules at random (`attack`): limit
+orders past the price band, a reduce-only sell far below the mark into Eve's bid, a
+spot buy costing more than her free margin, a withdrawal of more than it. Each must be
+refused; `counts` says how many were tried and refused, and `adversary_moved()` how
+much value the two took from anyone else (0 when every attack failed).
+
 Tests run inside one database transaction. `isolated()` gives each flow a savepoint that
 is rolled back afterwards (the database stays small, so the checker stays cheap), with
 foreign keys checked at once rather than at a commit that never comes; `committed()`
@@ -25,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -45,8 +52,9 @@ from accounts.services.vault import (
 )
 from accounts.services.wallets import address_parse
 from dexsite.errors import ExchangeError
+from trading import margin
 from trading.invariants import check_invariants
-from trading.models import Book, FundingSample, Market, MarketStatus
+from trading.models import Book, Fill, FundingSample, IndexPrice, Market, MarketKind, MarketStatus
 from trading.services.books import engine_cache_clear
 from trading.services.expiry import settle_expired
 from trading.services.funding import funding_settle
@@ -66,6 +74,10 @@ ASSETS = ("USDC", "CXPT")
 LEVERAGES = (D(1), D(2), D(5), D(10), D(20))
 INDEX_TICK = D("0.5")
 SPOT_MID = D("1.25")
+# The adversary's attacks (`Flow.attack`), and how far past the band an order is priced:
+# one tick past its edge, or a fraction of the price further.
+ATTACKS = ("out_of_band", "dump", "spot", "withdraw")
+BEYOND = (None, D("0.01"), D("0.2"), D("0.6"))
 
 
 def reset_process_caches() -> None:
@@ -128,6 +140,8 @@ class Flow:
         rng, seed = self.rng, self.seed
         now = timezone.now()
         index_set(underlying="BTC", price=self.index)
+        # The spot market's bands are measured from its index.
+        index_set(underlying="CXPT", price=SPOT_MID)
         self.markets: list[Market] = [
             MarketFactory(symbol=f"T{seed}-PERP", max_leverage=D("20")),
             MarketFactory(symbol=f"T{seed}-FUT", kind="FUTURE", expiry_at=now + timedelta(days=30)),
@@ -159,6 +173,35 @@ class Flow:
         for market_i in (PERP, FUTURE):
             for mode in MODES:
                 self.set_leverage(0, market_i, mode, D(20))
+        self._setup_adversary()
+
+    def _setup_adversary(self) -> None:
+        """Mallory: 5,000 USDC in each mode, long the perp at 10x for 90% of it, bought
+        from Eve; Eve: deep pockets in both assets. No draw from the generator: the
+        rest of the flow is what it would be without them."""
+        self.mallory, self.eve = UserFactory(), UserFactory()
+        address = address_parse(f"0x{self.seed % 2**64:016x}{0xADFE:024x}")
+        LinkedWallet.objects.create(trader=self.mallory, address=address)
+        self.wallets[self.mallory.pk] = address
+        perp = self.markets[PERP]
+        price = self.index
+        lots = int(D(4500) * 10 / price / perp.lot_size)
+        for mode in MODES:
+            fund(self.mallory, "5000", mode=mode)
+            fund(self.eve, "1000000", mode=mode)
+            fund(self.eve, "1000000", asset="CXPT", mode=mode)
+            leverage_set(trader=self.mallory, market=perp, mode=mode, leverage=D(10))
+            for who, side in ((self.eve, "SELL"), (self.mallory, "BUY")):
+                order_place(
+                    trader=who,
+                    market=perp.symbol,
+                    mode=mode,
+                    side=side,
+                    type="LIMIT",
+                    time_in_force="GTC",
+                    price=price,
+                    qty=perp.lot_size * lots,
+                )
 
     # -- running ----------------------------------------------------------------------
 
@@ -234,6 +277,14 @@ class Flow:
             self.toggle_pause(rng.randrange(len(self.markets)))
         elif roll < 0.31:
             self.lever_up(rng.randrange(1, n), rng.choice((PERP, FUTURE)), mode, rng.choice(SIDES))
+        elif roll < 0.34:
+            self.attack(
+                rng.choice(ATTACKS),
+                mode,
+                rng.randrange(len(self.markets)),
+                rng.choice(SIDES),
+                rng.choice(BEYOND),
+            )
         else:
             market_i = rng.choice((PERP, PERP, PERP, FUTURE, FUTURE, OPTION, OPTION, SPOT, SPOT))
             market_order = rng.random() < 0.15
@@ -444,6 +495,187 @@ class Flow:
         Market.objects.filter(pk=market.pk).update(expiry_at=timezone.now())
         done = self._run("expire", settle_expired)
         self.counts["settlements"] += len(done or ())
+
+    # -- the adversary ----------------------------------------------------------------
+
+    def attack(
+        self, kind: str, mode: str, market_i: int, side: str, beyond: Decimal | None
+    ) -> None:
+        """One attempt of Mallory's (with Eve's help), which must be refused:
+
+        - out_of_band: a limit order on `market_i`, `side`, priced past the band;
+        - dump: a reduce-only IOC sell of her perp position into a bid of Eve's resting
+          past the band below the mark (the accomplice buys it cheap, her losses left
+          to the insurance fund);
+        - spot: a spot buy from Eve, at a fair price, costing more than Mallory's free
+          margin (cash that carries her position leaving as spot);
+        - withdraw: a REAL withdrawal of more than her free margin.
+
+        Eve's quote is cancelled after the attempt, so that nobody else trades with
+        it. Counted in `counts`: attacks, attacks:refused, attack:KIND:CODE and
+        attack:KIND:accepted (an attack that got through)."""
+        perp = self.markets[PERP]
+        if kind == "out_of_band":
+            price = self._past_band(market_i, mode, side, beyond)
+            if price is None:
+                return
+            self._attempt(kind, lambda: self._order(self.mallory, market_i, mode, side, price))
+        elif kind == "dump":
+            price = self._past_band(PERP, mode, "SELL", beyond)
+            held = next(
+                (
+                    e.size
+                    for e in margin.exposures_for(self.mallory.pk, mode)
+                    if e.position.market_id == perp.pk
+                ),
+                D(0),
+            )
+            qty = held if held > 0 else perp.lot_size
+            bid = None if price is None else self._quote(self.eve, PERP, mode, "BUY", price, qty)
+            if bid is None:
+                return
+            self._attempt(
+                kind,
+                lambda: self._order(
+                    self.mallory, PERP, mode, "SELL", price, qty, tif="IOC", reduce_only=True
+                ),
+            )
+            self._run("attack_quote", lambda: order_cancel(trader=self.eve, order_id=bid))
+        elif kind == "spot":
+            spot = self.markets[SPOT]
+            price = self._on_tick(spot, SPOT_MID * (1 + spot.price_band / 2), up=True)
+            room = max(D(0), self._free(self.mallory, mode))
+            lots = int((room + spot.min_notional) / price / spot.lot_size) + 1
+            ask = self._quote(self.eve, SPOT, mode, "SELL", price, spot.lot_size * lots)
+            if ask is None:
+                return
+            self._attempt(
+                kind,
+                lambda: self._order(
+                    self.mallory, SPOT, mode, "BUY", price, spot.lot_size * lots, tif="IOC"
+                ),
+            )
+            self._run("attack_quote", lambda: order_cancel(trader=self.eve, order_id=ask))
+        else:
+            room = max(D(0), self._free(self.mallory, "REAL"))
+            amount = room.quantize(D("0.01"), rounding=ROUND_DOWN) + 1
+            address = self.wallets[self.mallory.pk]
+            self._attempt(
+                kind,
+                lambda: withdrawal_request(
+                    trader=self.mallory, asset="USDC", amount=amount, address=address
+                ),
+            )
+
+    def _attempt(self, kind: str, action: Callable[[], Any]) -> None:
+        self.counts["attacks"] += 1
+        try:
+            with committed():
+                action()
+        except ExchangeError as e:
+            self.counts["attacks:refused"] += 1
+            self.counts[f"attack:{kind}:{e.code}"] += 1
+            return
+        self.counts[f"attack:{kind}:accepted"] += 1
+
+    def _order(
+        self,
+        who: User,
+        market_i: int,
+        mode: str,
+        side: str,
+        price: Decimal,
+        qty: Decimal | None = None,
+        *,
+        tif: str = "GTC",
+        reduce_only: bool = False,
+    ) -> dict:
+        market = self.markets[market_i]
+        if qty is None:
+            # The least that meets the market's minimum order value.
+            qty = market.lot_size * (int(market.min_notional / price / market.lot_size) + 1)
+        body, _ = order_place(
+            trader=who,
+            market=market.symbol,
+            mode=mode,
+            side=side,
+            type="LIMIT",
+            time_in_force=tif,
+            price=price,
+            qty=qty,
+            reduce_only=reduce_only,
+        )
+        return body
+
+    def _quote(
+        self, who: User, market_i: int, mode: str, side: str, price: Decimal, qty: Decimal
+    ) -> int | None:
+        """A post-only quote of the accomplice's (it trades with nobody as it is
+        placed); its id, or None where it could not rest."""
+        got = self._run(
+            "attack_quote",
+            lambda: self._order(who, market_i, mode, side, price, qty, tif="POST_ONLY"),
+        )
+        return int(got["id"]) if got is not None and got["status"] == "NEW" else None
+
+    def _past_band(
+        self, market_i: int, mode: str, side: str, beyond: Decimal | None
+    ) -> Decimal | None:
+        """A price past the band on `side`'s aggressive side: one tick past its edge
+        (`beyond` None), or `beyond` of it further; None where the market has no price
+        to measure the band from, or the band leaves no price below it."""
+        market = Market.objects.get(pk=self.markets[market_i].pk)
+        if market.kind == MarketKind.SPOT:
+            reference = (
+                IndexPrice.objects.filter(underlying=market.underlying)
+                .values_list("price", flat=True)
+                .first()
+            )
+        else:
+            book = Book.objects.get(market=market, mode=mode)
+            reference = book.mark_price or market.mark_price
+        if not reference:
+            return None
+        tick = market.tick_size
+        if side == "BUY":
+            edge = reference * (1 + market.price_band)
+            far = edge * (1 + (beyond or 0))
+            return self._on_tick(market, far, up=False) + tick
+        edge = reference * (1 - market.price_band)
+        far = edge * (1 - (beyond or 0))
+        price = self._on_tick(market, far, up=True) - tick
+        return price if price > 0 else None
+
+    @staticmethod
+    def _on_tick(market: Market, price: Decimal, *, up: bool) -> Decimal:
+        rounding = ROUND_CEILING if up else ROUND_FLOOR
+        return (price / market.tick_size).to_integral_value(rounding) * market.tick_size
+
+    @staticmethod
+    def _free(who: User, mode: str) -> Decimal:
+        """What `who` could spend or withdraw in `mode`: the lesser of free cash and
+        free margin (the risk gate's measure)."""
+        row = Balance.objects.filter(trader=who, asset="USDC", mode=mode).first()
+        account = margin.account_of(row, margin.exposures_for(who.pk, mode))
+        return min(account.cash - account.locked, account.free)
+
+    def adversary_moved(self) -> tuple[int, Decimal]:
+        """The fills of Mallory and Eve with anyone else (the risk engine's aside), and
+        the value they took in them against the mark each was matched at: a buy gains
+        mark - price a unit, a sell price - mark."""
+        pair = (self.mallory.pk, self.eve.pk)
+        fills = (
+            Fill.objects.filter(trader_id__in=pair, trade__liquidation=False)
+            .exclude(trade__taker_order__trader_id__in=pair, trade__maker_order__trader_id__in=pair)
+            .values_list("side", "qty", "price", "trade__mark_price")
+        )
+        moved = D(0)
+        count = 0
+        for side, qty, price, mark in fills:
+            count += 1
+            if mark is not None:
+                moved += qty * (mark - price) * (1 if side == "BUY" else -1)
+        return count, moved
 
     def _tx_hash(self) -> str:
         self.tx_count += 1

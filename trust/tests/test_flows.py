@@ -1,7 +1,9 @@
 """Scenario 1, random flows: seeded flows of operations through the services, every
 market kind (perpetual, dated future, option, spot) in both modes, and the invariant
 checker after each flow; then a property-based state machine over the same operations
-with the checker after every step.
+with the checker after every step. Among the operations, an adversary's attacks on the
+risk rules: every one must be refused, and the adversary must have taken nothing from
+anyone else.
 
 Scale by environment: `TRUST_FLOWS` flows (default 10) of `TRUST_STEPS` operations
 (default 200) starting at seed `TRUST_SEED` (default 0); `make chaos` runs 1,000 flows.
@@ -33,6 +35,8 @@ from hypothesis.stateful import (
 from trading.invariants import check_invariants
 from trust.flows import (
     ASSETS,
+    ATTACKS,
+    BEYOND,
     FUTURE,
     LEVERAGES,
     LIMIT_TIFS,
@@ -65,6 +69,7 @@ def _local_channel_layer(settings):
 
 def test_random_flows_keep_every_invariant() -> None:
     totals: Counter[str] = Counter()
+    adversary_fills, moved = 0, Decimal(0)
     started = time.monotonic()
     for seed in range(FIRST_SEED, FIRST_SEED + FLOWS):
         rerun = f"seed {seed} (rerun with TRUST_SEED={seed} TRUST_FLOWS=1)"
@@ -76,6 +81,12 @@ def test_random_flows_keep_every_invariant() -> None:
                 raise AssertionError(f"{rerun}, step {flow.step_no}: {e!r}") from e
             problems = flow.check()
             assert problems == [], f"{rerun}: {problems}"
+            accepted = {k: n for k, n in flow.counts.items() if k.endswith(":accepted")}
+            assert accepted == {}, f"{rerun}: attacks got through: {accepted}"
+            fills, value = flow.adversary_moved()
+            assert (fills, value) == (0, 0), f"{rerun}: the adversary took {value} in {fills}"
+            adversary_fills += fills
+            moved += value
             totals.update(flow.counts)
         # Nothing of a flow outlives it.
         assert check_invariants() == []
@@ -92,6 +103,11 @@ def test_random_flows_keep_every_invariant() -> None:
     print(
         f"\nrandom flows: {FLOWS} x {STEPS} = {ops} operations, 0 violations, "
         f"{elapsed:.1f}s ({FLOWS / elapsed:.2f} flows/s, {ops / elapsed:.0f} ops/s)",
+        file=sys.stderr,
+    )
+    print(
+        f"adversary: {totals['attacks']} attacks, {totals['attacks:refused']} refused, "
+        f"{adversary_fills} fills with others, {moved} USDC moved to it from others",
         file=sys.stderr,
     )
     print(dict(sorted(totals.items())), file=sys.stderr)
@@ -122,6 +138,10 @@ def test_random_flows_keep_every_invariant() -> None:
             "leverage:ok",
             "pause:ok",
             "settlements",
+            "attack:out_of_band:PRICE_OUT_OF_BAND",
+            "attack:dump:PRICE_OUT_OF_BAND",
+            "attack:spot:INSUFFICIENT_BALANCE",
+            "attack:withdraw:INSUFFICIENT_BALANCE",
         ):
             assert totals[key] > 0, (key, dict(totals))
 
@@ -249,10 +269,22 @@ class ExchangeMachine(RuleBasedStateMachine):
     def expire(self, market: int) -> None:
         self.flow.expire(market)
 
+    @rule(
+        kind=st.sampled_from(ATTACKS),
+        mode=modes,
+        market=markets,
+        side=st.sampled_from(SIDES),
+        beyond=st.sampled_from(BEYOND),
+    )
+    def attack(self, kind: str, mode: str, market: int, side: str, beyond) -> None:
+        self.flow.attack(kind, mode, market, side, beyond)
+
     @precondition(lambda self: self.flow is not None)
     @invariant()
     def invariants_hold(self) -> None:
         assert self.flow.check() == []
+        assert not any(k.endswith(":accepted") for k in self.flow.counts)
+        assert self.flow.adversary_moved() == (0, 0)
 
 
 MACHINE_SETTINGS = settings(

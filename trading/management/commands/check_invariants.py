@@ -17,8 +17,9 @@ def _read_ids(source: str) -> list[int]:
 class Command(BaseCommand):
     help = (
         "Check the exchange's invariants (balances = ledger, funds conserved, locks = "
-        "reservations, open interest balanced, no overfill, books whole and uncrossed). "
-        "Prints each violation and exits with status 1 when there is any."
+        "reservations, open interest balanced, no overfill, books whole and uncrossed; no "
+        "account left insolvent by the liquidation sweeps, fills and marks within their "
+        "bands). Prints each violation and exits with status 1 when there is any."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
