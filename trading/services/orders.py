@@ -20,7 +20,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_UP, Decimal
+from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
@@ -55,7 +55,6 @@ from trading.models import (
     Liquidity,
     Market,
     MarketKind,
-    MarketStatus,
     Order,
     OrderStatus,
     OrderType,
@@ -63,6 +62,20 @@ from trading.models import (
     Side,
     TimeInForce,
     Trade,
+)
+from trading.orders.gate import (
+    band_check,
+    covered_sell,
+    order_shortfall,
+    refusal,
+    reservation,
+    slippage_limit,
+)
+from trading.orders.request import (
+    market_open_check,
+    min_notional_check,
+    order_shape,
+    reduce_only_qty,
 )
 from trading.presenters import dec, fill_dict, order_dict, trade_dict
 from trading.selectors import position_shown
@@ -93,16 +106,6 @@ def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
     return {o.pk: o for o in rows}
 
 
-def _market_error(market: Market) -> ExchangeError | None:
-    if market.status == MarketStatus.PAUSED:
-        return ExchangeError("MARKET_PAUSED", f"{market.symbol} is paused", field="market")
-    if market.status == MarketStatus.DELISTED:
-        return ExchangeError("MARKET_DELISTED", f"{market.symbol} is delisted", field="market")
-    if market.status == MarketStatus.SETTLED:
-        return ExchangeError("MARKET_SETTLED", f"{market.symbol} has expired", field="market")
-    return None
-
-
 @dataclass
 class _Books:
     """Everything one order (or one cancel) changes, gathered for bulk writes and
@@ -114,11 +117,6 @@ class _Books:
         default_factory=lambda: defaultdict(Decimal)
     )
     touched_orders: dict[int, Order] = field(default_factory=dict)
-
-
-def _index_of(market: Market) -> Decimal | None:
-    found = IndexPrice.objects.filter(underlying=market.underlying).values_list("price", flat=True)
-    return found.first() or market.index_price
 
 
 def order_place(
@@ -478,9 +476,6 @@ class _Batch:
     # sequences to reserve from); their rows are written together.
     keys: list[int] | None = None
     new_orders: list[Order] = field(default_factory=list)
-    # [the index price of the market's underlying], once read (positions the batch
-    # created show it).
-    index: list[Decimal | None] | None = None
     # Keys for the trades and fills, reserved with the makers' reads (`_makers_read`),
     # ascending; `_batch_write` reserves what they lack.
     trade_keys: list[int] = field(default_factory=list)
@@ -538,8 +533,10 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
         guessed = _taker_keys(known, mode, requests)
         at_held = len(queries)
         queries.append(balances_query(guessed, lock=True))
-        if known[0] != MarketKind.SPOT:
-            queries.append(margin.exposures_of_query({t for t, _, _ in guessed}, mode))
+        # The accounts the risk gate judges (derivatives, spot buys): their positions.
+        margined = {t for t, asset, _ in guessed if asset == known[2]}
+        if margined:
+            queries.append(margin.exposures_of_query(margined, mode))
     reserve = sql.keys_reserve_query([(Order, len(requests))])
     if reserve is not None:
         queries.append(reserve)
@@ -556,15 +553,14 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
     read: set[int] = set()
     if guessed is not None:
         batch.held.update(answers[at_held])
-        if known[0] != MarketKind.SPOT:
-            read = {t for t, _, _ in guessed}
+        if margined:
+            read = margined
             _exposures_read(batch, read, answers[at_held + 1])
     keys = _taker_keys(shape, mode, requests)
     _lock_held(batch.held, keys)
-    if market.is_derivative:
-        unread = {t for t, _, _ in keys} - read
-        if unread:
-            _exposures_read(batch, unread, margin.exposures_of(unread, mode))
+    unread = {t for t, asset, _ in keys if asset == market.quote} - read
+    if unread:
+        _exposures_read(batch, unread, margin.exposures_of(unread, mode))
     return batch
 
 
@@ -703,39 +699,13 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     trader, side, qty, price = request.trader, request.side, request.qty, request.price
     tif, reduce_only = request.tif, request.reduce_only
     risk_engine = request.source != "USER"
-    err = _market_error(market)
-    if err and not (risk_engine and market.status == MarketStatus.PAUSED):
-        raise err
-
-    # -- shape against the market ------------------------------------------------
+    # -- request: its shape against the market --------------------------------------
+    market_open_check(market, risk_engine=risk_engine)
     is_market_order = request.type == OrderType.MARKET
-    if is_market_order:
-        if price is not None:
-            raise ExchangeError("INVALID_PRICE", "a MARKET order takes no price", field="price")
-        if tif == TimeInForce.POST_ONLY:
-            raise ExchangeError(
-                "INVALID_TIME_IN_FORCE", "a MARKET order cannot be POST_ONLY", field="timeInForce"
-            )
-        ticks = None
-    else:
-        if price is None:
-            raise ExchangeError("INVALID_PRICE", "a LIMIT order needs a price", field="price")
-        ticks = to_ticks(price, market)
-        if ticks is None or ticks <= 0:
-            raise ExchangeError(
-                "INVALID_PRICE",
-                f"price must be a positive multiple of {dec(market.tick_size)}",
-                field="price",
-            )
-    lots = to_lots(qty, market)
-    if lots is None or lots <= 0:
-        raise ExchangeError(
-            "INVALID_QTY", f"qty must be a positive multiple of {dec(market.lot_size)}", field="qty"
-        )
-    if reduce_only and not market.is_derivative:
-        raise ExchangeError(
-            "INVALID_REDUCE_ONLY", "reduceOnly applies to derivatives only", field="reduceOnly"
-        )
+    shape = order_shape(
+        market, type=request.type, qty=qty, price=price, tif=tif, reduce_only=reduce_only
+    )
+    ticks, lots = shape.ticks, shape.lots
 
     derivative = market.is_derivative
     held = batch.held
@@ -749,63 +719,58 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         _lock_held(held, [(trader.pk, market.quote, mode)])
     exposures = _exposures_now(batch, trader.pk) if margined else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
-    own_position = own.position if own else None
-
     if reduce_only:
-        size = own_position.size if own_position else Decimal(0)
-        reducible = size if side == Side.SELL else -size
-        if reducible <= 0:
-            raise ExchangeError(
-                "REDUCE_ONLY_REJECTED",
-                "reduce-only order would not reduce a position",
-                field="reduceOnly",
-            )
-        if qty > reducible:
-            qty = reducible
-            lots = to_lots(qty, market)
+        qty = reduce_only_qty(side=side, qty=qty, size=own.size if own else Decimal(0))
+        lots = to_lots(qty, market)
 
-    # -- price bands (the risk engine's own orders are exempt: a liquidation closes at
-    # the bankruptcy price, wherever the mark is) -------------------------------------
+    # -- gate: price bands (the risk engine's own orders are exempt: a liquidation
+    # closes at the bankruptcy price, wherever the mark is) ---------------------------
     reference = _band_reference(batch)
     band_ticks = None
     if reference is not None and not risk_engine:
         if is_market_order:
-            band_ticks = _slippage_limit(market, side, reference)
+            band_ticks = slippage_limit(market, side=side, reference=reference)
         else:
-            _band_check(market, side, price, reference)
+            band_check(market, side=side, price=price, reference=reference)
 
     engine = batch.engine
     position = _position_lots(batch) if derivative else None
-    # -- what the order needs reserved -------------------------------------------
     if is_market_order:
         fillable, cost_tl = engine.sweep(side, lots, band_ticks, trader.pk, position)
         est_notional = cost_tl * market.tick_size * market.lot_size
     else:
-        est_notional = price * qty
-    # A market order is held to the minimum on what the book can fill of it; one
-    # that meets an empty book is simply cancelled, as the contract says.
-    if (
-        not risk_engine
-        and (not is_market_order or est_notional > 0)
-        and est_notional < market.min_notional
-        and not (is_market_order and fillable < lots)
-    ):
-        raise ExchangeError(
-            "MIN_NOTIONAL",
-            f"order value must be at least {dec(market.min_notional)} {market.quote}",
-            field="qty",
+        fillable, est_notional = lots, price * qty
+    if not risk_engine:
+        min_notional_check(
+            market, notional=est_notional, market_order=is_market_order, whole=fillable == lots
         )
 
-    covered = _covered_sell(market, engine, trader.pk, side, qty, reduce_only, own)
-    reserve_asset, reserve, shortfall_code = _reservation(
-        market=market,
-        book=book,
+    # -- gate: what it reserves, and whether the account carries it -------------------
+    promised = 0
+    if market.kind == MarketKind.OPTION and side == Side.SELL:
+        resting = engine.reduce_only_resting(trader.pk)
+        promised = sum(o.qty for o in resting if o.side == eng.SELL)
+    covered = covered_sell(
+        market,
         side=side,
         qty=qty,
-        est_notional=est_notional,
-        reduce_only=reduce_only or covered,
-        own=own,
+        reduce_only=reduce_only,
+        long=own.size if own else Decimal(0),
+        promised=promised * market.lot_size,
     )
+    reducing = reduce_only or covered
+    mark = book.mark_price or market.mark_price or (est_notional / qty)
+    held_for = reservation(
+        market,
+        side=side,
+        qty=qty,
+        notional=est_notional,
+        reducing=reducing,
+        leverage=own.position.leverage if own else None,
+        mark=mark,
+        index=(own.index if own else None) or _index_now(batch) or mark,
+    )
+    reserve_asset, reserve = held_for.asset, held_for.amount
 
     # The taker's own balance row is locked before matching, so that its check and
     # the writes below see the same funds. Makers are locked after matching, in
@@ -816,35 +781,34 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     if reserve > 0:
         _lock_held(held, [taker_key])
     if not risk_engine:
+        cash = held.get(taker_key)
+        available = cash.total - cash.locked if cash else Decimal(0)
         if margined:
-            fill_qty = (fillable * market.lot_size) if is_market_order else qty
-            lacking = _gate(
-                batch,
-                trader.pk,
-                exposures,
+            if derivative and own is None:
+                flat = Position(trader_id=trader.pk, market=market, mode=mode)
+                own = margin.exposure_new(flat, mark=reference or mark, index=_index_now(batch))
+            lacking = order_shortfall(
+                market,
+                margin.account_of(held.get((trader.pk, market.quote, mode)), exposures),
                 own,
-                side,
-                fill_qty,
-                est_notional,
-                reserve,
-                reducing=reduce_only or covered,
+                side=side,
+                fill_qty=fillable * market.lot_size,
+                fill_notional=est_notional,
+                reserve=reserve,
+                reducing=reducing,
             )
         else:
             # A spot sell pays in the base asset, which backs no margin.
-            base = held.get(taker_key)
-            lacking = reserve - (base.total - base.locked if base else Decimal(0))
+            lacking = reserve - available
         if lacking > 0:
-            cash = held.get(taker_key)
-            if reserve > 0 and (cash is None or reserve > cash.total - cash.locked):
-                message = f"order needs {dec(reserve)} {reserve_asset}, more than is available"
-            elif reduce_only or covered:
-                why = f"its equity would end {dec(lacking)} {market.quote} below zero"
-                message = f"the account cannot carry this trade: {why}"
-            elif margined:
-                message = f"order needs {dec(lacking)} {market.quote} more than the free margin"
-            else:
-                message = f"order needs {dec(lacking)} {reserve_asset} more than is available"
-            raise ExchangeError(shortfall_code, message, field="qty")
+            raise refusal(
+                market,
+                held_for,
+                lacking=lacking,
+                available=available,
+                reducing=reducing,
+                margined=margined,
+            )
 
     engine_tif = tif
     if is_market_order and tif != TimeInForce.FOK:
@@ -1033,97 +997,14 @@ def _band_reference(batch: _Batch) -> Decimal | None:
 
 
 def _index_now(batch: _Batch) -> Decimal | None:
-    """The index of the batch's underlying, read once per batch."""
-    if batch.index is None:
-        market = batch.book.market
+    """The index of the batch's underlying: the market row's copy, read with the book
+    (`index_set` writes it in the same transaction as the index itself); read from the
+    index only for a market listed since the index last moved, which has no copy yet."""
+    market = batch.book.market
+    if market.index_price is None:
         found = IndexPrice.objects.filter(underlying=market.underlying)
-        batch.index = [found.values_list("price", flat=True).first() or market.index_price]
-    return batch.index[0]
-
-
-def _band_check(market: Market, side: str, price: Decimal, reference: Decimal) -> None:
-    """Refuse a limit order that would trade further than the band from the reference:
-    a buy above it, a sell below it (as far away as one likes on the passive side, where
-    it trades only if the market comes to it)."""
-    band = market.price_band
-    if side == Side.BUY and price > reference * (1 + band):
-        limit, word = reference * (1 + band), "above"
-    elif side == Side.SELL and price < reference * (1 - band):
-        limit, word = reference * (1 - band), "below"
-    else:
-        return
-    raise ExchangeError(
-        "PRICE_OUT_OF_BAND",
-        f"a {side.lower()} may not be priced {word} {dec(limit.quantize(market.tick_size))} "
-        f"({dec(band * 100)}% from the mark {dec(reference)})",
-        field="price",
-    )
-
-
-def _slippage_limit(market: Market, side: str, reference: Decimal) -> int | None:
-    """The furthest tick a market order may fill at, `market_slippage` from the
-    reference, on the tick grid inside the band; None where the band leaves no price."""
-    slip = market.market_slippage
-    if side == Side.BUY:
-        ticks = int((reference * (1 + slip) / market.tick_size).to_integral_value(ROUND_FLOOR))
-    else:
-        ticks = int((reference * (1 - slip) / market.tick_size).to_integral_value(ROUND_CEILING))
-    return max(ticks, 1)
-
-
-def _gate(
-    batch: _Batch,
-    trader_id: int,
-    exposures: list[margin.Exposure],
-    own: margin.Exposure | None,
-    side: str,
-    fill_qty: Decimal,
-    fill_notional: Decimal,
-    reserve: Decimal,
-    *,
-    reducing: bool,
-) -> Decimal:
-    """What the taker's account lacks for an order (`margin.shortfall`): resting, it
-    reserves `reserve`; filled (`fill_qty` for `fill_notional`, its worst: a limit
-    order at its price, a market order at what the book holds for it), it carries what
-    it then holds. A spot buy is paid from free margin: what it reserves is its cost."""
-    book = batch.book
-    market = book.market
-    account = margin.account_of(batch.held.get((trader_id, market.quote, book.mode)), exposures)
-    after = None
-    if market.is_derivative and fill_qty > 0:
-        if own is None:
-            flat = Position(trader_id=trader_id, market=market, mode=book.mode)
-            mark = _band_reference(batch) or fill_notional / fill_qty
-            own = margin.exposure_new(flat, mark=mark, index=_index_now(batch))
-        signed = fill_qty if side == Side.BUY else -fill_qty
-        fee = risk.fee_for(fill_notional, market.taker_fee)
-        after = margin.after_fill(account, own, signed, fill_notional / fill_qty, fee)
-    return margin.shortfall(account, reserve=reserve, after=after, reducing=reducing)
-
-
-def _covered_sell(
-    market: Market,
-    engine: eng.OrderBook,
-    trader_id: int,
-    side: str,
-    qty: Decimal,
-    reduce_only: bool,
-    own: margin.Exposure | None,
-) -> bool:
-    """Whether an option sell is covered: the long it sells is held, and not promised
-    to the owner's other resting sells that may only shrink it (reduce-only or covered
-    themselves). A covered sell reserves nothing and may only ever sell that long (the
-    engine treats it as reduce-only); any other option sell is margined as a short of
-    its whole size, so that no short is ever opened without margin, whichever of the
-    owner's sells fills first."""
-    if market.kind != MarketKind.OPTION or side != Side.SELL or reduce_only:
-        return False
-    long = own.size if own is not None else Decimal(0)
-    if long <= 0:
-        return False
-    promised = sum(o.qty for o in engine.reduce_only_resting(trader_id) if o.side == eng.SELL)
-    return qty <= long - promised * market.lot_size
+        market.index_price = found.values_list("price", flat=True).first()
+    return market.index_price
 
 
 def _only_grows(side: str, size: Decimal) -> bool:
@@ -1224,54 +1105,6 @@ def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:
     if missing:
         balances_ensure(missing)
         held.update(balances_lock(missing))
-
-
-def _reservation(
-    *,
-    market: Market,
-    book: Book,
-    side: str,
-    qty: Decimal,
-    est_notional: Decimal,
-    reduce_only: bool,
-    own: margin.Exposure | None,
-) -> tuple[str, Decimal, str]:
-    """(asset, amount, error code if it is not there) that an order must reserve.
-
-    Perps and futures: initial margin at the order's price plus the worst-case fee.
-    Option buys: the premium and fee, in cash. Option sells: short-option margin on the
-    whole size, unless covered by a held long (`_covered_sell`), which needs none.
-    Spot: the quote of a buy with its fee, or the base of a sell."""
-    if side == Side.BUY and market.kind in (MarketKind.SPOT, MarketKind.OPTION):
-        # Paid in cash at the fill: the quote and the worst-case fee.
-        return (
-            market.quote,
-            risk.spot_buy_reserve(est_notional, market.taker_fee),
-            "INSUFFICIENT_BALANCE",
-        )
-    if market.kind == MarketKind.SPOT:
-        return market.base, qty, "INSUFFICIENT_BALANCE"
-    if market.kind == MarketKind.OPTION:
-        # A sell: reduce-only or covered (`_covered_sell`, passed here as reduce-only)
-        # reserves nothing; any other is margined as a short of its whole size.
-        if reduce_only:
-            return market.quote, Decimal(0), "INSUFFICIENT_MARGIN"
-        opening = qty
-        mark = book.mark_price or market.mark_price or (est_notional / qty)
-        index = (own.index if own else None) or _index_of(market) or mark
-        per_unit = margin.short_option_margin(market.option_type, market.strike, index, mark)
-        amount = (opening * per_unit + est_notional * market.taker_fee).quantize(
-            risk.MONEY_QUANTUM, rounding=ROUND_UP
-        )
-        return market.quote, amount, "INSUFFICIENT_MARGIN"
-    if reduce_only:
-        return market.quote, Decimal(0), "INSUFFICIENT_MARGIN"
-    leverage = risk.effective_leverage(own.position.leverage if own else None, market.max_leverage)
-    return (
-        market.quote,
-        risk.order_margin(est_notional, leverage, market.taker_fee),
-        "INSUFFICIENT_MARGIN",
-    )
 
 
 def _mark_canceled(order: Order, reason: str, now, changes: _Books) -> None:

@@ -1,0 +1,100 @@
+"""The request stage: an order's shape, judged against its market before anything is
+locked or read. Each refusal names its field; nothing has changed when one is raised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from dexsite.errors import ExchangeError
+from trading.models import Market, MarketStatus, OrderType, Side, TimeInForce
+from trading.presenters import dec
+from trading.services.books import to_lots, to_ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """An order on its market's grid: its limit price in ticks (None: a market order)
+    and its quantity in lots."""
+
+    ticks: int | None
+    lots: int
+
+
+def market_open_check(market: Market, *, risk_engine: bool) -> None:
+    """A paused market takes no new orders but the risk engine's; a delisted or settled
+    one, none."""
+    if market.status == MarketStatus.PAUSED and not risk_engine:
+        raise ExchangeError("MARKET_PAUSED", f"{market.symbol} is paused", field="market")
+    if market.status == MarketStatus.DELISTED:
+        raise ExchangeError("MARKET_DELISTED", f"{market.symbol} is delisted", field="market")
+    if market.status == MarketStatus.SETTLED:
+        raise ExchangeError("MARKET_SETTLED", f"{market.symbol} has expired", field="market")
+
+
+def order_shape(
+    market: Market,
+    *,
+    type: str,
+    qty: Decimal,
+    price: Decimal | None,
+    tif: str,
+    reduce_only: bool,
+) -> Shape:
+    if type == OrderType.MARKET:
+        if price is not None:
+            raise ExchangeError("INVALID_PRICE", "a MARKET order takes no price", field="price")
+        if tif == TimeInForce.POST_ONLY:
+            raise ExchangeError(
+                "INVALID_TIME_IN_FORCE", "a MARKET order cannot be POST_ONLY", field="timeInForce"
+            )
+        ticks = None
+    else:
+        if price is None:
+            raise ExchangeError("INVALID_PRICE", "a LIMIT order needs a price", field="price")
+        ticks = to_ticks(price, market)
+        if ticks is None or ticks <= 0:
+            raise ExchangeError(
+                "INVALID_PRICE",
+                f"price must be a positive multiple of {dec(market.tick_size)}",
+                field="price",
+            )
+    lots = to_lots(qty, market)
+    if lots is None or lots <= 0:
+        raise ExchangeError(
+            "INVALID_QTY", f"qty must be a positive multiple of {dec(market.lot_size)}", field="qty"
+        )
+    if reduce_only and not market.is_derivative:
+        raise ExchangeError(
+            "INVALID_REDUCE_ONLY", "reduceOnly applies to derivatives only", field="reduceOnly"
+        )
+    return Shape(ticks, lots)
+
+
+def reduce_only_qty(*, side: str, qty: Decimal, size: Decimal) -> Decimal:
+    """What a reduce-only order of `side` may trade against a position of `size`: its
+    quantity, trimmed to the position; refused where it would reduce nothing."""
+    reducible = size if side == Side.SELL else -size
+    if reducible <= 0:
+        raise ExchangeError(
+            "REDUCE_ONLY_REJECTED",
+            "reduce-only order would not reduce a position",
+            field="reduceOnly",
+        )
+    return min(qty, reducible)
+
+
+def min_notional_check(
+    market: Market, *, notional: Decimal, market_order: bool, whole: bool
+) -> None:
+    """A limit order's value is its price times its quantity; a market order's, what the
+    book can fill of it (`whole`: all of it), and one the book cannot fill in full, or
+    at all, is not held to the minimum: it is cancelled as far as it does not fill."""
+    if market_order and (notional == 0 or not whole):
+        return
+    if notional < market.min_notional:
+        raise ExchangeError(
+            "MIN_NOTIONAL",
+            f"order value must be at least {dec(market.min_notional)} {market.quote}",
+            field="qty",
+        )
