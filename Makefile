@@ -38,7 +38,9 @@ run: install install-js ## set up and run the exchange at http://127.0.0.1:$(POR
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 $(BIN)/honcho start -f Procfile.dev
+	# The demo's random-walk index, on PostgreSQL too (where INDEX_FEEDS defaults to none).
+	INDEX_FEEDS=$${INDEX_FEEDS-trading.feeds.RandomWalkFeed} WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 \
+		$(BIN)/honcho start -f Procfile.dev
 
 test: install-dev install-js install-browser ## set up and run lint, migration check, JS units and the whole test suite
 	$(BIN)/ruff check .
@@ -83,9 +85,12 @@ bench-instructions: install-dev ## CPU instructions per persisted order (callgri
 bench-market-data: install-dev ## market-data reads (ticker, charts) against trade history
 	$(BIN)/python bench/market_data.py
 
-run-prod: install ## the production roles of Procfile against DATABASE_URL and REDIS_URL
+run-prod: install install-js ## the production roles of Procfile against DATABASE_URL and REDIS_URL (README: Production)
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 1; }
+	$(BIN)/python manage.py check --deploy
+	$(BIN)/python manage.py runclock --check
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(BIN)/honcho start -f Procfile
 

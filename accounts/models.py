@@ -34,9 +34,25 @@ class User(AbstractUser):
     # paperPoints count the PAPER ledger rows after this one: the trader's first faucet
     # credit, moved to the fresh credit by each paper reset. Null before any credit.
     paper_points_from = models.BigIntegerField(null=True, blank=True)
+    # What the name looks like (accounts.usernames.username_key), kept by save(): a new
+    # name whose key is taken would pass for someone else's.
+    username_key = models.CharField(max_length=64, default="", editable=False)
 
     FEE_ACCOUNT = "__fees__"
     INSURANCE_ACCOUNT = "__insurance__"
+
+    class Meta(AbstractUser.Meta):
+        indexes = [models.Index(fields=["username_key"], name="user_username_key")]
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "username" in update_fields:
+            from accounts.usernames import username_key
+
+            self.username_key = username_key(self.username)
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "username_key"}
+        super().save(*args, **kwargs)
 
 
 class Balance(models.Model):

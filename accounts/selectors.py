@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import DecimalField, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from accounts.models import (
     ApiKey,
@@ -110,6 +113,16 @@ def paper_points(*, trader: User) -> Decimal:
         id__gt=trader.paper_points_from,
     ).aggregate(s=Sum("amount"))["s"]
     return total or Decimal(0)
+
+
+def paper_faucet_wait(*, trader: User, now: datetime | None = None) -> int | None:
+    """Seconds (whole, rounded up) until `trader` may use the paper faucet again, or
+    None where they may now."""
+    last = User.objects.values_list("last_faucet_at", flat=True).get(pk=trader.pk)
+    if last is None:
+        return None
+    left = last + timedelta(seconds=settings.PAPER_FAUCET_COOLDOWN) - (now or timezone.now())
+    return int(left.total_seconds()) + 1 if left > timedelta(0) else None
 
 
 def linked_wallets(*, trader: User) -> list[str]:

@@ -1,5 +1,6 @@
 """Rate limits on the endpoints that invite abuse: signup, login (the API's /auth/token
-and the session login form), the paper faucet and reset, wallet linking and withdrawals.
+and the session login form), the paper faucet and reset, wallet linking, withdrawals
+and deposit notices.
 
 Abuse control, not security: they slow down scripted sign-ups, password guessing and
 hammering, but a determined attacker spreads over addresses. Passwords, signatures and
@@ -85,6 +86,10 @@ class LinkWalletThrottle(_ByTrader):
 
 class WithdrawThrottle(_ByTrader):
     scope = "withdraw"
+
+
+class DepositThrottle(_ByTrader):
+    scope = "deposit"
 
 
 LOGIN_THROTTLES = (LoginAddressThrottle, LoginAccountThrottle)

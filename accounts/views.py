@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from accounts import throttles
+from accounts import throttles, usernames
 from accounts.models import User
 from trading.models import Market
 
@@ -65,8 +65,10 @@ class SignupForm(UserCreationForm):
     def clean_username(self) -> str | None:
         # None where Django's own check found the name taken (its error is recorded).
         username = super().clean_username()
-        if username and username.startswith("__"):
-            raise ValidationError("That username is not allowed.")
+        if username:
+            # The rule the API's sign-up follows too (accounts/usernames.py).
+            username = usernames.username_validate(username)
+            usernames.username_available(username)
         return username
 
 

@@ -103,7 +103,9 @@ _STATUS_CODES = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ExchangeError):
-        return Response(exc.as_dict(), status=exc.status_code)
+        retry = exc.extra.get("retryAfter")
+        headers = {"Retry-After": str(retry)} if retry is not None else None
+        return Response(exc.as_dict(), status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -3,7 +3,7 @@
 With no DATABASE_URL / REDIS_URL the exchange runs on embedded SQLite and the in-memory
 channel layer, so that a bare machine shows a live exchange with one command.
 Production differs only by environment: DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG,
-ALLOWED_HOSTS.
+ALLOWED_HOSTS and the others README's "Production" lists.
 """
 
 import os
@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 # still refuses a request before any view (and CSRF's process_view) sees it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /static/ from this process (dexsite/staticfiles.py), before sessions and the rest.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -167,14 +169,33 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # The dashboard's browser libraries come from npm (`npm ci`, pinned in package-lock.json)
-# and are served from node_modules under static/vendor/, never committed.
-STATICFILES_DIRS = [
-    BASE_DIR / "static",
-    ("vendor/lightweight-charts", BASE_DIR / "node_modules" / "lightweight-charts" / "dist"),
-    ("vendor/ethers", BASE_DIR / "node_modules" / "ethers" / "dist"),
+# and are served from node_modules as static/vendor/<package>/<file>, never committed:
+# the one build of each that the pages load.
+NPM_STATIC_FILES = [
+    "lightweight-charts/dist/lightweight-charts.standalone.production.mjs",
+    "ethers/dist/ethers.min.js",
 ]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "dexsite.staticfiles.NpmFinder",
+]
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+# With DEBUG off, `collectstatic` must run before the web processes start: it writes
+# hashed, compressed copies and the manifest that pages name them by (a page rendered
+# without it fails). With DEBUG on, files are served as they are from the sources.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "dexsite.staticfiles.HashedStaticFilesStorage"
+        )
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
@@ -229,6 +250,7 @@ THROTTLE_RATES = {
         "faucet": "10/hour",  # faucet and paper reset, per trader
         "link_wallet": "30/hour",  # challenges and answers, per trader
         "withdraw": "30/hour",  # per trader
+        "deposit": "30/hour",  # deposit notices, per trader
     }.items()
 }
 # Wallet linking (EIP-4361): the domain and URI the message names default to the host
@@ -241,14 +263,21 @@ WALLETS_MAX = 10
 # Vault: what may be deposited and withdrawn (REAL), and who confirms transfers.
 VAULT_ASSETS = ("USDC", "CXPT")
 VAULT_CHAIN_ADAPTER = os.environ.get("VAULT_CHAIN_ADAPTER", "accounts.chain.StaffConfirmation")
+# Deposit notices of one trader that may wait for confirmation at once.
+VAULT_PENDING_DEPOSITS_MAX = int(os.environ.get("VAULT_PENDING_DEPOSITS_MAX", "5"))
 IDEMPOTENCY_KEY_TTL = int(os.environ.get("IDEMPOTENCY_KEY_TTL", str(24 * 3600)))
 API_KEYS_MAX = 20  # keys a trader makes for bots
 API_LOGIN_KEYS_KEPT = 20  # keys from signup / auth/token still valid per trader
 
 if not DEBUG:
+    # HTTPS only (README, "Production"): a TLS proxy in front sets X-Forwarded-Proto:
+    # https (replacing any the client sent). Over plain HTTP every page redirects to
+    # https://, and browsers do not store secure cookies sent over plain HTTP, so
+    # sign-in and forms fail; trying production settings without TLS takes
+    # SECURE_SSL_REDIRECT=false, SECURE_COOKIES=false and SECURE_HSTS_SECONDS=0.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -273,6 +302,9 @@ INDEX_FEEDS = [
     if f
 ]
 INDEX_STALE_SECONDS = int(os.environ.get("INDEX_STALE_SECONDS", "120"))
+# Without a feed the clock refuses to start (an index unfed for INDEX_STALE_SECONDS
+# pauses funding and liquidations), unless the index is set by hand on purpose.
+INDEX_MANUAL = env_bool("INDEX_MANUAL", False)
 LIQUIDATION_FEE_RATE = os.environ.get("LIQUIDATION_FEE_RATE", "0.005")
 FUNDING_INTEREST_8H = os.environ.get("FUNDING_INTEREST_8H", "0.0001")
 

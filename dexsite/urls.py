@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.urls import include, path, re_path, reverse
@@ -45,7 +44,5 @@ urlpatterns = [
     path("trade/<str:symbol>/", trading_pages.trade_page, name="trade"),
     path("", trading_pages.markets_page, name="home"),
 ]
-# The dashboard's CSS and ES modules, and the npm packages it uses (settings:
-# STATICFILES_DIRS); served by Django only with DEBUG on (a production deployment
-# serves STATIC_ROOT from its proxy).
-urlpatterns += staticfiles_urlpatterns()
+# /static/ never reaches the URLconf: WhiteNoise, a middleware, serves it with DEBUG on
+# or off (dexsite/staticfiles.py).

@@ -1,9 +1,11 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from accounts.admin import ReadOnly
-from trading.models import Book, Fill, Market, Order, Position, Trade
+from trading.models import Book, Fill, IndexPrice, Market, Order, Position, Trade
 from trading.services import markets as market_services
 
 
@@ -116,3 +118,17 @@ class PositionAdmin(ReadOnlyAdmin):
     list_display = ("trader", "market", "mode", "size", "open_notional", "realized_pnl", "leverage")
     list_filter = ("mode", "market")
     list_select_related = ("trader", "market")
+
+
+@admin.register(IndexPrice)
+class IndexPriceAdmin(ReadOnlyAdmin):
+    list_display = ("underlying", "price", "source", "updated_at", "age", "fresh")
+
+    @admin.display(description="age (s)")
+    def age(self, obj: IndexPrice) -> int:
+        return int((timezone.now() - obj.updated_at).total_seconds())
+
+    @admin.display(boolean=True, description="fresh")
+    def fresh(self, obj: IndexPrice) -> bool:
+        # Past INDEX_STALE_SECONDS funding and liquidations of its markets pause.
+        return self.age(obj) <= settings.INDEX_STALE_SECONDS

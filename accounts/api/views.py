@@ -109,6 +109,15 @@ def _no_body(request: Request) -> None:
 class PaperFaucetApi(APIView):
     throttle_classes = [throttles.FaucetThrottle]
 
+    def check_throttles(self, request: Request) -> None:
+        # Within the cooldown the answer is known and says when to come back: a repeat
+        # (a bot retrying, ten calls raced at once) hears FAUCET_COOLDOWN with its
+        # retryAfter, never the generic throttle's RATE_LIMITED, and spends none of it.
+        wait = selectors.paper_faucet_wait(trader=request.user)
+        if wait is not None:
+            raise services.faucet_cooldown(wait)
+        super().check_throttles(request)
+
     @extend_schema(
         request=None, responses=S.responses({200: S.FaucetResultSerializer}, *S.PRIVATE, 429)
     )
@@ -254,10 +263,18 @@ class DepositInputSerializer(StrictSerializer):
 
 
 class DepositApi(APIView):
+    # Each new notice waits in the staff queue (and the service caps how many may).
+    throttle_classes = [throttles.DepositThrottle]
+
     @extend_schema(
         request=DepositInputSerializer,
         responses=S.responses(
-            {201: S.TransferSerializer, 200: S.TransferSerializer}, 400, *S.PRIVATE, 409, 422
+            {201: S.TransferSerializer, 200: S.TransferSerializer},
+            400,
+            *S.PRIVATE,
+            409,
+            422,
+            429,
         ),
     )
     @idempotent

@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
-from accounts.selectors import balances_of
+from accounts.selectors import balances_of, paper_faucet_wait
 from dexsite import sql
 from dexsite.errors import ExchangeError
 
@@ -132,24 +132,25 @@ def user_signup(*, username: str, password: str) -> User:
     from django.contrib.auth.password_validation import validate_password
     from django.core.exceptions import ValidationError
 
-    username = username.strip()
-    if not username or username.startswith("__"):
-        raise ExchangeError("INVALID_USERNAME", "username is not allowed", field="username")
+    from accounts import usernames
+
+    # The sign-up page's rule (accounts/usernames.py): its shape, then the password,
+    # then whether it (or a name that looks the same) is taken.
+    try:
+        username = usernames.username_validate(username)
+    except ValidationError as e:
+        raise ExchangeError("INVALID_USERNAME", e.messages[0], field="username") from e
     try:
         validate_password(password)
     except ValidationError as e:
         raise ExchangeError("INVALID_PASSWORD", " ".join(e.messages), field="password") from e
-    taken = ExchangeError(
-        "USERNAME_TAKEN", "that username is taken", field="username", status_code=409
-    )
-    # As the sign-up page has it: names that differ only in case are one name.
-    if User.objects.filter(username__iexact=username).exists():
-        raise taken
     try:
+        usernames.username_available(username)
         with transaction.atomic():
             return User.objects.create_user(username=username, password=password)
-    except IntegrityError as e:
-        raise taken from e
+    except (ValidationError, IntegrityError) as e:
+        message = e.messages[0] if isinstance(e, ValidationError) else "That username is taken."
+        raise ExchangeError("USERNAME_TAKEN", message, field="username", status_code=409) from e
 
 
 def token_for(user: User) -> str:
@@ -157,6 +158,15 @@ def token_for(user: User) -> str:
     from accounts.services.api_keys import api_key_issue_login
 
     return api_key_issue_login(trader=user)
+
+
+def faucet_cooldown(retry_after: int) -> ExchangeError:
+    return ExchangeError(
+        "FAUCET_COOLDOWN",
+        "the paper faucet can be used once per cooldown",
+        status_code=429,
+        extra={"retryAfter": retry_after},
+    )
 
 
 def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
@@ -171,14 +181,7 @@ def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
             .update(last_faucet_at=now)
         )
         if not claimed:
-            last = User.objects.values_list("last_faucet_at", flat=True).get(pk=trader.pk)
-            retry = int((last + cooldown - now).total_seconds()) + 1
-            raise ExchangeError(
-                "FAUCET_COOLDOWN",
-                "the paper faucet can be used once per cooldown",
-                status_code=429,
-                extra={"retryAfter": retry},
-            )
+            raise faucet_cooldown(paper_faucet_wait(trader=trader, now=now) or 1)
         amounts = {a: Decimal(v) for a, v in settings.PAPER_FAUCET_AMOUNTS.items()}
         keys = [(trader.pk, a, Mode.PAPER) for a in amounts]
         balances_ensure(keys)

@@ -7,7 +7,8 @@ nor a second withdrawal can spend it), and staff approval turns the lock into th
 row, or rejection releases it.
 
 Locks, always in this order: a transfer row, then balance rows (pk order through
-`balances_lock`), then a linked-wallet row. A withdrawal request starts at the balance
+`balances_lock`), then a linked-wallet row. A deposit notice locks its trader's row
+before it writes its transfer row (the cap on pending deposits). A withdrawal request starts at the balance
 row, the same row an order placement of this trader locks before reserving margin, so
 orders and withdrawals queue on it and never spend the same free funds twice.
 """
@@ -89,6 +90,7 @@ def deposit_record(
         return _same_deposit(existing, trader, asset, amount), False
     try:
         with transaction.atomic():
+            _pending_deposits_below_cap(trader)
             deposit = Transfer.objects.create(
                 trader=trader,
                 kind=TransferKind.DEPOSIT,
@@ -103,6 +105,27 @@ def deposit_record(
         return _same_deposit(existing, trader, asset, amount), False
     transaction.on_commit(lambda: chain_adapter().deposit_recorded(deposit))
     return deposit, True
+
+
+def _pending_deposits_below_cap(trader: User) -> None:
+    """Refuse a notice past VAULT_PENDING_DEPOSITS_MAX of the trader's deposits waiting
+    for staff: notices cost nothing to send and each one sits in the staff queue.
+
+    The trader's row is locked for the rest of the caller's transaction: of two notices
+    sent at once the second waits here and then counts the first, so a race cannot pass
+    the cap. Nothing that holds a lock this transaction takes next (a transfer row)
+    waits for a trader row, so this lock comes first."""
+    User.objects.select_for_update().filter(pk=trader.pk).values_list("pk").get()
+    cap = settings.VAULT_PENDING_DEPOSITS_MAX
+    pending = Transfer.objects.filter(
+        trader=trader, kind=TransferKind.DEPOSIT, status=TransferStatus.PENDING
+    ).count()
+    if pending >= cap:
+        raise ExchangeError(
+            "TOO_MANY_PENDING_DEPOSITS",
+            f"{pending} deposits are waiting for confirmation; at most {cap} may wait at once",
+            status_code=409,
+        )
 
 
 def _same_deposit(existing: Transfer, trader: User, asset: str, amount: Decimal) -> Transfer:

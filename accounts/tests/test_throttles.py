@@ -109,12 +109,36 @@ def test_session_signup_form_is_throttled(rates):
     assert r.status_code == 429 and not User.objects.filter(username="s2").exists()
 
 
-def test_faucet_is_throttled_per_trader(rates, api_alice, api_bob):
+def test_faucet_is_throttled_per_trader(rates, settings, api_alice, api_bob):
     rates(faucet="1/min")
     assert api_alice.post("/api/v1/paper/faucet").status_code == 200
-    assert_limited(api_alice.post("/api/v1/paper/faucet"))
-    assert_limited(api_alice.post("/api/v1/paper/reset"))
+    assert_limited(api_alice.post("/api/v1/paper/reset"))  # one budget with the faucet
     assert api_bob.post("/api/v1/paper/faucet").status_code == 200
+    settings.PAPER_FAUCET_COOLDOWN = 0  # no cooldown to tell: the throttle answers
+    assert_limited(api_bob.post("/api/v1/paper/faucet"))
+
+
+def test_a_faucet_call_in_its_cooldown_hears_the_cooldown_not_the_throttle(
+    rates, settings, alice, api_alice
+):
+    rates(faucet="10/hour")
+    # Ten calls that each found the faucet free (as ten raced at once do) spend the
+    # hour's budget.
+    for _ in range(10):
+        User.objects.filter(pk=alice.pk).update(last_faucet_at=None)
+        assert api_alice.post("/api/v1/paper/faucet").status_code == 200
+    for _ in range(3):
+        r = api_alice.post("/api/v1/paper/faucet")
+        assert r.status_code == 429
+        error = r.json()["error"]
+        assert error["code"] == "FAUCET_COOLDOWN"
+        cooldown = settings.PAPER_FAUCET_COOLDOWN
+        assert cooldown - 60 < error["retryAfter"] <= cooldown + 1
+        assert r["Retry-After"] == str(error["retryAfter"])
+    # Out of its cooldown, the spent budget still holds.
+    User.objects.filter(pk=alice.pk).update(last_faucet_at=None)
+    r = api_alice.post("/api/v1/paper/faucet")
+    assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
 
 
 def test_link_wallet_is_throttled(rates, api_alice, alice):
@@ -129,6 +153,19 @@ def test_withdraw_is_throttled(rates, api_alice):
     body = {"asset": "USDC", "amount": "1", "address": "0x" + "ab" * 20}
     assert api_alice.post("/api/v1/vault/withdraw", body, format="json").status_code == 400
     assert_limited(api_alice.post("/api/v1/vault/withdraw", body, format="json"))
+
+
+def test_deposit_notices_are_throttled_per_trader(rates, api_alice, api_bob):
+    rates(deposit="2/min")
+
+    def notice(client, n: int):
+        body = {"asset": "USDC", "amount": "1", "txHash": "0x" + f"{n:064x}"}
+        return client.post("/api/v1/vault/deposit", body, format="json")
+
+    assert notice(api_alice, 1).status_code == 201
+    assert notice(api_alice, 2).status_code == 201
+    assert_limited(notice(api_alice, 3))
+    assert notice(api_bob, 4).status_code == 201
 
 
 def test_rates_come_from_the_environment(monkeypatch):

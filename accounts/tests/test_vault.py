@@ -108,6 +108,46 @@ def test_deposit_refusals(api_alice, body, code):
     assert not Transfer.objects.exists()
 
 
+def test_pending_deposits_are_capped_per_trader(settings, api_alice, alice, api_bob):
+    settings.VAULT_PENDING_DEPOSITS_MAX = 3
+    for n in (1, 2, 3):
+        assert deposit(api_alice, "1000000000000000", n).status_code == 201
+    r = deposit(api_alice, "1", 4)
+    assert r.status_code == 409 and err(r) == "TOO_MANY_PENDING_DEPOSITS"
+    assert deposit(api_alice, "1000000000000000", 2).status_code == 200  # a repeat still is
+    assert deposit(api_bob, "1", 5).status_code == 201  # per trader
+    vault.deposit_reject(deposit_id=Transfer.objects.get(tx_hash=tx(1)).pk, by=None)
+    assert deposit(api_alice, "1", 4).status_code == 201  # one left the queue
+    assert Transfer.objects.filter(trader=alice, status="PENDING").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@requires_postgres
+def test_concurrent_deposit_notices_stop_at_the_cap(settings):
+    settings.VAULT_PENDING_DEPOSITS_MAX = 5
+    alice = User.objects.create_user("alice", password="a-long-password-1")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def work(n: int) -> None:
+        try:
+            barrier.wait()
+            vault.deposit_record(trader=alice, asset="USDC", amount=D("1"), tx_hash=tx(n))
+            outcomes.append("ok")
+        except ExchangeError as e:
+            outcomes.append(e.code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["TOO_MANY_PENDING_DEPOSITS"] * 15 + ["ok"] * 5
+    assert Transfer.objects.filter(trader=alice, status="PENDING").count() == 5
+
+
 def test_confirm_unknown_deposit(db):
     with pytest.raises(CommandError, match="NOT_FOUND"):
         call_command("confirm_deposit", tx(9))

@@ -8,11 +8,33 @@ import signal
 import time
 from collections.abc import Callable
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 from django.utils import timezone
 
 log = logging.getLogger("clock")
+
+NO_FEED = (
+    "no index feed: INDEX_FEEDS is empty (its default wherever DATABASE_URL is set), so "
+    "every index would go stale {stale} s (INDEX_STALE_SECONDS) after it was last set, "
+    "and funding and liquidations of its markets would pause without a word. Set "
+    "INDEX_FEEDS to the oracle feed classes, comma separated "
+    "(trading.feeds.RandomWalkFeed: the demo's random walk), or INDEX_MANUAL=true where "
+    "the index is set by hand with `manage.py set_index_price`."
+)
+
+
+def feeds_check() -> str:
+    """What feeds the index, or CommandError where nothing would."""
+    from trading.feeds import configured_feeds
+
+    feeds = configured_feeds()  # each feed class imported and made: a typo fails here
+    if feeds:
+        return "index feeds: " + ", ".join(f.name for f in feeds)
+    if settings.INDEX_MANUAL:
+        return "no index feed: the index is set by hand (INDEX_MANUAL)"
+    raise CommandError(NO_FEED.format(stale=settings.INDEX_STALE_SECONDS))
 
 
 class Command(BaseCommand):
@@ -20,6 +42,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="run every job once and exit")
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="check that something feeds the index (INDEX_FEEDS or INDEX_MANUAL) and exit",
+        )
         parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
         parser.add_argument(
             "--metrics-port",
@@ -30,12 +57,24 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, once: bool = False, duration: float = 0, metrics_port: int = 0, **options
+        self,
+        *args,
+        once: bool = False,
+        check: bool = False,
+        duration: float = 0,
+        metrics_port: int = 0,
+        **options,
     ) -> None:
         from trading.services import books, expiry, funding, liquidation, prices
         from trading.services.series import series_roll
 
+        # Refused before anything runs: a clock without a feed would seem to work.
+        feeding = feeds_check()
+        if check:
+            self.stdout.write(feeding)
+            return
         logging.basicConfig(level=logging.INFO, format="%(asctime)s clock %(message)s")
+        log.info(feeding)
         if metrics_port:
             # The clock's counters live in this process: a web process's /metrics does
             # not see them.
