@@ -18,6 +18,17 @@ def _fresh_process_caches():
     clear()
 
 
+@pytest.fixture(autouse=True)
+def _account_updates_settled():
+    """`accountUpdate`s are read by a thread of their own, a moment after a change: none
+    is left waiting or being read when a test ends and its database is emptied (set up
+    after pytest-django's database fixtures, so torn down before them)."""
+    yield
+    from realtime import account_updates
+
+    account_updates.settle()
+
+
 def pytest_configure(config):
     import os
 

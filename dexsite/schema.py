@@ -277,6 +277,34 @@ class PositionSerializer(serializers.Serializer):
     leverage = decimal(nullable=True)
 
 
+class AccountSerializer(serializers.Serializer):
+    """The cross-margin account of one mode, in USDC (docs/api.md, "Account")."""
+
+    mode = enum(*MODES)
+    equity = decimal(help_text="cash + the value of the positions at mark")
+    cash = decimal(help_text="the USDC balance less what pending withdrawals hold (on its way out)")
+    unrealizedPnl = decimal(
+        help_text="the positions' unrealized PnL at mark, as /positions shows them (an "
+        "option's against its premium)"
+    )
+    initialMargin = decimal(
+        help_text="what the positions need: |size| x mark / leverage; short options more"
+    )
+    maintenanceMargin = decimal(help_text="below this equity, the account is liquidated")
+    marginRatio = decimal(
+        nullable=True,
+        help_text="maintenanceMargin / equity; above 1: due for liquidation; 0 where no "
+        "maintenance margin is needed; null where it is and equity is 0 or less",
+    )
+    availableToTrade = decimal(
+        help_text="the most a new order may reserve: the cash no order or withdrawal "
+        "holds, at most the free margin (equity - initialMargin - locked)"
+    )
+    availableToWithdraw = decimal(
+        help_text="what POST /vault/withdraw would let leave now; always 0 in PAPER"
+    )
+
+
 class LeverageResultSerializer(serializers.Serializer):
     market = serializers.CharField()
     mode = enum(*MODES)
@@ -413,6 +441,8 @@ def required_query(name: str, description: str = "") -> OpenApiParameter:
 
 # The `mode` query parameter of every endpoint that takes one.
 MODE = OpenApiParameter("mode", str, enum=list(MODES))
+# ... and of an endpoint that answers for one mode only.
+MODE_REQUIRED = OpenApiParameter("mode", str, enum=list(MODES), required=True)
 
 
 def page_query(limit_max: int) -> list[OpenApiParameter]:

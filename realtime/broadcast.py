@@ -159,11 +159,34 @@ def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = (
     # once: the committing thread does not wait for Redis round trips. Delivery is best
     # effort (the order is committed whatever happens there, and the book's seq lets
     # every subscriber detect what it missed).
-    loop = _server_loop()
-    if loop is not None:
-        loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
-    else:
-        _publisher.submit(send_all)
+    _hand_over(send_all, _server_loop())
+
+
+def publish_later(events: list[dict[str, Any]], loop: asyncio.AbstractEventLoop | None) -> None:
+    """Send `events` from a thread that committed nothing (realtime.account_updates'),
+    on `loop`: the server's loop that the thread which noted the change ran for, while
+    it runs; else on the publishing loop."""
+    layer = get_channel_layer()
+    if layer is None or not events:
+        return
+
+    async def send_all() -> None:
+        for event in events:
+            await layer.group_send(event["channel"], event)
+
+    _hand_over(send_all, loop)
+
+
+def _hand_over(
+    send_all: Callable[[], Awaitable[None]], loop: asyncio.AbstractEventLoop | None
+) -> None:
+    if loop is not None and loop.is_running():
+        try:
+            loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
+            return
+        except RuntimeError:  # closed since it was seen running: publish elsewhere
+            pass
+    _publisher.submit(send_all)
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = (

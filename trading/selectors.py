@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from django.db import connection
@@ -12,7 +12,9 @@ from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Balance, User
-from accounts.selectors import balances_of
+from accounts.selectors import balances_of, balances_query
+from accounts.services import vault
+from dexsite import sql
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
 from trading import candles, margin, risk
@@ -28,6 +30,7 @@ from trading.models import (
     Trade,
 )
 from trading.presenters import (
+    account_dict,
     balance_dict,
     dec,
     fill_dict,
@@ -382,6 +385,73 @@ def _position_dicts(
             )
         )
     return out
+
+
+# The cross-margin account's asset, and the precision of its margin ratio.
+ACCOUNT_ASSET = "USDC"
+RATIO_QUANTUM = Decimal("1e-8")
+
+
+def account_get(*, trader: User, mode: str) -> dict[str, Any]:
+    """The trader's cross-margin account in `mode`: `GET /account`."""
+    return accounts_shown(trader_ids=[trader.pk], mode=mode)[trader.pk]
+
+
+def accounts_shown(*, trader_ids: Iterable[int], mode: str) -> dict[int, dict[str, Any]]:
+    """Each trader's account in `mode` as `GET /account` shows it, also to traders with
+    no balance row or position (all zeros): what `accountUpdate` pushes. The balance
+    rows and positions of them all in one round trip; in REAL, one statement more per
+    funded account, for what may be withdrawn (the vault's own rule)."""
+    ids = sorted(set(trader_ids))
+    if not ids:
+        return {}
+    balances, exposures = sql.run_all(
+        [
+            balances_query({(t, ACCOUNT_ASSET, mode) for t in ids}),
+            margin.exposures_of_query(ids, mode),
+        ]
+    )
+    held: dict[int, list[margin.Exposure]] = {t: [] for t in ids}
+    for e in exposures:
+        if e.size:
+            held[e.position.trader_id].append(e)
+    return {t: _account_dict(t, mode, balances.get((t, ACCOUNT_ASSET, mode)), held[t]) for t in ids}
+
+
+def _account_dict(
+    trader_id: int, mode: str, balance: Balance | None, exposures: list[margin.Exposure]
+) -> dict[str, Any]:
+    """The account's figures (docs/api.md, "Account"): what pending withdrawals hold is
+    neither cash nor locked (`margin.account_of`); unrealized PnL is that of the
+    positions as `/positions` shows them (an option's against its premium)."""
+    account = margin.account_of(balance, exposures)
+    equity, maintenance = account.equity, account.maintenance
+    if maintenance == 0:
+        ratio = Decimal(0)
+    elif equity <= 0:
+        ratio = None  # past bankruptcy: no finite ratio, and liquidation is due
+    else:
+        # Rounded up: never shown safer than it is.
+        ratio = (maintenance / equity).quantize(RATIO_QUANTUM, rounding=ROUND_UP)
+    withdrawable = Decimal(0)
+    if mode == "REAL" and balance is not None:
+        withdrawable = vault.withdrawable(balance, trader_id)
+    q = risk.MONEY_QUANTUM
+    return account_dict(
+        mode,
+        {
+            "equity": equity.quantize(q),
+            "cash": account.cash,
+            "unrealized_pnl": sum(
+                (e.size * e.mark - e.open_notional for e in exposures), Decimal(0)
+            ).quantize(q),
+            "initial_margin": account.initial.quantize(q),
+            "maintenance_margin": maintenance.quantize(q),
+            "margin_ratio": ratio,
+            "available_to_trade": margin.available(account).quantize(q, rounding=ROUND_DOWN),
+            "available_to_withdraw": withdrawable,
+        },
+    )
 
 
 def open_interest(*, market: Market, mode: str) -> dict[str, Decimal]:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("markets/<str:symbol>/leverage", views.LeverageApi.as_view(), name="api-leverage"),
     path("metrics", views.MetricsApi.as_view(), name="api-metrics"),
     path("fills", views.FillsApi.as_view(), name="api-fills"),
+    path("account", views.AccountApi.as_view(), name="api-account"),
     path("positions", views.PositionsApi.as_view(), name="api-positions"),
     path(
         "positions/<str:symbol>/close", views.PositionCloseApi.as_view(), name="api-position-close"

@@ -313,6 +313,17 @@ class PositionsApi(APIView):
         return Response(selectors.positions_list(trader=request.user, mode=mode_param(request)))
 
 
+class AccountApi(APIView):
+    @extend_schema(
+        parameters=[S.MODE_REQUIRED],
+        responses=S.responses({200: S.AccountSerializer}, 400, *S.PRIVATE),
+    )
+    def get(self, request: Request) -> Response:
+        # One account per mode: no mode is a mistake, not both.
+        mode = mode_param(request, required=True)
+        return Response(selectors.account_get(trader=request.user, mode=mode))
+
+
 class ModeSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
 

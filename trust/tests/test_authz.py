@@ -460,6 +460,7 @@ MATRIX: dict[str, list[Op]] = {
         Op("DELETE", "owned", lambda w, who, mode: f"/api/v1/orders/{w.orders[mode]}"),
     ],
     "api/v1/fills": [Op("GET", "self", p("/api/v1/fills?mode={mode}"), ids=a_fill_ids)],
+    "api/v1/account": [Op("GET", "self", p("/api/v1/account?mode={mode}"))],
     "api/v1/positions": [Op("GET", "self", p("/api/v1/positions?mode={mode}"))],
     "api/v1/positions/<str:symbol>/close": [
         Op(
@@ -572,7 +573,7 @@ def test_api_and_pages_matrix(world: World) -> None:
             for who, via, mode in combos(op.pages):
                 run_cell(world, t, op, who, via, mode)
     assert t.failures == [], "\n".join(t.failures[:40])
-    # 32 routes, 37 operations x (1 anonymous + 3 principals x 2 credentials) x 2 modes.
+    # 33 routes, 38 operations x (1 anonymous + 3 principals x 2 credentials) x 2 modes.
     assert t.cells == sum(len(ops) for ops in MATRIX.values()) * 14
     print(f"api/pages matrix: {t.cells} cells")
 
@@ -738,6 +739,61 @@ async def _recv_until(comm, type_: str, timeout: float = 3) -> dict:
             return msg
 
 
+@pytest.fixture
+def socket_channels(monkeypatch) -> list[str]:
+    """The channel-layer channel of each socket, in the order they connect: the path
+    every group event to a socket takes, in order."""
+    from realtime.consumers import ExchangeConsumer
+
+    opened: list[str] = []
+    real = ExchangeConsumer.connect
+
+    async def connect(self) -> None:
+        opened.append(self.channel_name)
+        await real(self)
+
+    monkeypatch.setattr(ExchangeConsumer, "connect", connect)
+    return opened
+
+
+async def _after_the_events_of(user: User) -> None:
+    """Return once the events of `user`'s commits so far have reached this process: a
+    marker published after them, through the same in-order publishing as every
+    commit's events, has arrived in the user's group. Whatever they would wrongly have
+    reached is by then queued on that socket's channel."""
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    from realtime import broadcast, names
+
+    layer = get_channel_layer()
+    group = names.trader_channel(user.trader_id)
+    observer = await layer.new_channel()
+    await layer.group_add(group, observer)
+
+    async def next_type() -> str:
+        event = await asyncio.wait_for(layer.receive(observer), 10)
+        return json.loads(event["text"])["type"]
+
+    await sync_to_async(broadcast.publish)([broadcast.message("marker", group, {})])
+    while await next_type() != "marker":
+        pass  # the user's own events, still on their way, come first
+    await layer.group_discard(group, observer)
+
+
+async def _carried_nothing(comm, channel: str) -> None:
+    """The socket has sent nothing since its last message read: an `auth.revoke` sent on
+    its own channel (behind whatever that channel already holds) ends it, and its
+    notice is the first thing it says."""
+    from channels.layers import get_channel_layer
+
+    await get_channel_layer().send(channel, {"type": "auth.revoke"})
+    said = []
+    while (msg := await _recv(comm, timeout=5))["type"] != "__closed__":
+        said.append(msg)
+    assert [m.get("code") for m in said] == ["UNAUTHENTICATED"], said
+
+
 def _ws_world():
     from channels.db import database_sync_to_async
 
@@ -775,7 +831,7 @@ def _cookie_communicator(session_key: str, origin: str | None = "http://localhos
 
 @ws
 @pytest.mark.asyncio
-async def test_ws_origin_and_trader_channels(layer) -> None:
+async def test_ws_origin_and_trader_channels(layer, socket_channels) -> None:
     from realtime.tests.conftest import communicator
 
     w = await _ws_world()
@@ -798,8 +854,10 @@ async def test_ws_origin_and_trader_channels(layer) -> None:
         "B-session": _cookie_communicator(_session_key(w, "B")),
         "staff-token": communicator(token=w.tokens["staff"]),
     }
+    channel_of = {}
     for name, comm in sockets.items():
         assert (await comm.connect())[0], name
+        channel_of[name] = socket_channels[-1]
         for channel in (f"trader.{w.a.trader_id}", f"trader.{str(w.a.trader_id).upper()}"):
             await comm.send_json_to({"action": "subscribe", "channel": channel})
             msg = await _recv(comm)
@@ -811,14 +869,17 @@ async def test_ws_origin_and_trader_channels(layer) -> None:
         ("B-query", communicator(f"/ws/?traderId={w.a.trader_id}", token=w.tokens["B"])),
     ):
         assert (await comm.connect())[0]
+        channel_of[name] = socket_channels[-1]
         assert (await _recv(comm))["code"] == "FORBIDDEN", name
         sockets[name] = comm
         cells += 1
-    # A's events reach none of them.
+    # A's events reach none of them: once they have reached this process, each socket's
+    # next word is the one sent on its own channel after them.
     await _place(w.a, "PAPER")
     await _place(w.a, "REAL")
+    await _after_the_events_of(w.a)
     for name, comm in sockets.items():
-        assert await comm.receive_nothing(timeout=0.3), name
+        await _carried_nothing(comm, channel_of[name])
         await comm.disconnect()
         cells += 1
     print(f"websocket authorization: {cells} cells")
@@ -850,6 +911,10 @@ async def _assert_ended(comm, w: World) -> None:
         seen.append(msg)
     assert any(m.get("code") == "UNAUTHENTICATED" for m in seen), seen
     await _place(w.a, "PAPER", price="1001")
+    await _after_the_events_of(w.a)
+    # A closed socket says nothing, whatever it is sent, so no marker can come back from
+    # it: the order's events have reached this process, and the socket gets a bounded
+    # moment to (wrongly) forward what its channel holds.
     assert await comm.receive_nothing(timeout=0.3)
 
 
@@ -927,7 +992,8 @@ async def test_ws_public_channels_unaffected_by_a_revocation_of_someone_else(lay
     assert (await comm_b.connect())[0]
     await database_sync_to_async(w.sessions["B"].post)("/accounts/logout/")
     assert (await _recv(comm_b, timeout=5))["code"] == "UNAUTHENTICATED"
-    await asyncio.sleep(0.1)
+    # B's revocation was published before A's order, in order: one that reached A's
+    # socket too would end it before the order's update arrives.
     await _place(w.a, "PAPER", price="1003")
     assert (await _recv_until(comm_a, "orderUpdate"))["type"] == "orderUpdate"
     await comm_a.disconnect()

@@ -1,9 +1,11 @@
-// AccountInfoPanel: tabs with OpenOrdersList (cancel, cancel all), PositionsList
+// AccountInfoPanel: the account summary (GET /account, then `accountUpdate`: equity,
+// unrealized PnL, margin ratio with its gauge, available to trade and to withdraw), tabs
+// with OpenOrdersList (cancel, cancel all), PositionsList
 // (close, PnL in colour, liquidation price), BalancesInfo (REAL: deposit/withdraw;
 // PAPER: paperPoints and the faucet) and TradeHistoryList ("Load more" by nextToken).
 import { $, h, setText, dateTimeOf } from '../lib/dom.js';
 import { del, get, post } from '../lib/api.js';
-import { cmp, format, mul, sign, sub } from '../lib/decimal.js';
+import { cmp, format, min, mul, sign, sub } from '../lib/decimal.js';
 import { DataTable } from './datatable.js';
 import { Tabs } from './tabs.js';
 import { busy } from './loading.js';
@@ -104,6 +106,7 @@ export class AccountPanel {
         { key: 'liquidity', label: 'Role' },
       ],
     });
+    this.summary = $('[data-account-summary]', root);
     this.moreBtn = $('[data-action=load-more]', root);
     this.moreBtn.addEventListener('click', () => this.loadMore());
     $('[data-action=cancel-all]', root).addEventListener('click', (e) => this.cancelAll(e.currentTarget));
@@ -120,13 +123,15 @@ export class AccountPanel {
       t.setLoading(true);
     }
     const m = { mode };
-    const [orders, positions, balances, fills] = await Promise.all([
+    const [orders, positions, balances, fills, account] = await Promise.all([
       get('orders', { ...m, status: 'open' }),
       get('positions', m),
       get('balances', m),
       get('fills', { ...m, limit: HISTORY_PAGE }),
+      get('account', m),
     ]);
     if (mode !== this.mode) return null;
+    this.accountUpdate(account);
     this.orders.setRows(orders.filter(isOpen));
     this.positions.setRows(positions.filter((p) => p.side !== 'FLAT' && sign(p.size) !== 0));
     this.balances.setRows(balances);
@@ -174,6 +179,23 @@ export class AccountPanel {
     if (p.side === 'FLAT' || sign(p.size) === 0) this.positions.remove(p.market);
     else this.positions.upsert(p);
     this.counts();
+  }
+
+  /** The account summary: a REST answer or an `accountUpdate`. */
+  accountUpdate(a) {
+    if (a.mode !== this.mode || !this.summary) return;
+    const field = (name) => $(`[data-field=${name}]`, this.summary);
+    for (const name of ['equity', 'initialMargin', 'availableToTrade', 'availableToWithdraw']) {
+      setText(field(name), format(a[name], { dp: 2 }));
+    }
+    field('unrealizedPnl').replaceChildren(signed(a.unrealizedPnl));
+    // Past bankruptcy the ratio has no finite value (null): liquidation is due.
+    const ratio = a.marginRatio === null ? '1' : min(a.marginRatio, '1');
+    setText(field('marginRatio'), a.marginRatio === null ? '≥ 100%' : `${format(mul(a.marginRatio, '100'), { dp: 2 })}%`);
+    const gauge = field('marginGauge');
+    gauge.style.width = `${format(mul(ratio, '100'), { dp: 2, grouping: false })}%`;
+    const level = cmp(ratio, '0.8') >= 0 ? 'down' : cmp(ratio, '0.5') >= 0 ? 'warn' : '';
+    gauge.className = level;
   }
 
   balanceUpdate(b) {

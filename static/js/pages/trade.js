@@ -323,6 +323,9 @@ class TradeDashboard {
           this.realBalances = (this.realBalances || []).filter((b) => b.asset !== msg.asset).concat([msg]);
         }
         return;
+      case 'accountUpdate':
+        this.account.accountUpdate(msg);
+        return;
       case 'liquidation':
         this.toaster.show({
           title: `Liquidated: ${msg.market || 'position'}`,

@@ -134,6 +134,10 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     x(page.locator("#faucet-button .label")).to_contain_text("Faucet in")
     x(page.locator("#faucet-button-balances")).to_be_disabled()
     x(page.locator("[data-preview=available]")).to_have_text("100,000.00 USDC")
+    summary = page.locator("[data-account-summary]")
+    x(summary.locator("[data-field=equity]")).to_have_text("100,000.00")
+    x(summary.locator("[data-field=marginRatio]")).to_have_text("0.00%")
+    x(summary.locator("[data-field=availableToWithdraw]")).to_be_hidden()  # PAPER
 
     # Checked in the page: off the 0.05 tick grid, nothing is sent.
     page.fill("#oe-price", "3000.01")
@@ -181,6 +185,8 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     server.faucet(other["token"])
     server.order(other["token"], market="ETH-PERP", side="SELL", price="3050", qty="0.1")
     x(toast(page, "Order filled")).to_contain_text("BUY 0.1 ETH-PERP @ 3,050 (maker)")
+    # The account follows the fill on the socket (`accountUpdate`): margin is in use.
+    x(summary.locator("[data-field=initialMargin]")).not_to_have_text("0.00")
     x(page.locator("#recent-trades .trades-body .row").first).to_contain_text("3,050.00")
     page.click("#tab-positions")
     position = page.locator("[data-table=positions] tbody tr").first

@@ -1,0 +1,175 @@
+"""`accountUpdate`: the account of `GET /account` (trading.selectors.accounts_shown),
+pushed on the trader channel when it changes, at most once per COALESCE_SECONDS per
+account (trader and mode).
+
+Every change to a trader's cash, locks or positions is announced by `position_updated`
+or `balances_changed`, whatever caused it (their orders, a counterparty's, funding,
+liquidation, expiry, the vault, the faucet). The receivers here run in the thread that
+committed, after its COMMIT: they only note the account and return, so the request
+that committed waits for no read. One thread per process (`_Sender`) waits until a noted
+account is due, COALESCE_SECONDS after it was first noted (changes noted meanwhile join
+it), reads every due account of a mode at once and publishes one `accountUpdate` each,
+in the server on the server's event loop as every event. An account is read after the
+commit of every change it was noted for, so the last update sent shows the account as
+it stands; a change committed while it is read is noted again and sent once more.
+
+Left out: the mark moving on its own (unrealized PnL, margins and the ratio move with
+it). No trader event marks it, and following it would read every account holding a
+position at each mark tick, as the liquidation sweep does; between updates a client
+reprices from the ticker's marks, or reads `GET /account`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+from django.dispatch import receiver
+
+from accounts.signals import balances_changed
+from realtime import broadcast, names
+from trading import signals
+
+log = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.25
+ACCOUNT_ASSET = "USDC"
+
+Key = tuple[int, str]  # (trader pk, mode)
+
+
+@dataclass(slots=True)
+class Noted:
+    due: float
+    # The server's event loop where the change was committed from one of its threads:
+    # the update leaves from there, as that change's own events did.
+    loop: asyncio.AbstractEventLoop | None
+
+
+class Waiting:
+    """The accounts noted and not yet sent: each once, due `delay` after it was first
+    noted. Not thread-safe (`_Sender` holds its lock around it)."""
+
+    def __init__(self) -> None:
+        self.noted: dict[Key, Noted] = {}
+
+    def note(self, key: Key, now: float, delay: float, loop=None) -> bool:
+        """Note `key` (True if it was not waiting already)."""
+        if key in self.noted:
+            return False
+        self.noted[key] = Noted(now + delay, loop)
+        return True
+
+    def next_due(self) -> float | None:
+        return min((n.due for n in self.noted.values()), default=None)
+
+    def take_due(self, now: float) -> dict[Key, Noted]:
+        due = {k: n for k, n in self.noted.items() if n.due <= now}
+        for k in due:
+            del self.noted[k]
+        return due
+
+    def take_all(self) -> dict[Key, Noted]:
+        taken, self.noted = self.noted, {}
+        return taken
+
+
+class _Sender:
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.waiting = Waiting()
+        self.thread: threading.Thread | None = None
+        self.sending = 0  # batches taken and not yet sent
+
+    def note(self, keys: Iterable[Key]) -> None:
+        loop = broadcast._server_loop()
+        now = time.monotonic()
+        with self.changed:
+            added = [self.waiting.note(k, now, COALESCE_SECONDS, loop) for k in keys]
+            if not any(added):
+                return
+            if self.thread is None or not self.thread.is_alive():
+                if self.thread is None:
+                    # Registered after broadcast's flush of the publishing loop, so run
+                    # before it at exit: what is still waiting goes out with the rest.
+                    atexit.register(self.flush)
+                self.thread = threading.Thread(
+                    target=self.run, name="realtime-account-updates", daemon=True
+                )
+                self.thread.start()
+            self.changed.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.changed:
+                while not (due := self.waiting.take_due(time.monotonic())):
+                    next_due = self.waiting.next_due()
+                    self.changed.wait(None if next_due is None else next_due - time.monotonic())
+                self.sending += 1
+            try:
+                send(due)
+            finally:
+                with self.changed:
+                    self.sending -= 1
+                    self.changed.notify_all()
+
+    def settle(self, timeout: float = 10) -> None:
+        """Drop what is waiting and wait until nothing is being read or sent: the end of
+        a test, whose database is about to be emptied (a read of it racing the TRUNCATE
+        can deadlock with it)."""
+        with self.changed:
+            self.waiting.take_all()
+            self.changed.wait_for(lambda: not self.sending, timeout)
+
+    def flush(self) -> None:
+        """Send what is waiting now (at exit: a command's last changes)."""
+        with self.changed:
+            due = self.waiting.take_all()
+        if due:
+            send(due)
+
+
+_sender = _Sender()
+settle = _sender.settle
+
+
+def send(due: dict[Key, Noted]) -> None:
+    """Read the `due` accounts, a mode at a time, and publish their updates."""
+    from accounts.selectors import public_trader_ids
+    from trading.selectors import accounts_shown
+
+    try:
+        uuids = public_trader_ids({t for t, _ in due})
+        by_loop: dict[Any, list[dict[str, Any]]] = {}
+        for mode in sorted({m for _, m in due}):
+            ids = [t for t, m in due if m == mode and t in uuids]
+            for t, body in accounts_shown(trader_ids=ids, mode=mode).items():
+                event = broadcast.message("accountUpdate", names.trader_channel(uuids[t]), body)
+                by_loop.setdefault(due[t, mode].loop, []).append(event)
+        for loop, events in by_loop.items():
+            broadcast.publish_later(events, loop)
+    except Exception:
+        log.exception("account updates failed")
+    finally:
+        # This thread's connection is not kept between batches, which may be far
+        # apart (nor left open on a test database that is about to be dropped).
+        connections.close_all()
+
+
+@receiver(signals.position_updated)
+def on_positions(sender, *, mode: str, position_ids, **kw) -> None:
+    _sender.note((t, mode) for t, _ in position_ids)
+
+
+@receiver(balances_changed)
+def on_balances(sender, *, balances, **kw) -> None:
+    # Other assets (spot holdings) are outside the USDC margin account: an order that
+    # locks them locks no USDC.
+    _sender.note((b.trader_id, b.mode) for b in balances if b.asset == ACCOUNT_ASSET)
