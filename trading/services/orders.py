@@ -689,11 +689,40 @@ def _positions_shown(batch: _Batch) -> dict[int, dict] | None:
     return shown
 
 
+@dataclass(slots=True)
+class _Admitted:
+    """An order the request stage and the risk gate let through, as they left it."""
+
+    qty: Decimal  # trimmed to the position, for a reduce-only order
+    lots: int
+    limit: int | None  # the engine's limit in ticks: the price, or a market order's slippage limit
+    band_limited: bool  # a market order held to its slippage limit
+    reducing: bool  # may only shrink a position (reduce-only, or a covered option sell)
+    reserve_asset: str
+    reserve: Decimal
+    reference: Decimal | None  # the mark (the index on spot) the bands measured from
+    position: Callable[[int], int] | None
+    # The order's key in the engine until its row has one.
+    provisional: object = field(default_factory=object)
+
+
 def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
-    """Match one order in the batch's transaction and record it in the batch. An
-    ExchangeError (the order refused) is raised before the order changes anything.
-    Returns what to call once the batch is written: it sends the order's events on
-    commit and returns the order as the API shows it."""
+    """Place one order in the batch's transaction: admit it (request, gate), match it,
+    record what it changed in the batch. An ExchangeError (the order refused) is raised
+    before the order changes anything. Returns what to call once the batch is written:
+    it sends the order's events on commit and returns the order as the API shows it."""
+    admitted = _admit(batch, request)
+    result = _match(batch, request, admitted)
+    # From here on the order is placed: nothing below refuses it.
+    batch.mutated = batch.placing = True
+    finish = _record(batch, request, admitted, result)
+    batch.placing = False
+    return finish
+
+
+def _admit(batch: _Batch, request: _Request) -> _Admitted:
+    """The request stage and the risk gate, on the batch's locked rows: refused with an
+    ExchangeError, or admitted as the engine is to match it."""
     book = batch.book
     market, mode = book.market, book.mode
     trader, side, qty, price = request.trader, request.side, request.qty, request.price
@@ -809,23 +838,36 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
                 reducing=reducing,
                 margined=margined,
             )
+    return _Admitted(
+        qty=qty,
+        lots=lots,
+        limit=band_ticks if is_market_order else ticks,
+        band_limited=band_ticks is not None,
+        reducing=reducing,
+        reserve_asset=reserve_asset,
+        reserve=reserve,
+        reference=reference,
+        position=position,
+    )
 
-    engine_tif = tif
-    if is_market_order and tif != TimeInForce.FOK:
-        engine_tif = TimeInForce.IOC
-    provisional = object()
+
+def _match(batch: _Batch, request: _Request, admitted: _Admitted) -> eng.MatchResult:
+    """The engine's match of an admitted order; a POST_ONLY that would cross or a FOK
+    that cannot fill in full is refused, the book unchanged."""
+    trader, side = request.trader, request.side
+    engine_tif = _engine_tif(request)
     # A covered option sell rests as a reduce-only one does: it reserved nothing, so it
     # may only ever sell the long it is covered by. A market order runs as an IOC at
     # its slippage limit, if it has one.
-    result = engine.place(
-        provisional,
+    result = batch.engine.place(
+        admitted.provisional,
         trader.pk,
         side,
-        lots,
-        band_ticks if is_market_order else ticks,
+        admitted.lots,
+        admitted.limit,
         engine_tif,
-        reduce_only or covered,
-        position,
+        admitted.reducing,
+        admitted.position,
     )
     if result.status == eng.book.REJECTED:
         if result.reject_reason == "WOULD_CROSS":
@@ -835,8 +877,26 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         raise ExchangeError(
             "FOK_UNFILLABLE", "a FOK order could not be filled in full", field="qty"
         )
-    # From here on the order is placed: nothing below refuses it.
-    batch.mutated = batch.placing = True
+    return result
+
+
+def _engine_tif(request: _Request) -> str:
+    """A market order never rests: it runs as IOC (or FOK if asked)."""
+    if request.type == OrderType.MARKET and request.tif != TimeInForce.FOK:
+        return TimeInForce.IOC
+    return request.tif
+
+
+def _record(
+    batch: _Batch, request: _Request, admitted: _Admitted, result: eng.MatchResult
+) -> Callable[[], dict[str, Any]]:
+    """Record a matched order in the batch: its row, its makers' orders, the trades and
+    fills, the settled positions and the balances they move, the book's seq."""
+    book = batch.book
+    market, mode, engine, held = book.market, book.mode, batch.engine, batch.held
+    trader, side, price, tif = request.trader, request.side, request.price, request.tif
+    qty, reserve, reserve_asset = admitted.qty, admitted.reserve, admitted.reserve_asset
+    taker_key = (trader.pk, reserve_asset, mode)
 
     now = timezone.now()
     lot, tick = market.lot_size, market.tick_size
@@ -849,13 +909,13 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         side=side,
         type=request.type,
         # A market order never rests: it is IOC (or FOK if asked), as the engine ran it.
-        time_in_force=engine_tif,
+        time_in_force=_engine_tif(request),
         price=price,
         qty=qty,
         filled_qty=filled_qty,
         filled_notional=sum((f.price * tick * f.qty * lot for f in result.fills), Decimal(0)),
         status=result.status,
-        reduce_only=reduce_only,
+        reduce_only=request.reduce_only,
         client_order_id=request.client_order_id,
         reserved=risk.scale_reserve(reserve, qty, qty - filled_qty)
         if result.rested
@@ -866,16 +926,17 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
         created_at=now,
         updated_at=now,
     )
-    if is_market_order and order.cancel_reason:
+    if request.type == OrderType.MARKET and order.cancel_reason:
         # Cut short by its slippage limit where the book held more beyond it.
-        beyond = band_ticks is not None and (
-            engine.sweep(side, lots - result.filled, None, trader.pk, position)[0] > 0
+        left = admitted.lots - result.filled
+        beyond = admitted.band_limited and (
+            engine.sweep(side, left, None, trader.pk, admitted.position)[0] > 0
         )
         order.cancel_reason = "PRICE_BAND" if beyond else "MARKET"
     batch.order_add(order)
     batch.orders[order.pk] = order
     if result.rested:
-        engine.rekey(provisional, order.pk)
+        engine.rekey(admitted.provisional, order.pk)
 
     changes = _Books()
     changes.lock_deltas[taker_key] += order.reserved
@@ -892,14 +953,16 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
 
-    trades, fills = _record_fills(market, mode, order, result, makers, now, changes, reference)
+    trades, fills = _record_fills(
+        market, mode, order, result, makers, now, changes, admitted.reference
+    )
     # After their fills: what a reduce-only maker could not fill without growing its
     # owner's position is cancelled.
     for oid in reduce_only_canceled:
         _mark_canceled(makers[oid], _reduce_only_reason(makers[oid]), now, changes)
     batch.trades += trades
     batch.fills += fills
-    position_events = _apply_positions(batch, fills, changes) if derivative else []
+    position_events = _apply_positions(batch, fills, changes) if market.is_derivative else []
     if position_events:
         _reduce_only_cleared(batch, result, position_events, now, changes)
     batch.changed_positions.update((p.pk, p) for p in position_events)
@@ -938,8 +1001,6 @@ def _place_in(batch: _Batch, request: _Request) -> Callable[[], dict[str, Any]]:
     orders += [(o, order_dict(o, symbol_)) for o in changes.touched_orders.values()]
     seq = book.seq
     balances = [held[k] for k in keys]
-
-    batch.placing = False
 
     def finish() -> dict[str, Any]:
         taker_payload["fills"] = [fill_dict(f, symbol_) for f in fills if f.order_id == order.pk]
