@@ -92,12 +92,14 @@ def servers():
 
 async def collect(url: str, ready: asyncio.Event, until_seq: int, trades: int, out: list):
     """Read depth and trade messages until the book reached `until_seq` and `trades`
-    trades were printed."""
+    trades were printed. `ready` is set once the socket is subscribed: the server
+    says so after its process has joined the market's group."""
     async with websockets.connect(url) as ws:
-        ready.set()
         seq = seen_trades = 0
         while seq < until_seq or seen_trades < trades:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            if msg["type"] == "subscribed":
+                ready.set()
             if msg["type"] in ("depth", "trade"):
                 out.append(msg)
             if msg["type"] == "depth":
@@ -122,9 +124,8 @@ def test_two_processes_deliver_the_same_events_in_the_same_order(servers):
         # Each pair of orders makes two deltas (the ask rests, the bid takes it).
         ta = asyncio.create_task(collect(f"ws://{a}{url}", ready_a, n_orders * 2, n_orders, got_a))
         tb = asyncio.create_task(collect(f"ws://{b}{url}", ready_b, n_orders * 2, n_orders, got_b))
-        await ready_a.wait()
-        await ready_b.wait()
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(ready_a.wait(), 15)
+        await asyncio.wait_for(ready_b.wait(), 15)
         async with httpx.AsyncClient() as http:
             for i in range(n_orders):
                 # Alternate the process that takes the order: commits come from both.

@@ -4,7 +4,7 @@ leave in order."""
 
 import asyncio
 import json
-import time
+import threading
 
 import pytest
 
@@ -15,26 +15,39 @@ pytestmark = pytest.mark.asyncio
 GROUP = "market.PUBTEST-PERP.paper"
 
 
-def publish_from_a_plain_thread(ids: range) -> float:
-    """Publish one trade per id, each on its own, with the publishing loop busy for
-    half a second; returns how long the publishing took the caller."""
+def publish_while_the_publisher_is_held(ids: range) -> bool:
+    """Publish one trade per id, each on its own, while the publishing loop is held
+    busy; let it go afterwards and wait until it has sent them. Returns whether every
+    call returned while the loop was still held: a caller that waited for the loop
+    could return only after it was let go (here: after the hold gave up, 10 s on)."""
     broadcast.publish([broadcast.message("trade", GROUP, {"id": -1})])  # (starts the loop)
-    broadcast._publisher.loop.call_soon_threadsafe(time.sleep, 0.5)
-    started = time.monotonic()
+    held, release, let_go = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait(10)
+        let_go.set()
+
+    broadcast._publisher.loop.call_soon_threadsafe(hold)
+    assert held.wait(10), "the publishing loop did not run"
     for i in ids:
         broadcast.publish([broadcast.message("trade", GROUP, {"id": i})])
-    took = time.monotonic() - started
+    returned_while_held = not let_go.is_set()
+    release.set()
     broadcast._publisher.flush()
-    return took
+    return returned_while_held
 
 
 async def test_the_publisher_does_not_hold_up_the_caller_and_keeps_the_order(layer):
     channel = await layer.new_channel()
     await layer.group_add(GROUP, channel)
     # A thread of no server (not asgiref's), as a WSGI worker's or a command's.
-    took = await asyncio.get_running_loop().run_in_executor(
-        None, publish_from_a_plain_thread, range(20)
+    returned_while_held = await asyncio.get_running_loop().run_in_executor(
+        None, publish_while_the_publisher_is_held, range(20)
     )
-    assert took < 0.25
-    got = [json.loads((await layer.receive(channel))["text"])["id"] for _ in range(21)]
+    assert returned_while_held, "publish waited for the publishing loop"
+    got = [
+        json.loads((await asyncio.wait_for(layer.receive(channel), 10))["text"])["id"]
+        for _ in range(21)
+    ]
     assert got == [-1, *range(20)]

@@ -64,30 +64,41 @@ def order(**kw) -> dict:
 
 
 @pytest.fixture
-def received():
-    """The domain events sent while the test runs: [(signal name, payload)]."""
+def received(monkeypatch):
+    """The domain events sent while the test runs: [(signal name, payload)].
+
+    Each payload round-trips through JSON strictly (no `default=`) as it is sent, before
+    any receiver sees it: a Decimal, datetime or model left in a payload fails the
+    test, naming the event. Events leave from a robust `on_commit` callback, which only
+    logs what a receiver raises, hence the check once more when the test ends."""
     events = []
+    unserialisable: list[str] = []
 
-    def make(name):
-        def receiver(sender, **kwargs):
-            # Round-trip through JSON: an unserialisable payload fails here, where it
-            # is made, not in a WebSocket consumer later.
-            events.append((name, json.loads(json.dumps(kwargs, default=str))))
+    def checked(name, send):
+        def send_checked(sender, **named):
+            payload = dict(named)
+            # `trader_id` is the address, not the payload: a UUID that the realtime
+            # receiver turns into the channel's name.
+            if "trader_id" in payload:
+                payload["trader_id"] = str(payload["trader_id"])
+            try:
+                text = json.dumps(payload)
+            except TypeError as e:
+                unserialisable.append(f"{name}: {e}: {named!r}")
+                raise
+            events.append((name, json.loads(text)))
+            return send(sender, **named)
 
-        return receiver
+        return send_checked
 
-    receivers = {
-        name: make(name)
-        for name in [
-            "order_updated",
-            "trade_executed",
-            "fill_created",
-            "book_changed",
-            "position_updated",
-        ]
-    }
-    for name, fn in receivers.items():
-        getattr(signals, name).connect(fn)
+    for name in [
+        "order_updated",
+        "trade_executed",
+        "fill_created",
+        "book_changed",
+        "position_updated",
+    ]:
+        signal = getattr(signals, name)
+        monkeypatch.setattr(signal, "send", checked(name, signal.send))
     yield events
-    for name, fn in receivers.items():
-        getattr(signals, name).disconnect(fn)
+    assert not unserialisable, "events whose payload is not JSON:\n" + "\n".join(unserialisable)

@@ -4,7 +4,8 @@ order by order; threads that place on one book at once are served in groups."""
 
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from django.db.models import Sum
 from accounts.models import Balance, LedgerEntry, User
 from dexsite.errors import ExchangeError
 from trading.invariants import check_invariants
-from trading.models import Fill, Market, Order, Position, Trade
+from trading.models import Book, Fill, Market, Order, Position, Trade
 from trading.services import orders as order_services
 from trading.services.books import engine_cache_clear
 from trading.services.orders import _place_alone, _place_together, _Request, order_place
@@ -233,10 +234,13 @@ def test_a_group_on_an_unknown_market_refuses_every_order():
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_threads_on_one_book_are_served_in_groups(monkeypatch):
-    """Eight threads place crossing orders on one book: some transactions carry several
-    orders, every acknowledged order is in the database, and the books balance."""
-    MarketFactory()
+def test_threads_on_one_book_are_served_in_groups(monkeypatch, settings):
+    """Eight threads place crossing orders on one book: the orders that arrive while a
+    transaction of the book runs go together in the next one, every acknowledged order
+    is in the database, and the books balance. The overlap is made, not hoped for:
+    another connection holds the book until all eight first orders are waiting."""
+    settings.ORDER_GROUP_MAX = 32
+    market = MarketFactory()
     traders = [UserFactory() for _ in range(8)]
     for t in traders:
         fund(t, "5000000")
@@ -270,13 +274,46 @@ def test_threads_on_one_book_are_served_in_groups(monkeypatch):
             with lock:
                 acknowledged.append(body["id"])
 
-    assert run_threads(8, work) == []
-    assert sum(sizes) == 240 and max(sizes) > 1, sizes
+    def first_orders_waiting() -> int:
+        """The orders in the leader's transaction (which waits for the book) and those
+        queued behind it."""
+        with lock:
+            leading = sizes[0] if sizes else 0
+        return leading + _queued(("BTC-PERP", "PAPER"))
+
+    errors: list[BaseException] = []
+    threads = threading.Thread(target=lambda: errors.extend(run_threads(8, work)))
+    with _locked_elsewhere(Book.objects.filter(market=market, mode="PAPER")):
+        threads.start()
+        _until(lambda: first_orders_waiting() == 8)
+        with lock:
+            assert len(sizes) == 1, sizes  # nothing got past the held book
+    threads.join(120)
+    assert not threads.is_alive() and errors == []
+    assert sum(sizes) == 240, sizes
+    # The first eight orders went in (at most) two transactions: the leader's, then one
+    # with every order that had queued behind it.
+    assert sizes[0] == 8 or sizes[0] + sizes[1] >= 8, sizes
     assert Order.objects.filter(pk__in=acknowledged).count() == 240
     buys = Fill.objects.filter(side="BUY").aggregate(s=Sum("qty"))["s"]
     assert buys and buys == Fill.objects.filter(side="SELL").aggregate(s=Sum("qty"))["s"]
     assert check_invariants() == []
     engine_cache_clear()
+
+
+def _queued(key: tuple[str, str]) -> int:
+    """How many callers wait in the group-commit queue of the book `key`."""
+    with order_services._Group._lock:
+        return len(order_services._Group._queues.get(key, ()))
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until `condition()` holds (polled: nothing signals it), failing past
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        time.sleep(0.005)
 
 
 def _buy(trader: User, **kw: Any) -> tuple[dict, bool]:
@@ -508,7 +545,7 @@ def test_a_receiver_failing_after_the_commit_places_nothing_twice():
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(caplog):
+def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(caplog, monkeypatch):
     """A group holding its book waits at most GROUP_LOCK_WAIT_MS for a balance row that
     another transaction holds; it then rolls back and each order is placed alone (and
     waits as long as it takes)."""
@@ -521,12 +558,13 @@ def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(cap
         _locked_elsewhere(row) as release,
         caplog.at_level("INFO", logger="trading.services.orders"),
     ):
+        _release_when_placing_alone(monkeypatch, release)
         outcomes = _place_together(
             "BTC-PERP", GROUPED, [_req(free, "BUY", "60000"), _req(held, "BUY", "60000")]
         )
-        waited = release.is_set()  # the lone order waited for the row
+        placed_alone = release.is_set()
     assert [o[0]["status"] for o in outcomes] == ["NEW", "NEW"]
-    assert waited
+    assert placed_alone
     assert "rolled back; placing each alone" in caplog.text
     assert Order.objects.filter(mode=GROUPED).count() == 2
     assert check_invariants() == []
@@ -565,7 +603,9 @@ def test_trades_of_a_group_take_ascending_keys_when_later_makers_are_already_rea
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_by_order():
+def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_by_order(
+    monkeypatch,
+):
     """While staff delist (the market row locked), a group's COMMIT waits for it to check
     its orders' reference to the market, past GROUP_LOCK_WAIT_MS: PostgreSQL refuses the
     COMMIT (55P03), which undid the group, so each order is placed alone, not answered
@@ -575,7 +615,8 @@ def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_
     for t in (a, b):
         fund(t, "1000000", mode=GROUPED)
     _place_alone("BTC-PERP", GROUPED, _req(a, "SELL", "70000"))  # the book exists
-    with _locked_elsewhere(Market.objects.filter(pk=market.pk)):
+    with _locked_elsewhere(Market.objects.filter(pk=market.pk)) as release:
+        _release_when_placing_alone(monkeypatch, release)
         outcomes = _place_together(
             "BTC-PERP", GROUPED, [_req(a, "BUY", "60000"), _req(b, "BUY", "60000")]
         )
@@ -589,9 +630,10 @@ def _req(who: User, side: str, price: str) -> _Request:
 
 
 @contextmanager
-def _locked_elsewhere(rows, seconds: float = 0.5) -> Iterator[threading.Event]:
-    """`rows` locked by another connection's transaction, released after `seconds`:
-    the Event says when it let go."""
+def _locked_elsewhere(rows) -> Iterator[threading.Event]:
+    """`rows` locked by another connection's transaction until the Event it yields is
+    set, or the block ends (or 30 s passed, so a test that never lets go fails rather
+    than hangs)."""
     locked, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -599,15 +641,28 @@ def _locked_elsewhere(rows, seconds: float = 0.5) -> Iterator[threading.Event]:
             with transaction.atomic():
                 list(rows.select_for_update())
                 locked.set()
-                release.wait(10)
+                release.wait(30)
         finally:
             connection.close()
 
     holder = threading.Thread(target=hold)
     holder.start()
     assert locked.wait(10)
-    threading.Timer(seconds, release.set).start()
     try:
         yield release
     finally:
+        release.set()
         holder.join(10)
+
+
+def _release_when_placing_alone(monkeypatch, release: threading.Event) -> None:
+    """Let go of the lock held elsewhere once the group has given up and places its
+    orders one by one, not before: the group surely waited past its limit, and the lone
+    orders then wait as long as it takes."""
+    real = order_services._place_alone
+
+    def placing_alone(*args):
+        release.set()
+        return real(*args)
+
+    monkeypatch.setattr(order_services, "_place_alone", placing_alone)

@@ -99,6 +99,17 @@ def test_commits_of_one_book_send_in_seq_order_across_threads(monkeypatch):
     import threading
     import time
 
+    waiting = threading.Event()
+
+    class Watched(threading.Condition):
+        """The condition senders wait on, saying when one starts waiting."""
+
+        def wait(self, timeout=None):
+            waiting.set()
+            return super().wait(timeout)
+
+    monkeypatch.setattr(signals, "_sent_changed", Watched())
+    monkeypatch.setattr(signals, "_sent_seq", {})
     # Long enough that seq 7 cannot give up waiting while the test looks.
     monkeypatch.setattr(signals, "COMMIT_ORDER_WAIT", 10.0)
     book = ("ORDER-TEST", "PAPER")
@@ -112,13 +123,15 @@ def test_commits_of_one_book_send_in_seq_order_across_threads(monkeypatch):
 
     t = threading.Thread(target=later)
     t.start()
-    time.sleep(0.1)  # ample time for seq 7 to be sent, were it not waiting
-    assert t.is_alive() and sent == [5], "seq 7 went ahead of seq 6"
+    assert waiting.wait(5), "seq 7 did not wait for seq 6"
+    assert sent == [5], "seq 7 went ahead of seq 6"
     with signals.in_commit_order(book, 6, 6):
         sent.append(6)
     t.join(5)
-    assert sent == [5, 6, 7]
+    assert not t.is_alive() and sent == [5, 6, 7]
 
+    # The bound is what this part tests: a commit whose predecessor never comes goes
+    # ahead after COMMIT_ORDER_WAIT, not after the 10 s above (1 s: 50 times the wait).
     monkeypatch.setattr(signals, "COMMIT_ORDER_WAIT", 0.02)
     t0 = time.monotonic()
     with signals.in_commit_order(book, 9, 10):  # seq 8 was another process's
@@ -179,7 +192,7 @@ def test_position_events_carry_the_positions_as_a_fresh_read_shows_them(
     assert set(shown) == {maker.pk, other.pk, taker.pk}
 
     def as_sent(value):
-        return json.loads(json.dumps(value, default=str))
+        return json.loads(json.dumps(value))
 
     read = positions_in_market(trader_ids=shown, mode="PAPER", market="BTC-PERP")
     assert shown == {t: as_sent(p) for t, p in read.items()}

@@ -73,7 +73,11 @@ def test_an_order_waiting_on_a_delisting_book_sees_the_delisting():
     perp = MarketFactory(symbol="BTC-DLS")
     trader = UserFactory()
     fund(trader, "10000")
+    with connection.cursor() as c:
+        c.execute("SELECT pg_backend_pid()")
+        (placing,) = c.fetchone()  # the connection the order is placed on
     locked, done = threading.Event(), threading.Event()
+    queued: list[bool] = []
 
     def delist() -> None:
         try:
@@ -81,7 +85,9 @@ def test_an_order_waiting_on_a_delisting_book_sees_the_delisting():
                 Book.objects.select_for_update().get(market=perp, mode="PAPER")
                 Market.objects.filter(pk=perp.pk).update(status="DELISTED")
                 locked.set()
-                time.sleep(1.0)
+                # Commit only once the order waits for this lock (polled: PostgreSQL
+                # signals no such thing), so that it started while the market was ACTIVE.
+                queued.append(_until_blocked_by_me(placing))
         finally:
             connections.close_all()
             done.set()
@@ -100,10 +106,23 @@ def test_an_order_waiting_on_a_delisting_book_sees_the_delisting():
             qty=D("0.01"),
         )
     t.join()
-    assert done.is_set()
+    assert done.is_set() and queued == [True], "the order never queued behind the delisting"
     assert refused.value.code == "MARKET_DELISTED"
     assert not Order.objects.filter(market=perp).exists()
     assert check_invariants() == []
+
+
+def _until_blocked_by_me(pid: int, timeout: float = 30) -> bool:
+    """Whether backend `pid` came to wait for a lock this connection holds within
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as c:
+        while time.monotonic() < deadline:
+            c.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [pid])
+            if c.fetchone()[0]:
+                return True
+            time.sleep(0.005)
+    return False
 
 
 @pytest.mark.django_db
