@@ -65,7 +65,7 @@ def place(orders: int, warmup: int, group: int) -> None:
     if group == 1:
         ob._one_book_orders(fx, orders, seed=2, each=None)
         return
-    # What a group commit's leader runs for `group` waiting clients (`_Group._lead`),
+    # What a group commit's leader runs for `group` waiting clients (`GroupCommit._lead`),
     # without the threads: the same transaction for the same orders on every run.
     from trading.services.orders import _place_together, _Request
 

@@ -1,7 +1,8 @@
 """Placing and cancelling orders: the write path of the exchange.
 
 Orders are placed in transactions of one book (`_Batch`): an order alone, or a group of
-orders that threads of this process placed on one book at the same time (`_Group`):
+orders that threads of this process placed on one book at the same time (`_group`,
+`group_commit`):
   1. lock the book row (serialises matching per book across processes), and the
      balance rows the orders reserve from; read the takers' positions;
   2. per order, in arrival order: validate against the market, check margin or balance
@@ -16,7 +17,6 @@ orders that threads of this process placed on one book at the same time (`_Group
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -90,6 +90,7 @@ from trading.services.books import (
     to_lots,
     to_ticks,
 )
+from trading.services.group_commit import GroupCommit
 from trading.settle import position_settle
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def order_place(
 
     Orders that callers on several threads of this process place on one book at the
     same time are matched one after another in one transaction (group commit, see
-    `_Group`): each is acknowledged only once that transaction has committed."""
+    `group_commit`): each is acknowledged only once that transaction has committed."""
     if client_order_id:
         existing = _order_by_client_id(trader, client_order_id)
         if existing is not None:
@@ -163,7 +164,7 @@ def order_place(
         and source == "USER"
         and not transaction.get_connection().in_atomic_block
     ):
-        return _Group.place((market, mode), request)
+        return _group.place((market, mode), request)
     return _place_alone(market, mode, request)
 
 
@@ -172,7 +173,7 @@ def orders_place_many(
 ) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
     """Place a trader's list of orders (`order_place`'s arguments, without `trader`),
     each on its own: per order, (the order, created?) or the ExchangeError that refused
-    it. Consecutive orders of one book share a transaction, as a group (`_Group`) does;
+    it. Consecutive orders of one book share a transaction, as a group (`_group`) does;
     each ends as if placed alone, in the list's order."""
     results: list[Any] = [None] * len(orders)
     pending: list[tuple[int, tuple[str, str], _Request]] = []
@@ -345,75 +346,12 @@ def _rolled_back(e: Exception) -> bool:
     return code in RETRYABLE_PGCODES or code == LOCK_NOT_AVAILABLE
 
 
-class _Waiting:
-    __slots__ = ("leads", "outcome", "ready", "request")
-
-    def __init__(self, request: _Request) -> None:
-        self.request = request
-        self.ready = threading.Event()
-        self.outcome: Any = None
-        self.leads = False
-
-
-class _Group:
-    """Group commit per book, among the threads of one process.
-
-    The first caller for a book leads: it places its own order at once. Callers that
-    arrive while a transaction of that book is running wait in the book's queue; when it
-    commits, the leader hands the lead to the first of them, which takes the whole queue
-    (up to ORDER_GROUP_MAX orders) into the next transaction. No caller is held back to
-    fill a group: a lone caller's order is placed at once, and under load one commit
-    (and one lock of the book, of each balance row, ...) serves many orders."""
-
-    _queues: dict[tuple[str, str], list[_Waiting]] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def place(cls, key: tuple[str, str], request: _Request) -> tuple[dict[str, Any], bool]:
-        me = _Waiting(request)
-        with cls._lock:
-            queue = cls._queues.get(key)
-            if queue is None:
-                cls._queues[key] = []
-                me.leads = True
-            else:
-                queue.append(me)
-        if not me.leads:
-            me.ready.wait()
-        if me.leads:
-            cls._lead(key, me)
-        if isinstance(me.outcome, BaseException):
-            raise me.outcome
-        return me.outcome
-
-    @classmethod
-    def _lead(cls, key: tuple[str, str], me: _Waiting) -> None:
-        group = [me]
-        try:
-            with cls._lock:
-                queue = cls._queues[key]
-                taken = queue[: settings.ORDER_GROUP_MAX - 1]
-                del queue[: len(taken)]
-            group += taken
-            outcomes = _place_together(key[0], key[1], [w.request for w in group])
-            for waiting, outcome in zip(group, outcomes, strict=True):
-                waiting.outcome = outcome
-        except BaseException as e:
-            for waiting in group:
-                waiting.outcome = e
-            raise
-        finally:
-            with cls._lock:
-                queue = cls._queues[key]
-                successor = queue.pop(0) if queue else None
-                if successor is None:
-                    del cls._queues[key]
-                else:
-                    successor.leads = True
-            for waiting in group[1:]:
-                waiting.ready.set()
-            if successor is not None:
-                successor.ready.set()
+# Orders that threads of this process place on one book at the same time share its
+# next transaction (see `group_commit`).
+_group = GroupCommit(
+    lambda key, requests: _place_together(key[0], key[1], requests),
+    lambda: settings.ORDER_GROUP_MAX,
+)
 
 
 def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:

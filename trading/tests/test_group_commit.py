@@ -303,8 +303,7 @@ def test_threads_on_one_book_are_served_in_groups(monkeypatch, settings):
 
 def _queued(key: tuple[str, str]) -> int:
     """How many callers wait in the group-commit queue of the book `key`."""
-    with order_services._Group._lock:
-        return len(order_services._Group._queues.get(key, ()))
+    return order_services._group.queued(key)
 
 
 def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
@@ -337,7 +336,7 @@ def test_grouping_is_skipped_inside_a_callers_transaction(db, monkeypatch):
     trader = UserFactory()
     fund(trader, "100000")
     monkeypatch.setattr(
-        order_services._Group, "place", lambda *a: pytest.fail("grouped inside a transaction")
+        order_services._group, "place", lambda *a: pytest.fail("grouped inside a transaction")
     )
     assert connection.in_atomic_block  # the test's own transaction
     body, created = _buy(trader)
