@@ -108,7 +108,7 @@ def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
 
 
 @dataclass
-class _Books:
+class _ChangeSet:
     """Everything one order (or one cancel) changes, gathered for bulk writes and
     events."""
 
@@ -495,7 +495,7 @@ def _batch_open(symbol: str, mode: str, requests: list[_Request], *, group: bool
             read = margined
             _exposures_read(batch, read, answers[at_held + 1])
     keys = _taker_keys(shape, mode, requests)
-    _lock_held(batch.held, keys)
+    _balances_hold(batch.held, keys)
     unread = {t for t, asset, _ in keys if asset == market.quote} - read
     if unread:
         _exposures_read(batch, unread, margin.exposures_of(unread, mode))
@@ -683,7 +683,7 @@ def _admit(batch: _Batch, request: _Request) -> _Admitted:
         # Every change to this account's positions and margin cash happens under its
         # USDC balance row lock (as taker here, as maker below): taken first, the
         # positions read next cannot move under the risk gate.
-        _lock_held(held, [(trader.pk, market.quote, mode)])
+        _balances_hold(held, [(trader.pk, market.quote, mode)])
     exposures = _exposures_now(batch, trader.pk) if margined else []
     own = next((e for e in exposures if e.position.market_id == market.pk), None)
     if reduce_only:
@@ -746,7 +746,7 @@ def _admit(batch: _Batch, request: _Request) -> _Admitted:
     # again.
     taker_key = (trader.pk, reserve_asset, mode)
     if reserve > 0:
-        _lock_held(held, [taker_key])
+        _balances_hold(held, [taker_key])
     if not risk_engine:
         cash = held.get(taker_key)
         available = cash.total - cash.locked if cash else Decimal(0)
@@ -876,7 +876,7 @@ def _record(
     if result.rested:
         engine.rekey(admitted.provisional, order.pk)
 
-    changes = _Books()
+    changes = _ChangeSet()
     changes.lock_deltas[taker_key] += order.reserved
     reduce_only_canceled = [oid for oid, _ in result.reduce_only_canceled]
     maker_ids = [f.maker_id for f in result.fills] + [oid for oid, _ in result.stp_canceled]
@@ -886,7 +886,9 @@ def _record(
     if makers:
         # Lock the makers' balances (pk order) before their positions change.
         assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
-        _lock_more(held, {(o.trader_id, a, mode) for o in makers.values() for a in assets})
+        _balances_hold_or_create(
+            held, {(o.trader_id, a, mode) for o in makers.values() for a in assets}
+        )
 
     for oid, _ in result.stp_canceled:
         _mark_canceled(makers[oid], "SELF_TRADE", now, changes)
@@ -909,7 +911,7 @@ def _record(
     # batch writes them once.
     keys = {k for k, delta in changes.lock_deltas.items() if delta}
     keys |= {(p.trader_id, p.asset, p.mode) for p in changes.postings}
-    _lock_more(held, keys)
+    _balances_hold_or_create(held, keys)
     ledger_post(changes.postings, held)
     for key, delta in changes.lock_deltas.items():
         if delta:
@@ -961,7 +963,7 @@ def _record(
 
 
 def _reduce_only_cleared(
-    batch: _Batch, result: eng.MatchResult, moved: list[Position], now, changes: _Books
+    batch: _Batch, result: eng.MatchResult, moved: list[Position], now, changes: _ChangeSet
 ) -> None:
     """Resting reduce-only orders that could now only grow their owner's position (it
     has closed or turned) leave the book (REDUCE_ONLY), in the order's book delta: the
@@ -1044,7 +1046,7 @@ def _makers_read(batch: _Batch, ids: list[int], owners: set[int], trades: int) -
     their positions), read together: one round trip on PostgreSQL (`sql.run_all`), in
     the order in which they were read one by one (positions after the balance rows
     that guard them). Balance rows an owner does not have yet are created where they
-    are needed (`_lock_more`). When something is read, the keys of the order's
+    are needed (`_balances_hold_or_create`). When something is read, the keys of the order's
     `trades` trades and their fills (two each) are reserved with it."""
     market, mode = batch.book.market, batch.book.mode
     orders = sorted(set(ids) - batch.orders.keys())
@@ -1087,18 +1089,18 @@ def _orders_of(batch: _Batch, ids: Iterable[int]) -> dict[int, Order]:
     return {i: batch.orders[i] for i in ids}
 
 
-def _lock_held(held: dict[tuple[int, str, str], Balance], keys) -> None:
+def _balances_hold(held: dict[tuple[int, str, str], Balance], keys) -> None:
     """Lock the existing balance rows of `keys` not yet in `held` and add them to it."""
     missing = set(keys) - held.keys()
     if missing:
         held.update(balances_lock(missing))
 
 
-def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:
+def _balances_hold_or_create(held: dict[tuple[int, str, str], Balance], keys) -> None:
     """Lock the balance rows of `keys` not yet in `held` (creating missing ones) and add
     them to it."""
     keys = set(keys)
-    _lock_held(held, keys)
+    _balances_hold(held, keys)
     # Rows an account has never had: created at zero, then locked like the rest.
     missing = set(keys) - held.keys()
     if missing:
@@ -1106,7 +1108,7 @@ def _lock_more(held: dict[tuple[int, str, str], Balance], keys) -> None:
         held.update(balances_lock(missing))
 
 
-def _mark_canceled(order: Order, reason: str, now, changes: _Books) -> None:
+def _mark_canceled(order: Order, reason: str, now, changes: _ChangeSet) -> None:
     changes.lock_deltas[(order.trader_id, order.reserve_asset, order.mode)] -= order.reserved
     order.reserved = Decimal(0)
     order.status = OrderStatus.CANCELED
@@ -1122,7 +1124,7 @@ def _record_fills(
     result: eng.MatchResult,
     makers: dict[int, Order],
     now,
-    changes: _Books,
+    changes: _ChangeSet,
     mark: Decimal | None,
 ) -> tuple[list[Trade], list[Fill]]:
     """The trades and fills of `result` (not yet written), with the makers' orders, the
@@ -1231,7 +1233,7 @@ def _record_fills(
     return trades, fills
 
 
-def _apply_positions(batch: _Batch, fills: list[Fill], changes: _Books) -> list[Position]:
+def _apply_positions(batch: _Batch, fills: list[Fill], changes: _ChangeSet) -> list[Position]:
     """Settle the fills (`trading.settle`): move the positions of everyone who traded
     (in the batch's memory; new ones are created now) and book the cash they move: an
     option's premium per fill, a trader's realized PnL once per order."""
@@ -1405,7 +1407,7 @@ def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[
     engine = engine_book_take(book)
     market = book.market
     now = timezone.now()
-    changes = _Books()
+    changes = _ChangeSet()
     bid_deltas: dict[int, int] = {}
     ask_deltas: dict[int, int] = {}
     for order in orders:
