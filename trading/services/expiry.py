@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import LedgerReason
 from trading import pricing
 from trading.events import TraderEvents
+from trading.locks import books_lock, market_lock
 from trading.metrics import EXPIRY_FAILURES, error_label
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
 from trading.services.markets import _move_status
@@ -69,7 +70,7 @@ def settle_expired(now: datetime | None = None) -> list[Settlement]:
 def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
     orders_cancel_all(trader=None, market=market.symbol, reason="EXPIRED")
     with transaction.atomic():
-        market = Market.objects.select_for_update().get(pk=market.pk)
+        market = market_lock(market.pk)
         if market.status == MarketStatus.SETTLED:
             return None
         try:
@@ -77,7 +78,7 @@ def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
                 settlement = Settlement.objects.create(market=market, price=price)
         except IntegrityError:
             return None
-        books = list(Book.objects.select_for_update().filter(market=market).order_by("pk"))
+        books = books_lock(market_ids=[market.pk])
         # Again under the books' locks: an order may have come in since the first pass.
         orders_cancel_all(trader=None, market=market.symbol, reason="EXPIRED")
         for book in books:

@@ -56,6 +56,7 @@ from accounts.services import (
 from trading import margin, risk, signals
 from trading.candles import candles_record
 from trading.events import TraderEvents
+from trading.locks import books_lock, positions_lock
 from trading.metrics import LIQUIDATION_FAILURES, error_label
 from trading.models import (
     OPEN_STATUSES,
@@ -189,12 +190,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
             .values_list("market_id", flat=True)
             .distinct()
         )
-        list(
-            Book.objects.select_for_update()
-            .filter(market_id__in=market_ids, mode=mode)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        books_lock(market_ids=market_ids, mode=mode)
         orders_cancel_all(trader=user, mode=mode, reason="LIQUIDATION")
         account = _account(trader_id, mode, lock=True)
         if not account.below_maintenance():
@@ -387,12 +383,9 @@ def _auto_deleverage(
     opposite positions (ranked by unrealized PnL per unit of cost). The caller holds the
     book's lock. Returns what the transfer could not collect, for the record."""
     against = {"size__lt": 0} if size > 0 else {"size__gt": 0}
-    opposite = list(
-        Position.objects.select_for_update()
-        .filter(market=market, mode=mode, **against)
-        .exclude(trader=user)
-        .order_by("pk")
-    )
+    opposite = [
+        p for p in positions_lock(market=market, mode=mode, **against) if p.trader_id != user.pk
+    ]
     mark = Book.objects.get(market=market, mode=mode).mark_price or market.mark_price or price
 
     def profit_ratio(p: Position) -> Decimal:
@@ -412,7 +405,7 @@ def _auto_deleverage(
         log.error("auto-deleverage of %s in %s left %s unmatched", user, market, remaining)
     _orders_released(market, mode, [p.trader_id for p, _ in chosen])
 
-    mine = Position.objects.select_for_update().get(trader=user, market=market, mode=mode)
+    (mine,) = positions_lock(trader=user, market=market, mode=mode)
     now = timezone.now()
     option = market.kind == MarketKind.OPTION
     liquidated_side = Side.SELL if size > 0 else Side.BUY

@@ -12,6 +12,7 @@ from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import margin, risk, signals
+from trading.locks import market_lock
 from trading.models import OPEN_STATUSES, Market, MarketKind, MarketStatus, Order, Position
 from trading.presenters import dec
 from trading.services.books import book_lock
@@ -53,7 +54,7 @@ def market_delist(*, market: Market) -> list[int]:
     cancel, so that no order can slip in between. A delisted market stays so: no pause
     or resume moves it again."""
     with transaction.atomic():
-        Market.objects.select_for_update().get(pk=market.pk)
+        market_lock(market.pk)
         _move_status(market, (MarketStatus.ACTIVE, MarketStatus.PAUSED), MarketStatus.DELISTED)
         return orders_cancel_all(trader=None, market=market.symbol, reason="DELISTED")
 
