@@ -25,7 +25,7 @@ from trading.events import TraderEvents
 from trading.locks import books_lock, market_lock
 from trading.metrics import EXPIRY_FAILURES, error_label
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
-from trading.services.markets import _move_status
+from trading.services.markets import market_status_move
 from trading.services.orders import orders_cancel_all
 from trading.services.prices import index_average, index_is_fresh, indexes_current
 from trading.services.transfers import transfers_settle
@@ -90,7 +90,7 @@ def market_settle(*, market: Market, price: Decimal) -> Settlement | None:
             )
         # From whatever it was: a delisted market's positions settle at expiry too.
         before = (MarketStatus.ACTIVE, MarketStatus.PAUSED, MarketStatus.DELISTED)
-        _move_status(market, before, MarketStatus.SETTLED)
+        market_status_move(market, before, MarketStatus.SETTLED)
         return settlement
 
 

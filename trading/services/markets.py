@@ -19,7 +19,7 @@ from trading.services.books import book_lock
 from trading.services.orders import orders_cancel_all
 
 
-def _move_status(market: Market, before: tuple[str, ...], status: str) -> bool:
+def market_status_move(market: Market, before: tuple[str, ...], status: str) -> bool:
     """Set the market's status to `status` where it is one of `before` at that moment
     (the UPDATE is conditional: behind another transaction's lock it sees that one's
     outcome, so a pause that waited for a delist leaves the market delisted). The
@@ -39,13 +39,13 @@ def market_pause(*, market: Market) -> bool:
     """New orders are refused (MARKET_PAUSED); cancels still work. Whether it was
     active (and is now paused)."""
     with transaction.atomic():
-        return _move_status(market, (MarketStatus.ACTIVE,), MarketStatus.PAUSED)
+        return market_status_move(market, (MarketStatus.ACTIVE,), MarketStatus.PAUSED)
 
 
 def market_resume(*, market: Market) -> bool:
     """Whether it was paused (and is now active again)."""
     with transaction.atomic():
-        return _move_status(market, (MarketStatus.PAUSED,), MarketStatus.ACTIVE)
+        return market_status_move(market, (MarketStatus.PAUSED,), MarketStatus.ACTIVE)
 
 
 def market_delist(*, market: Market) -> list[int]:
@@ -55,7 +55,9 @@ def market_delist(*, market: Market) -> list[int]:
     or resume moves it again."""
     with transaction.atomic():
         market_lock(market.pk)
-        _move_status(market, (MarketStatus.ACTIVE, MarketStatus.PAUSED), MarketStatus.DELISTED)
+        market_status_move(
+            market, (MarketStatus.ACTIVE, MarketStatus.PAUSED), MarketStatus.DELISTED
+        )
         return orders_cancel_all(trader=None, market=market.symbol, reason="DELISTED")
 
 
