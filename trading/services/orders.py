@@ -1002,9 +1002,10 @@ def _index_now(batch: _Batch) -> Decimal | None:
     (`index_set` writes it in the same transaction as the index itself); read from the
     index only for a market listed since the index last moved, which has no copy yet."""
     market = batch.book.market
-    if market.index_price is None:
+    if market.index_price is None and not getattr(market, "index_read", False):
         found = IndexPrice.objects.filter(underlying=market.underlying)
         market.index_price = found.values_list("price", flat=True).first()
+        market.index_read = True  # none to read: not again for this batch
     return market.index_price
 
 
