@@ -67,7 +67,8 @@ def place(orders: int, warmup: int, group: int) -> None:
         return
     # What a group commit's leader runs for `group` waiting clients (`GroupCommit._lead`),
     # without the threads: the same transaction for the same orders on every run.
-    from trading.services.orders import _place_together, _Request
+    from trading.orders.place import _place_together
+    from trading.orders.request import OrderRequest
 
     rng = random.Random(2)
     symbol = fx.symbols[0]
@@ -76,7 +77,7 @@ def place(orders: int, warmup: int, group: int) -> None:
         for _ in range(min(group, orders - start)):
             ti, _, side, price, qty = ob.next_order(rng, len(fx.traders), [symbol])
             requests.append(
-                _Request(fx.traders[ti], side, "LIMIT", qty, price, "GTC", False, None, "USER")
+                OrderRequest(fx.traders[ti], side, "LIMIT", qty, price, "GTC", False, None, "USER")
             )
         for outcome in _place_together(symbol, ob.MODE, requests):
             if isinstance(outcome, BaseException):

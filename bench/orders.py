@@ -573,7 +573,7 @@ def _proc_client(db_url, n_traders, symbols, seed, ready, go, times, queue) -> N
 
 def warm_process(fx: Fixture) -> None:
     """Import and cache everything an order touches before anything is measured."""
-    from trading.services.orders import order_place
+    from trading.orders.place import order_place
 
     reset_data(fx)
     rng = random.Random(0)
@@ -597,7 +597,7 @@ def service_client(
     from django.db import connection
 
     from dexsite.errors import ExchangeError
-    from trading.services.orders import order_place
+    from trading.orders.place import order_place
 
     rng = random.Random(seed)
     out = ClientResult()
@@ -948,7 +948,7 @@ def run_http(
 
 def _one_book_orders(fx: Fixture, n: int, seed: int, each: Callable[[Callable], Any] | None):
     """Place n orders on one book from one client; `each(call)` wraps every order."""
-    from trading.services.orders import order_place
+    from trading.orders.place import order_place
 
     rng = random.Random(seed)
     out = []

@@ -52,11 +52,11 @@ def main() -> None:
     from accounts.services import system_account
     from trading.invariants import check_invariants
     from trading.models import Book, FundingSample
+    from trading.orders.place import order_place
     from trading.services.books import engine_cache_clear
     from trading.services.funding import funding_settle
     from trading.services.liquidation import liquidations_run
     from trading.services.markets import leverage_set
-    from trading.services.orders import order_place
     from trading.services.prices import index_set, marks_refresh
     from trading.tests.factories import MarketFactory, fund
 

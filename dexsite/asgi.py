@@ -4,7 +4,7 @@ WebSockets go to the channels consumers on the server's event loop. Plain HTTP (
 REST API, pages, admin) is served by Django's WSGI handler in a pool of HTTP_WORKERS
 threads, each with its own database connection: requests run side by side, so
 that orders several clients place on one book at once share a transaction (group
-commit, trading/services/orders.py), and a request costs less CPU than under Django's
+commit, trading/orders/place.py), and a request costs less CPU than under Django's
 ASGI handler, which runs every sync view in one thread (docs/benchmarks.md).
 HTTP_WORKERS=0 serves HTTP through Django's ASGI handler instead.
 """

@@ -95,7 +95,7 @@ def book_seq(symbol: str, mode: str) -> int | None:
 
 @database_sync_to_async
 def cancel_open_orders(user, mode: str | None) -> list[int]:
-    from trading.services.orders import orders_cancel_all
+    from trading.orders.cancel import orders_cancel_all
 
     return orders_cancel_all(trader=user, mode=mode, reason="DISCONNECT")
 

@@ -537,15 +537,30 @@ def _books(problems: list[str]) -> None:
             "qty",
             "filled_qty",
             "reduce_only",
+            "covered",
             "reserved",
         )
     )
-    for oid, market_id, mode, trader_id, side, price, qty, filled, reduce_only, reserved in rows:
+    for (
+        oid,
+        market_id,
+        mode,
+        trader_id,
+        side,
+        price,
+        qty,
+        filled,
+        reduce_only,
+        covered,
+        reserved,
+    ) in rows:
         book = books.get((market_id, mode))
         if book is None:
             problems.append(f"order {oid} rests in market {market_id}/{mode}, which has no book")
             continue
         market = book.market
+        if covered and reserved:
+            problems.append(f"order {oid} is a covered sell but reserves {reserved}")
         remaining = qty - filled
         ticks, off_tick = divmod(price, market.tick_size) if price is not None else (0, 1)
         lots, off_lot = divmod(remaining, market.lot_size)
@@ -562,7 +577,7 @@ def _books(problems: list[str]) -> None:
                 side,
                 int(ticks),
                 int(lots),
-                engine_books.shrinks_only(market, side, reduce_only, reserved),
+                reduce_only or covered,
             )
         except BookError as e:
             problems.append(f"book {book}: order {oid} cannot rest: {e}")

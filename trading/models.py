@@ -168,6 +168,9 @@ class Order(models.Model):
     filled_notional = models.DecimalField(default=0, **MONEY)
     status = models.CharField(max_length=16, choices=OrderStatus.choices)
     reduce_only = models.BooleanField(default=False)
+    # An option sell covered by its owner's long: it reserves nothing, so it may only
+    # ever sell that long (the engine rests it as it rests a reduce-only order).
+    covered = models.BooleanField(default=False)
     client_order_id = models.CharField(max_length=64, null=True, blank=True)
     # What the remaining quantity reserves from `reserve_asset`'s balance (`locked`).
     reserved = models.DecimalField(default=0, **MONEY)
@@ -201,6 +204,12 @@ class Order(models.Model):
             ),
             models.Index(fields=["trader", "mode", "status"], name="order_trader_status"),
         ]
+
+    @property
+    def shrinks_only(self) -> bool:
+        """Whether it may only shrink its owner's position (the engine's reduce-only
+        mark): a reduce-only order or a covered option sell."""
+        return self.reduce_only or self.covered
 
     @property
     def remaining(self) -> Decimal:

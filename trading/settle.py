@@ -1,6 +1,6 @@
 """Settlement: what a fill of a perpetual, a future or an option does to its owner's
 position and cash. One function for every fill, whoever makes it: an order's match
-(`trading.services.orders`), auto-deleverage (`liquidation`), a position closed at the
+(`trading.orders.fills`), auto-deleverage (`liquidation`), a position closed at the
 settlement price (`expiry`), a paper reset's hand-over to the insurance fund
 (`accounts.services.paper`), and the risk gate's look at an account after an order
 (`margin.after_fill`).

@@ -55,12 +55,13 @@ from dexsite.errors import ExchangeError
 from trading import margin
 from trading.invariants import check_invariants
 from trading.models import Book, Fill, FundingSample, IndexPrice, Market, MarketKind, MarketStatus
+from trading.orders.cancel import order_cancel, orders_cancel_all
+from trading.orders.place import order_place
 from trading.services.books import engine_cache_clear
 from trading.services.expiry import settle_expired
 from trading.services.funding import funding_settle
 from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set, market_pause, market_resume
-from trading.services.orders import order_cancel, order_place, orders_cancel_all
 from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, call_market, fund, spot_market
 

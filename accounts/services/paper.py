@@ -41,9 +41,9 @@ from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading import signals
 from trading.models import OPEN_STATUSES, Book, Order, Position
+from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
 from trading.services.books import book_lock
-from trading.services.orders import orders_cancel_all
 from trading.settle import position_settle
 
 PAPER = Mode.PAPER

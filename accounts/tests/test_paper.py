@@ -12,7 +12,7 @@ from accounts.services.paper import paper_reset
 from accounts.tests.conftest import client_for
 from trading.invariants import check_invariants
 from trading.models import Market, Order, Position
-from trading.services.orders import order_place
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, fund
 
 D = Decimal

@@ -15,7 +15,7 @@ from accounts.services.wallets import address_parse
 from accounts.tests.conftest import client_for, link
 from dexsite.errors import ExchangeError
 from trading.invariants import check_invariants
-from trading.services.orders import order_place
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, fund
 
 D = Decimal

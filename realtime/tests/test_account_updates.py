@@ -10,8 +10,8 @@ from channels.db import database_sync_to_async
 from accounts.services import paper_faucet_credit, token_for
 from realtime.account_updates import Waiting
 from realtime.tests.conftest import communicator
+from trading.orders.place import order_place
 from trading.selectors import account_get
-from trading.services.orders import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 D = Decimal

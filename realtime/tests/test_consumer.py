@@ -11,8 +11,9 @@ from django.db import transaction
 from realtime.consumers import GAP_WAIT_SECONDS as GAP_WAIT
 from realtime.consumers import MAX_MESSAGES_BURST
 from realtime.tests.conftest import communicator
+from trading.orders.cancel import order_cancel
+from trading.orders.place import order_place
 from trading.selectors import depth_get
-from trading.services.orders import order_cancel, order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

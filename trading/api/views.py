@@ -19,9 +19,10 @@ from dexsite.errors import ExchangeError, validation_error_body
 from dexsite.idempotency import idempotent
 from trading import selectors
 from trading.models import OrderType, Side, TimeInForce
+from trading.orders import cancel as order_cancels
+from trading.orders import place as order_placing
 from trading.presenters import dec
 from trading.services import markets as market_services
-from trading.services import orders as order_services
 
 MARKET = OpenApiParameter("market", str)
 
@@ -161,7 +162,7 @@ class OrderInputSerializer(StrictSerializer):
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
-        return order_services.order_place(trader=trader, **self.arguments())
+        return order_placing.order_place(trader=trader, **self.arguments())
 
 
 class TradeApi(APIView):
@@ -215,7 +216,7 @@ class TradeBatchApi(APIView):
             else:
                 results.append(validation_error_body(one.errors))
         # Each order stands on its own: one refusal does not undo the others.
-        placed = order_services.orders_place_many(
+        placed = order_placing.orders_place_many(
             trader=request.user, orders=[args for _, args in valid]
         )
         for (i, _), outcome in zip(valid, placed, strict=True):
@@ -255,7 +256,7 @@ class OrdersApi(APIView):
         responses=S.responses({200: S.CanceledIdsSerializer}, 400, *S.PRIVATE),
     )
     def delete(self, request: Request) -> Response:
-        ids = order_services.orders_cancel_all(
+        ids = order_cancels.orders_cancel_all(
             trader=request.user,
             mode=mode_param(request),
             market=market_filter(request),
@@ -280,7 +281,7 @@ class OrderApi(APIView):
 
     @extend_schema(responses=S.responses({200: S.OrderSerializer}, 400, *S.PRIVATE, 404))
     def delete(self, request: Request, order_id: int) -> Response:
-        return Response(order_services.order_cancel(trader=request.user, order_id=order_id))
+        return Response(order_cancels.order_cancel(trader=request.user, order_id=order_id))
 
 
 class FillsApi(APIView):
@@ -343,7 +344,7 @@ class PositionCloseApi(APIView):
             raise ExchangeError(
                 "NO_POSITION", f"no open {mode} position in {symbol}", status_code=400
             )
-        order, _ = order_services.order_place(
+        order, _ = order_placing.order_place(
             trader=request.user,
             market=symbol,
             mode=mode,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 BUY = "BUY"
@@ -153,6 +153,11 @@ class OrderBook:
             del self._reduce_only[owner]
         return live
 
+    def reduce_only_owners(self) -> list[Hashable]:
+        """The owners of reduce-only orders on the book: whose positions `place` and
+        `sweep` need to know."""
+        return [owner for owner in list(self._reduce_only) if self.reduce_only_resting(owner)]
+
     def level_qty(self, side: str, price: int) -> int:
         book, key = (self.bids, -price) if side == BUY else (self.asks, price)
         lvl = book.get(key)
@@ -164,7 +169,7 @@ class OrderBook:
         qty: int,
         price: int | None,
         owner: Hashable,
-        position: Callable[[Hashable], int] | None = None,
+        position: Mapping[Hashable, int] | None = None,
     ) -> tuple[int, int]:
         """What an order of `side` for `qty` at limit `price` (None: market) could take
         right now: (fillable qty, sum of price*qty). Orders of `owner` are skipped, as
@@ -226,12 +231,12 @@ class OrderBook:
         price: int | None = None,
         tif: str = GTC,
         reduce_only: bool = False,
-        position: Callable[[Hashable], int] | None = None,
+        position: Mapping[Hashable, int] | None = None,
     ) -> MatchResult:
         """Match an incoming order; `price=None` is a market order (never rests).
 
         `reduce_only` marks the order, should it rest, as one that may only shrink its
-        owner's position. `position(owner)` gives an owner's position in lots (positive
+        owner's position. `position[owner]` is an owner's position in lots (positive
         long, negative short) as it stood before this order: a reduce-only maker then
         fills at most what still shrinks it, counting what its owner's orders filled
         earlier in this match, and whatever it cannot fill leaves the book
@@ -428,7 +433,8 @@ class OrderBook:
             self._reduce_only.setdefault(o.owner, []).append(o)
 
 
-def _reducible(o: RestingOrder, position: Callable[[Hashable], int]) -> int:
-    """How much reduce-only `o` may fill, by its owner's position before this match."""
-    size = position(o.owner)
+def _reducible(o: RestingOrder, position: Mapping[Hashable, int]) -> int:
+    """How much reduce-only `o` may fill, by its owner's position before this match (an
+    owner missing from `position` has none)."""
+    size = position.get(o.owner, 0)
     return size if o.side == SELL else -size

@@ -1,10 +1,14 @@
-"""The stages of an order, as plain functions over plain data (no database):
+"""The path of an order, one module per stage:
 
-  request  `request.py`  its shape against the market: ticks, lots, types, reduce-only
-  gate     `gate.py`     price bands, what it reserves, whether the account carries it
-  match    `trading.engine`
-  settle   `trading.settle`
+  request  `request.py`  the order as asked for; its shape against the market       (pure)
+  gate     `gate.py`     price bands, what it reserves, whether the account carries it (pure)
+  admit    `admit.py`    request and gate on the account as the batch holds it
+  match    `match.py`    the engine (`trading.engine`, pure, in memory)
+  settle   `fills.py`    trades, fills, fees; positions and cash via `trading.settle`
+  record   `record.py`   what one order changed, into its batch
+  persist  `persist.py`  the transaction's locks, reads and writes (`dexsite.sql`)
+  emit     `trading.emit` the events, sent once the transaction commits
 
-The transaction that runs them on a locked book, persists what they decided and emits
-the events on commit is `trading.services.orders`.
+`place.py` runs them, in one transaction per book (`batch.py` holds its state);
+`cancel.py` takes orders off the book.
 """

@@ -1,15 +1,39 @@
-"""The request stage: an order's shape, judged against its market before anything is
-locked or read. Each refusal names its field; nothing has changed when one is raised."""
+"""The request stage: an order as it was asked for (`OrderRequest`), and its shape,
+judged against its market before anything is locked or read. Each refusal names its
+field; nothing has changed when one is raised."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
 
+from accounts.models import User
 from dexsite.errors import ExchangeError
 from trading.models import Market, MarketStatus, OrderType, Side, TimeInForce
 from trading.presenters import dec
 from trading.services.books import to_lots, to_ticks
+
+
+@dataclass(slots=True)
+class OrderRequest:
+    """One order to place, as `order_place` was given it."""
+
+    trader: User
+    side: str
+    type: str
+    qty: Decimal
+    price: Decimal | None
+    tif: str
+    reduce_only: bool
+    client_order_id: str | None
+    source: str
+
+
+def engine_tif(request: OrderRequest) -> str:
+    """A market order never rests: it runs as IOC (or FOK if asked)."""
+    if request.type == OrderType.MARKET and request.tif != TimeInForce.FOK:
+        return TimeInForce.IOC
+    return request.tif
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from dexsite import sql
 from trading.engine import OrderBook
-from trading.models import OPEN_STATUSES, Book, Market, MarketKind, Order
+from trading.models import OPEN_STATUSES, Book, Market, Order
 
 _cache: dict[int, tuple[int, OrderBook]] = {}
 _cache_lock = threading.Lock()
@@ -50,22 +50,14 @@ def engine_book_build(book: Book) -> OrderBook:
         Order.objects.filter(market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES)
         .order_by("id")
         .values_list(
-            "id", "trader_id", "side", "price", "qty", "filled_qty", "reduce_only", "reserved"
+            "id", "trader_id", "side", "price", "qty", "filled_qty", "reduce_only", "covered"
         )
     )
     tick, lot = market.tick_size, market.lot_size
-    for oid, trader_id, side, price, qty, filled, reduce_only, reserved in rows:
+    for oid, trader_id, side, price, qty, filled, reduce_only, covered in rows:
         lots = int((qty - filled) / lot)
-        shrinks = shrinks_only(market, side, reduce_only, reserved)
-        engine.add_resting(oid, trader_id, side, int(price / tick), lots, shrinks)
+        engine.add_resting(oid, trader_id, side, int(price / tick), lots, reduce_only or covered)
     return engine
-
-
-def shrinks_only(market: Market, side: str, reduce_only: bool, reserved: Decimal) -> bool:
-    """Whether a resting order may only shrink its owner's position (the engine's
-    reduce-only mark): a reduce-only order, or a covered option sell, the one option
-    sell that reserves nothing (trading/services/orders.py, `_covered_sell`)."""
-    return reduce_only or (market.kind == MarketKind.OPTION and side == "SELL" and not reserved)
 
 
 def engine_book_return(book: Book, engine: OrderBook, seq: int) -> None:

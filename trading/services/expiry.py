@@ -21,12 +21,12 @@ from django.utils import timezone
 
 from accounts.models import LedgerReason
 from trading import pricing
-from trading.events import TraderEvents
+from trading.emit import Emitter
 from trading.locks import books_lock, market_lock
 from trading.metrics import EXPIRY_FAILURES, error_label
 from trading.models import Book, Market, MarketKind, MarketStatus, Position, Settlement
+from trading.orders.cancel import orders_cancel_all
 from trading.services.markets import market_status_move
-from trading.services.orders import orders_cancel_all
 from trading.services.prices import index_average, index_is_fresh, indexes_current
 from trading.services.transfers import transfers_settle
 from trading.settle import position_settle
@@ -125,7 +125,7 @@ def _settle_book(market: Market, mode: str, price: Decimal) -> None:
         else Decimal(0),
     )
     Position.objects.bulk_update(positions, ["size", "open_notional", "realized_pnl"])
-    events = TraderEvents(mode)
+    events = Emitter(mode)
     events.moved(market.symbol, positions)
-    events.paid((b.trader_id for b in paid.balances), market.quote)
+    events.paid_keys((b.trader_id for b in paid.balances), market.quote)
     events.send_on_commit()

@@ -20,8 +20,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
-from accounts.models import LedgerReason, User
-from trading import pricing, signals
+from accounts.models import LedgerReason
+from trading import pricing
+from trading.emit import Emitter
 from trading.models import Book, FundingEvent, FundingSample, MarketKind, MarketStatus, Position
 from trading.presenters import dec, ms
 from trading.services.books import book_lock
@@ -145,22 +146,11 @@ def funding_settle(*, book_id: int, now: datetime | None = None) -> FundingEvent
             next_at += timedelta(seconds=m.funding_interval)
         Book.objects.filter(pk=book.pk).update(next_funding_at=next_at, funding_rate=rate)
 
-        uuids = dict(User.objects.filter(pk__in=result.applied).values_list("pk", "trader_id"))
-        payments = [
-            (uuids[t], {"market": m.symbol, "mode": book.mode, "amount": dec(a), "rate": dec(rate)})
-            for t, a in result.applied.items()
-        ]
-        symbol, mode, balances = m.symbol, book.mode, result.balances
-
-        def send() -> None:
-            from accounts.signals import balances_changed
-
-            signals.funding_rate_updated.send(
-                sender=Book, market=symbol, mode=mode, rate=dec(rate), next_funding_ts=ms(next_at)
-            )
-            for trader_uuid, payment in payments:
-                signals.funding_paid.send(sender=Book, trader_id=trader_uuid, payment=payment)
-            balances_changed.send(sender=Book, balances=balances)
-
-        transaction.on_commit(send)
+        events = Emitter(book.mode)
+        events.funding(m.symbol, rate=dec(rate), next_funding_ts=ms(next_at))
+        for t, a in result.applied.items():
+            payment = {"market": m.symbol, "mode": book.mode, "amount": dec(a), "rate": dec(rate)}
+            events.funding_paid(t, payment)
+        events.paid(result.balances)
+        events.send_on_commit()
         return event

@@ -53,9 +53,9 @@ from accounts.services import (
     ledger_apply,
     system_account_id,
 )
-from trading import margin, risk, signals
+from trading import margin, risk
 from trading.candles import candles_record
-from trading.events import TraderEvents
+from trading.emit import Emitter
 from trading.locks import books_lock, positions_lock
 from trading.metrics import LIQUIDATION_FAILURES, error_label
 from trading.models import (
@@ -72,14 +72,11 @@ from trading.models import (
     Side,
     Trade,
 )
+from trading.orders.cancel import orders_cancel_all, orders_cancel_in_book, orders_shrinking_cleared
+from trading.orders.fills import fill_new
+from trading.orders.place import order_place
 from trading.presenters import dec
 from trading.services.books import book_lock
-from trading.services.orders import (
-    order_place,
-    orders_cancel_all,
-    orders_cancel_in_book,
-    orders_shrinking_cleared,
-)
 from trading.services.prices import index_is_fresh
 from trading.services.transfers import transfers_settle
 from trading.settle import position_settle
@@ -162,7 +159,7 @@ def _sweep_record(now: datetime, *, liquidated: int, failed: int, left_below: li
 
 @dataclass
 class _Progress:
-    events: TraderEvents
+    events: Emitter
     advance: Decimal = Decimal(0)  # what the fund advanced, in all
     repaid: Decimal = Decimal(0)  # what the account gave back of it
     adl_fund: Decimal = Decimal(0)  # what the fund paid in auto-deleverage transfers
@@ -198,7 +195,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
         record = Liquidation(
             trader_id=trader_id, mode=mode, equity=account.equity, maintenance=account.maintenance
         )
-        progress = _Progress(events=TraderEvents(mode))
+        progress = _Progress(events=Emitter(mode))
         for exposure in sorted(account.exposures, key=lambda e: e.value(), reverse=True):
             _close(user, mode, exposure.position.market_id, progress)
         _settle_with_fund(user, mode, progress, record)
@@ -207,8 +204,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
         record.save()
         # The account's balance as the liquidation leaves it (repaid, fee paid), and
         # what auto-deleverage did to it and its counterparties.
-        progress.events.paid([trader_id], QUOTE)
-        progress.events.send_on_commit()
+        progress.events.paid_keys([trader_id], QUOTE)
         payload = {
             "mode": mode,
             "equity": dec(record.equity),
@@ -217,12 +213,8 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
             "fee": dec(record.fee),
             "steps": progress.steps,
         }
-        trader_uuid = user.trader_id
-        transaction.on_commit(
-            lambda: signals.liquidated.send(
-                sender=Liquidation, trader_id=trader_uuid, liquidation=payload
-            )
-        )
+        progress.events.liquidated(trader_id, payload)
+        progress.events.send_on_commit()
         return record
 
 
@@ -433,21 +425,10 @@ def _auto_deleverage(
         trades.append(trade)
         orders += [taker, maker]
         for order, pos in ((taker, mine), (maker, p)):
-            fills.append(
-                Fill.objects.create(
-                    trade=trade,
-                    order=order,
-                    trader_id=order.trader_id,
-                    market=market,
-                    mode=mode,
-                    side=order.side,
-                    price=price,
-                    qty=q,
-                    fee=0,
-                    liquidity=Liquidity.TAKER if order is taker else Liquidity.MAKER,
-                    created_at=now,
-                )
-            )
+            liquidity = Liquidity.TAKER if order is taker else Liquidity.MAKER
+            fill = fill_new(trade, order, fee=Decimal(0), liquidity=liquidity)
+            fill.save()
+            fills.append(fill)
             pos.market = market
             settled = position_settle(pos, q if order.side == Side.BUY else -q, price)
             touched[pos.pk] = pos
@@ -461,9 +442,9 @@ def _auto_deleverage(
         book=book_lock(market_id=market.pk, mode=mode), positions=touched.values()
     )
     events = progress.events
-    events.traded(market.symbol, trades, orders, fills)
+    events.changed(market, trades=trades, orders=[(o, None) for o in orders], fills=fills)
     events.moved(market.symbol, touched.values())
-    events.paid(amounts, QUOTE)
+    events.paid_keys(amounts, QUOTE)
     owed = {t: a for t, a in amounts.items() if a}
     if not owed:
         return {}

@@ -11,12 +11,13 @@ from accounts.models import User
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
-from trading import margin, risk, signals
+from trading import margin, risk
+from trading.emit import Emitter
 from trading.locks import market_lock
 from trading.models import OPEN_STATUSES, Market, MarketKind, MarketStatus, Order, Position
+from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
 from trading.services.books import book_lock
-from trading.services.orders import orders_cancel_all
 
 
 def market_status_move(market: Market, before: tuple[str, ...], status: str) -> bool:
@@ -28,10 +29,9 @@ def market_status_move(market: Market, before: tuple[str, ...], status: str) -> 
     if not moved:
         return False
     market.status = status
-    symbol = market.symbol
-    transaction.on_commit(
-        lambda: signals.market_state_changed.send(sender=Market, market=symbol, status=status)
-    )
+    events = Emitter(mode="")
+    events.market_status(market.symbol, status)
+    events.send_on_commit()
     return True
 
 
@@ -78,9 +78,7 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
             f"leverage must be between 1 and {dec(market.max_leverage)}",
             field="leverage",
         )
-    from accounts.models import Balance
     from accounts.services import balances_lock
-    from accounts.signals import balances_changed
 
     with transaction.atomic():
         # The book first, as an order takes it: its orders' reservations change only
@@ -118,9 +116,9 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
                 o.reserved = new
             sql.update([o for o, _ in orders], ["reserved"])
             sql.update([balance], ["locked"])
-            transaction.on_commit(
-                lambda: balances_changed.send(sender=Balance, balances=[balance]), robust=True
-            )
+            events = Emitter(balance.mode)
+            events.paid([balance])
+            events.send_on_commit()
     return after
 
 

@@ -8,7 +8,7 @@ from django.test import Client
 
 from accounts.models import User
 from trading.models import Book, Market, Order
-from trading.services.orders import order_place
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, UserFactory, balance, fund
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,8 @@ from django.db.models import Sum
 from accounts.models import User
 from trading.invariants import check_invariants
 from trading.models import Fill, Order
-from trading.services.orders import order_place, orders_cancel_all
+from trading.orders.cancel import orders_cancel_all
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund, spot_market
 
 D = Decimal

@@ -18,9 +18,11 @@ from accounts.models import Balance, LedgerEntry, User
 from dexsite.errors import ExchangeError
 from trading.invariants import check_invariants
 from trading.models import Book, Fill, Market, Order, Position, Trade
-from trading.services import orders as order_services
+from trading.orders import place as order_services
+from trading.orders import record as order_record
+from trading.orders.place import _place_alone, _place_together, order_place
+from trading.orders.request import OrderRequest
 from trading.services.books import engine_cache_clear
-from trading.services.orders import _place_alone, _place_together, _Request, order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund, spot_market
 from trading.tests.test_concurrency import requires_postgres, run_threads
 
@@ -31,7 +33,7 @@ D = Decimal
 ALONE, GROUPED = "PAPER", "REAL"
 
 
-def _requests(rng: random.Random, traders: list[User], n: int) -> list[tuple[str, _Request]]:
+def _requests(rng: random.Random, traders: list[User], n: int) -> list[tuple[str, OrderRequest]]:
     """A flow over a perp and a spot book: limits around the mid (about half crossing),
     market, IOC, FOK and POST_ONLY orders, reduce-only closes, self-trades, and orders
     too big for the poorer accounts."""
@@ -55,7 +57,7 @@ def _requests(rng: random.Random, traders: list[User], n: int) -> list[tuple[str
         flow.append(
             (
                 symbol,
-                _Request(
+                OrderRequest(
                     trader=rng.choice(traders),
                     side=side,
                     type=kind,
@@ -206,7 +208,7 @@ def test_a_group_that_fails_as_a_whole_is_placed_order_by_order():
     fund(other, "100000", mode=GROUPED)
 
     def req(who, side, price, cid=None):
-        return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, cid, "USER")
+        return OrderRequest(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, cid, "USER")
 
     outcomes = _place_together(
         "BTC-PERP",
@@ -227,7 +229,7 @@ def test_a_group_that_fails_as_a_whole_is_placed_order_by_order():
 @pytest.mark.django_db
 def test_a_group_on_an_unknown_market_refuses_every_order():
     trader = UserFactory()
-    r = _Request(trader, "BUY", "LIMIT", D("1"), D("1"), "GTC", False, None, "USER")
+    r = OrderRequest(trader, "BUY", "LIMIT", D("1"), D("1"), "GTC", False, None, "USER")
     outcomes = _place_together("NOPE-PERP", GROUPED, [r, r])
     assert [o.code for o in outcomes] == ["UNKNOWN_MARKET"] * 2
 
@@ -354,7 +356,7 @@ def test_a_groups_events_leave_on_commit_in_order(received, django_capture_on_co
         fund(t, "1000000", mode=GROUPED)
 
     def req(who, side, price, qty="0.5"):
-        return _Request(who, side, "LIMIT", D(qty), D(price), "GTC", False, None, "USER")
+        return OrderRequest(who, side, "LIMIT", D(qty), D(price), "GTC", False, None, "USER")
 
     with django_capture_on_commit_callbacks(execute=True):
         outcomes = _place_together(
@@ -395,7 +397,7 @@ def test_a_list_of_orders_is_placed_in_runs_of_one_book(monkeypatch):
     """`orders_place_many` (the batch endpoint): consecutive orders of one book share a
     transaction; a clientOrderId already used is answered with its order; a repeated one
     inside the list is placed once."""
-    from trading.services.orders import orders_place_many
+    from trading.orders.place import orders_place_many
 
     MarketFactory()
     spot_market()
@@ -453,17 +455,17 @@ def test_a_refusal_after_an_order_changed_the_group_undoes_the_group(monkeypatch
     maker, taker = UserFactory(), UserFactory()
     for t in (maker, taker):
         fund(t, "1000000", mode=GROUPED)
-    real = order_services._record_fills
+    real = order_record.fills_record
 
     def refusing(market, mode, order, result, *rest):
         if result.fills:
             raise ExchangeError("INVALID_QTY", "refused late", field="qty")
         return real(market, mode, order, result, *rest)
 
-    monkeypatch.setattr(order_services, "_record_fills", refusing)
+    monkeypatch.setattr(order_record, "fills_record", refusing)
 
     def req(who, side):
-        return _Request(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
+        return OrderRequest(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
 
     (made, _), refused = _place_together(
         "BTC-PERP", GROUPED, [req(maker, "SELL"), req(taker, "BUY")]
@@ -489,7 +491,9 @@ def test_a_fill_the_account_cannot_carry_is_refused_and_changes_nothing(together
     fund(carol, "1000000", mode=GROUPED)
 
     def req(who, side, price, reduce_only=False):
-        return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", reduce_only, None, "USER")
+        return OrderRequest(
+            who, side, "LIMIT", D("0.1"), D(price), "GTC", reduce_only, None, "USER"
+        )
 
     _place_alone("BTC-PERP", GROUPED, req(bob, "SELL", "64000"))
     _place_alone("BTC-PERP", GROUPED, req(alice, "BUY", "64000"))
@@ -528,7 +532,7 @@ def test_a_receiver_failing_after_the_commit_places_nothing_twice():
         raise RuntimeError("a receiver fails")
 
     def req(who, side):
-        return _Request(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
+        return OrderRequest(who, side, "LIMIT", D("0.1"), D("64000"), "GTC", False, None, "USER")
 
     signals.book_changed.connect(broken)
     try:
@@ -555,7 +559,7 @@ def test_a_group_that_waits_too_long_for_a_row_lock_is_placed_order_by_order(cap
     row = Balance.objects.filter(trader=held, asset="USDC", mode=GROUPED)
     with (
         _locked_elsewhere(row) as release,
-        caplog.at_level("INFO", logger="trading.services.orders"),
+        caplog.at_level("INFO", logger="trading.orders.place"),
     ):
         _release_when_placing_alone(monkeypatch, release)
         outcomes = _place_together(
@@ -582,7 +586,7 @@ def test_trades_of_a_group_take_ascending_keys_when_later_makers_are_already_rea
         fund(who, "1000000", mode=GROUPED)
 
     def req(who, side, qty):
-        return _Request(who, side, "LIMIT", D(qty), D("64000"), "GTC", False, None, "USER")
+        return OrderRequest(who, side, "LIMIT", D(qty), D("64000"), "GTC", False, None, "USER")
 
     (resting, _) = _place_alone("BTC-PERP", GROUPED, req(maker, "SELL", "1"))
     outcomes = _place_together("BTC-PERP", GROUPED, [req(t, "BUY", "0.125") for t in takers])
@@ -624,8 +628,8 @@ def test_a_group_whose_commit_waits_too_long_for_the_market_row_is_placed_order_
     engine_cache_clear()
 
 
-def _req(who: User, side: str, price: str) -> _Request:
-    return _Request(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, None, "USER")
+def _req(who: User, side: str, price: str) -> OrderRequest:
+    return OrderRequest(who, side, "LIMIT", D("0.1"), D(price), "GTC", False, None, "USER")
 
 
 @contextmanager

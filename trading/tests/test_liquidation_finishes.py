@@ -24,12 +24,12 @@ from realtime import names
 from trading import signals
 from trading.invariants import check_invariants
 from trading.models import Book, LiquidationSweep, Market, Order, Position, Trade
+from trading.orders.place import order_place
 from trading.presenters import balance_dict
 from trading.services import liquidation
 from trading.services.expiry import settle_expired
 from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set
-from trading.services.orders import order_place
 from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, balance, call_market, fund
 from trading.tests.test_risk_engine import future_held, index_history

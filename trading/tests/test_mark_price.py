@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from trading import pricing
 from trading.models import Book, FundingSample, Market
+from trading.orders.cancel import order_cancel, orders_cancel_all
+from trading.orders.place import order_place
 from trading.services.funding import funding_sample
-from trading.services.orders import order_cancel, order_place, orders_cancel_all
 from trading.services.prices import impact_prices_get, index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, call_market, fund
 

@@ -11,11 +11,11 @@ from accounts.services import system_account
 from trading import pricing
 from trading.invariants import check_invariants
 from trading.models import Book, FundingSample, Market, Order, Position, Trade
+from trading.orders.place import order_place
 from trading.services.expiry import settle_expired
 from trading.services.funding import funding_settle
 from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set
-from trading.services.orders import order_place
 from trading.services.prices import index_set, marks_refresh
 from trading.services.transfers import transfers_settle
 from trading.tests.factories import MarketFactory, UserFactory, balance, fund
@@ -407,7 +407,8 @@ def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(per
     filled, it would lose 3000, which her cash carried when she placed it. She has paid
     500 of funding since. A buyer reaching her order is not refused for her loss: her
     order is cancelled (MARGIN) and the buyer takes the next ask."""
-    from trading.services.orders import _place_together, _Request
+    from trading.orders.place import _place_together
+    from trading.orders.request import OrderRequest
 
     alice, bob, carol = levered_long(perp)
     doomed = place(alice, "SELL", "1", "61000", reduce_only=True)
@@ -420,8 +421,10 @@ def test_a_resting_order_its_owner_cannot_carry_goes_and_the_taker_trades_on(per
     )
     place(carol, "SELL", "1", "61500")
     if together:
-        req = _Request(bob, "BUY", "MARKET", D("1"), None, "GTC", False, None, "USER")
-        other = _Request(carol, "BUY", "LIMIT", D("0.1"), D("50000"), "GTC", False, None, "USER")
+        req = OrderRequest(bob, "BUY", "MARKET", D("1"), None, "GTC", False, None, "USER")
+        other = OrderRequest(
+            carol, "BUY", "LIMIT", D("0.1"), D("50000"), "GTC", False, None, "USER"
+        )
         (taken, _), (rested, _) = _place_together("BTC-PERP", "PAPER", [req, other])
         assert rested["status"] == "NEW"
     else:

@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 
 from trading import signals
-from trading.services.orders import order_place
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 pytestmark = pytest.mark.django_db
@@ -149,8 +149,8 @@ def test_position_events_carry_the_positions_as_a_fresh_read_shows_them(
     """The positions an order moved are sent as its transaction left them, without
     reading them again: the same objects the REST positions show, liquidation prices
     included (which depend on the account's other positions)."""
+    from trading.orders.place import orders_place_many
     from trading.selectors import positions_in_market, positions_list
-    from trading.services.orders import orders_place_many
 
     MarketFactory()
     MarketFactory(symbol="ETH-PERP", base="ETH", underlying="ETH", mark_price=Decimal("3000"))

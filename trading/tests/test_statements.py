@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from dexsite.errors import ExchangeError
 from realtime import broadcast
 from trading.models import Book
-from trading.services import orders
-from trading.services.orders import order_place
+from trading.orders import persist
+from trading.orders.place import order_place
 from trading.tests.factories import fund, spot_market
 from trading.tests.wire import round_trips
 
@@ -100,13 +100,13 @@ def test_an_order_locks_and_reads_what_its_market_needs_whatever_was_known_of_it
     needs besides is locked and read before the order is checked."""
     spot = spot_market()
     fund(alice, "50", asset="CXPT")
-    orders._shapes[spot.symbol] = stale  # a derivative's, or a spot market of other assets
+    persist._shapes[spot.symbol] = stale  # a derivative's, or a spot market of other assets
     placed = order_place(
         trader=alice, market=spot.symbol, mode="PAPER", side="SELL", type="LIMIT",
         qty=D("2"), price=D("3"),
     )[0]  # fmt: skip
     assert placed["status"] == "NEW"
-    assert orders._shapes[spot.symbol] == ("SPOT", "CXPT", "USDC")
+    assert persist._shapes[spot.symbol] == ("SPOT", "CXPT", "USDC")
     assert alice.balances.get(asset="CXPT", mode="PAPER").locked == D("2")
     # A perp opened with a spot market's shape still reads the account's positions: the
     # free margin counts the loss of the open one.
@@ -121,5 +121,5 @@ def test_an_order_locks_and_reads_what_its_market_needs_whatever_was_known_of_it
         return str(refused.value)
 
     right = refusal()
-    orders._shapes[perp.symbol] = ("SPOT", "CXPT", "USDC")
+    persist._shapes[perp.symbol] = ("SPOT", "CXPT", "USDC")
     assert refusal() == right

@@ -21,9 +21,10 @@ from dexsite.errors import ExchangeError
 from trading import margin
 from trading.invariants import check_invariants
 from trading.models import Book, Market, Order, Position, Trade
+from trading.orders.cancel import orders_cancel_all
+from trading.orders.place import order_place
 from trading.services.liquidation import liquidations_run
 from trading.services.markets import leverage_set
-from trading.services.orders import order_place, orders_cancel_all
 from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, balance, fund, spot_market
 

@@ -41,8 +41,8 @@ from accounts.services.api_keys import api_key_create
 from accounts.services.vault import deposit_record, withdrawal_request
 from realtime.tests import conftest as realtime_conftest
 from trading.models import Fill, Market, Order, Position
+from trading.orders.place import order_place
 from trading.services.books import engine_cache_clear
-from trading.services.orders import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 PREFIXES = ("api/v1/", "account/", "trade/", "admin/")

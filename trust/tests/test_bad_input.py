@@ -35,7 +35,7 @@ from accounts.services import token_for
 from realtime.models import WsTicket
 from realtime.tests import conftest as realtime_conftest
 from trading.models import Fill, Market, Order, Position, Trade
-from trading.services.orders import order_place
+from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund, spot_market
 
 CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")

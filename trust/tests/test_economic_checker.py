@@ -23,8 +23,8 @@ from django.utils import timezone
 from trading import invariants, margin
 from trading.invariants import check_invariants
 from trading.models import Book, LiquidationSweep, Market, Trade
+from trading.orders.place import order_place
 from trading.services.markets import leverage_set
-from trading.services.orders import order_place
 from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, balance, call_market, fund
 

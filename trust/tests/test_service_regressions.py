@@ -17,9 +17,9 @@ from accounts.services.paper import paper_reset
 from dexsite.errors import ExchangeError
 from trading.invariants import check_invariants
 from trading.models import OPEN_STATUSES, Book, Market, Order, Position
+from trading.orders.place import order_place
 from trading.services import expiry
 from trading.services.liquidation import liquidations_run
-from trading.services.orders import order_place
 from trading.services.prices import index_set, marks_refresh
 from trading.tests.factories import MarketFactory, UserFactory, balance, call_market, fund
 

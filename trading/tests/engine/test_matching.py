@@ -703,8 +703,8 @@ def test_time_in_force_is_compared_by_value_not_identity(tif):
 # -- reduce-only makers (the engine only: the reference book has no positions) --------
 
 
-def _positions(**sizes: int) -> Callable[[Any], int]:
-    return lambda owner: sizes.get(owner, 0)
+def _positions(**sizes: int) -> dict[Any, int]:
+    return sizes
 
 
 def test_a_reduce_only_maker_fills_only_what_shrinks_its_owners_position() -> None:

@@ -1,0 +1,156 @@
+"""Cancelling orders: off the engine, their reservations released, one book delta,
+events on commit; by the trader, for everyone's orders (admin, liquidation), or the
+reduce-only orders that can no longer reduce anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import (
+    balances_lock,
+)
+from dexsite import sql
+from dexsite.db import retrying
+from dexsite.errors import ExchangeError, NotFound
+from trading import engine as eng
+from trading.emit import Emitter
+from trading.models import (
+    OPEN_STATUSES,
+    Book,
+    Order,
+    Position,
+    Side,
+)
+from trading.orders.fills import ChangeSet, mark_canceled
+from trading.orders.match import only_grows, reduce_only_reason
+from trading.presenters import order_dict
+from trading.services.books import (
+    book_lock,
+    engine_book_return_on_commit,
+    engine_book_take,
+    to_ticks,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- cancels ------------------------------------------------------------------------
+
+
+def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]:
+    """Cancel open `orders` of one locked book: off the engine, reservations released,
+    one book delta, events on commit."""
+    if not orders:
+        return []
+    engine = engine_book_take(book)
+    market = book.market
+    now = timezone.now()
+    changes = ChangeSet()
+    bid_deltas: dict[int, int] = {}
+    ask_deltas: dict[int, int] = {}
+    for order in orders:
+        removed = engine.cancel(order.pk)
+        if removed is not None:
+            resting, level_total = removed
+            (bid_deltas if resting.side == eng.BUY else ask_deltas)[resting.price] = level_total
+        else:
+            log.warning("order %s was open in the database but not on the book", order.pk)
+            t = to_ticks(order.price, market)
+            side_deltas = bid_deltas if order.side == Side.BUY else ask_deltas
+            side_deltas[t] = engine.level_qty(order.side, t)
+        mark_canceled(order, reason, now, changes)
+    keys = list(changes.lock_deltas)
+    locked = balances_lock(keys)
+    for key, delta in changes.lock_deltas.items():
+        locked[key].locked += delta
+    sql.update(locked.values(), ["locked"])
+    sql.update(orders, ["status", "reserved", "cancel_reason", "updated_at"])
+    book.seq += 1
+    sql.update([book], ["seq"])
+    seq = book.seq
+    engine_book_return_on_commit(book, engine, seq)
+    events = Emitter(book.mode)
+    events.changed(
+        market, seq=seq, deltas=(bid_deltas, ask_deltas), orders=[(o, None) for o in orders]
+    )
+    events.paid(locked.values())
+    events.send_on_commit()
+    return orders
+
+
+def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> list[Order]:
+    """Cancel the resting orders of `book` that could now only grow these positions
+    (reduce-only orders and covered option sells on the side that no longer shrinks
+    them), after positions moved outside the order path (auto-deleverage). The order
+    path clears them itself (`reduce_only_cleared`). The caller holds the book's lock."""
+    wrong = Q()
+    for p in positions:
+        for side in (Side.BUY, Side.SELL):
+            if only_grows(side, p.size):
+                wrong |= Q(trader_id=p.trader_id, side=side)
+    if not wrong:
+        return []
+    found = Order.objects.filter(
+        wrong, market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES
+    ).order_by("id")
+    gone = [o for o in found if o.shrinks_only]
+    for reason in ("REDUCE_ONLY", "UNCOVERED"):
+        orders_cancel_in_book(book, [o for o in gone if reduce_only_reason(o) == reason], reason)
+    return gone
+
+
+@retrying
+def order_cancel(*, trader: User, order_id: int) -> dict[str, Any]:
+    found = (
+        Order.objects.filter(pk=order_id, trader=trader).values_list("market_id", "mode").first()
+    )
+    if found is None:
+        raise NotFound("order")
+    market_id, mode = found
+    with transaction.atomic():
+        book = book_lock(market_id=market_id, mode=mode)
+        # Read under the book lock: a fill that raced us has either happened or not.
+        order = Order.objects.get(pk=order_id)
+        if order.status not in OPEN_STATUSES:
+            raise ExchangeError(
+                "ORDER_NOT_OPEN", f"order {order_id} is {order.status}", status_code=400
+            )
+        orders_cancel_in_book(book, [order], "USER")
+        return order_dict(order, book.market.symbol)
+
+
+@retrying
+def orders_cancel_all(
+    *,
+    trader: User | None,
+    mode: str | None = None,
+    market: str | None = None,
+    reason: str = "USER",
+) -> list[int]:
+    """Cancel open orders (of one trader, or everyone's when trader is None), book by
+    book in book-pk order. Returns the cancelled ids."""
+    filters = Q(status__in=OPEN_STATUSES)
+    if trader is not None:
+        filters &= Q(trader=trader)
+    if mode:
+        filters &= Q(mode=mode)
+    if market:
+        filters &= Q(market__symbol=market)
+    books = sorted(set(Order.objects.filter(filters).values_list("market_id", "mode")))
+    canceled: list[int] = []
+    with transaction.atomic():
+        for market_id, book_mode in books:
+            book = book_lock(market_id=market_id, mode=book_mode)
+            orders = list(
+                Order.objects.filter(filters, market_id=market_id, mode=book_mode).order_by("id")
+            )
+            canceled += [o.pk for o in orders_cancel_in_book(book, orders, reason)]
+    return canceled

@@ -1,0 +1,301 @@
+"""Placing orders: the orchestration of the stages, in one transaction per book.
+
+  order_place / orders_place_many
+    -> batch_open    (persist: lock the book and the takers' balance rows, read them)
+    -> per order, `_place_in`:
+         admit       (request + gate: refused here, nothing has changed)
+         match       (the engine, in memory)
+         record      (settle the fills into the batch, in memory)
+    -> batch_write   (persist: every row the orders changed, once)
+    -> _batch_finish (emit: the events, sent once the transaction commits)
+
+Orders that threads of this process place on one book at the same time share one
+transaction (`_group`, `trading.services.group_commit`); each is acknowledged only once
+it has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.db import DataError, IntegrityError, transaction
+
+from accounts.models import User
+from dexsite.db import RETRYABLE_PGCODES, retrying
+from dexsite.errors import ExchangeError
+from trading.models import (
+    OPEN_STATUSES,
+    Order,
+    TimeInForce,
+)
+from trading.orders.admit import admit
+from trading.orders.batch import Batch, positions_shown
+from trading.orders.cancel import orders_cancel_in_book
+from trading.orders.match import match
+from trading.orders.persist import batch_open, batch_write
+from trading.orders.record import MakersCannotCarry, record
+from trading.orders.request import OrderRequest
+from trading.presenters import fill_dict, order_dict
+from trading.services.books import (
+    book_lock,
+)
+from trading.services.group_commit import GroupCommit
+
+log = logging.getLogger(__name__)
+
+
+def order_place(
+    *,
+    trader: User,
+    market: str,
+    mode: str,
+    side: str,
+    type: str,
+    qty: Decimal,
+    price: Decimal | None = None,
+    time_in_force: str = TimeInForce.GTC,
+    reduce_only: bool = False,
+    client_order_id: str | None = None,
+    source: str = "USER",
+) -> tuple[dict[str, Any], bool]:
+    """Place an order. Returns (the order as the API shows it, created?). A repeated
+    clientOrderId returns the first order and created=False.
+
+    `source` LIQUIDATION marks the risk engine's own orders: they may trade in a paused
+    market, are exempt from the minimum notional, and their trades are flagged on the
+    public tape.
+
+    Orders that callers on several threads of this process place on one book at the
+    same time are matched one after another in one transaction (group commit, see
+    `group_commit`): each is acknowledged only once that transaction has committed."""
+    if client_order_id:
+        existing = _order_by_client_id(trader, client_order_id)
+        if existing is not None:
+            return existing, False
+    request = OrderRequest(
+        trader=trader,
+        side=side,
+        type=type,
+        qty=qty,
+        price=price,
+        tif=time_in_force,
+        reduce_only=reduce_only,
+        client_order_id=client_order_id,
+        source=source,
+    )
+    if (
+        settings.ORDER_GROUP_MAX > 1
+        and source == "USER"
+        and not transaction.get_connection().in_atomic_block
+    ):
+        return _group.place((market, mode), request)
+    return _place_alone(market, mode, request)
+
+
+def orders_place_many(
+    *, trader: User, orders: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
+    """Place a trader's list of orders (`order_place`'s arguments, without `trader`),
+    each on its own: per order, (the order, created?) or the ExchangeError that refused
+    it. Consecutive orders of one book share a transaction, as a group (`_group`) does;
+    each ends as if placed alone, in the list's order."""
+    results: list[Any] = [None] * len(orders)
+    pending: list[tuple[int, tuple[str, str], OrderRequest]] = []
+    for i, o in enumerate(orders):
+        cid = o.get("client_order_id")
+        existing = _order_by_client_id(trader, cid) if cid else None
+        if existing is not None:
+            results[i] = (existing, False)
+            continue
+        request = OrderRequest(
+            trader=trader,
+            side=o["side"],
+            type=o["type"],
+            qty=o["qty"],
+            price=o.get("price"),
+            tif=o.get("time_in_force", TimeInForce.GTC),
+            reduce_only=o.get("reduce_only", False),
+            client_order_id=cid,
+            source="USER",
+        )
+        pending.append((i, (o["market"], o["mode"]), request))
+    for (market, mode), run in groupby(pending, key=lambda p: p[1]):
+        run = list(run)
+        outcomes = _place_together(market, mode, [r for _, _, r in run])
+        for (i, _, _), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
+                raise outcome
+            results[i] = outcome
+    return results
+
+
+# How many times an order is placed again after makers it met could not carry their
+# fills (`MakersCannotCarry`) before it is refused.
+UNCARRIED_RETRIES = 5
+
+
+def _place_alone(symbol: str, mode: str, request: OrderRequest) -> tuple[dict[str, Any], bool]:
+    """Place one order in its own transaction: (the order, created?). Makers that could
+    not carry what the order would fill of them (the loss it realizes past their cash)
+    are cancelled (`MARGIN`), and the order is placed again against the book left."""
+    for _ in range(UNCARRIED_RETRIES):
+        try:
+            return _place_alone_once(symbol, mode, request)
+        except MakersCannotCarry as e:
+            _cancel_uncarried(symbol, mode, e.order_ids)
+    raise ExchangeError(
+        "BOOK_BUSY", "the book kept changing under the order; send it again", status_code=503
+    )
+
+
+@retrying
+def _cancel_uncarried(symbol: str, mode: str, order_ids: list[int]) -> None:
+    with transaction.atomic():
+        book = book_lock(symbol=symbol, mode=mode)
+        orders = Order.objects.filter(pk__in=order_ids, status__in=OPEN_STATUSES).order_by("id")
+        orders_cancel_in_book(book, list(orders), "MARGIN")
+
+
+@retrying
+def _place_alone_once(symbol: str, mode: str, request: OrderRequest) -> tuple[dict[str, Any], bool]:
+    try:
+        with transaction.atomic():
+            batch = batch_open(symbol, mode, [request])
+            try:
+                finish = _place_in(batch, request)
+            except ExchangeError:
+                batch.give_back()
+                raise
+            batch_write(batch)
+            (placed,) = _batch_finish(batch, [finish])
+            return placed, True
+    except IntegrityError as e:
+        # Two requests with one clientOrderId raced; the unique constraint let one in.
+        if request.client_order_id:
+            existing = _order_by_client_id(request.trader, request.client_order_id)
+            if existing is not None:
+                return existing, False
+        if "balance_available_nonneg" in str(e):
+            # A fill would overdraw an account (a loss beyond its funds): the database
+            # refused it and the whole order rolled back.
+            raise ExchangeError(
+                "INSUFFICIENT_MARGIN", "the account cannot carry this trade", field="qty"
+            ) from e
+        raise
+    except ArithmeticError as e:
+        # A size whose margin or fee does not fit the arithmetic's precision; the
+        # transaction has rolled back.
+        raise ExchangeError("INVALID_QTY", "the order is too large", field="qty") from e
+
+
+def _place_together(symbol: str, mode: str, requests: list[OrderRequest]) -> list[Any]:
+    """Place `requests` (one book) one after another in one transaction. Returns, per
+    request, (its order, created?) or the exception that refused it. A refusal writes nothing,
+    so it leaves the others standing; anything else (a deadlock, a constraint, a fault)
+    undoes them all, and each is then placed alone, as if it had come by itself."""
+    if len(requests) > 1:
+        committing = False
+        try:
+            with transaction.atomic():
+                batch = batch_open(symbol, mode, requests, group=True)
+                outcomes: list[Any] = []
+                for request in requests:
+                    try:
+                        outcomes.append(_place_in(batch, request))
+                    except ExchangeError as e:
+                        if batch.placing:
+                            # Refused after it had changed the batch: undo them all.
+                            raise RuntimeError("an order was refused half-placed") from e
+                        outcomes.append(e)
+                batch_write(batch)
+                placed = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
+                answers = [
+                    o if isinstance(o, ExchangeError) else (next(placed), True) for o in outcomes
+                ]
+                committing = True
+            return answers
+        except ExchangeError as e:
+            # Of the book itself (an unknown market): the same answer for every order.
+            return [e] * len(requests)
+        except Exception as e:
+            if committing and not _rolled_back(e):
+                # The COMMIT itself failed in a way that leaves its outcome unknown (the
+                # connection dropped): placing the orders again could place them twice.
+                log.exception("a group of %d orders on %s: COMMIT failed", len(requests), symbol)
+                return [e] * len(requests)
+            log.info(
+                "a group of %d orders on %s rolled back; placing each alone", len(requests), symbol
+            )
+    outcomes = []
+    for request in requests:
+        try:
+            outcomes.append(_place_alone(symbol, mode, request))
+        except Exception as e:
+            outcomes.append(e)
+    return outcomes
+
+
+def _rolled_back(e: Exception) -> bool:
+    """Whether a failed COMMIT surely undid the transaction: the server refused it (a
+    constraint checked at COMMIT, a serialization failure or deadlock, a lock it waited
+    for too long, e.g. a deferred foreign key's behind a delisting's lock on the market).
+    A connection that failed leaves it unknown."""
+    if isinstance(e, IntegrityError | DataError):
+        return True
+    code = getattr(getattr(e, "__cause__", None), "sqlstate", None)
+    return code in RETRYABLE_PGCODES or code == LOCK_NOT_AVAILABLE
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+# Orders that threads of this process place on one book at the same time share its
+# next transaction (see `group_commit`).
+_group = GroupCommit(
+    lambda key, requests: _place_together(key[0], key[1], requests),
+    lambda: settings.ORDER_GROUP_MAX,
+)
+
+
+def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:
+    order = (
+        Order.objects.select_related("market")
+        .filter(trader=trader, client_order_id=client_order_id)
+        .first()
+    )
+    if order is None:
+        return None
+    fills = [fill_dict(f, order.market.symbol) for f in order.fills.order_by("id")]
+    return order_dict(order, order.market.symbol, fills)
+
+
+def _place_in(batch: Batch, request: OrderRequest) -> Callable[[], dict[str, Any]]:
+    """Place one order in the batch's transaction: admit it (request, gate), match it,
+    record what it changed in the batch. An ExchangeError (the order refused) is raised
+    before the order changes anything. Returns what to call once the batch is written:
+    it sends the order's events on commit and returns the order as the API shows it."""
+    admitted = admit(batch, request)
+    result = match(batch, request, admitted)
+    # From here on the order is placed: nothing below refuses it.
+    batch.mutated = batch.placing = True
+    finish = record(batch, request, admitted, result)
+    batch.placing = False
+    return finish
+
+
+def _batch_finish(batch: Batch, finishers: list[Callable[[], dict[str, Any]]]) -> list[dict]:
+    """After `batch_write`: the placed orders as the API shows them; their events are
+    sent together once the transaction commits."""
+    placed = [finish() for finish in finishers]
+    events = batch.events
+    if batch.changed_positions:
+        shown = positions_shown(batch)
+        events.moved(batch.book.market.symbol, batch.changed_positions.values(), shown)
+    events.paid(batch.held[k] for k in sorted(batch.changed_balances))
+    events.send_on_commit()
+    return placed
