@@ -36,8 +36,8 @@ SNAPSHOT_LEVELS = 500
 # socket gets a fresh snapshot instead.
 GAP_WAIT_SECONDS = 0.5
 # The close code of a socket closed for breaking a limit or losing its credential. An
-# application may close with 1000 or 3000-4999 only (RFC 6455 7.4.2; daphne's protocol
-# library refuses others, and the socket would then end with 1011 and no clean-up):
+# application may close with 1000 or 3000-4999 only (RFC 6455 7.4.2; WebSocket
+# libraries refuse others, and the socket would then end with 1011 and no clean-up):
 # 4000 + 1008, the protocol's own "policy violation".
 POLICY_VIOLATION = 4008
 # How often, at most, a socket re-checks its credential (session, API key) before it
@@ -124,6 +124,11 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if getattr(self, "tidied", True) is False:
+                # The socket ended without its `websocket.disconnect` reaching us (a
+                # send to a socket the client had just left raised): tidy up all the
+                # same, so that `cancelOnDisconnect` holds however the socket ends.
+                await asyncio.shield(self.disconnect(1006))
             # Normally `disconnect()` has left every group already.
             if getattr(self, "fanout", None) is not None:
                 self.fanout.forget(self)
@@ -139,6 +144,8 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         self.send_frame = frame_sender(self.base_send)
         self.bucket = TokenBucket(MAX_MESSAGES_PER_SECOND, MAX_MESSAGES_BURST)
         self.closing = False
+        # Whether `disconnect` has run: it must, once, however the socket ends.
+        self.tidied = False
         self.counted = False
         self.revoke_groups: list[str] = []
         self.recheck_at = float("inf")
@@ -176,6 +183,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        self.tidied = True
         for sub in list(self.subs.values()):
             await self.leave(sub.channel)
             metrics.SUBSCRIPTIONS.labels(kind=sub.channel.kind).dec()
@@ -196,6 +204,8 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
     # -- client messages ----------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return  # sent before our close reached the client: nothing answers it now
         raw = text_data if text_data is not None else bytes_data or b""
         size = len(raw.encode() if isinstance(raw, str) else raw)
         if size > MAX_MESSAGE_BYTES:

@@ -151,7 +151,7 @@ class WebServer:
     def start(self) -> None:
         env = dict(self.env, WEB_PORT=str(self.port))
         with self.log_path.open("a") as out:
-            # `exec`: the pid is daphne's own.
+            # `exec`: the pid is the server's own.
             self.proc = subprocess.Popen(  # noqa: S603
                 [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_web()],
                 cwd=ROOT,

@@ -1,4 +1,4 @@
-"""One real server for the browser tests: daphne in a subprocess on the pytest test
+"""One real server for the browser tests: the web role (`dexsite.serve`) in a subprocess on the pytest test
 database (PostgreSQL) and a Redis of its own, Debian's Chromium driven by Playwright.
 
 The module's data lives for the whole module (seeded once, flushed at the end), so the
@@ -123,12 +123,12 @@ def server(django_db_setup, django_db_blocker):
     redis_client.close()
     port = free_port()
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # a fresh clone has none yet
-    log = open(ROOT / ".pytest_cache" / "browser-daphne.log", "w")  # noqa: SIM115
+    log = open(ROOT / ".pytest_cache" / "browser-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "daphne",
+            "dexsite.serve",
             "-b",
             "127.0.0.1",
             "-p",
@@ -153,7 +153,7 @@ def server(django_db_setup, django_db_blocker):
                 # module expects it.
                 with django_db_blocker.unblock():
                     call_command("flush", interactive=False, verbosity=0)
-                raise RuntimeError("daphne did not start; see .pytest_cache/browser-daphne.log")
+                raise RuntimeError("the server did not start; see .pytest_cache/browser-server.log")
             time.sleep(0.2)
     srv = Server(base)
     try:

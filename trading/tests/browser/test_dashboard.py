@@ -1,5 +1,5 @@
 """The dashboard in a real browser against a real server: Debian's Chromium (headless)
-driven by Playwright, daphne on the test PostgreSQL database and Redis (conftest.py).
+driven by Playwright, the web role (`dexsite.serve`) on the test PostgreSQL database and Redis (conftest.py).
 
 One trader signs up through the form and keeps their browser context for the module;
 the other traders act through the public API, as bots would.
