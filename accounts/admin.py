@@ -21,9 +21,7 @@ from django.template.response import TemplateResponse
 from accounts import selectors
 from accounts.models import (
     ApiKey,
-    Balance,
     Deposit,
-    LedgerEntry,
     LinkedWallet,
     SolvencyReport,
     SystemBalance,
@@ -33,6 +31,7 @@ from accounts.models import (
 )
 from accounts.services import vault
 from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerEntry
 from trading.presenters import dec
 
 

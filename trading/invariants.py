@@ -54,15 +54,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest
 
-from accounts.models import (
-    Balance,
-    LedgerEntry,
-    LedgerReason,
-    Transfer,
-    TransferKind,
-    TransferStatus,
-    User,
-)
+from accounts.models import Transfer, TransferKind, TransferStatus
+from ledger.models import Balance, LedgerEntry, LedgerReason
+from ledger.services import FEE_ACCOUNT
 from trading import candles, margin
 from trading.engine import BookError, OrderBook
 from trading.models import (
@@ -434,7 +428,7 @@ def _fills(problems: list[str]) -> None:
         .annotate(s=Sum("amount"))
     ):
         key = (r["asset"], r["mode"])
-        if r["trader__username"] == User.FEE_ACCOUNT:
+        if r["trader__username"] == FEE_ACCOUNT:
             collected[key] += r["s"]
         else:
             paid[key] -= r["s"]

@@ -20,15 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from dexsite import sql
+from ledger.models import Balance
 from trading import risk
 from trading.models import Book, IndexPrice, Market, MarketKind, OptionType, Position
 from trading.settle import fill_settled
-
-if TYPE_CHECKING:
-    from accounts.models import Balance
 
 SHORT_OPTION_RATE = Decimal("0.15")
 SHORT_OPTION_FLOOR = Decimal("0.10")
@@ -245,7 +242,7 @@ def account_of(balance: Balance | None, exposures: list[Exposure]) -> Account:
 def accounts_with_positions() -> dict[tuple[int, str], Account]:
     """Every trading account that holds a position, in two queries: what a liquidation
     sweep scans."""
-    from accounts.models import Balance, User
+    from accounts.models import User
 
     users = sql.qn(User._meta.db_table)
     where = f'p."trader_id" IN (SELECT "id" FROM {users} WHERE NOT "is_system")'  # noqa: S608

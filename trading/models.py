@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import MONEY, Mode
+from ledger.models import MONEY, Mode
 
 QTY = {"max_digits": 38, "decimal_places": 12}
 

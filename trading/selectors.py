@@ -11,12 +11,13 @@ from django.db import connection
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Balance, User
-from accounts.selectors import balances_of, balances_query
+from accounts.models import User
 from accounts.services import vault
 from dexsite import sql
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
+from ledger.models import Balance
+from ledger.selectors import balances_of, balances_query
 from trading import candles, margin, risk
 from trading.models import (
     OPEN_STATUSES,

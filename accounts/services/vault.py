@@ -24,21 +24,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.chain import chain_adapter
-from accounts.models import (
-    Balance,
-    LedgerReason,
-    LinkedWallet,
-    Mode,
-    Transfer,
-    TransferKind,
-    TransferStatus,
-    User,
-)
-from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+from accounts.models import LinkedWallet, Transfer, TransferKind, TransferStatus, User
 from accounts.services.wallets import address_parse
-from accounts.signals import balances_changed
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
+from ledger.models import Balance, LedgerReason, Mode
+from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
+from ledger.signals import balances_changed
 from trading import margin
 from trading.presenters import dec
 from trading.risk import MONEY_QUANTUM

@@ -6,9 +6,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection, connections
 
-from accounts.models import Balance, IdempotencyRecord, Transfer, User
+from accounts.models import IdempotencyRecord, Transfer, User
 from accounts.tests.conftest import client_for, link
 from accounts.tests.test_vault import deposit, deposited, tx, withdraw
+from ledger.models import Balance
 from trading.models import Order
 from trading.tests.factories import MarketFactory, fund
 

@@ -9,11 +9,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 
-from accounts.models import Balance, LedgerEntry, LinkedWallet, Transfer, User
+from accounts.models import LinkedWallet, Transfer, User
 from accounts.services import vault
 from accounts.services.wallets import address_parse
 from accounts.tests.conftest import client_for, link
 from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerEntry
 from trading.invariants import check_invariants
 from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, fund

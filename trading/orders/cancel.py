@@ -14,12 +14,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.services import (
-    balances_lock,
-)
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
+from ledger.services import balances_lock
 from trading import engine as eng
 from trading.emit import Emitter
 from trading.models import (

@@ -45,8 +45,10 @@ from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerReason, User
-from accounts.services import (
+from accounts.models import User
+from ledger.models import Balance, LedgerReason
+from ledger.services import (
+    INSURANCE_ACCOUNT,
     Posting,
     balances_ensure,
     balances_lock,
@@ -261,7 +263,7 @@ def _adl_price(cash: Decimal, e: margin.Exposure) -> Decimal:
 
 
 def _fund_available(mode: str) -> Decimal:
-    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    insurance_id = system_account_id(INSURANCE_ACCOUNT)
     key = (insurance_id, QUOTE, mode)
     balances_ensure([key])
     fund = balances_lock([key])[key]
@@ -311,7 +313,7 @@ def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
     if e is None:
         return
     m = e.position.market
-    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    insurance_id = system_account_id(INSURANCE_ACCOUNT)
     step: dict = {"market": m.symbol, "size": dec(e.size)}
 
     def advance(amount: Decimal) -> None:
@@ -523,7 +525,7 @@ def _repay_advance(user: User, mode: str, progress: _Progress) -> None:
     """Give the fund back what it advanced, as far as the account's cash goes."""
     repay = min(progress.advance - progress.repaid, max(_cash(user.pk, mode), Decimal(0)))
     if repay > 0:
-        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        insurance_id = system_account_id(INSURANCE_ACCOUNT)
         _move(user.pk, insurance_id, mode, repay, "advance repaid")
         progress.repaid += repay
 
@@ -536,7 +538,7 @@ def _settle_with_fund(user: User, mode: str, progress: _Progress, record: Liquid
     )
     fee = fee.quantize(risk.MONEY_QUANTUM)
     if fee:
-        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        insurance_id = system_account_id(INSURANCE_ACCOUNT)
         _move(user.pk, insurance_id, mode, fee, "liquidation fee")
     record.insurance_paid = progress.advance - progress.repaid + progress.adl_fund
     record.fee = fee

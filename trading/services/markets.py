@@ -11,6 +11,7 @@ from accounts.models import User
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
+from ledger.services import balances_lock
 from trading import margin, risk
 from trading.emit import Emitter
 from trading.locks import market_lock
@@ -78,8 +79,6 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
             f"leverage must be between 1 and {dec(market.max_leverage)}",
             field="leverage",
         )
-    from accounts.services import balances_lock
-
     with transaction.atomic():
         # The book first, as an order takes it: its orders' reservations change only
         # under it. Then the trader's USDC row, the lock every order of theirs in this

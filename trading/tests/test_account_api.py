@@ -11,9 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import Balance
 from accounts.services import vault
 from accounts.services.api_keys import api_key_create
+from ledger.models import Balance
 from trading import margin
 from trading.models import Book, IndexPrice, Position
 from trading.selectors import account_get

@@ -6,8 +6,17 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
-from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply, system_account
+from accounts.models import User
+from ledger.models import Balance, LedgerEntry, LedgerReason, Mode
+from ledger.services import (
+    FEE_ACCOUNT,
+    INSURANCE_ACCOUNT,
+    Posting,
+    balances_ensure,
+    balances_lock,
+    ledger_apply,
+    system_account,
+)
 from trading.models import IndexPrice
 from trading.services.prices import index_set
 from trading.services.series import dated_specs, market_ensure
@@ -66,8 +75,8 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
-        system_account(User.FEE_ACCOUNT)
-        system_account(User.INSURANCE_ACCOUNT)
+        system_account(FEE_ACCOUNT)
+        system_account(INSURANCE_ACCOUNT)
         for spec in demo_markets():
             market, created = market_ensure(spec)
             self.stdout.write(f"{'created' if created else 'exists '} {market.symbol}")

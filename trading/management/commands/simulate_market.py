@@ -78,8 +78,9 @@ def fund_real(usernames: list[str]) -> None:
     install has no chain to deposit from, so the bots get a ledger credit once."""
     from django.db import transaction
 
-    from accounts.models import Balance, LedgerEntry, LedgerReason, User
-    from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+    from accounts.models import User
+    from ledger.models import Balance, LedgerEntry, LedgerReason
+    from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
 
     with transaction.atomic():
         for name in usernames:
