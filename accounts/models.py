@@ -1,5 +1,5 @@
 """Users, API keys (stored hashed), linked wallets and their sign-in challenges, vault
-transfers (deposits and withdrawals) and stored responses of idempotent requests.
+transfers (deposits and withdrawals).
 
 Balances and the ledger are the `ledger` app's; the proxies of them at the end of this
 module are the admin's views of them.
@@ -7,9 +7,7 @@ module are the admin's views of them.
 
 import uuid
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -218,26 +216,6 @@ class Withdrawal(Transfer):
 
     class Meta:
         proxy = True
-
-
-class IdempotencyRecord(models.Model):
-    """The stored response of a request sent with an `Idempotency-Key` header. Written
-    in the same transaction as the request's effects, so a key has a record exactly
-    when the request it names took effect (see dexsite/idempotency.py)."""
-
-    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    # SHA-256 of method, path and body: the same key with another request is refused.
-    fingerprint = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField()
-    body = models.JSONField(encoder=DjangoJSONEncoder)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["trader", "key"], name="idempotency_key_unique")
-        ]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
 
 class SystemBalance(Balance):

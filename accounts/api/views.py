@@ -24,8 +24,8 @@ from accounts.services import api_keys, paper, vault, wallets
 from dexsite import schema as S
 from dexsite.api import MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError
-from dexsite.idempotency import idempotent
 from trading import selectors as trading_selectors
+from trading.idempotency import idempotent
 from trading.presenters import ms
 
 

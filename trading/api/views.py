@@ -16,8 +16,8 @@ from rest_framework.views import APIView
 from dexsite import schema as S
 from dexsite.api import MODE_CHOICES, MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
-from dexsite.idempotency import idempotent
 from trading import selectors
+from trading.idempotency import idempotent
 from trading.models import OrderType, Side, TimeInForce
 from trading.orders import cancel as order_cancels
 from trading.orders import place as order_placing
