@@ -30,20 +30,10 @@ from accounts.models import (
     Withdrawal,
 )
 from accounts.services import vault
+from dexsite.admin import ReadOnly
 from dexsite.errors import ExchangeError
 from ledger.models import Balance, LedgerEntry
 from trading.presenters import dec
-
-
-class ReadOnly:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class TraderFilter(admin.SimpleListFilter):
