@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
-from accounts.models import User
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
@@ -63,7 +63,9 @@ def market_delist(*, market: Market) -> list[int]:
 
 
 @retrying
-def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) -> Decimal:
+def leverage_set(
+    *, trader: AbstractBaseUser, market: Market, mode: str, leverage: Decimal
+) -> Decimal:
     """Set the trader's leverage in a derivatives market. The margin their open orders
     there reserve follows it at once, as if each were placed again now (what is left of
     it, at its price): a lower leverage locks more, a higher one frees some. Lowering it
@@ -122,7 +124,7 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
 
 
 def _orders_reserved_again(
-    trader: User, market: Market, mode: str, leverage: Decimal
+    trader: AbstractBaseUser, market: Market, mode: str, leverage: Decimal
 ) -> list[tuple[Order, Decimal]]:
     """The trader's open orders in the market whose reservation depends on the leverage
     (perpetuals' and futures' orders that may open a position), with what each reserves

@@ -2,11 +2,11 @@
 
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
 from ledger.models import Balance, LedgerEntry, LedgerReason, Mode
 from ledger.services import (
     FEE_ACCOUNT,
@@ -83,7 +83,7 @@ class Command(BaseCommand):
         for underlying, price in (("BTC", D("64000")), ("ETH", D("3200")), ("CXPT", D("1.25"))):
             if not IndexPrice.objects.filter(underlying=underlying).exists():
                 index_set(underlying=underlying, price=price, source="seed")
-        demo, created = User.objects.get_or_create(username="demo")
+        demo, created = get_user_model().objects.get_or_create(username="demo")
         if created:
             demo.set_password("demo-password")
             demo.save()
