@@ -5,7 +5,7 @@ import pytest
 def _fresh_process_caches():
     """Per-process caches (engine books, system and public account ids) outlive a test's
     database; each test starts without them as a fresh process would."""
-    from accounts import selectors, services
+    from ledger import selectors, services
     from trading.services.books import engine_cache_clear
 
     def clear() -> None:

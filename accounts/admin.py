@@ -21,9 +21,7 @@ from django.template.response import TemplateResponse
 from accounts import selectors
 from accounts.models import (
     ApiKey,
-    Balance,
     Deposit,
-    LedgerEntry,
     LinkedWallet,
     SolvencyReport,
     SystemBalance,
@@ -32,19 +30,10 @@ from accounts.models import (
     Withdrawal,
 )
 from accounts.services import vault
+from dexsite.admin import ReadOnly
 from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerEntry
 from trading.presenters import dec
-
-
-class ReadOnly:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class TraderFilter(admin.SimpleListFilter):

@@ -1,29 +1,18 @@
-"""Users, balances and the append-only ledger.
+"""Users, API keys (stored hashed), linked wallets and their sign-in challenges, vault
+transfers (deposits and withdrawals).
 
-A balance row is a running total of its ledger rows (checked by the invariant tests),
-kept beside them so that placing an order reads one row instead of summing a history.
-`locked` is what open orders and pending withdrawals reserve; it is not a ledger
-movement, since the funds have not left the account.
-
-Also here: API keys (stored hashed), linked wallets and their sign-in challenges, vault
-transfers (deposits and withdrawals) and stored responses of idempotent requests.
+Balances and the ledger are the `ledger` app's; the proxies of them at the end of this
+module are the admin's views of them.
 """
 
 import uuid
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.functions import Lower
 
-MONEY = {"max_digits": 38, "decimal_places": 12}
-
-
-class Mode(models.TextChoices):
-    REAL = "REAL"
-    PAPER = "PAPER"
+from ledger.models import MONEY, Balance, LedgerEntry, Mode
 
 
 class User(AbstractUser):
@@ -38,9 +27,6 @@ class User(AbstractUser):
     # name whose key is taken would pass for someone else's.
     username_key = models.CharField(max_length=64, default="", editable=False)
 
-    FEE_ACCOUNT = "__fees__"
-    INSURANCE_ACCOUNT = "__insurance__"
-
     class Meta(AbstractUser.Meta):
         indexes = [models.Index(fields=["username_key"], name="user_username_key")]
 
@@ -52,79 +38,6 @@ class User(AbstractUser):
             self.username_key = username_key(self.username)
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "username_key"}
-        super().save(*args, **kwargs)
-
-
-class Balance(models.Model):
-    # No index of its own: a composite index of the model leads with it.
-    trader = models.ForeignKey(
-        User, on_delete=models.PROTECT, related_name="balances", db_index=False
-    )
-    asset = models.CharField(max_length=16)
-    mode = models.CharField(max_length=5, choices=Mode.choices)
-    total = models.DecimalField(default=0, **MONEY)
-    locked = models.DecimalField(default=0, **MONEY)
-    # The part of `locked` that pending withdrawals hold: money on its way out, which
-    # counts for no margin (trading.margin.account_of).
-    withdrawing = models.DecimalField(default=0, db_default=0, **MONEY)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["trader", "asset", "mode"], name="balance_unique"),
-            models.CheckConstraint(condition=Q(locked__gte=0), name="balance_locked_nonneg"),
-            models.CheckConstraint(
-                condition=Q(withdrawing__gte=0, withdrawing__lte=F("locked")),
-                name="balance_withdrawing_within_locked",
-            ),
-            # Available (total - locked) may never go negative: the last line of
-            # defence against a double spend, enforced by the database itself.
-            models.CheckConstraint(
-                condition=Q(total__gte=F("locked")), name="balance_available_nonneg"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.trader_id} {self.asset} {self.mode}: {self.total} ({self.locked} locked)"
-
-    @property
-    def available(self):
-        return self.total - self.locked
-
-
-class LedgerReason(models.TextChoices):
-    DEPOSIT = "DEPOSIT"
-    WITHDRAWAL = "WITHDRAWAL"
-    FAUCET = "FAUCET"
-    TRADE = "TRADE"
-    FEE = "FEE"
-    REALIZED_PNL = "REALIZED_PNL"
-    FUNDING = "FUNDING"
-    LIQUIDATION = "LIQUIDATION"
-    SETTLEMENT = "SETTLEMENT"
-    PAPER_RESET = "PAPER_RESET"
-
-
-class LedgerEntry(models.Model):
-    """One change of one balance. Rows are only ever inserted."""
-
-    # No index of its own: a composite index of the model leads with it.
-    trader = models.ForeignKey(
-        User, on_delete=models.PROTECT, related_name="ledger", db_index=False
-    )
-    asset = models.CharField(max_length=16)
-    mode = models.CharField(max_length=5, choices=Mode.choices)
-    amount = models.DecimalField(**MONEY)
-    reason = models.CharField(max_length=16, choices=LedgerReason.choices)
-    ref = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["trader", "asset", "mode"])]
-        verbose_name_plural = "ledger entries"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ValueError("ledger entries are append-only")
         super().save(*args, **kwargs)
 
 
@@ -321,23 +234,3 @@ class SolvencyReport(LedgerEntry):
         proxy = True
         verbose_name = "solvency report"
         verbose_name_plural = "solvency report"
-
-
-class IdempotencyRecord(models.Model):
-    """The stored response of a request sent with an `Idempotency-Key` header. Written
-    in the same transaction as the request's effects, so a key has a record exactly
-    when the request it names took effect (see dexsite/idempotency.py)."""
-
-    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    # SHA-256 of method, path and body: the same key with another request is refused.
-    fingerprint = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField()
-    body = models.JSONField(encoder=DjangoJSONEncoder)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["trader", "key"], name="idempotency_key_unique")
-        ]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]

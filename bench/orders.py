@@ -261,7 +261,7 @@ def reset_data(fx: Fixture) -> None:
     global _reset_count
     from django.db import connection, transaction
 
-    from accounts.models import Balance, LedgerEntry, LedgerReason
+    from ledger.models import Balance, LedgerEntry, LedgerReason
     from trading.models import Book, Candle, Fill, Order, Position, Trade
     from trading.services.books import engine_cache_clear
 
@@ -647,7 +647,7 @@ _RECEIVERS: dict[Any, list] = {}
 def set_broadcast(on: bool) -> None:
     """Connect or disconnect every receiver of the order path's domain events (the
     realtime app's broadcasters), in this process only."""
-    from accounts.signals import balances_changed
+    from ledger.signals import balances_changed
     from trading import signals
 
     sigs = [

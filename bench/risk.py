@@ -17,6 +17,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from ledger.services import INSURANCE_ACCOUNT
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dexsite_bench_risk")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dexsite.settings")
@@ -49,7 +51,7 @@ def main() -> None:
     from django.db import connection
 
     from accounts.models import User
-    from accounts.services import system_account
+    from ledger.services import system_account
     from trading.invariants import check_invariants
     from trading.models import Book, FundingSample
     from trading.orders.place import order_place
@@ -66,7 +68,7 @@ def main() -> None:
     perp = MarketFactory(max_leverage=D("20"), funding_interval=8 * 3600)
     index_set(underlying="BTC", price=D("64000"))
     Book.objects.filter(market=perp).update(mark_price=D("64000"))
-    fund(system_account(User.INSURANCE_ACCOUNT), "1000000")
+    fund(system_account(INSURANCE_ACCOUNT), "1000000")
     # No password: hashing one per account would dominate the set-up.
     maker = User.objects.create(username="bench-maker")
     fund(maker, "1000000000")

@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    # The bottom layer of the apps; the layers are in ledger/__init__.py.
+    "ledger",
     "accounts",
     "trading",
     "realtime.apps.RealtimeConfig",

@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import pages as account_pages
+from accounts.selectors import linked_wallets
 from realtime.api import WsTicketApi
 from realtime.metrics import metrics_view
 from trading import pages as trading_pages
@@ -41,7 +42,12 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("metrics", metrics_view, name="metrics"),
     path("account/", account_pages.account_page, name="account"),
-    path("trade/<str:symbol>/", trading_pages.trade_page, name="trade"),
+    path(
+        "trade/<str:symbol>/",
+        trading_pages.trade_page,
+        {"wallets_of": linked_wallets},
+        name="trade",
+    ),
     path("", trading_pages.markets_page, name="home"),
 ]
 # /static/ never reaches the URLconf: WhiteNoise, a middleware, serves it with DEBUG on

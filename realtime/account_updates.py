@@ -33,7 +33,7 @@ from typing import Any
 from django.db import connections
 from django.dispatch import receiver
 
-from accounts.signals import balances_changed
+from ledger.signals import balances_changed
 from realtime import broadcast, names
 from trading import signals
 
@@ -142,7 +142,7 @@ settle = _sender.settle
 
 def send(due: dict[Key, Noted]) -> None:
     """Read the `due` accounts, a mode at a time, and publish their updates."""
-    from accounts.selectors import public_trader_ids
+    from ledger.selectors import public_trader_ids
     from trading.selectors import accounts_shown
 
     try:

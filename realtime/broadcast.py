@@ -23,7 +23,7 @@ from asgiref.sync import SyncToAsync
 from channels.layers import get_channel_layer
 from django.dispatch import receiver
 
-from accounts.signals import balances_changed
+from ledger.signals import balances_changed
 from realtime import names
 from realtime.buffer import delta_buffer
 from trading import signals
@@ -293,7 +293,7 @@ def on_positions(
 ) -> None:
     """`shown`: the positions as shown, per trader, when the sender had them (an order's
     transaction has); otherwise they are read."""
-    from accounts.selectors import public_trader_ids
+    from ledger.selectors import public_trader_ids
     from trading.selectors import positions_in_market
 
     uuids = public_trader_ids({t for t, _ in position_ids})
@@ -310,7 +310,7 @@ def on_positions(
 
 @receiver(balances_changed)
 def on_balances(sender, *, balances, **kw) -> None:
-    from accounts.selectors import public_trader_ids
+    from ledger.selectors import public_trader_ids
     from trading.presenters import balance_dict
 
     uuids = public_trader_ids({b.trader_id for b in balances})

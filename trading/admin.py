@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.admin import ReadOnly
+from dexsite.admin import ReadOnly
 from trading.models import Book, Fill, IndexPrice, Market, Order, Position, Trade
 from trading.services import markets as market_services
 

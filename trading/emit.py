@@ -28,9 +28,9 @@ from typing import Any
 
 from django.db import transaction
 
-from accounts.models import Balance
-from accounts.selectors import public_trader_ids
-from accounts.signals import balances_changed
+from ledger.models import Balance
+from ledger.selectors import public_trader_ids
+from ledger.signals import balances_changed
 from trading import signals
 from trading.models import Fill, Market, Order, Position, Trade
 from trading.presenters import dec, fill_dict, order_dict, trade_dict

@@ -6,7 +6,9 @@ What it checks:
 - every balance equals the sum of its ledger rows, and none is negative;
 - per asset and mode, the ledger moves only by money entering or leaving (deposits,
   withdrawals, faucet credits, paper write-offs): every internal movement nets to zero;
-  confirmed deposits and approved withdrawals are booked exactly once, others never;
+  confirmed deposits and approved withdrawals are booked exactly once, others never,
+  and what pending withdrawals hold is what their balances say (the vault's checks,
+  accounts/invariants.py, which accounts adds through `check_register`);
 - locked funds equal what open orders and pending withdrawals reserve;
 - orders: none filled past its quantity, statuses agree with what filled, resting
   orders sit on the tick and lot grids, every fill adds up to its order's fills;
@@ -36,7 +38,7 @@ every check above. The economic checks:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from django.db import connection
@@ -54,15 +56,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest
 
-from accounts.models import (
-    Balance,
-    LedgerEntry,
-    LedgerReason,
-    Transfer,
-    TransferKind,
-    TransferStatus,
-    User,
-)
+from ledger.models import Balance, LedgerEntry, LedgerReason
+from ledger.services import FEE_ACCOUNT
 from trading import candles, margin
 from trading.engine import BookError, OrderBook
 from trading.models import (
@@ -101,6 +96,19 @@ SHOWN = 10
 _DEC = DecimalField(max_digits=38, decimal_places=12)
 
 
+# Checks of the apps built on trading (the vault's, accounts/invariants.py), each a
+# function that appends the violations it finds. This module may not import them: each
+# app adds its own from its AppConfig.ready(), and they run where the vault's checks
+# always ran, after conservation.
+_CHECKS_ABOVE: list[Callable[[list[str]], None]] = []
+
+
+def check_register(check: Callable[[list[str]], None]) -> None:
+    """Make `check_invariants` run `check` too (once, however often it is registered)."""
+    if check not in _CHECKS_ABOVE:
+        _CHECKS_ABOVE.append(check)
+
+
 def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
     """Every violation found, as one line each; `acknowledged` are order ids a client
     was given, each of which must exist."""
@@ -108,7 +116,8 @@ def check_invariants(acknowledged: Iterable[int] = ()) -> list[str]:
     _balances(problems)
     _locks(problems)
     _conservation(problems)
-    _transfers(problems)
+    for check in _CHECKS_ABOVE:
+        check(problems)
     _orders(problems)
     _references(problems)
     _fills(problems)
@@ -151,32 +160,20 @@ def _balances(problems: list[str]) -> None:
 
 
 def _locks(problems: list[str]) -> None:
-    """Locked funds = what open orders reserve + pending withdrawals, and the part the
-    withdrawals hold is the balance's `withdrawing`."""
+    """Locked funds = what open orders reserve + what pending withdrawals hold, the
+    balance's `withdrawing` (which the vault's check matches against the withdrawals
+    themselves, accounts/invariants.py)."""
     reserved: dict[tuple, Decimal] = defaultdict(Decimal)
-    withdrawing: dict[tuple, Decimal] = defaultdict(Decimal)
     for r in (
         Order.objects.filter(status__in=OPEN_STATUSES)
         .values("trader_id", "reserve_asset", "mode")
         .annotate(s=Sum("reserved"))
     ):
         reserved[(r["trader_id"], r["reserve_asset"], r["mode"])] += r["s"]
-    for r in (
-        Transfer.objects.filter(kind=TransferKind.WITHDRAWAL, status=TransferStatus.PENDING)
-        .values("trader_id", "asset", "mode")
-        .annotate(s=Sum("amount"))
-    ):
-        reserved[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
-        withdrawing[(r["trader_id"], r["asset"], r["mode"])] += r["s"]
-    for b in Balance.objects.filter(withdrawing__gt=0):
-        key = (b.trader_id, b.asset, b.mode)
-        if withdrawing.pop(key, ZERO) != b.withdrawing:
-            problems.append(f"balance {key} withdrawing {b.withdrawing} != pending withdrawals")
-    for key, s in withdrawing.items():
-        problems.append(f"pending withdrawals hold {s} of {key}, withdrawing says 0")
+    # A balance with nothing locked holds no withdrawal either (a database constraint).
     for b in Balance.objects.filter(locked__gt=0):
         key = (b.trader_id, b.asset, b.mode)
-        expected = reserved.pop(key, ZERO)
+        expected = reserved.pop(key, ZERO) + b.withdrawing
         if expected != b.locked:
             problems.append(
                 f"balance {key} locked {b.locked} != open orders' reservations"
@@ -184,7 +181,7 @@ def _locks(problems: list[str]) -> None:
             )
     for key, s in reserved.items():
         if s != 0:
-            problems.append(f"open orders / withdrawals reserve {s} of {key} but nothing is locked")
+            problems.append(f"open orders reserve {s} of {key} but nothing is locked")
 
 
 def _conservation(problems: list[str]) -> None:
@@ -210,32 +207,6 @@ def _conservation(problems: list[str]) -> None:
     for (asset, mode), s in open_cost.items():
         if s:
             problems.append(f"{asset}/{mode}: open cost basis {s} with no ledger rows")
-
-
-def _transfers(problems: list[str]) -> None:
-    """Deposits and withdrawals against the ledger: a confirmed deposit is one DEPOSIT
-    row of its amount, an approved withdrawal one WITHDRAWAL row of minus its amount;
-    a pending or rejected transfer moved nothing; no WITHDRAWAL row stands alone."""
-    booked: dict[tuple[str, int], list[tuple[int, str, str, Decimal]]] = defaultdict(list)
-    for trader_id, asset, mode, amount, reason, ref in LedgerEntry.objects.filter(
-        Q(reason=LedgerReason.WITHDRAWAL)
-        | Q(reason=LedgerReason.DEPOSIT, ref__startswith="deposit:")
-    ).values_list("trader_id", "asset", "mode", "amount", "reason", "ref"):
-        kind, _, pk = ref.partition(":")
-        if (reason == LedgerReason.WITHDRAWAL and kind != "withdrawal") or not pk.isdigit():
-            problems.append(f"{reason} ledger row of trader {trader_id} refers to {ref!r}")
-            continue
-        booked[(kind, int(pk))].append((trader_id, asset, mode, amount))
-    for t in Transfer.objects.all():
-        kind = "deposit" if t.kind == TransferKind.DEPOSIT else "withdrawal"
-        rows = booked.pop((kind, t.pk), [])
-        done = TransferStatus.CONFIRMED if kind == "deposit" else TransferStatus.APPROVED
-        sign = 1 if kind == "deposit" else -1
-        expected = [(t.trader_id, t.asset, t.mode, sign * t.amount)] if t.status == done else []
-        if rows != expected:
-            problems.append(f"{kind} {t.pk} ({t.status}) booked as {rows}, expected {expected}")
-    for (kind, pk), rows in booked.items():
-        problems.append(f"ledger rows for {kind} {pk}, which does not exist: {rows}")
 
 
 def _orders(problems: list[str]) -> None:
@@ -434,7 +405,7 @@ def _fills(problems: list[str]) -> None:
         .annotate(s=Sum("amount"))
     ):
         key = (r["asset"], r["mode"])
-        if r["trader__username"] == User.FEE_ACCOUNT:
+        if r["trader__username"] == FEE_ACCOUNT:
             collected[key] += r["s"]
         else:
             paid[key] -= r["s"]

@@ -5,7 +5,7 @@ order every writer takes them in, so that no two writers wait for each other in 
   2. book rows, in pk order    (`trading.services.books.book_lock` for one, with its
                                market read fresh: every write to a book's orders and to
                                its market's positions happens under it)
-  3. balance rows, in pk order (`accounts.services.balances_lock`: every change of an
+  3. balance rows, in pk order (`ledger.services.balances_lock`: every change of an
                                account's cash, and of its positions in other markets)
   4. position rows, in pk order (auto-deleverage's counterparties)
   5. the fee account's balance, last and briefly (`balances_credit_unlocked`)

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
-from typing import TYPE_CHECKING
+from decimal import ROUND_DOWN, Decimal
+
+from django.contrib.auth import get_user_model
 
 from dexsite import sql
+from ledger.models import Balance
 from trading import risk
 from trading.models import Book, IndexPrice, Market, MarketKind, OptionType, Position
 from trading.settle import fill_settled
 
-if TYPE_CHECKING:
-    from accounts.models import Balance
-
+# Cross margin is kept in this asset (every market quotes in it).
+MARGIN_ASSET = "USDC"
 SHORT_OPTION_RATE = Decimal("0.15")
 SHORT_OPTION_FLOOR = Decimal("0.10")
 SHORT_OPTION_MAINTENANCE = Decimal("0.075")
@@ -231,6 +232,25 @@ def exposures_of_query(trader_ids: Iterable[int], mode: str) -> sql.Query:
     return _exposures_query(where, [*ids, mode], True)
 
 
+def withdrawal_account(balance: Balance, trader_id: int) -> Account:
+    """The account a withdrawal of `balance`'s asset is judged on: the cross-margin
+    account with its positions for the margin asset, the bare balance for any other."""
+    if balance.asset != MARGIN_ASSET:
+        return Account(balance.total, balance.locked)
+    return account_of(balance, exposures_for(trader_id, balance.mode))
+
+
+def withdrawable(balance: Balance, trader_id: int) -> Decimal:
+    """What may leave: the available balance and, for the margin asset, no more than
+    the free margin (equity at mark less position margins and what open orders and
+    pending withdrawals lock). The caller holds the balance row's lock."""
+    account = withdrawal_account(balance, trader_id)
+    free = min(account.cash - account.locked, account.free)
+    # Down to the ledger's 12 places: never more than is free, and a figure a client
+    # can send back as an amount.
+    return max(free, Decimal(0)).quantize(risk.MONEY_QUANTUM, rounding=ROUND_DOWN)
+
+
 def account_of(balance: Balance | None, exposures: list[Exposure]) -> Account:
     """The margin account of a USDC balance row (None: empty) and its exposures. What
     pending withdrawals hold is money on its way out: it is neither cash nor locked
@@ -245,9 +265,7 @@ def account_of(balance: Balance | None, exposures: list[Exposure]) -> Account:
 def accounts_with_positions() -> dict[tuple[int, str], Account]:
     """Every trading account that holds a position, in two queries: what a liquidation
     sweep scans."""
-    from accounts.models import Balance, User
-
-    users = sql.qn(User._meta.db_table)
+    users = sql.qn(get_user_model()._meta.db_table)
     where = f'p."trader_id" IN (SELECT "id" FROM {users} WHERE NOT "is_system")'  # noqa: S608
     exposures = _exposures(where, [], False)
     accounts: dict[tuple[int, str], Account] = {}

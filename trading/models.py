@@ -1,4 +1,5 @@
-"""Markets, books, orders, trades, fills and positions.
+"""Markets, books, orders, trades, fills and positions; and the stored responses of
+idempotent requests (trading/idempotency.py), which the account API uses too.
 
 The database is the source of truth for every book: the open orders of a (market, mode)
 are the book, and `Book.seq` counts its changes. The matching engine's in-memory copy is
@@ -8,10 +9,11 @@ only a cache of it (see trading/services/books.py).
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import MONEY, Mode
+from ledger.models import MONEY, Mode
 
 QTY = {"max_digits": 38, "decimal_places": 12}
 
@@ -415,3 +417,25 @@ class LiquidationSweep(models.Model):
     failed = models.PositiveIntegerField(default=0)
     # [[trader pk, mode, equity, maintenance], ...] as decimal strings
     left_below = models.JSONField(default=list)
+
+
+class IdempotencyRecord(models.Model):
+    """The stored response of a request sent with an `Idempotency-Key` header. Written
+    in the same transaction as the request's effects, so a key has a record exactly
+    when the request it names took effect (see trading/idempotency.py)."""
+
+    trader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Its table from when it lived in `accounts`: moving the model changed no schema.
+        db_table = "accounts_idempotencyrecord"
+        constraints = [
+            models.UniqueConstraint(fields=["trader", "key"], name="idempotency_key_unique")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]

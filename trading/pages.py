@@ -1,8 +1,13 @@
 """Server-rendered pages of the dashboard: the market list and the trade page. They
 render the first screen from the same selectors the API uses, then the page's ES
-modules keep it live over /ws/."""
+modules keep it live over /ws/.
+
+The trade page also shows the trader's linked wallets, which are accounts', the layer
+above: the URLconf hands the page the function that reads them (`wallets_of`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -10,7 +15,6 @@ from django.shortcuts import render
 from django.templatetags.static import static
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from accounts import selectors as account_selectors
 from trading import selectors
 
 MODES = ("PAPER", "REAL")
@@ -43,7 +47,13 @@ def markets_page(request: HttpRequest) -> HttpResponse:
 
 
 @ensure_csrf_cookie
-def trade_page(request: HttpRequest, symbol: str) -> HttpResponse:
+def trade_page(
+    request: HttpRequest,
+    symbol: str,
+    *,
+    wallets_of: Callable[..., list[str]] = lambda *, trader: [],
+) -> HttpResponse:
+    """`wallets_of(trader=user)`: the addresses `user` has linked."""
     mode = _mode(request)
     markets = selectors.markets_list(mode=mode)
     market = next((m for m in markets if m["symbol"] == symbol), None)
@@ -66,9 +76,7 @@ def trade_page(request: HttpRequest, symbol: str) -> HttpResponse:
                 "depth": selectors.depth_get(symbol=symbol, mode=mode, levels=50),
                 "markets": markets,
                 "user": user,
-                "linkedWallets": (
-                    account_selectors.linked_wallets(trader=request.user) if user else []
-                ),
+                "linkedWallets": (wallets_of(trader=request.user) if user else []),
                 "faucetCooldown": settings.PAPER_FAUCET_COOLDOWN,
                 "ethersUrl": static("vendor/ethers/ethers.min.js"),
             },

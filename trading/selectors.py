@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Balance, User
-from accounts.selectors import balances_of, balances_query
-from accounts.services import vault
 from dexsite import sql
 from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
+from ledger.models import Balance
+from ledger.selectors import balances_of, balances_query
 from trading import candles, margin, risk
 from trading.models import (
     OPEN_STATUSES,
@@ -245,7 +245,12 @@ def candles_get(
 
 
 def orders_list(
-    *, trader: User, mode: str | None, market: str | None, status: str | None, limit: int = 500
+    *,
+    trader: AbstractBaseUser,
+    mode: str | None,
+    market: str | None,
+    status: str | None,
+    limit: int = 500,
 ) -> list[dict[str, Any]]:
     qs = Order.objects.filter(trader=trader)
     if mode:
@@ -282,7 +287,7 @@ _ORDER_SHOWN = (
 )
 
 
-def order_get(*, trader: User, order_id: int) -> dict[str, Any]:
+def order_get(*, trader: AbstractBaseUser, order_id: int) -> dict[str, Any]:
     order = Order.objects.select_related("market").filter(pk=order_id, trader=trader).first()
     if order is None:
         raise ExchangeError("NOT_FOUND", "order not found", status_code=404)
@@ -291,7 +296,12 @@ def order_get(*, trader: User, order_id: int) -> dict[str, Any]:
 
 
 def fills_page(
-    *, trader: User, mode: str | None, market: str | None, limit: int, next_token: str | None
+    *,
+    trader: AbstractBaseUser,
+    mode: str | None,
+    market: str | None,
+    limit: int,
+    next_token: str | None,
 ) -> dict[str, Any]:
     """Own fills, newest first, keyset-paginated by id: stable while new fills arrive."""
     qs = Fill.objects.filter(trader=trader).select_related("market")
@@ -310,7 +320,7 @@ def fills_page(
     }
 
 
-def balances_list(*, trader: User, mode: str | None) -> list[dict[str, Any]]:
+def balances_list(*, trader: AbstractBaseUser, mode: str | None) -> list[dict[str, Any]]:
     qs = Balance.objects.filter(trader=trader)
     if mode:
         qs = qs.filter(mode=mode)
@@ -318,7 +328,7 @@ def balances_list(*, trader: User, mode: str | None) -> list[dict[str, Any]]:
 
 
 def positions_list(
-    *, trader: User, mode: str | None, include_flat: bool = False
+    *, trader: AbstractBaseUser, mode: str | None, include_flat: bool = False
 ) -> list[dict[str, Any]]:
     """Positions at their book's mark, with margin and the estimated liquidation price
     of the cross-margined account (other positions held at their marks)."""
@@ -392,7 +402,7 @@ ACCOUNT_ASSET = "USDC"
 RATIO_QUANTUM = Decimal("1e-8")
 
 
-def account_get(*, trader: User, mode: str) -> dict[str, Any]:
+def account_get(*, trader: AbstractBaseUser, mode: str) -> dict[str, Any]:
     """The trader's cross-margin account in `mode`: `GET /account`."""
     return accounts_shown(trader_ids=[trader.pk], mode=mode)[trader.pk]
 
@@ -401,7 +411,7 @@ def accounts_shown(*, trader_ids: Iterable[int], mode: str) -> dict[int, dict[st
     """Each trader's account in `mode` as `GET /account` shows it, also to traders with
     no balance row or position (all zeros): what `accountUpdate` pushes. The balance
     rows and positions of them all in one round trip; in REAL, one statement more per
-    funded account, for what may be withdrawn (the vault's own rule)."""
+    funded account, for what may be withdrawn (`margin.withdrawable`, the vault's rule)."""
     ids = sorted(set(trader_ids))
     if not ids:
         return {}
@@ -435,7 +445,7 @@ def _account_dict(
         ratio = (maintenance / equity).quantize(RATIO_QUANTUM, rounding=ROUND_UP)
     withdrawable = Decimal(0)
     if mode == "REAL" and balance is not None:
-        withdrawable = vault.withdrawable(balance, trader_id)
+        withdrawable = margin.withdrawable(balance, trader_id)
     q = risk.MONEY_QUANTUM
     return account_dict(
         mode,

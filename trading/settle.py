@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from accounts.models import LedgerReason
+from ledger.models import LedgerReason
 from trading import risk
 from trading.models import MarketKind
 

@@ -299,8 +299,8 @@ async def _withdrawal_race(urls: list[str], token: str, amount: Decimal, n: int)
 def _withdrawable(trader_id: int) -> Decimal:
     from django.db import transaction
 
-    from accounts.services import balances_lock
-    from accounts.services.vault import withdrawable
+    from ledger.services import balances_lock
+    from trading.margin import withdrawable
 
     key = (trader_id, "USDC", MODE)
     with transaction.atomic():

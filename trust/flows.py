@@ -38,9 +38,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts import services as account_services
-from accounts.models import Balance, LinkedWallet, Transfer, TransferKind, TransferStatus, User
-from accounts.services import paper_faucet_credit, system_account
+from accounts.models import LinkedWallet, Transfer, TransferKind, TransferStatus, User
+from accounts.services import paper_faucet_credit
 from accounts.services.paper import paper_reset
 from accounts.services.vault import (
     deposit_confirm,
@@ -52,6 +51,9 @@ from accounts.services.vault import (
 )
 from accounts.services.wallets import address_parse
 from dexsite.errors import ExchangeError
+from ledger import services as ledger_services
+from ledger.models import Balance
+from ledger.services import INSURANCE_ACCOUNT, system_account
 from trading import margin
 from trading.invariants import check_invariants
 from trading.models import Book, Fill, FundingSample, IndexPrice, Market, MarketKind, MarketStatus
@@ -84,7 +86,7 @@ BEYOND = (None, D("0.01"), D("0.2"), D("0.6"))
 def reset_process_caches() -> None:
     """Per-process caches outlive rolled-back rows: drop them, as a fresh process would."""
     engine_cache_clear()
-    account_services._system_ids.clear()
+    ledger_services._system_ids.clear()
 
 
 @contextmanager
@@ -150,7 +152,7 @@ class Flow:
             spot_market(f"T{seed}-USDC"),
         ]
         marks_refresh()
-        insurance = system_account(User.INSURANCE_ACCOUNT)
+        insurance = system_account(INSURANCE_ACCOUNT)
         for mode in MODES:
             amount = rng.choice([0, 500, 50_000])
             if amount:

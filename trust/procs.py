@@ -279,8 +279,10 @@ def trader_create(username: str, funds: Decimal, mode: str = "REAL") -> tuple[An
     """A trader credited `funds` USDC by a deposit ledger row; returns (user, API key)."""
     from django.db import transaction
 
-    from accounts.models import Balance, LedgerReason, User
-    from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply, token_for
+    from accounts.models import User
+    from accounts.services import token_for
+    from ledger.models import Balance, LedgerReason
+    from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
 
     user = User.objects.create(username=username)
     key = (user.pk, "USDC", mode)
@@ -341,7 +343,7 @@ def fills_consistent() -> list[str]:
 def balances_nonnegative() -> list[str]:
     from django.db.models import F
 
-    from accounts.models import Balance
+    from ledger.models import Balance
 
     bad = Balance.objects.filter(total__lt=F("locked")) | Balance.objects.filter(locked__lt=0)
     return [f"balance {b.trader_id}/{b.asset}/{b.mode}: {b.total} {b.locked}" for b in bad]

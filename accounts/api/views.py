@@ -24,8 +24,9 @@ from accounts.services import api_keys, paper, vault, wallets
 from dexsite import schema as S
 from dexsite.api import MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError
-from dexsite.idempotency import idempotent
+from trading import schema as TS
 from trading import selectors as trading_selectors
+from trading.idempotency import idempotent
 from trading.presenters import ms
 
 
@@ -85,7 +86,7 @@ class MeApi(APIView):
 class BalancesApi(APIView):
     @extend_schema(
         parameters=[S.MODE],
-        responses=S.responses({200: S.BalanceSerializer(many=True)}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.BalanceSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         return Response(

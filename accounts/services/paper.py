@@ -27,18 +27,20 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerReason, Mode, User
-from accounts.services import (
+from accounts.models import User
+from accounts.services import paper_points_start
+from dexsite.db import retrying
+from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerReason, Mode
+from ledger.services import (
+    INSURANCE_ACCOUNT,
     Posting,
     balances_ensure,
     balances_lock,
     ledger_apply,
-    paper_points_start,
     system_account_id,
 )
-from accounts.signals import balances_changed
-from dexsite.db import retrying
-from dexsite.errors import ExchangeError
+from ledger.signals import balances_changed
 from trading import signals
 from trading.models import OPEN_STATUSES, Book, Order, Position
 from trading.orders.cancel import orders_cancel_all
@@ -138,7 +140,7 @@ def paper_reset(*, trader: User) -> dict[str, Any]:
             raise ExchangeError(
                 "RESET_CONFLICT", "the account changed during the reset; try again", status_code=409
             )
-        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        insurance_id = system_account_id(INSURANCE_ACCOUNT)
         realized, closed, touched = _hand_over(positions, books, insurance_id)
 
         grant = {a: Decimal(v) for a, v in settings.PAPER_FAUCET_AMOUNTS.items()}

@@ -16,7 +16,7 @@ orders and withdrawals queue on it and never spend the same free funds twice.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -24,27 +24,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.chain import chain_adapter
-from accounts.models import (
-    Balance,
-    LedgerReason,
-    LinkedWallet,
-    Mode,
-    Transfer,
-    TransferKind,
-    TransferStatus,
-    User,
-)
-from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+from accounts.models import LinkedWallet, Transfer, TransferKind, TransferStatus, User
 from accounts.services.wallets import address_parse
-from accounts.signals import balances_changed
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
+from ledger.models import Balance, LedgerReason, Mode
+from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
+from ledger.signals import balances_changed
 from trading import margin
 from trading.presenters import dec
-from trading.risk import MONEY_QUANTUM
 
-# Cross margin is kept in this asset (every market quotes in it).
-MARGIN_ASSET = "USDC"
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
@@ -210,25 +199,6 @@ def _decide(
 # -- withdrawals ------------------------------------------------------------------------
 
 
-def _margin_account(balance: Balance, trader_id: int) -> margin.Account:
-    """The account a withdrawal of `balance`'s asset is judged on: the cross-margin
-    account with its positions for the margin asset, the bare balance for any other."""
-    if balance.asset != MARGIN_ASSET:
-        return margin.Account(balance.total, balance.locked)
-    return margin.account_of(balance, margin.exposures_for(trader_id, balance.mode))
-
-
-def withdrawable(balance: Balance, trader_id: int) -> Decimal:
-    """What may leave: the available balance and, for the margin asset, no more than
-    the free margin (equity at mark less position margins and what open orders and
-    pending withdrawals lock). The caller holds the balance row's lock."""
-    account = _margin_account(balance, trader_id)
-    free = min(account.cash - account.locked, account.free)
-    # Down to the ledger's 12 places: never more than is free, and a figure a client
-    # can send back as an amount.
-    return max(free, Decimal(0)).quantize(MONEY_QUANTUM, rounding=ROUND_DOWN)
-
-
 def _linked(trader: User, address: str, *, lock: bool) -> LinkedWallet | None:
     qs = LinkedWallet.objects.filter(trader=trader, address=address, unlinked_at__isnull=True)
     return (qs.select_for_update() if lock else qs).first()
@@ -254,11 +224,11 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
         if _linked(trader, address, lock=True) is None:
             raise not_linked
         # The risk gate: what the withdrawal locks must be cash the account has free.
-        if margin.shortfall(_margin_account(balance, trader.pk), reserve=amount) > 0:
+        if margin.shortfall(margin.withdrawal_account(balance, trader.pk), reserve=amount) > 0:
             raise ExchangeError(
                 "INSUFFICIENT_BALANCE",
                 f"{dec(amount)} {asset} requested, "
-                f"{dec(withdrawable(balance, trader.pk))} can be withdrawn",
+                f"{dec(margin.withdrawable(balance, trader.pk))} can be withdrawn",
                 field="amount",
             )
         balance.locked += amount

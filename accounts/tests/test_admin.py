@@ -6,10 +6,11 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from accounts.models import Balance, LedgerEntry, Transfer, User
+from accounts.models import Transfer, User
 from accounts.services import paper_faucet_credit, vault
 from accounts.tests.conftest import link
 from accounts.tests.test_vault import deposit, deposited, tx, withdraw
+from ledger.models import Balance, LedgerEntry
 from trading.invariants import check_invariants
 
 D = Decimal
@@ -121,12 +122,12 @@ def test_admin_pages_render(staff, api_alice, alice, wallet):
         "/admin/accounts/linkedwallet/",
         "/admin/accounts/apikey/",
         "/admin/accounts/systembalance/",
-        "/admin/accounts/balance/?trader=alice",
-        "/admin/accounts/ledgerentry/?trader=alice&mode__exact=REAL&reason__exact=DEPOSIT",
+        "/admin/ledger/balance/?trader=alice",
+        "/admin/ledger/ledgerentry/?trader=alice&mode__exact=REAL&reason__exact=DEPOSIT",
         f"/admin/accounts/user/{alice.pk}/change/",
         f"/admin/accounts/deposit/{Transfer.objects.filter(kind='DEPOSIT').get().pk}/change/",
     ]:
         r = staff.get(url)
         assert r.status_code == 200, url
-    ledger = staff.get("/admin/accounts/ledgerentry/?trader=nobody").content.decode()
+    ledger = staff.get("/admin/ledger/ledgerentry/?trader=nobody").content.decode()
     assert "0 ledger entries" in ledger

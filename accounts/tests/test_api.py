@@ -5,8 +5,9 @@ import pytest
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
-from accounts.models import Balance, LedgerEntry, User
+from accounts.models import User
 from accounts.services import paper_faucet_credit, token_for
+from ledger.models import Balance, LedgerEntry
 
 pytestmark = pytest.mark.django_db
 

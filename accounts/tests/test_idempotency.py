@@ -6,10 +6,11 @@ from decimal import Decimal
 import pytest
 from django.db import connection, connections
 
-from accounts.models import Balance, IdempotencyRecord, Transfer, User
+from accounts.models import Transfer, User
 from accounts.tests.conftest import client_for, link
 from accounts.tests.test_vault import deposit, deposited, tx, withdraw
-from trading.models import Order
+from ledger.models import Balance
+from trading.models import IdempotencyRecord, Order
 from trading.tests.factories import MarketFactory, fund
 
 pytestmark = pytest.mark.django_db

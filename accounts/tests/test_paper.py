@@ -6,10 +6,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry, User
-from accounts.services import paper_faucet_credit, system_account
+from accounts.models import User
+from accounts.services import paper_faucet_credit
 from accounts.services.paper import paper_reset
 from accounts.tests.conftest import client_for
+from ledger.models import Balance, LedgerEntry
+from ledger.services import INSURANCE_ACCOUNT, system_account
 from trading.invariants import check_invariants
 from trading.models import Market, Order, Position
 from trading.orders.place import order_place
@@ -78,7 +80,7 @@ def test_leaderboard_ranks_traders_and_paginates(perp, traders, api_alice):
     carol = User.objects.create_user("carol", password="a-long-password-1")
     paper_faucet_credit(trader=carol)
     User.objects.create_user("dave", password="a-long-password-1")  # never took the faucet
-    system_account(User.INSURANCE_ACCOUNT)
+    system_account(INSURANCE_ACCOUNT)
     first = api_alice.get("/api/v1/paper/leaderboard", {"limit": 2}).json()
     assert first["results"] == [
         {"rank": 1, "username": "alice", "paperPoints": "955"},
@@ -123,7 +125,7 @@ def test_reset_closes_everything_and_starts_afresh(perp, traders, api_alice):
         assert (b.total, b.locked) == (amount, 0)
     assert Position.objects.get(trader=alice).size == 0
     assert not Order.objects.filter(trader=alice, status__in=["NEW", "PARTIALLY_FILLED"]).exists()
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     assert Position.objects.get(trader=insurance, market=perp, mode="PAPER").size == D("1")
     # Open interest stays balanced: bob is still short against the insurance fund.
     assert Position.objects.get(trader=bob).size == D("-1")
@@ -156,7 +158,7 @@ def test_insurance_losses_on_handed_over_positions_are_topped_up(perp, traders):
     paper_reset(trader=User.objects.get(pk=alice.pk))  # insurance long 1 at 64000
     Market.objects.filter(pk=perp.pk).update(mark_price=D("60000"))
     paper_reset(trader=User.objects.get(pk=bob.pk))  # insurance buys back bob's short
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     assert Position.objects.get(trader=insurance).size == 0
     b = paper(insurance)
     assert b.total >= 0 and b.total >= b.locked

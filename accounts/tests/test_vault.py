@@ -9,11 +9,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 
-from accounts.models import Balance, LedgerEntry, LinkedWallet, Transfer, User
+from accounts.models import LinkedWallet, Transfer, User
 from accounts.services import vault
 from accounts.services.wallets import address_parse
 from accounts.tests.conftest import client_for, link
 from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerEntry
+from trading import margin
 from trading.invariants import check_invariants
 from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, fund
@@ -268,7 +270,7 @@ def test_withdrawal_leaves_margin_for_positions_and_orders(api_alice, alice, bob
     order_place(trader=alice, side="BUY", **place)  # long 1 BTC at 10x: 6400 margin
     order_place(trader=alice, side="BUY", **{**place, "price": D("60000"), "qty": D("0.1")})
     b = real(alice)
-    free = vault.withdrawable(b, alice.pk)
+    free = margin.withdrawable(b, alice.pk)
     # Available cash (the open order's reservation is locked) less the position's
     # initial margin: 1 BTC at mark 64000 and 10x.
     assert b.locked > 0 and free == b.total - b.locked - D("6400")

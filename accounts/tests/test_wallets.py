@@ -57,6 +57,22 @@ def test_link_then_me_lists_the_checksummed_address(api_alice, alice, wallet):
     assert again.status_code == 200 and LinkedWallet.objects.count() == 1
 
 
+def test_the_trade_page_shows_the_linked_wallets(api_alice, alice, wallet):
+    """The trade page is trading's; the URLconf hands it accounts' reader of wallets."""
+    from django.test import Client
+
+    from trading.tests.factories import MarketFactory
+
+    market = MarketFactory()
+    link(api_alice, alice, wallet)
+    page = Client()
+    page.force_login(alice)
+    r = page.get(f"/trade/{market.symbol}/?mode=PAPER")
+    assert r.status_code == 200 and r.context["config"]["linkedWallets"] == [wallet.address]
+    anonymous = Client().get(f"/trade/{market.symbol}/?mode=PAPER")
+    assert anonymous.context["config"]["linkedWallets"] == []
+
+
 def test_challenge_without_address_still_binds_nonce_and_signer(api_alice, alice, wallet):
     body = challenge(api_alice, alice)
     assert body["message"].split("\n")[1] == ""  # no account line

@@ -16,8 +16,9 @@ from rest_framework.views import APIView
 from dexsite import schema as S
 from dexsite.api import MODE_CHOICES, MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
-from dexsite.idempotency import idempotent
+from trading import schema as TS
 from trading import selectors
+from trading.idempotency import idempotent
 from trading.models import OrderType, Side, TimeInForce
 from trading.orders import cancel as order_cancels
 from trading.orders import place as order_placing
@@ -35,7 +36,7 @@ class MarketsApi(PublicApi):
     @extend_schema(
         operation_id="markets_list",
         parameters=[S.MODE],
-        responses=S.responses({200: S.MarketSerializer(many=True)}, 400, 401),
+        responses=S.responses({200: TS.MarketSerializer(many=True)}, 400, 401),
     )
     def get(self, request: Request) -> Response:
         return Response(selectors.markets_list(mode=mode_param(request, "REAL")))
@@ -43,7 +44,7 @@ class MarketsApi(PublicApi):
 
 class MarketApi(PublicApi):
     @extend_schema(
-        parameters=[S.MODE], responses=S.responses({200: S.MarketSerializer}, 400, 401, 404)
+        parameters=[S.MODE], responses=S.responses({200: TS.MarketSerializer}, 400, 401, 404)
     )
     def get(self, request: Request, symbol: str) -> Response:
         found = selectors.markets_list(mode=mode_param(request, "REAL"), symbol=symbol)
@@ -55,7 +56,7 @@ class MarketApi(PublicApi):
 class DepthApi(PublicApi):
     @extend_schema(
         parameters=[S.MODE, S.int_query("levels", 1, 1000, 50)],
-        responses=S.responses({200: S.DepthSerializer}, 400, 401, 404),
+        responses=S.responses({200: TS.DepthSerializer}, 400, 401, 404),
     )
     def get(self, request: Request, symbol: str) -> Response:
         return Response(
@@ -70,7 +71,7 @@ class DepthApi(PublicApi):
 class TradesApi(PublicApi):
     @extend_schema(
         parameters=[S.MODE, S.int_query("limit", 1, 1000, 100)],
-        responses=S.responses({200: S.PublicTradeSerializer(many=True)}, 400, 401, 404),
+        responses=S.responses({200: TS.PublicTradeSerializer(many=True)}, 400, 401, 404),
     )
     def get(self, request: Request, symbol: str) -> Response:
         return Response(
@@ -94,7 +95,7 @@ class MetricsApi(PublicApi):
             S.int_query("from", 0, 10**15),
             S.int_query("to", 0, 10**15),
         ],
-        responses=S.responses({200: S.CandleSerializer(many=True)}, 400, 401, 404),
+        responses=S.responses({200: TS.CandleSerializer(many=True)}, 400, 401, 404),
     )
     def get(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
@@ -183,7 +184,7 @@ class TradeApi(APIView):
             )
         ],
         responses=S.responses(
-            {201: S.OrderSerializer, 200: S.OrderSerializer}, 400, *S.PRIVATE, 404, 422
+            {201: TS.OrderSerializer, 200: TS.OrderSerializer}, 400, *S.PRIVATE, 404, 422
         ),
     )
     @idempotent
@@ -201,7 +202,7 @@ class BatchInputSerializer(StrictSerializer):
 class TradeBatchApi(APIView):
     @extend_schema(
         request=BatchInputSerializer,
-        responses=S.responses({200: S.BatchResultSerializer}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.BatchResultSerializer}, 400, *S.PRIVATE),
     )
     def post(self, request: Request) -> Response:
         batch = BatchInputSerializer(data=request.data)
@@ -228,7 +229,7 @@ class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_list",
         parameters=[S.MODE, MARKET, OpenApiParameter("status", str)],
-        responses=S.responses({200: S.OrderSerializer(many=True)}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.OrderSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         status_ = request.query_params.get("status")
@@ -253,7 +254,7 @@ class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_cancel_all",
         parameters=[S.MODE, MARKET],
-        responses=S.responses({200: S.CanceledIdsSerializer}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.CanceledIdsSerializer}, 400, *S.PRIVATE),
     )
     def delete(self, request: Request) -> Response:
         ids = order_cancels.orders_cancel_all(
@@ -275,11 +276,11 @@ def market_filter(request: Request) -> str | None:
 
 
 class OrderApi(APIView):
-    @extend_schema(responses=S.responses({200: S.OrderSerializer}, *S.PRIVATE, 404))
+    @extend_schema(responses=S.responses({200: TS.OrderSerializer}, *S.PRIVATE, 404))
     def get(self, request: Request, order_id: int) -> Response:
         return Response(selectors.order_get(trader=request.user, order_id=order_id))
 
-    @extend_schema(responses=S.responses({200: S.OrderSerializer}, 400, *S.PRIVATE, 404))
+    @extend_schema(responses=S.responses({200: TS.OrderSerializer}, 400, *S.PRIVATE, 404))
     def delete(self, request: Request, order_id: int) -> Response:
         return Response(order_cancels.order_cancel(trader=request.user, order_id=order_id))
 
@@ -291,7 +292,7 @@ class FillsApi(APIView):
             MARKET,
             *S.page_query(500),
         ],
-        responses=S.responses({200: S.FillsPageSerializer}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.FillsPageSerializer}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         return Response(
@@ -308,7 +309,7 @@ class FillsApi(APIView):
 class PositionsApi(APIView):
     @extend_schema(
         parameters=[S.MODE],
-        responses=S.responses({200: S.PositionSerializer(many=True)}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.PositionSerializer(many=True)}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         return Response(selectors.positions_list(trader=request.user, mode=mode_param(request)))
@@ -317,7 +318,7 @@ class PositionsApi(APIView):
 class AccountApi(APIView):
     @extend_schema(
         parameters=[S.MODE_REQUIRED],
-        responses=S.responses({200: S.AccountSerializer}, 400, *S.PRIVATE),
+        responses=S.responses({200: TS.AccountSerializer}, 400, *S.PRIVATE),
     )
     def get(self, request: Request) -> Response:
         # One account per mode: no mode is a mistake, not both.
@@ -332,7 +333,7 @@ class ModeSerializer(StrictSerializer):
 class PositionCloseApi(APIView):
     @extend_schema(
         request=ModeSerializer,
-        responses=S.responses({201: S.OrderSerializer}, 400, *S.PRIVATE, 404),
+        responses=S.responses({201: TS.OrderSerializer}, 400, *S.PRIVATE, 404),
     )
     def post(self, request: Request, symbol: str) -> Response:
         data = ModeSerializer(data=request.data)
@@ -365,7 +366,7 @@ class LeverageSerializer(StrictSerializer):
 class LeverageApi(APIView):
     @extend_schema(
         request=LeverageSerializer,
-        responses=S.responses({200: S.LeverageResultSerializer}, 400, *S.PRIVATE, 404),
+        responses=S.responses({200: TS.LeverageResultSerializer}, 400, *S.PRIVATE, 404),
     )
     def post(self, request: Request, symbol: str) -> Response:
         data = LeverageSerializer(data=request.data)

@@ -7,11 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from accounts.models import Balance
-from accounts.services import (
-    Posting,
-)
 from dexsite import sql
+from ledger.models import Balance
+from ledger.services import Posting
 from trading import engine as eng
 from trading import margin
 from trading.emit import Emitter

@@ -9,17 +9,15 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import User
-from accounts.services import (
-    balances_lock,
-)
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
+from ledger.services import balances_lock
 from trading import engine as eng
 from trading.emit import Emitter
 from trading.models import (
@@ -108,7 +106,7 @@ def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> li
 
 
 @retrying
-def order_cancel(*, trader: User, order_id: int) -> dict[str, Any]:
+def order_cancel(*, trader: AbstractBaseUser, order_id: int) -> dict[str, Any]:
     found = (
         Order.objects.filter(pk=order_id, trader=trader).values_list("market_id", "mode").first()
     )
@@ -130,7 +128,7 @@ def order_cancel(*, trader: User, order_id: int) -> dict[str, Any]:
 @retrying
 def orders_cancel_all(
     *,
-    trader: User | None,
+    trader: AbstractBaseUser | None,
     mode: str | None = None,
     market: str | None = None,
     reason: str = "USER",

@@ -9,12 +9,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from accounts.models import LedgerReason, User
-from accounts.services import (
-    Posting,
-    system_account_id,
-)
 from dexsite import sql
+from ledger.models import LedgerReason
+from ledger.services import FEE_ACCOUNT, Posting, system_account_id
 from trading import engine as eng
 from trading import margin, risk
 from trading.models import (
@@ -70,7 +67,7 @@ def fills_record(
     if not result.fills:
         return [], []
     tick, lot = market.tick_size, market.lot_size
-    fee_id = system_account_id(User.FEE_ACCOUNT)
+    fee_id = system_account_id(FEE_ACCOUNT)
     trades = [
         sql.new(
             Trade,

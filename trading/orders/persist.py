@@ -9,16 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from accounts.models import Balance
-from accounts.selectors import balances_query
-from accounts.services import (
-    balances_credit_unlocked,
-    balances_ensure,
-    balances_lock,
-    ledger_insert,
-)
 from dexsite import sql
 from dexsite.errors import ExchangeError
+from ledger.models import Balance
+from ledger.selectors import balances_query
+from ledger.services import balances_credit_unlocked, balances_ensure, balances_lock, ledger_insert
 from trading import margin
 from trading.candles import candles_record
 from trading.models import (

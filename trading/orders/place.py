@@ -23,9 +23,9 @@ from itertools import groupby
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import DataError, IntegrityError, transaction
 
-from accounts.models import User
 from dexsite.db import RETRYABLE_PGCODES, retrying
 from dexsite.errors import ExchangeError
 from trading.models import (
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def order_place(
     *,
-    trader: User,
+    trader: AbstractBaseUser,
     market: str,
     mode: str,
     side: str,
@@ -98,7 +98,7 @@ def order_place(
 
 
 def orders_place_many(
-    *, trader: User, orders: list[dict[str, Any]]
+    *, trader: AbstractBaseUser, orders: list[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
     """Place a trader's list of orders (`order_place`'s arguments, without `trader`),
     each on its own: per order, (the order, created?) or the ExchangeError that refused
@@ -262,7 +262,7 @@ _group = GroupCommit(
 )
 
 
-def _order_by_client_id(trader: User, client_order_id: str) -> dict[str, Any] | None:
+def _order_by_client_id(trader: AbstractBaseUser, client_order_id: str) -> dict[str, Any] | None:
     order = (
         Order.objects.select_related("market")
         .filter(trader=trader, client_order_id=client_order_id)

@@ -11,10 +11,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from accounts.services import (
-    ledger_post,
-)
 from dexsite import sql
+from ledger.services import ledger_post
 from trading import engine as eng
 from trading import risk
 from trading.models import (

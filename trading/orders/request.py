@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from accounts.models import User
+from django.contrib.auth.base_user import AbstractBaseUser
+
 from dexsite.errors import ExchangeError
 from trading.models import Market, MarketStatus, OrderType, Side, TimeInForce
 from trading.presenters import dec
@@ -18,7 +19,7 @@ from trading.services.books import to_lots, to_ticks
 class OrderRequest:
     """One order to place, as `order_place` was given it."""
 
-    trader: User
+    trader: AbstractBaseUser
     side: str
     type: str
     qty: Decimal

@@ -19,7 +19,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import LedgerReason
+from ledger.models import LedgerReason
 from trading import pricing
 from trading.emit import Emitter
 from trading.locks import books_lock, market_lock

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
-from accounts.models import LedgerReason
+from ledger.models import LedgerReason
 from trading import pricing
 from trading.emit import Emitter
 from trading.models import Book, FundingEvent, FundingSample, MarketKind, MarketStatus, Position

@@ -41,12 +41,15 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerReason, User
-from accounts.services import (
+from ledger.models import Balance, LedgerReason
+from ledger.services import (
+    INSURANCE_ACCOUNT,
     Posting,
     balances_ensure,
     balances_lock,
@@ -172,7 +175,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
     """Liquidate one account if it is below maintenance, in one transaction: it
     finishes, or rolls back whole. Returns the record, None if the account is healthy
     (or became so once its orders were cancelled)."""
-    user = User.objects.get(pk=trader_id)
+    user = get_user_model().objects.get(pk=trader_id)
     with transaction.atomic():
         # Books first, in pk order, then balances: the order every writer takes its
         # locks in. Every book the account has a position or an open order in: its
@@ -261,7 +264,7 @@ def _adl_price(cash: Decimal, e: margin.Exposure) -> Decimal:
 
 
 def _fund_available(mode: str) -> Decimal:
-    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    insurance_id = system_account_id(INSURANCE_ACCOUNT)
     key = (insurance_id, QUOTE, mode)
     balances_ensure([key])
     fund = balances_lock([key])[key]
@@ -281,7 +284,9 @@ def _exposure(trader_id: int, mode: str, market_id: int) -> margin.Exposure | No
     )
 
 
-def _ioc(user: User, e: margin.Exposure, mode: str, limit: Decimal, progress: _Progress) -> Decimal:
+def _ioc(
+    user: AbstractBaseUser, e: margin.Exposure, mode: str, limit: Decimal, progress: _Progress
+) -> Decimal:
     """Close what the book takes at `limit` or better; returns the size left."""
     side = Side.SELL if e.size > 0 else Side.BUY
     placed, _ = order_place(
@@ -302,7 +307,7 @@ def _ioc(user: User, e: margin.Exposure, mode: str, limit: Decimal, progress: _P
     return Position.objects.get(pk=e.position.pk).size
 
 
-def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
+def _close(user: AbstractBaseUser, mode: str, market_id: int, progress: _Progress) -> None:
     """Close one position: (1) into the book no worse than the bankruptcy price; (2) what
     is left, into the book at worse prices as far as the insurance fund can cover the
     loss; (3) what is still left, by auto-deleveraging at the price the account's own
@@ -311,7 +316,7 @@ def _close(user: User, mode: str, market_id: int, progress: _Progress) -> None:
     if e is None:
         return
     m = e.position.market
-    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    insurance_id = system_account_id(INSURANCE_ACCOUNT)
     step: dict = {"market": m.symbol, "size": dec(e.size)}
 
     def advance(amount: Decimal) -> None:
@@ -369,7 +374,7 @@ def _in_band(limit: Decimal, e: margin.Exposure) -> Decimal:
 
 
 def _auto_deleverage(
-    user: User, market, mode: str, size: Decimal, price: Decimal, progress: _Progress
+    user: AbstractBaseUser, market, mode: str, size: Decimal, price: Decimal, progress: _Progress
 ) -> dict[str, str]:
     """Close `size` of the trader's position at `price` against the most profitable
     opposite positions (ranked by unrealized PnL per unit of cost). The caller holds the
@@ -519,16 +524,18 @@ def _move(from_id: int, to_id: int, mode: str, amount: Decimal, what: str) -> No
     Balance.objects.bulk_update(rows.values(), ["total"])
 
 
-def _repay_advance(user: User, mode: str, progress: _Progress) -> None:
+def _repay_advance(user: AbstractBaseUser, mode: str, progress: _Progress) -> None:
     """Give the fund back what it advanced, as far as the account's cash goes."""
     repay = min(progress.advance - progress.repaid, max(_cash(user.pk, mode), Decimal(0)))
     if repay > 0:
-        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        insurance_id = system_account_id(INSURANCE_ACCOUNT)
         _move(user.pk, insurance_id, mode, repay, "advance repaid")
         progress.repaid += repay
 
 
-def _settle_with_fund(user: User, mode: str, progress: _Progress, record: Liquidation) -> None:
+def _settle_with_fund(
+    user: AbstractBaseUser, mode: str, progress: _Progress, record: Liquidation
+) -> None:
     _repay_advance(user, mode, progress)
     cash = _cash(user.pk, mode)
     fee = min(
@@ -536,7 +543,7 @@ def _settle_with_fund(user: User, mode: str, progress: _Progress, record: Liquid
     )
     fee = fee.quantize(risk.MONEY_QUANTUM)
     if fee:
-        insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+        insurance_id = system_account_id(INSURANCE_ACCOUNT)
         _move(user.pk, insurance_id, mode, fee, "liquidation fee")
     record.insurance_paid = progress.advance - progress.repaid + progress.adl_fund
     record.fee = fee

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
-from accounts.models import User
 from dexsite import sql
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError
+from ledger.services import balances_lock
 from trading import margin, risk
 from trading.emit import Emitter
 from trading.locks import market_lock
@@ -62,7 +63,9 @@ def market_delist(*, market: Market) -> list[int]:
 
 
 @retrying
-def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) -> Decimal:
+def leverage_set(
+    *, trader: AbstractBaseUser, market: Market, mode: str, leverage: Decimal
+) -> Decimal:
     """Set the trader's leverage in a derivatives market. The margin their open orders
     there reserve follows it at once, as if each were placed again now (what is left of
     it, at its price): a lower leverage locks more, a higher one frees some. Lowering it
@@ -78,8 +81,6 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
             f"leverage must be between 1 and {dec(market.max_leverage)}",
             field="leverage",
         )
-    from accounts.services import balances_lock
-
     with transaction.atomic():
         # The book first, as an order takes it: its orders' reservations change only
         # under it. Then the trader's USDC row, the lock every order of theirs in this
@@ -123,7 +124,7 @@ def leverage_set(*, trader: User, market: Market, mode: str, leverage: Decimal) 
 
 
 def _orders_reserved_again(
-    trader: User, market: Market, mode: str, leverage: Decimal
+    trader: AbstractBaseUser, market: Market, mode: str, leverage: Decimal
 ) -> list[tuple[Order, Decimal]]:
     """The trader's open orders in the market whose reservation depends on the leverage
     (perpetuals' and futures' orders that may open a position), with what each reserves

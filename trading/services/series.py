@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Mode
+from ledger.models import Mode
 from trading.models import Book, Market, MarketKind, MarketStatus
 
 D = Decimal

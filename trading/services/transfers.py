@@ -14,15 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
-from accounts.models import Balance, LedgerReason, Mode, User
-from accounts.services import (
+from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerReason, Mode
+from ledger.services import (
+    INSURANCE_ACCOUNT,
     Posting,
     balances_ensure,
     balances_lock,
     ledger_apply,
     system_account_id,
 )
-from dexsite.errors import ExchangeError
 from trading.risk import MONEY_QUANTUM
 
 
@@ -50,7 +51,7 @@ def transfers_settle(
     `expected_net` is what the amounts are meant to add up to: zero for payments
     between accounts (funding, option payouts); for futures closed at expiry, the
     realized PnL, which settles the open cost basis rather than a counterparty."""
-    insurance_id = system_account_id(User.INSURANCE_ACCOUNT)
+    insurance_id = system_account_id(INSURANCE_ACCOUNT)
     keys = [(t, asset, mode) for t in amounts] + [(insurance_id, asset, mode)]
     balances_ensure(keys)
     # Balances in primary-key order, as every writer locks them.

@@ -5,8 +5,9 @@ import factory
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerReason, User
-from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+from accounts.models import User
+from ledger.models import Balance, LedgerReason
+from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
 from trading.models import Book, Market
 
 

@@ -11,9 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import Balance
-from accounts.services import vault
 from accounts.services.api_keys import api_key_create
+from ledger.models import Balance
 from trading import margin
 from trading.models import Book, IndexPrice, Position
 from trading.selectors import account_get
@@ -107,7 +106,7 @@ def test_the_figures_are_the_margin_models_and_the_vaults(book_of_alice):
     assert D(body["initialMargin"]) == account.initial
     assert D(body["maintenanceMargin"]) == account.maintenance
     assert D(body["availableToTrade"]) == margin.available(account)
-    assert D(body["availableToWithdraw"]) == vault.withdrawable(balance, book_of_alice.pk)
+    assert D(body["availableToWithdraw"]) == margin.withdrawable(balance, book_of_alice.pk)
 
 
 def test_available_to_trade_is_what_the_risk_gate_lets_an_order_reserve(book_of_alice):

@@ -58,8 +58,8 @@ def test_admin_pages_render(staff_client):
     for url in [
         "/admin/trading/market/",
         "/admin/trading/order/",
-        "/admin/accounts/ledgerentry/",
-        "/admin/accounts/balance/",
+        "/admin/ledger/ledgerentry/",
+        "/admin/ledger/balance/",
         f"/admin/trading/market/{market.pk}/change/",
     ]:
         r = staff_client.get(url)

@@ -6,9 +6,9 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
-from accounts.models import Balance
-from accounts.services import system_account
-from accounts.signals import balances_changed
+from ledger.models import Balance
+from ledger.services import system_account
+from ledger.signals import balances_changed
 from trading import signals
 from trading.emit import Emitter
 from trading.models import Order, Position

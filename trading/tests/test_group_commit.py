@@ -14,8 +14,9 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import Sum
 
-from accounts.models import Balance, LedgerEntry, User
+from accounts.models import User
 from dexsite.errors import ExchangeError
+from ledger.models import Balance, LedgerEntry
 from trading.invariants import check_invariants
 from trading.models import Book, Fill, Market, Order, Position, Trade
 from trading.orders import place as order_services

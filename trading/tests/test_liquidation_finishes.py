@@ -17,9 +17,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from accounts.models import Balance, User
-from accounts.services import system_account
-from accounts.signals import balances_changed
+from ledger.models import Balance
+from ledger.services import INSURANCE_ACCOUNT, system_account
+from ledger.signals import balances_changed
 from realtime import names
 from trading import signals
 from trading.invariants import check_invariants
@@ -151,7 +151,7 @@ def test_adl_takes_no_more_than_the_counterparty_has_and_the_fund_covers_the_res
     """Dave's ETH orders (another market: not his ADL's business) keep 3500 locked; once
     his BTC order is cancelled he has 488 of the 762.5 he owes. He pays 488, the fund
     the rest; his ETH order stays."""
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     fund(insurance, "1000", mode=REAL)
     alice, dave, orders = bankrupt_long_against_a_locked_short(
         perp, btc_lock="0.1", eth_lock="23.9"
@@ -222,7 +222,7 @@ def test_an_adl_nobody_can_pay_is_refused_and_the_sweep_goes_on(perp):
     assert problem.startswith("accounts below zero equity that the last liquidation sweep")
     assert f"({alice.pk}, 'REAL'," in problem
 
-    fund(system_account(User.INSURANCE_ACCOUNT), "1000", mode=REAL)
+    fund(system_account(INSURANCE_ACCOUNT), "1000", mode=REAL)
     (liq,) = liquidations_run()
     assert liq.trader_id == alice.pk and size(alice) == 0
     assert LiquidationSweep.objects.order_by("-pk").first().left_below == []

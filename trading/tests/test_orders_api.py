@@ -5,7 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from accounts.models import Balance, LedgerEntry, User
+from accounts.models import User
+from ledger.models import Balance, LedgerEntry
+from ledger.services import FEE_ACCOUNT
 from trading.models import Book, Fill, Market, Order, Position, Trade
 from trading.services.markets import market_delist, market_pause, market_resume
 from trading.tests.conftest import client_for, order
@@ -66,7 +68,7 @@ def test_crossing_orders_fill_with_exact_fees_positions_and_pnl(
     assert fill["fee"] == "6.40005" and fill["liquidity"] == "TAKER"
     assert balance(bob).total == D("99993.59995")
     assert balance(alice).total == D("99997.43998")
-    fees = User.objects.get(username=User.FEE_ACCOUNT)
+    fees = User.objects.get(username=FEE_ACCOUNT)
     assert balance(fees).total == D("8.96007")
     # Alice's reservation shrinks with what remains of her order (0.3 of 0.5).
     assert balance(alice).locked == D("1929.615075")

@@ -6,8 +6,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import User
-from accounts.services import system_account
+from ledger.services import INSURANCE_ACCOUNT, system_account
 from trading import pricing
 from trading.invariants import check_invariants
 from trading.models import Book, FundingSample, Market, Order, Position, Trade
@@ -120,7 +119,7 @@ def test_liquidation_when_the_index_moves_against_a_20x_long(perp):
     assert position(alice).size == 0
     # Sold into Carol's bid at 60900: -3100 realized, 30.45 fee, 137.55 left, all of it
     # (below 0.5% of 60900) the liquidation fee, to the insurance fund.
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     assert balance(alice).total == 0
     assert balance(insurance).total == D("137.55")
     assert liq.fee == D("137.55") and liq.insurance_paid == 0
@@ -131,7 +130,7 @@ def test_liquidation_when_the_index_moves_against_a_20x_long(perp):
 
 
 def test_bankrupt_account_is_covered_by_the_insurance_fund(perp):
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     fund(insurance, "10000")
     alice, _bob, carol = levered_long(perp)
     place(carol, "BUY", "1", "60000")

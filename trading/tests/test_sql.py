@@ -9,8 +9,8 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry, LedgerReason
 from dexsite import sql
+from ledger.models import Balance, LedgerEntry, LedgerReason
 from trading.models import Book, Market, Order, Position
 from trading.tests.factories import MarketFactory, UserFactory, fund
 

@@ -18,6 +18,7 @@ from accounts.models import LinkedWallet, User
 from accounts.services import vault
 from accounts.services.wallets import address_parse
 from dexsite.errors import ExchangeError
+from ledger.services import INSURANCE_ACCOUNT
 from trading import margin
 from trading.invariants import check_invariants
 from trading.models import Book, Market, Order, Position, Trade
@@ -59,7 +60,7 @@ def refused(code, *args, **kw) -> ExchangeError:
 
 
 def account(user, mode="PAPER") -> margin.Account:
-    from accounts.models import Balance
+    from ledger.models import Balance
 
     row = Balance.objects.filter(trader=user, asset="USDC", mode=mode).first()
     return margin.account_of(row, margin.exposures_for(user.pk, mode))
@@ -231,9 +232,9 @@ def test_a_bid_waiting_far_below_the_mark_does_not_buy_a_liquidation_from_the_fu
     for: a bid resting far below the mark (passive, so allowed) bought the position
     there, its owner pocketing the fund's money. The liquidation now trades no worse
     than the band; what the book does not take there is deleveraged."""
-    from accounts.services import system_account
+    from ledger.services import system_account
 
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     fund(insurance, "1000000")
     mallory, harry = underwater_long(perp)
     vulture = UserFactory(username="vulture")

@@ -27,18 +27,11 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from eth_utils import to_checksum_address
 
-from accounts.models import (
-    ApiKey,
-    Balance,
-    LedgerEntry,
-    LinkedWallet,
-    Transfer,
-    User,
-    WalletChallenge,
-)
+from accounts.models import ApiKey, LinkedWallet, Transfer, User, WalletChallenge
 from accounts.services import token_for
 from accounts.services.api_keys import api_key_create
 from accounts.services.vault import deposit_record, withdrawal_request
+from ledger.models import Balance, LedgerEntry
 from realtime.tests import conftest as realtime_conftest
 from trading.models import Fill, Market, Order, Position
 from trading.orders.place import order_place

@@ -21,20 +21,12 @@ from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts.models import (
-    ApiKey,
-    Balance,
-    IdempotencyRecord,
-    LedgerEntry,
-    LinkedWallet,
-    Transfer,
-    User,
-    WalletChallenge,
-)
+from accounts.models import ApiKey, LinkedWallet, Transfer, User, WalletChallenge
 from accounts.services import token_for
+from ledger.models import Balance, LedgerEntry
 from realtime.models import WsTicket
 from realtime.tests import conftest as realtime_conftest
-from trading.models import Fill, Market, Order, Position, Trade
+from trading.models import Fill, IdempotencyRecord, Market, Order, Position, Trade
 from trading.orders.place import order_place
 from trading.tests.factories import MarketFactory, UserFactory, fund, spot_market
 

@@ -12,7 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 
-from accounts.models import Balance, LedgerEntry, Transfer, TransferStatus
+from accounts.models import Transfer, TransferStatus
+from ledger.models import Balance, LedgerEntry
 from trading.invariants import check_invariants
 from trading.models import OPEN_STATUSES, Book, Candle, Fill, Order, Position, Trade
 from trading.services import books

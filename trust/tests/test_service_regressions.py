@@ -12,9 +12,9 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.services import system_account
 from accounts.services.paper import paper_reset
 from dexsite.errors import ExchangeError
+from ledger.services import INSURANCE_ACCOUNT, system_account
 from trading.invariants import check_invariants
 from trading.models import OPEN_STATUSES, Book, Market, Order, Position
 from trading.orders.place import order_place
@@ -136,7 +136,7 @@ def test_an_insurance_fund_holding_a_position_pays_its_loss_only_once():
     )
     index_set(underlying="BTC", price=D("64000"))
     Book.objects.filter(market=fut).update(mark_price=D("64000"))
-    insurance = system_account(User.INSURANCE_ACCOUNT)
+    insurance = system_account(INSURANCE_ACCOUNT)
     fund(insurance, "100")
     bob, carol = UserFactory(), UserFactory()
     fund(bob, "10000")
@@ -259,14 +259,14 @@ def test_a_system_account_created_by_a_rolled_back_transaction_is_not_remembered
     """The process remembered the id of a system account created inside a transaction
     that then rolled back (a refused liquidation creating the insurance fund): every
     later posting to it referred to a row that did not exist."""
-    from accounts import services as account_services
+    from ledger import services as ledger_services
     from trust.flows import committed
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        account_services.system_account_id(User.INSURANCE_ACCOUNT)
+        ledger_services.system_account_id(INSURANCE_ACCOUNT)
         raise RuntimeError
-    assert User.INSURANCE_ACCOUNT not in account_services._system_ids
+    assert INSURANCE_ACCOUNT not in ledger_services._system_ids
     with committed():
-        pk = account_services.system_account_id(User.INSURANCE_ACCOUNT)
-    assert account_services._system_ids[User.INSURANCE_ACCOUNT] == pk
-    assert User.objects.get(username=User.INSURANCE_ACCOUNT).pk == pk
+        pk = ledger_services.system_account_id(INSURANCE_ACCOUNT)
+    assert ledger_services._system_ids[INSURANCE_ACCOUNT] == pk
+    assert User.objects.get(username=INSURANCE_ACCOUNT).pk == pk

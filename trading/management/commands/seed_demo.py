@@ -2,12 +2,21 @@
 
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry, LedgerReason, Mode, User
-from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply, system_account
+from ledger.models import Balance, LedgerEntry, LedgerReason, Mode
+from ledger.services import (
+    FEE_ACCOUNT,
+    INSURANCE_ACCOUNT,
+    Posting,
+    balances_ensure,
+    balances_lock,
+    ledger_apply,
+    system_account,
+)
 from trading.models import IndexPrice
 from trading.services.prices import index_set
 from trading.services.series import dated_specs, market_ensure
@@ -66,15 +75,15 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
-        system_account(User.FEE_ACCOUNT)
-        system_account(User.INSURANCE_ACCOUNT)
+        system_account(FEE_ACCOUNT)
+        system_account(INSURANCE_ACCOUNT)
         for spec in demo_markets():
             market, created = market_ensure(spec)
             self.stdout.write(f"{'created' if created else 'exists '} {market.symbol}")
         for underlying, price in (("BTC", D("64000")), ("ETH", D("3200")), ("CXPT", D("1.25"))):
             if not IndexPrice.objects.filter(underlying=underlying).exists():
                 index_set(underlying=underlying, price=price, source="seed")
-        demo, created = User.objects.get_or_create(username="demo")
+        demo, created = get_user_model().objects.get_or_create(username="demo")
         if created:
             demo.set_password("demo-password")
             demo.save()

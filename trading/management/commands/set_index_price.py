@@ -2,9 +2,9 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.models import MONEY
 from dexsite.api import MONEY_LIMIT
 from dexsite.errors import ExchangeError
+from ledger.models import MONEY
 from trading.services.prices import index_set, marks_refresh
 
 # The index column's decimal places.

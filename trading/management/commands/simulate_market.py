@@ -76,14 +76,15 @@ class Bot:
 def fund_real(usernames: list[str]) -> None:
     """REAL funds for the demo bots. Real money enters through vault deposits; a demo
     install has no chain to deposit from, so the bots get a ledger credit once."""
+    from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    from accounts.models import Balance, LedgerEntry, LedgerReason, User
-    from accounts.services import Posting, balances_ensure, balances_lock, ledger_apply
+    from ledger.models import Balance, LedgerEntry, LedgerReason
+    from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
 
     with transaction.atomic():
         for name in usernames:
-            user = User.objects.filter(username=name).first()
+            user = get_user_model().objects.filter(username=name).first()
             if (
                 user is None
                 or LedgerEntry.objects.filter(

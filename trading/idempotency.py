@@ -33,7 +33,9 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from dexsite.db import retrying
 from dexsite.errors import ExchangeError
+from trading.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces, as a header value can carry it unquoted.
@@ -82,9 +84,6 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
 
 
 def _run(call: Callable[[], Response], request: Request, key: str) -> Response:
-    from accounts.models import IdempotencyRecord
-    from dexsite.db import retrying
-
     trader = request.user
     wanted = fingerprint(request)
 

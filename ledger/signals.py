@@ -1,4 +1,4 @@
-"""Domain events of the accounts app, sent only after the transaction commits."""
+"""Events of the ledger, sent only after the transaction commits."""
 
 from django.dispatch import Signal
 
