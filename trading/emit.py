@@ -1,9 +1,10 @@
 """The one emitter of trading: what a transaction changed, turned into domain events
 (`trading.signals`, `balances_changed`) that are sent once it commits.
 
-Every writer of trading gathers its changes in an `Emitter` as it makes them (an
-order's match, a cancel, a liquidation, auto-deleverage, expiry, funding, a market's
-status, a leverage change) and calls `send_on_commit` last. Then:
+Every writer of trading and accounts gathers its changes in an `Emitter` as it makes
+them (an order's match, a cancel, a liquidation, auto-deleverage, expiry, funding, a
+market's status, a leverage change; the faucet, the vault, a paper reset) and calls
+`send_on_commit` last. Then:
 
 - payloads are built inside the transaction, from the rows it wrote (an order's payload
   as that order left it, even if a later order of the same transaction fills it again);

@@ -18,7 +18,7 @@ from accounts.selectors import paper_faucet_wait
 from dexsite.errors import ExchangeError
 from ledger.models import Balance, LedgerEntry, LedgerReason, Mode
 from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
-from ledger.signals import balances_changed
+from trading.emit import Emitter
 
 
 def user_signup(*, username: str, password: str) -> User:
@@ -89,9 +89,9 @@ def paper_faucet_credit(*, trader: User) -> dict[str, Decimal]:
         Balance.objects.bulk_update(locked.values(), ["total"])
         paper_points_start(trader=trader, first_only=True)
 
-    transaction.on_commit(
-        lambda: balances_changed.send(sender=User, balances=list(locked.values()))
-    )
+    events = Emitter(Mode.PAPER)
+    events.paid(locked.values())
+    events.send_on_commit()
     return amounts
 
 

@@ -40,8 +40,7 @@ from ledger.services import (
     ledger_apply,
     system_account_id,
 )
-from ledger.signals import balances_changed
-from trading import signals
+from trading.emit import Emitter
 from trading.models import OPEN_STATUSES, Book, Order, Position
 from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
@@ -182,19 +181,14 @@ def paper_reset(*, trader: User) -> dict[str, Any]:
         User.objects.filter(pk=trader.pk).update(last_faucet_at=timezone.now())
         paper_points_start(trader=trader, first_only=False)
 
-        balances = list(rows.values())
-        by_market: dict[str, list[tuple[int, int]]] = {}
+        events = Emitter(PAPER)
+        by_market: dict[str, list[Position]] = {}
         for p in touched:
-            by_market.setdefault(p.market.symbol, []).append((p.trader_id, p.pk))
-
-        def send() -> None:
-            for symbol, ids in by_market.items():
-                signals.position_updated.send(
-                    sender=Position, market=symbol, mode=PAPER, position_ids=ids
-                )
-            balances_changed.send(sender=Balance, balances=balances)
-
-        transaction.on_commit(send)
+            by_market.setdefault(p.market.symbol, []).append(p)
+        for symbol, positions in by_market.items():
+            events.moved(symbol, positions)
+        events.paid(rows.values())
+        events.send_on_commit()
     return {
         "mode": PAPER,
         "canceledOrderIds": canceled,

@@ -30,8 +30,8 @@ from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
 from ledger.models import Balance, LedgerReason, Mode
 from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
-from ledger.signals import balances_changed
 from trading import margin
+from trading.emit import Emitter
 from trading.presenters import dec
 
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -62,7 +62,10 @@ def _amount(amount: Decimal) -> Decimal:
 
 
 def _notify_balances(balances: list[Balance]) -> None:
-    transaction.on_commit(lambda: balances_changed.send(sender=Balance, balances=balances))
+    if balances:
+        events = Emitter(balances[0].mode)
+        events.paid(balances)
+        events.send_on_commit()
 
 
 # -- deposits ---------------------------------------------------------------------------
@@ -92,7 +95,8 @@ def deposit_record(
         # Reported twice at once: the unique constraint let one in; this is the other.
         existing = Transfer.objects.get(kind=TransferKind.DEPOSIT, tx_hash=tx_hash)
         return _same_deposit(existing, trader, asset, amount), False
-    transaction.on_commit(lambda: chain_adapter().deposit_recorded(deposit))
+    # The deposit is recorded: the adapter's failure is logged, not the trader's.
+    transaction.on_commit(lambda: chain_adapter().deposit_recorded(deposit), robust=True)
     return deposit, True
 
 
@@ -243,7 +247,7 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
             address=address,
         )
         _notify_balances([balance])
-    transaction.on_commit(lambda: chain_adapter().withdrawal_requested(withdrawal))
+    transaction.on_commit(lambda: chain_adapter().withdrawal_requested(withdrawal), robust=True)
     return withdrawal
 
 
