@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-ws bench-risk chaos soak clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,13 @@ bench-instructions: install-dev ## CPU instructions per persisted order (callgri
 
 bench-market-data: install-dev ## market-data reads (ticker, charts) against trade history
 	$(BIN)/python bench/market_data.py
+
+bench-depth: install-dev ## depth of a 10,000-level book: old read vs new, and 16 depth readers over HTTP
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/depth.py
+
+bench-bodies: install-dev ## oversize request bodies against the web role: what it reads, what it holds
+	$(BIN)/python bench/bodies.py
 
 run-prod: install install-js ## the production roles of Procfile against DATABASE_URL and REDIS_URL (README: Production)
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 1; }

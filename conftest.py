@@ -3,13 +3,15 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    """Per-process caches (engine books, system and public account ids) outlive a test's
-    database; each test starts without them as a fresh process would."""
+    """Per-process caches (engine books, depth snapshots, system and public account ids)
+    outlive a test's database; each test starts without them as a fresh process would."""
     from ledger import selectors, services
+    from trading.depth import snapshots_clear
     from trading.services.books import engine_cache_clear
 
     def clear() -> None:
         engine_cache_clear()
+        snapshots_clear()
         services._system_ids.clear()
         selectors._public_ids.clear()
 

@@ -3,7 +3,7 @@
 Measures the whole write path of an order (book row lock, margin check, matching,
 bulk writes, commit), not just the in-memory engine (that is bench/engine.py):
 
-* service: ``trading.services.orders.order_place`` called directly from Python by 1 or
+* service: ``trading.orders.place.order_place`` called directly from Python by 1 or
   8 concurrent clients, on one book or on four (four BTC-PERP-style PERP markets). A
   client is a thread with its own database connection (Django connections are
   per-thread) in this one process: the engine-book cache lives in process memory, so

@@ -86,6 +86,9 @@ SERVER_ENV = {
     "SECRET_KEY": "bench-only-not-secret",
     "SECURE_SSL_REDIRECT": "false",
     "LOG_LEVEL": "WARNING",
+    # Thousands of sockets from this one address, of a few accounts: no cap.
+    "WS_MAX_SOCKETS_PER_ADDRESS": "0",
+    "WS_MAX_SOCKETS_PER_ACCOUNT": "0",
 }
 # daphne on uvloop: the event loop daphne.server creates at import is then uvloop's.
 UVLOOP_DAPHNE = (

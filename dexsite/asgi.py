@@ -89,9 +89,11 @@ def http_in_threads(workers: int):
             if limit is not None and len(body) > limit:
                 break  # past the limit: refused below, the rest unread
         environ = build_environ(scope, io.BytesIO(body))
+        # The body's length is known even when it came chunked, without a Content-Length
+        # (Django would read such a body as empty).
+        environ["CONTENT_LENGTH"] = str(max(len(body), declared or 0))
         if limit is not None and max(len(body), declared or 0) > limit:
             # The request guard refuses it by its length (413), without reading it.
-            environ["CONTENT_LENGTH"] = str(max(len(body), declared or 0))
             environ["wsgi.input"] = io.BytesIO()
         loop = asyncio.get_running_loop()
         status, headers, content = await loop.run_in_executor(executor, respond, environ, loop)

@@ -12,7 +12,8 @@ oversized body by its Content-Length or as soon as it passes the limit, before i
 held in memory (daphne read every body whole first).
 
 What the server itself bounds, besides the application's own limits:
-  - WebSocket messages past WS_MAX_MESSAGE_BYTES (64 KiB) close the socket (1009);
+  - WebSocket messages past WS_MAX_MESSAGE_BYTES (16 KiB, four times what the
+    consumer takes) close the socket (1009) as they arrive;
   - headers: httptools' own limits; idle keep-alive connections close after 5 s.
 Client addresses are the socket's: behind a proxy, DRF's NUM_PROXIES reads
 X-Forwarded-For (README, "Production"), never uvicorn, which would trust the header
@@ -27,7 +28,7 @@ import os
 import uvicorn
 
 # A client's command is a few hundred bytes; nothing it may send comes near this.
-WS_MAX_MESSAGE_BYTES = int(os.environ.get("WS_MAX_MESSAGE_BYTES", str(64 * 1024)))
+WS_MAX_MESSAGE_BYTES = int(os.environ.get("WS_MAX_MESSAGE_BYTES", str(16 * 1024)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -236,6 +236,12 @@ SPECTACULAR_SETTINGS = {
     "CAMELIZE_NAMES": False,
 }
 
+# WebSockets open at once per client address (as NUM_PROXIES has it) and per account,
+# across every web process (counted in Redis); past either a new socket is closed with
+# 4008 TOO_MANY_SOCKETS (docs/api.md). 0: no limit.
+WS_MAX_SOCKETS_PER_ADDRESS = int(os.environ.get("WS_MAX_SOCKETS_PER_ADDRESS", "20"))
+WS_MAX_SOCKETS_PER_ACCOUNT = int(os.environ.get("WS_MAX_SOCKETS_PER_ACCOUNT", "10"))
+
 # Exchange knobs.
 PAPER_FAUCET_COOLDOWN = int(os.environ.get("PAPER_FAUCET_COOLDOWN", str(24 * 3600)))
 PAPER_FAUCET_AMOUNTS = {"USDC": "100000", "CXPT": "1000"}

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,8 +27,14 @@ class WsTicketApi(APIView):
         now = timezone.now()
         WsTicket.objects.filter(expires_at__lte=now).delete()
         key = request.auth if isinstance(request.auth, ApiKey) else None
+        session = None
+        if isinstance(request.successful_authenticator, SessionAuthentication):
+            session = request.session.session_key
         ticket = WsTicket.objects.create(
-            user=request.user, api_key=key, expires_at=now + TICKET_TTL
+            user=request.user,
+            api_key=key,
+            session_key=session or "",
+            expires_at=now + TICKET_TTL,
         )
         return Response(
             {"ticket": ticket.key, "expiresAt": ms(ticket.expires_at)},

@@ -12,7 +12,9 @@ A socket outlives its handshake, so the credential it came with is watched: a lo
 or a deleted session publishes `auth.revoke` to the socket's revoke group at once, and
 the consumer re-checks the credential (session, API key, active user) before private
 deliveries at most every REVALIDATE_SECONDS, which also catches revoked keys and
-expired sessions.
+expired sessions. A ticket is worth no more than what asked for it: one asked for with
+an API key is watched as the key is, one asked for by a browser session as the session
+is (its logout also voids the session's unused tickets).
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def api_key_for_token(key: str):
 
 @database_sync_to_async
 def user_for_ticket(key: str):
-    """(the ticket's user, the API key that asked for it or None), or None: unknown,
-    used, expired, its user inactive, or its key revoked since (or without `read`)."""
+    """(the ticket's user, the API key or the session key that asked for it, else None
+    each), or None: unknown, used, expired, its user inactive, its key revoked since
+    (or without `read`), or its session ended."""
     from accounts.models import ApiKeyScope
 
     # Deleting the row is the claim: of two sockets presenting one ticket, one wins.
@@ -110,7 +113,10 @@ def user_for_ticket(key: str):
         api_key.revoked_at is not None or ApiKeyScope.READ not in api_key.scope_set
     ):
         return None
-    return ticket.user, api_key.pk if api_key is not None else None
+    session_key = ticket.session_key or None
+    if session_key is not None and not _session_holds(session_key, ticket.user):
+        return None
+    return ticket.user, api_key.pk if api_key is not None else None, session_key
 
 
 class Refused(Exception):
@@ -146,9 +152,10 @@ async def identify(scope) -> Identity:
         found = await user_for_ticket(query["ticket"][0])
         if found is None:
             raise Refused("bad or used ticket")
-        user, api_key_id = found
-        # A ticket from an API key is watched as the key is (`still_valid`).
-        return Identity(user, "ticket", api_key_id=api_key_id)
+        user, api_key_id, session_key = found
+        # A ticket is watched as what asked for it is (`still_valid`, `revoke_groups`):
+        # an API key, or a browser session, whose logout ends the socket at once.
+        return Identity(user, "ticket", session_key=session_key, api_key_id=api_key_id)
     if "session" in scope:
         user = await get_user(scope)
         if user.is_authenticated:
@@ -182,17 +189,32 @@ def revoke(groups: list[str]) -> None:
     transaction.on_commit(lambda: publish(events))
 
 
+def session_ended(session_key: str) -> None:
+    """A browser session has ended: its unused tickets are void, and the sockets it
+    opened (with its cookie or its tickets) close once the transaction commits."""
+    WsTicket.objects.filter(session_key=session_key).delete()
+    revoke([session_group(session_key)])
+
+
 @receiver(user_logged_out)
 def on_logged_out(sender, request=None, **kwargs) -> None:
     session = getattr(request, "session", None)
     key = getattr(session, "session_key", None)
     if key:
-        revoke([session_group(key)])
+        session_ended(key)
 
 
 @receiver(post_delete, sender=Session)
 def on_session_deleted(sender, instance: Session, **kwargs) -> None:
-    revoke([session_group(instance.session_key)])
+    session_ended(instance.session_key)
+
+
+def _session_holds(session_key: str, user) -> bool:
+    """Whether the session is current and still signs in `user`, active."""
+    engine = import_module(settings.SESSION_ENGINE)
+    request = SimpleNamespace(session=engine.SessionStore(session_key))
+    current = session_user(request)
+    return current.is_authenticated and current.pk == user.pk and current.is_active
 
 
 def _still_valid(identity: Identity) -> bool:
@@ -200,10 +222,7 @@ def _still_valid(identity: Identity) -> bool:
 
     user = identity.user
     if identity.session_key:
-        engine = import_module(settings.SESSION_ENGINE)
-        request = SimpleNamespace(session=engine.SessionStore(identity.session_key))
-        current = session_user(request)
-        return current.is_authenticated and current.pk == user.pk and current.is_active
+        return _session_holds(identity.session_key, user)
     if identity.api_key_id is not None:
         key = (
             ApiKey.objects.filter(

@@ -21,6 +21,7 @@ from realtime import metrics, names
 from realtime.auth import Identity, Refused, identify, revoke_groups, still_valid
 from realtime.buffer import delta_buffer
 from realtime.fanout import GroupFanout, fanout
+from realtime.slots import SocketSlots, limits_for, socket_slots
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,11 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                 # send to a socket the client had just left raised): tidy up all the
                 # same, so that `cancelOnDisconnect` holds however the socket ends.
                 await asyncio.shield(self.disconnect(1006))
-            # Normally `disconnect()` has left every group already.
+            # Normally `disconnect()` has left every group and freed its slots already.
             if getattr(self, "fanout", None) is not None:
                 self.fanout.forget(self)
+            if getattr(self, "slots", None) is not None:
+                self.slots.forget(self.channel_name)
 
     async def connect(self) -> None:
         self.subs: dict[str, Subscription] = {}
@@ -157,6 +160,19 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.user, self.auth_via = self.identity.user, self.identity.via
+        self.slots: SocketSlots = socket_slots()
+        try:
+            full = await self.slots.claim(self.channel_name, limits_for(self.scope, self.user))
+        except Exception:
+            # Redis unreachable: the socket goes uncounted rather than refused.
+            log.exception("WebSocket slots not counted")
+            full = None
+        if full is not None:
+            _, limit, what = full
+            await self.accept()
+            return await self.violation(
+                "TOO_MANY_SOCKETS", f"at most {limit} open sockets per {what}"
+            )
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         first = {k: v[0] for k, v in query.items() if v}
         mode = first.get("mode", "REAL").upper()
@@ -197,6 +213,8 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
         if self.counted:
             metrics.OPEN_SOCKETS.dec()
             self.counted = False
+        if getattr(self, "slots", None) is not None:
+            await self.slots.release(self.channel_name)
         if getattr(self, "cancel_on_disconnect", False):
             canceled = await cancel_open_orders(self.user, self.cancel_mode)
             log.info("socket of %s closed: cancelled %d orders", self.user, len(canceled))

@@ -19,4 +19,10 @@ class WsTicket(models.Model):
     api_key = models.ForeignKey(
         "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
+    # The browser session that asked for it, if one did: the ticket is worth no more
+    # than the session. Its logout deletes the session's unused tickets and closes the
+    # sockets they opened; an expired session's ticket is refused. (The session's own
+    # key: the sockets re-check the session by it, as cookie sockets do. A ticket row
+    # lives 60 s at most and is deleted when used.)
+    session_key = models.CharField(max_length=40, blank=True, default="", db_index=True)
     expires_at = models.DateTimeField()

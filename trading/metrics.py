@@ -25,6 +25,10 @@ EXPIRY_FAILURES = Counter(
     ["error"],
 )
 
+# Where each depth read was answered from (trading/depth.py): `snapshot` (made already,
+# at that seq), `engine` (this process's copy of the book) or `database`.
+DEPTH_READS = Counter("dex_depth_reads_total", "Order book depth reads by source", ["source"])
+
 
 def error_label(e: BaseException) -> str:
     return getattr(e, "code", None) or type(e).__name__

@@ -204,6 +204,13 @@ class Order(models.Model):
                 condition=Q(status__in=["NEW", "PARTIALLY_FILLED"]),
                 name="order_open_book",
             ),
+            # Depth: each side's open orders by price, read from the best price for as
+            # many levels as are asked (trading/depth.py).
+            models.Index(
+                fields=["market", "mode", "side", "price"],
+                condition=Q(status__in=["NEW", "PARTIALLY_FILLED"]),
+                name="order_open_levels",
+            ),
             models.Index(fields=["trader", "mode", "status"], name="order_trader_status"),
         ]
 

@@ -8,7 +8,6 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
@@ -17,7 +16,7 @@ from dexsite.api import page_token, page_value
 from dexsite.errors import ExchangeError
 from ledger.models import Balance
 from ledger.selectors import balances_of, balances_query
-from trading import candles, margin, risk
+from trading import candles, depth, margin, risk
 from trading.models import (
     OPEN_STATUSES,
     Book,
@@ -26,7 +25,6 @@ from trading.models import (
     Market,
     Order,
     Position,
-    Side,
     Trade,
 )
 from trading.presenters import (
@@ -129,57 +127,10 @@ def markets_list(*, mode: str, symbol: str | None = None) -> list[dict[str, Any]
     return out
 
 
-_DEPTH_SQL = """
-    SELECT b.seq, o.side, o.price, {remaining}
-    FROM trading_book b
-    JOIN trading_market m ON m.id = b.market_id
-    LEFT JOIN trading_order o
-      ON o.market_id = b.market_id AND o.mode = b.mode
-     AND o.status IN ('NEW', 'PARTIALLY_FILLED')
-    WHERE m.symbol = %s AND b.mode = %s
-    {group}
-"""
-
-
-def _exact(value) -> Decimal:
-    # SQLite keeps decimals as floats with up to 15 significant digits; their shortest
-    # repr is the decimal that was stored. PostgreSQL returns Decimal already.
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
 def depth_get(*, symbol: str, mode: str, levels: int = 50) -> dict[str, Any]:
-    """The book from its open orders, with the seq it corresponds to. One statement,
-    so one snapshot: the seq and the levels belong together even while orders flow."""
-    if connection.vendor == "postgresql":
-        sql = _DEPTH_SQL.format(
-            remaining="SUM(o.qty - o.filled_qty), NULL", group="GROUP BY b.seq, o.side, o.price"
-        )
-    else:
-        # SQLite would sum in floating point: add up in Decimal here instead.
-        sql = _DEPTH_SQL.format(remaining="o.qty, o.filled_qty", group="")
-    with connection.cursor() as cur:
-        cur.execute(sql, [symbol, mode])
-        rows = cur.fetchall()
-    if not rows:
-        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404)
-    seq = rows[0][0]
-    sides: dict[str, dict[Decimal, Decimal]] = {Side.BUY: {}, Side.SELL: {}}
-    for _, side, price, qty, filled in rows:
-        if side is None:
-            continue
-        level = sides[side]
-        px = _exact(price)
-        remaining = _exact(qty) if filled is None else _exact(qty) - _exact(filled)
-        level[px] = level.get(px, Decimal(0)) + remaining
-    bids = sorted(sides[Side.BUY].items(), reverse=True)[:levels]
-    asks = sorted(sides[Side.SELL].items())[:levels]
-    return {
-        "market": symbol,
-        "mode": mode,
-        "seq": seq,
-        "bids": [[dec(p), dec(q)] for p, q in bids],
-        "asks": [[dec(p), dec(q)] for p, q in asks],
-    }
+    """The book's best `levels` a side and the seq they belong to (trading/depth.py:
+    what it costs, and why it is never stale)."""
+    return depth.depth_get(symbol=symbol, mode=mode, levels=levels)
 
 
 def trades_recent(*, symbol: str, mode: str, limit: int = 100) -> list[dict[str, Any]]:

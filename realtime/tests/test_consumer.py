@@ -438,6 +438,56 @@ async def test_a_ticket_is_worth_no_more_than_the_key_that_asked_for_it(layer):
     assert not await still_valid(identity)
 
 
+@database_sync_to_async
+def browser_signed_in(user):
+    """A browser signed in as `user` (a session of the database's session store)."""
+    from django.test import Client
+
+    # The factory sets a password without saving it; the session holds its hash.
+    user.save(update_fields=["password"])
+    browser = Client()
+    browser.force_login(user)
+    return browser
+
+
+@database_sync_to_async
+def ticket_of(browser) -> str:
+    return browser.post("/api/v1/ws-ticket").json()["ticket"]
+
+
+async def test_a_ticket_from_a_browser_session_ends_with_the_session(layer):
+    """A page asks for a ticket with its session cookie: a socket opened with it closes
+    when the session logs out, at once, and the session's unused tickets are void."""
+    a, _ = await setup_market_and_traders()
+    browser = await browser_signed_in(a)
+    used, unused = await ticket_of(browser), await ticket_of(browser)
+    comm = communicator(f"/ws/?ticket={used}&traderId={a.trader_id}")
+    assert (await comm.connect())[0]
+    assert (await recv(comm))["type"] == "subscribed"
+    await place(a, "SELL", "64000", "0.5")
+    assert (await recv_until(comm, "orderUpdate"))["status"] == "NEW"
+
+    logout = await database_sync_to_async(browser.post)("/accounts/logout/")
+    assert logout.status_code == 302
+    ended = await recv_until(comm, "error")
+    assert ended["code"] == "UNAUTHENTICATED"
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4008}
+    assert not (await communicator(f"/ws/?ticket={unused}").connect())[0]
+
+
+async def test_a_ticket_from_an_expired_session_is_refused(layer):
+    from django.contrib.sessions.models import Session
+
+    a, _ = await setup_market_and_traders()
+    browser = await browser_signed_in(a)
+    ticket = await ticket_of(browser)
+    key = browser.cookies["sessionid"].value
+    await database_sync_to_async(
+        lambda: Session.objects.filter(session_key=key).update(expire_date="2020-01-01T00:00Z")
+    )()
+    assert not (await communicator(f"/ws/?ticket={ticket}").connect())[0]
+
+
 async def test_admin_pause_reaches_admin_and_market_channels(layer):
     await setup_market_and_traders()
     admin = communicator("/ws/")

@@ -133,8 +133,13 @@ class OrderBook:
         if levels is not None and levels <= 0:
             return [], []
         bids, asks = self.bids, self.asks
-        bid_ranks = self._bid_ranks[::-1][:levels]
-        ask_ranks = self._ask_ranks[::-1][:levels]
+        # The best levels are the last ranks: slice those before reversing, so that a
+        # read of a few levels costs a few, however deep the book.
+        if levels is None:
+            bid_ranks, ask_ranks = self._bid_ranks[::-1], self._ask_ranks[::-1]
+        else:
+            bid_ranks = self._bid_ranks[-levels:][::-1]
+            ask_ranks = self._ask_ranks[-levels:][::-1]
         return (
             [(p, bids[-p].total) for p in bid_ranks],
             [(-r, asks[-r].total) for r in ask_ranks],

@@ -75,6 +75,22 @@ def engine_book_return_on_commit(book: Book, engine: OrderBook, seq: int) -> Non
     transaction.on_commit(lambda: engine_book_return(book, engine, seq))
 
 
+def engine_depth(
+    book_pk: int, seq: int, levels: int
+) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """(its seq, bids, asks) in ticks and lots, at most `levels` a side, from the
+    cached engine book when it is at `seq` or later; else None. A cached copy is
+    committed state (it comes back only from `on_commit`, or unchanged), and one that
+    an order is changing is out of the cache: the levels are read under the cache's
+    lock, so no writer can take the copy while they are."""
+    with _cache_lock:
+        cached = _cache.get(book_pk)
+        if cached is None or cached[0] < seq:
+            return None
+        bids, asks = cached[1].depth(levels)
+        return cached[0], bids, asks
+
+
 def engine_cache_clear() -> None:
     with _cache_lock:
         _cache.clear()

@@ -883,6 +883,13 @@ async def _private_socket(w: World, how: str):
 
     if how == "session":
         comm = _cookie_communicator(_session_key(w, "A"))
+    elif how == "session-ticket":
+        # A ticket asked for with the session; no cookie on the socket.
+        from channels.db import database_sync_to_async
+
+        ask = database_sync_to_async(w.sessions["A"].post)
+        ticket = (await ask("/api/v1/ws-ticket")).json()["ticket"]
+        comm = communicator(f"/ws/?ticket={ticket}")
     else:
         comm = communicator(token=w.tokens["A"])
     assert (await comm.connect())[0]
@@ -913,11 +920,12 @@ async def _assert_ended(comm, w: World) -> None:
 
 @ws
 @pytest.mark.asyncio
-async def test_ws_logout_in_another_request_ends_the_socket(layer) -> None:
+@pytest.mark.parametrize("how", ["session", "session-ticket"])
+async def test_ws_logout_in_another_request_ends_the_socket(layer, how) -> None:
     from channels.db import database_sync_to_async
 
     w = await _ws_world()
-    comm = await _private_socket(w, "session")
+    comm = await _private_socket(w, how)
     resp = await database_sync_to_async(w.sessions["A"].post)("/accounts/logout/")
     assert resp.status_code == 302
     await _assert_ended(comm, w)
@@ -925,12 +933,13 @@ async def test_ws_logout_in_another_request_ends_the_socket(layer) -> None:
 
 @ws
 @pytest.mark.asyncio
-async def test_ws_deleted_session_ends_the_socket(layer) -> None:
+@pytest.mark.parametrize("how", ["session", "session-ticket"])
+async def test_ws_deleted_session_ends_the_socket(layer, how) -> None:
     from channels.db import database_sync_to_async
     from django.contrib.sessions.models import Session
 
     w = await _ws_world()
-    comm = await _private_socket(w, "session")
+    comm = await _private_socket(w, how)
     key = _session_key(w, "A")
     await database_sync_to_async(lambda: Session.objects.filter(session_key=key).delete())()
     await _assert_ended(comm, w)
@@ -956,7 +965,8 @@ async def test_ws_revoked_api_key_stops_private_deliveries(layer, monkeypatch) -
 
 @ws
 @pytest.mark.asyncio
-async def test_ws_expired_session_stops_private_deliveries(layer, monkeypatch) -> None:
+@pytest.mark.parametrize("how", ["session", "session-ticket"])
+async def test_ws_expired_session_stops_private_deliveries(layer, monkeypatch, how) -> None:
     from channels.db import database_sync_to_async
     from django.contrib.sessions.models import Session
 
@@ -964,7 +974,7 @@ async def test_ws_expired_session_stops_private_deliveries(layer, monkeypatch) -
 
     monkeypatch.setattr(consumers, "REVALIDATE_SECONDS", 0.0)
     w = await _ws_world()
-    comm = await _private_socket(w, "session")
+    comm = await _private_socket(w, how)
     key = _session_key(w, "A")
     await database_sync_to_async(
         lambda: Session.objects.filter(session_key=key).update(expire_date="2020-01-01T00:00Z")
