@@ -27,6 +27,12 @@ export class OrderEntry extends EventTarget {
     this.price = this.form.elements.price;
     this.qty = this.form.elements.qty;
     this.tif = this.form.elements.timeInForce;
+    // The time in force chosen for each type: a market order's (IOC or FOK) never
+    // carries over to a limit order, which goes back to what it had (GTC at first).
+    this.tifByType = { LIMIT: 'GTC', MARKET: 'IOC' };
+    this.tif.addEventListener('change', () => {
+      this.tifByType[this.type] = this.tif.value;
+    });
     this.reduceOnly = this.form.elements.reduceOnly;
     this.leverageInput = this.form.elements.leverage;
     this.submitBtn = $('button[type=submit]', this.form);
@@ -124,7 +130,8 @@ export class OrderEntry extends EventTarget {
     $('[data-field-wrap=price]', this.root).hidden = type === 'MARKET';
     const options = type === 'MARKET' ? ['IOC', 'FOK'] : ['GTC', 'POST_ONLY', 'IOC', 'FOK'];
     for (const o of this.tif.options) o.hidden = !options.includes(o.value);
-    if (!options.includes(this.tif.value)) this.tif.value = options[0];
+    const chosen = this.tifByType[type];
+    this.tif.value = options.includes(chosen) ? chosen : options[0];
     this.clearError('price');
     this.updateSubmitLabel();
     this.preview();

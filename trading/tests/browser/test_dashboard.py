@@ -674,3 +674,48 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     x(last).to_have_text("64,010.0")
     page.screenshot(path=str(screenshots_dir / "markets.png"))
     assert trader.errors == []
+
+
+def test_time_in_force_follows_the_order_type(server, trader):
+    """A market order's IOC never sticks to the limit orders after it: back on Limit (by
+    its button or by a click in the book) the time in force is the limit's own again,
+    and a limit bid below the book rests instead of being cancelled at once."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    entry = page.locator("#order-entry")
+    tif = entry.locator("select[name=timeInForce]")
+    x(tif).to_have_value("GTC")
+    entry.locator("[data-type=MARKET]").click()
+    x(tif).to_have_value("IOC")
+    entry.locator("[data-type=LIMIT]").click()
+    x(tif).to_have_value("GTC")
+    # A limit's own choice is kept across a market order, and so is a market's.
+    tif.select_option("POST_ONLY")
+    entry.locator("[data-type=MARKET]").click()
+    tif.select_option("FOK")
+    entry.locator("[data-type=LIMIT]").click()
+    x(tif).to_have_value("POST_ONLY")
+    entry.locator("[data-type=MARKET]").click()
+    x(tif).to_have_value("FOK")
+    tif.select_option("IOC")
+    # Click-to-fill from the book turns the entry back to Limit, with the limit's choice.
+    tif_limit = "GTC"
+    entry.locator("[data-type=LIMIT]").click()
+    tif.select_option(tif_limit)
+    entry.locator("[data-type=MARKET]").click()
+    page.locator("#order-book .side.bids .row").first.click()
+    x(entry.locator("[data-type=LIMIT]")).to_have_attribute("aria-pressed", "true")
+    x(tif).to_have_value(tif_limit)
+
+    # A limit bid below the book rests (the ladder's best bid is 63,990).
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+    page.fill("#oe-price", "60000")
+    page.fill("#oe-qty", "0.01")
+    page.click("#order-entry button[type=submit]")
+    x(toast(page, "Order accepted")).to_contain_text("BUY 0.01 BTC-PERP @ 60,000")
+    row = page.locator("[data-table=orders] tbody tr", has_text="60,000")
+    x(row).to_have_count(1)
+    x(row).to_contain_text("GTC")
+    page.click("[data-table=orders] button[aria-label^='Cancel order']")
+    x(page.locator("[data-table=orders] tbody tr.empty")).to_have_text("No open orders.")
