@@ -29,7 +29,7 @@ export class FaucetButton {
       if (left > 0) {
         b.disabled = true;
         setText(label, `Faucet in ${countdown(left)}`);
-        b.setAttribute('aria-label', `Paper faucet available again in ${countdown(left)}`);
+        b.setAttribute('aria-label', `Faucet in ${countdown(left)}: paper funds available again then`);
       } else {
         b.disabled = false;
         setText(label, 'Get paper funds');

@@ -45,8 +45,11 @@ export class OrderBook {
           'button.row.empty',
           { type: 'button', tabindex: '-1' },
           h('span.bar'),
+          // Spaces between the cells: the row's name (its text) reads "price size total".
           h('span.px'),
+          ' ',
           h('span.qty'),
+          ' ',
           h('span.total'),
         );
         const cells = { row, bar: row.children[0], px: row.children[1], qty: row.children[2], total: row.children[3], text: '' };
@@ -133,7 +136,6 @@ export class OrderBook {
       setText(cells.qty, format(r.qty, { dp: this.qtyDp }));
       setText(cells.total, format(r.total, { dp: this.qtyDp }));
       cells.bar.style.transform = `scaleX(${ratio(r.total, scale).toFixed(4)})`;
-      cells.row.setAttribute('aria-label', `${format(r.px, { dp: pxDp })}, ${format(r.qty, { dp: this.qtyDp })}`);
     }
     // One tab stop per side: the best level; arrows move between levels.
     const live = pool.filter((c) => c.text !== '');

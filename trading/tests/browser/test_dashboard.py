@@ -719,3 +719,23 @@ def test_time_in_force_follows_the_order_type(server, trader):
     x(row).to_contain_text("GTC")
     page.click("[data-table=orders] button[aria-label^='Cancel order']")
     x(page.locator("[data-table=orders] tbody tr.empty")).to_have_text("No open orders.")
+
+
+AXE = Path(__file__).resolve().parents[3] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize("symbol", ["BTC-PERP", "CXPT-USDC"])
+def test_the_trade_page_has_no_accessibility_violations(server, trader, symbol):
+    """axe-core, every rule it runs by default (WCAG 2 A/AA and best practices), on the
+    trade page as a signed-in trader sees it, once the data has arrived."""
+    page = trader.page
+    open_trade(page, server.base, symbol)
+    page.wait_for_selector("#order-book .side.bids")
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    report = [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(" ".join(n["target"]) for n in v["nodes"][:3])
+        for v in found
+    ]
+    assert report == [], "\n".join(report)
