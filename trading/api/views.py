@@ -22,6 +22,7 @@ from trading.idempotency import idempotent
 from trading.models import OrderType, Side, TimeInForce
 from trading.orders import cancel as order_cancels
 from trading.orders import place as order_placing
+from trading.orders.request import close_qty
 from trading.presenters import dec
 from trading.services import markets as market_services
 
@@ -330,30 +331,62 @@ class ModeSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
 
 
+class PositionCloseSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=MODE_CHOICES)
+    qty = Money(required=False, allow_null=True)
+    fraction = serializers.DecimalField(
+        max_digits=13, decimal_places=12, required=False, allow_null=True
+    )
+    price = Money(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        qty, fraction, price = attrs.get("qty"), attrs.get("fraction"), attrs.get("price")
+        if qty is not None and fraction is not None:
+            raise serializers.ValidationError({"fraction": "give qty or fraction, not both"})
+        if qty is not None and not 0 < qty <= MONEY_LIMIT:
+            raise serializers.ValidationError({"qty": "qty must be above 0 and at most 1E+15"})
+        if fraction is not None and not 0 < fraction <= 1:
+            raise serializers.ValidationError(
+                {"fraction": "fraction must be above 0 and at most 1"}
+            )
+        if price is not None and not 0 < price <= MONEY_LIMIT:
+            raise serializers.ValidationError({"price": "price must be above 0 and at most 1E+15"})
+        return attrs
+
+
 class PositionCloseApi(APIView):
     @extend_schema(
-        request=ModeSerializer,
+        request=PositionCloseSerializer,
         responses=S.responses({201: TS.OrderSerializer}, 400, *S.PRIVATE, 404),
+        description=(
+            "Close the position, or a part of it (`qty`, or `fraction` of it rounded down to "
+            "whole lots), with a reduce-only order: at market (IOC), or, given `price`, a "
+            "limit order that rests (GTC) until it fills. The answer is the order: what it "
+            "filled (`filledQty`) is what closed; the rest of the position stays open."
+        ),
     )
     def post(self, request: Request, symbol: str) -> Response:
-        data = ModeSerializer(data=request.data)
+        data = PositionCloseSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        mode = data.validated_data["mode"]
+        d = data.validated_data
+        mode, price = d["mode"], d.get("price")
         market = selectors.market_get(symbol)
         position = market.position_set.filter(trader=request.user, mode=mode).first()
         if position is None or position.size == 0:
             raise ExchangeError(
                 "NO_POSITION", f"no open {mode} position in {symbol}", status_code=400
             )
+        qty = close_qty(market, size=position.size, qty=d.get("qty"), fraction=d.get("fraction"))
         order, _ = order_placing.order_place(
             trader=request.user,
             market=symbol,
             mode=mode,
             side=Side.SELL if position.size > 0 else Side.BUY,
-            type=OrderType.MARKET,
-            qty=abs(position.size),
+            type=OrderType.MARKET if price is None else OrderType.LIMIT,
+            price=price,
+            qty=qty,
             reduce_only=True,
-            time_in_force=TimeInForce.IOC,
+            time_in_force=TimeInForce.IOC if price is None else TimeInForce.GTC,
         )
         return Response(order, status=status.HTTP_201_CREATED)
 

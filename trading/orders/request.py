@@ -5,7 +5,7 @@ field; nothing has changed when one is raised."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
@@ -123,3 +123,25 @@ def min_notional_check(
             f"order value must be at least {dec(market.min_notional)} {market.quote}",
             field="qty",
         )
+
+
+def close_qty(
+    market: Market, *, size: Decimal, qty: Decimal | None = None, fraction: Decimal | None = None
+) -> Decimal:
+    """What closing a position of `size` trades: all of it, `qty` of it (at most all), or
+    `fraction` of it rounded down to whole lots; refused where that is not one lot."""
+    whole = abs(size)
+    if fraction is not None:
+        lots = (whole * fraction / market.lot_size).to_integral_value(rounding=ROUND_FLOOR)
+        wanted, field = lots * market.lot_size, "fraction"
+    elif qty is not None:
+        wanted, field = min(qty, whole), "qty"
+    else:
+        return whole
+    if wanted <= 0:
+        raise ExchangeError(
+            "INVALID_QTY",
+            f"the close must be at least one lot ({dec(market.lot_size)} {market.base})",
+            field=field,
+        )
+    return wanted

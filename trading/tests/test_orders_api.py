@@ -672,3 +672,49 @@ def test_an_order_beyond_the_arithmetic_is_refused_alone_and_in_a_batch(
     ).json()["results"]
     assert batch[0]["status"] == "NEW"
     assert batch[1]["error"]["code"] == "INVALID_QTY"
+
+
+def test_a_position_closes_in_part_or_at_a_limit(perp, alice, bob, api_alice, api_bob):
+    api_alice.post("/api/v1/trade", order(side="SELL", price="64000", qty="0.013"), format="json")
+    api_bob.post("/api/v1/trade", order(type="MARKET", qty="0.013"), format="json")
+    api_alice.post("/api/v1/trade", order(side="BUY", price="63900", qty="1"), format="json")
+
+    def close(**body):
+        return api_bob.post(
+            "/api/v1/positions/BTC-PERP/close", {"mode": "PAPER", **body}, format="json"
+        )
+
+    def size() -> Decimal:
+        return Position.objects.get(trader=bob).size
+
+    # Half of 0.013, rounded down to whole lots of 0.001.
+    r = close(fraction="0.5")
+    assert r.status_code == 201, r.content
+    assert (r.json()["qty"], r.json()["filledQty"], r.json()["type"]) == (
+        "0.006",
+        "0.006",
+        "MARKET",
+    )
+    assert size() == D("0.007")
+    r = close(qty="0.004")
+    assert r.json()["filledQty"] == "0.004" and size() == D("0.003")
+    # A limit close rests, reduce-only, and the position stays until it fills.
+    r = close(price="64100", fraction="1")
+    limit = r.json()
+    assert (limit["type"], limit["status"], limit["timeInForce"]) == ("LIMIT", "NEW", "GTC")
+    assert (limit["qty"], limit["price"], limit["reduceOnly"]) == ("0.003", "64100", True)
+    assert size() == D("0.003")
+
+    before = state()
+    for body, code in [
+        ({"qty": "0.001", "fraction": "0.5"}, "INVALID_FRACTION"),
+        ({"fraction": "0"}, "INVALID_FRACTION"),
+        ({"fraction": "1.5"}, "INVALID_FRACTION"),
+        ({"fraction": "0.1"}, "INVALID_QTY"),  # 0.0003: under one lot
+        ({"qty": "-1"}, "INVALID_QTY"),
+        ({"qty": "0.0015"}, "INVALID_QTY"),  # off the lot grid
+        ({"price": "64100.3"}, "INVALID_PRICE"),  # off the tick grid
+    ]:
+        r = close(**body)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, code), (body, r.content)
+    assert state() == before
