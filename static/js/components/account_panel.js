@@ -5,7 +5,7 @@
 // PAPER: paperPoints and the faucet) and TradeHistoryList ("Load more" by nextToken).
 import { $, h, setText, dateTimeOf } from '../lib/dom.js';
 import { del, get, post } from '../lib/api.js';
-import { cmp, format, min, mul, sign, sub } from '../lib/decimal.js';
+import { cmp, divFloor, format, isZero, min, mul, sign, sub } from '../lib/decimal.js';
 import { DataTable } from './datatable.js';
 import { Tabs } from './tabs.js';
 import { busy } from './loading.js';
@@ -70,6 +70,7 @@ export class AccountPanel {
         { key: 'entryPrice', label: 'Entry', num: true, render: (p) => format(p.entryPrice, { dp: 2 }) },
         { key: 'markPrice', label: 'Mark', num: true, render: (p) => format(p.markPrice, { dp: 2 }) },
         { key: 'unrealizedPnl', label: 'Unrealized', num: true, sortable: true, render: (p) => signed(p.unrealizedPnl) },
+        { key: 'roe', label: 'ROE', num: true, render: (p) => roe(p) },
         { key: 'realizedPnl', label: 'Realized', num: true, render: (p) => signed(p.realizedPnl) },
         {
           key: 'margin', label: 'Margin', num: true,
@@ -77,8 +78,8 @@ export class AccountPanel {
         },
         { key: 'liquidationPrice', label: 'Liq. price', num: true, render: (p) => format(p.liquidationPrice, { dp: 2 }), className: () => 'warn' },
         {
-          key: 'close', label: 'Close',
-          render: (p, td) => actionButton(td, 'Close', 'btn-danger', (b) => this.close(p, b), `Close ${p.market} position`),
+          key: 'close', label: 'Close at market',
+          render: (p, td) => closeButtons(td, p, (fraction, b) => this.close(p, fraction, b)),
         },
       ],
     });
@@ -244,17 +245,64 @@ export class AccountPanel {
     restore();
   }
 
-  async close(position, btn) {
-    if (!armed(btn, 'Confirm close')) return;
-    const restore = busy(btn, 'Close');
+  /** Close `fraction` ('0.25' … '1') of the position at market, and say what closed. */
+  async close(position, fraction, btn) {
+    const label = btn.textContent;
+    if (!armed(btn, fraction === '1' ? 'Confirm close' : `Confirm ${label}`)) return;
+    const restore = busy(btn, label);
     try {
-      const order = await post(`positions/${encodeURIComponent(position.market)}/close`, { mode: this.mode });
-      this.toaster.show({ title: `Closing ${position.market}`, message: `Market ${order.side} ${format(order.qty)} sent`, kind: 'info' });
+      const order = await post(`positions/${encodeURIComponent(position.market)}/close`, { mode: this.mode, fraction });
+      this.toaster.show(closeToast(position, order));
     } catch (err) {
       this.toaster.show({ title: 'Close refused', message: err.message, kind: 'error' });
     }
     restore();
   }
+}
+
+/** What a close did: all of what it sent, or the part the book took and what stays open. */
+export function closeToast(position, order) {
+  const { market } = position;
+  if (isZero(order.filledQty)) {
+    return { title: `${market} not closed`, message: `Nothing filled at market; the position is still ${format(position.size)}.`, kind: 'error' };
+  }
+  const left = sub(position.size, order.filledQty);
+  if (cmp(order.filledQty, order.qty) < 0) {
+    return {
+      title: `${market} closed in part`,
+      message: `Closed ${format(order.filledQty)} of ${format(order.qty)} at market; ${format(left)} still open.`,
+      kind: 'info',
+    };
+  }
+  return {
+    title: `${market} ${isZero(left) ? 'closed' : 'reduced'}`,
+    message: isZero(left) ? `Closed ${format(order.filledQty)} at market.` : `Closed ${format(order.filledQty)} at market; ${format(left)} still open.`,
+    kind: 'info',
+  };
+}
+
+/** Return on equity: the unrealized PnL over the margin the position holds. */
+function roe(p) {
+  if (!p.margin || cmp(p.margin, '0') <= 0) return h('span.muted', { text: '—' });
+  const pct = mul(divFloor(p.unrealizedPnl, p.margin, 6), '100');
+  const s = sign(pct);
+  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: `${format(pct, { dp: 2, plus: true })}%` });
+}
+
+const CLOSE_PARTS = [['0.25', '25%'], ['0.5', '50%'], ['0.75', '75%'], ['1', '100%']];
+
+/** The close buttons of a position's row: a quarter, half, three quarters, all. */
+function closeButtons(td, p, onClick) {
+  let group = td.firstChild;
+  if (!group || group.dataset.market !== p.market) {
+    group = h('div.segmented', { role: 'group', 'aria-label': `Close ${p.market} position at market`, dataset: { market: p.market } });
+    for (const [fraction, label] of CLOSE_PARTS) {
+      const b = h(`button.btn.btn-sm.${fraction === '1' ? 'btn-danger' : 'btn-ghost'}`, { type: 'button', dataset: { fraction } }, label);
+      b.addEventListener('click', () => onClick(fraction, b));
+      group.append(b);
+    }
+  }
+  return group;
 }
 
 /**

@@ -739,3 +739,27 @@ def test_the_trade_page_has_no_accessibility_violations(server, trader, symbol):
         for v in found
     ]
     assert report == [], "\n".join(report)
+
+
+def test_a_position_closes_by_a_quarter_and_shows_its_roe(server, trader):
+    """The positions table gives ROE and closes a part at market; the toast says what
+    closed and what stays open."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+        x(toast(page, "Paper funds credited")).to_be_visible()
+    # A long of 0.02 from the ladder's asks, placed over the API.
+    server.order(
+        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.02", timeInForce="IOC"
+    )
+    page.click("#tab-positions")
+    row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
+    x(row).to_contain_text("LONG 0.02")
+    x(row).to_contain_text("%")  # ROE
+    quarter = row.locator("button[data-fraction='0.25']")
+    quarter.click()
+    x(quarter).to_have_text("Confirm 25%")
+    quarter.click()
+    x(toast(page, "BTC-PERP reduced")).to_contain_text("Closed 0.005 at market; 0.015 still open.")
+    x(row).to_contain_text("LONG 0.015")
