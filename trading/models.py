@@ -135,6 +135,24 @@ class Side(models.TextChoices):
 class OrderType(models.TextChoices):
     LIMIT = "LIMIT"
     MARKET = "MARKET"
+    # Conditional: placed as a MARKET or LIMIT order once the price crosses the trigger.
+    STOP_MARKET = "STOP_MARKET"
+    STOP_LIMIT = "STOP_LIMIT"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+
+
+CONDITIONAL_TYPES = (
+    OrderType.STOP_MARKET,
+    OrderType.STOP_LIMIT,
+    OrderType.TAKE_PROFIT_MARKET,
+    OrderType.TAKE_PROFIT_LIMIT,
+)
+
+
+class TriggerBy(models.TextChoices):
+    MARK = "MARK"
+    LAST = "LAST"
 
 
 class TimeInForce(models.TextChoices):
@@ -150,9 +168,14 @@ class OrderStatus(models.TextChoices):
     FILLED = "FILLED"
     CANCELED = "CANCELED"
     REJECTED = "REJECTED"
+    # A conditional order waiting for its trigger: off the book, reserving nothing.
+    UNTRIGGERED = "UNTRIGGERED"
 
 
+# On the book.
 OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+# What a trader sees as open and what cancels take: on the book, or waiting to be.
+LIVE_STATUSES = (*OPEN_STATUSES, OrderStatus.UNTRIGGERED)
 
 
 class Order(models.Model):
@@ -161,7 +184,7 @@ class Order(models.Model):
     market = models.ForeignKey(Market, on_delete=models.PROTECT)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     side = models.CharField(max_length=4, choices=Side.choices)
-    type = models.CharField(max_length=6, choices=OrderType.choices)
+    type = models.CharField(max_length=18, choices=OrderType.choices)
     time_in_force = models.CharField(max_length=9, choices=TimeInForce.choices)
     price = models.DecimalField(null=True, blank=True, **MONEY)
     qty = models.DecimalField(**QTY)
@@ -179,7 +202,12 @@ class Order(models.Model):
     reserve_asset = models.CharField(max_length=16, blank=True, default="")
     # Who placed it: the trader, or the risk engine (liquidation, auto-deleverage, expiry).
     source = models.CharField(max_length=12, default="USER")
-    cancel_reason = models.CharField(max_length=16, blank=True, default="")
+    # Why it was cancelled, or, for a conditional order refused when its trigger fired,
+    # the refusal's code (INSUFFICIENT_MARGIN, PRICE_OUT_OF_BAND, ...).
+    cancel_reason = models.CharField(max_length=32, blank=True, default="")
+    # A conditional order's trigger: the price, and which price crossing it fires it.
+    trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
+    trigger_by = models.CharField(max_length=4, choices=TriggerBy.choices, blank=True, default="")
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
@@ -212,6 +240,12 @@ class Order(models.Model):
                 name="order_open_levels",
             ),
             models.Index(fields=["trader", "mode", "status"], name="order_trader_status"),
+            # The clock's sweep for triggers reads only the orders waiting for one.
+            models.Index(
+                fields=["market", "mode"],
+                condition=Q(status="UNTRIGGERED"),
+                name="order_untriggered",
+            ),
         ]
 
     @property

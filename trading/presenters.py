@@ -41,6 +41,8 @@ class OrderFields(Protocol):
     time_in_force: str
     reduce_only: bool
     cancel_reason: str
+    trigger_price: Decimal | None
+    trigger_by: str
     created_at: datetime
     updated_at: datetime
 
@@ -66,6 +68,9 @@ def order_dict(order: OrderFields, symbol: str, fills: list[dict] | None = None)
     }
     if order.cancel_reason:
         body["cancelReason"] = order.cancel_reason
+    if order.trigger_price is not None:
+        body["triggerPrice"] = dec(order.trigger_price)
+        body["triggerBy"] = order.trigger_by
     if fills is not None:
         body["fills"] = fills
     return body

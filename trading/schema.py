@@ -120,14 +120,21 @@ class OrderSerializer(serializers.Serializer):
     qty = decimal()
     filledQty = decimal()
     avgFillPrice = decimal(nullable=True)
-    status = enum("NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED")
+    status = enum("NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "UNTRIGGERED")
     timeInForce = serializers.ChoiceField(choices=TimeInForce.choices)
     reduceOnly = serializers.BooleanField()
     createdAt = epoch_ms()
     updatedAt = epoch_ms()
     cancelReason = serializers.CharField(
         required=False,
-        help_text="on cancelled orders: USER, IOC, FOK, MARKET, PRICE_BAND, SELF_TRADE, ...",
+        help_text=(
+            "on cancelled orders: USER, IOC, FOK, MARKET, PRICE_BAND, SELF_TRADE, ...; on a"
+            " conditional order refused when its trigger fired, the refusal's code"
+        ),
+    )
+    triggerPrice = decimal(required=False)
+    triggerBy = serializers.ChoiceField(
+        choices=["MARK", "LAST"], required=False, help_text="conditional orders only"
     )
     fills = FillSerializer(many=True, required=False)
 

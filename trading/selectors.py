@@ -18,7 +18,7 @@ from ledger.models import Balance
 from ledger.selectors import balances_of, balances_query
 from trading import candles, depth, margin, risk
 from trading.models import (
-    OPEN_STATUSES,
+    LIVE_STATUSES,
     Book,
     Candle,
     Fill,
@@ -209,7 +209,7 @@ def orders_list(
     if market:
         qs = qs.filter(market__symbol=market)
     if status == "open":
-        qs = qs.filter(status__in=OPEN_STATUSES)
+        qs = qs.filter(status__in=LIVE_STATUSES)
     elif status:
         qs = qs.filter(status=status.upper())
     # Rows as named tuples with the attributes `order_dict` reads: a list of hundreds of
@@ -233,6 +233,8 @@ _ORDER_SHOWN = (
     "time_in_force",
     "reduce_only",
     "cancel_reason",
+    "trigger_price",
+    "trigger_by",
     "created_at",
     "updated_at",
 )

@@ -41,7 +41,7 @@ from ledger.services import (
     system_account_id,
 )
 from trading.emit import Emitter
-from trading.models import OPEN_STATUSES, Book, Order, Position
+from trading.models import LIVE_STATUSES, Book, Order, Position
 from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
 from trading.services.books import book_lock
@@ -114,7 +114,7 @@ def paper_reset(*, trader: User) -> dict[str, Any]:
         market_ids = sorted(
             set(
                 Order.objects.filter(
-                    trader=trader, mode=PAPER, status__in=OPEN_STATUSES
+                    trader=trader, mode=PAPER, status__in=LIVE_STATUSES
                 ).values_list("market_id", flat=True)
             )
             | set(
@@ -133,7 +133,7 @@ def paper_reset(*, trader: User) -> dict[str, Any]:
         )
         if (
             any(p.market_id not in books for p in positions)
-            or Order.objects.filter(trader=trader, mode=PAPER, status__in=OPEN_STATUSES).exists()
+            or Order.objects.filter(trader=trader, mode=PAPER, status__in=LIVE_STATUSES).exists()
         ):
             # An order placed between our look and our locks, in a book we hold no lock on.
             raise ExchangeError(

@@ -19,7 +19,7 @@ from dexsite.errors import ExchangeError, validation_error_body
 from trading import schema as TS
 from trading import selectors
 from trading.idempotency import idempotent
-from trading.models import OrderType, Side, TimeInForce
+from trading.models import OrderType, Side, TimeInForce, TriggerBy
 from trading.orders import cancel as order_cancels
 from trading.orders import place as order_placing
 from trading.orders.request import close_qty
@@ -137,9 +137,16 @@ class OrderInputSerializer(StrictSerializer):
     clientOrderId = serializers.RegexField(
         r"^[A-Za-z0-9._:-]{1,64}$", required=False, allow_null=True
     )
+    triggerPrice = Money(required=False, allow_null=True)
+    triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         price, qty = attrs.get("price"), attrs["qty"]
+        trigger = attrs.get("triggerPrice")
+        if trigger is not None and trigger > MONEY_LIMIT:
+            raise serializers.ValidationError(
+                {"triggerPrice": "triggerPrice must be at most 1E+15"}
+            )
         if price is not None and price > MONEY_LIMIT:
             raise serializers.ValidationError({"price": "price must be at most 1E+15"})
         if qty > MONEY_LIMIT:
@@ -161,6 +168,8 @@ class OrderInputSerializer(StrictSerializer):
             "time_in_force": d["timeInForce"],
             "reduce_only": d["reduceOnly"],
             "client_order_id": d.get("clientOrderId"),
+            "trigger_price": d.get("triggerPrice"),
+            "trigger_by": d["triggerBy"],
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
@@ -254,14 +263,29 @@ class OrdersApi(APIView):
 
     @extend_schema(
         operation_id="orders_cancel_all",
-        parameters=[S.MODE, MARKET],
+        parameters=[
+            S.MODE,
+            MARKET,
+            OpenApiParameter(
+                "conditional",
+                str,
+                enum=["true", "false"],
+                description="false: leave the conditional orders waiting for their trigger",
+            ),
+        ],
         responses=S.responses({200: TS.CanceledIdsSerializer}, 400, *S.PRIVATE),
     )
     def delete(self, request: Request) -> Response:
+        conditional = request.query_params.get("conditional", "true")
+        if conditional not in ("true", "false"):
+            raise ExchangeError(
+                "INVALID_CONDITIONAL", "conditional must be true or false", field="conditional"
+            )
         ids = order_cancels.orders_cancel_all(
             trader=request.user,
             mode=mode_param(request),
             market=market_filter(request),
+            conditional=conditional == "true",
         )
         return Response({"canceledIds": ids})
 

@@ -67,9 +67,9 @@ def admit(batch: Batch, request: OrderRequest) -> Admitted:
     risk_engine = request.source != "USER"
     # -- request: its shape against the market --------------------------------------
     market_open_check(market, risk_engine=risk_engine)
-    is_market_order = request.type == OrderType.MARKET
+    is_market_order = request.exec_type == OrderType.MARKET
     shape = order_shape(
-        market, type=request.type, qty=qty, price=price, tif=tif, reduce_only=reduce_only
+        market, type=request.exec_type, qty=qty, price=price, tif=tif, reduce_only=reduce_only
     )
     ticks, lots = shape.ticks, shape.lots
 

@@ -21,9 +21,11 @@ from ledger.services import balances_lock
 from trading import engine as eng
 from trading.emit import Emitter
 from trading.models import (
+    LIVE_STATUSES,
     OPEN_STATUSES,
     Book,
     Order,
+    OrderStatus,
     Position,
     Side,
 )
@@ -45,9 +47,16 @@ log = logging.getLogger(__name__)
 
 def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[Order]:
     """Cancel open `orders` of one locked book: off the engine, reservations released,
-    one book delta, events on commit."""
+    one book delta, events on commit. Conditional orders waiting for their trigger are
+    on no book and reserve nothing: they are only marked."""
     if not orders:
         return []
+    waiting = [o for o in orders if o.status == OrderStatus.UNTRIGGERED]
+    if waiting:
+        on_book = [o for o in orders if o.status != OrderStatus.UNTRIGGERED]
+        _waiting_cancel(book, waiting, reason)
+        orders_cancel_in_book(book, on_book, reason)
+        return orders
     engine = engine_book_take(book)
     market = book.market
     now = timezone.now()
@@ -84,6 +93,18 @@ def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[
     return orders
 
 
+def _waiting_cancel(book: Book, orders: list[Order], reason: str) -> None:
+    now = timezone.now()
+    for order in orders:
+        order.status = OrderStatus.CANCELED
+        order.cancel_reason = reason
+        order.updated_at = now
+    sql.update(orders, ["status", "cancel_reason", "updated_at"])
+    events = Emitter(book.mode)
+    events.changed(book.market, orders=[(o, None) for o in orders])
+    events.send_on_commit()
+
+
 def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> list[Order]:
     """Cancel the resting orders of `book` that could now only grow these positions
     (reduce-only orders and covered option sells on the side that no longer shrinks
@@ -117,7 +138,7 @@ def order_cancel(*, trader: AbstractBaseUser, order_id: int) -> dict[str, Any]:
         book = book_lock(market_id=market_id, mode=mode)
         # Read under the book lock: a fill that raced us has either happened or not.
         order = Order.objects.get(pk=order_id)
-        if order.status not in OPEN_STATUSES:
+        if order.status not in LIVE_STATUSES:
             raise ExchangeError(
                 "ORDER_NOT_OPEN", f"order {order_id} is {order.status}", status_code=400
             )
@@ -132,10 +153,12 @@ def orders_cancel_all(
     mode: str | None = None,
     market: str | None = None,
     reason: str = "USER",
+    conditional: bool = True,
 ) -> list[int]:
     """Cancel open orders (of one trader, or everyone's when trader is None), book by
-    book in book-pk order. Returns the cancelled ids."""
-    filters = Q(status__in=OPEN_STATUSES)
+    book in book-pk order, and the conditional orders waiting for their trigger unless
+    `conditional` is false. Returns the cancelled ids."""
+    filters = Q(status__in=LIVE_STATUSES if conditional else OPEN_STATUSES)
     if trader is not None:
         filters &= Q(trader=trader)
     if mode:

@@ -41,6 +41,9 @@ ORDER_COLUMNS = sql.Columns(Order)
 GROUP_LOCK_WAIT_MS = 50
 
 _ORDER_CHANGES = [
+    # (qty and reserve_asset: a triggered conditional order's, as it was placed)
+    "qty",
+    "reserve_asset",
     "filled_qty",
     "filled_notional",
     "status",

@@ -29,13 +29,17 @@ from django.db import DataError, IntegrityError, transaction
 from dexsite.db import RETRYABLE_PGCODES, retrying
 from dexsite.errors import ExchangeError
 from trading.models import (
+    CONDITIONAL_TYPES,
     OPEN_STATUSES,
     Order,
+    OrderStatus,
     TimeInForce,
+    TriggerBy,
 )
 from trading.orders.admit import admit
 from trading.orders.batch import Batch, positions_shown
 from trading.orders.cancel import orders_cancel_in_book
+from trading.orders.conditional import TriggerGone, order_hold
 from trading.orders.match import match
 from trading.orders.persist import batch_open, batch_write
 from trading.orders.record import MakersCannotCarry, record
@@ -62,9 +66,14 @@ def order_place(
     reduce_only: bool = False,
     client_order_id: str | None = None,
     source: str = "USER",
+    trigger_price: Decimal | None = None,
+    trigger_by: str = TriggerBy.MARK,
 ) -> tuple[dict[str, Any], bool]:
     """Place an order. Returns (the order as the API shows it, created?). A repeated
     clientOrderId returns the first order and created=False.
+
+    A conditional order (STOP_*, TAKE_PROFIT_*, with `trigger_price`) is held until its
+    trigger is crossed (`trading.orders.conditional`).
 
     `source` LIQUIDATION marks the risk engine's own orders: they may trade in a paused
     market, are exempt from the minimum notional, and their trades are flagged on the
@@ -88,6 +97,13 @@ def order_place(
         client_order_id=client_order_id,
         source=source,
     )
+    if type in CONDITIONAL_TYPES:
+        request.trigger_price, request.trigger_by = trigger_price, trigger_by or TriggerBy.MARK
+        return order_hold(market, mode, request), True
+    if trigger_price is not None:
+        raise ExchangeError(
+            "INVALID_TRIGGER_PRICE", f"a {type} order takes no triggerPrice", field="triggerPrice"
+        )
     if (
         settings.ORDER_GROUP_MAX > 1
         and source == "USER"
@@ -111,6 +127,13 @@ def orders_place_many(
         existing = _order_by_client_id(trader, cid) if cid else None
         if existing is not None:
             results[i] = (existing, False)
+            continue
+        if o["type"] in CONDITIONAL_TYPES or o.get("trigger_price") is not None:
+            # Held, not matched (or refused): nothing of the book's transaction.
+            try:
+                results[i] = order_place(trader=trader, **o)
+            except ExchangeError as e:
+                results[i] = e
             continue
         request = OrderRequest(
             trader=trader,
@@ -161,11 +184,27 @@ def _cancel_uncarried(symbol: str, mode: str, order_ids: list[int]) -> None:
         orders_cancel_in_book(book, list(orders), "MARGIN")
 
 
+def place_triggered(symbol: str, mode: str, request: OrderRequest) -> dict[str, Any]:
+    """Place a conditional order whose trigger fired (`request.triggered`, its row) as any
+    order is placed alone; TriggerGone where, once its book is locked, the row is no
+    longer UNTRIGGERED (cancelled, or placed by another sweep): it fires once."""
+    placed, _ = _place_alone(symbol, mode, request)
+    return placed
+
+
+def _still_untriggered(order: Order) -> bool:
+    """Read under the book's lock, which every write to the book's orders takes."""
+    status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
+    return status == OrderStatus.UNTRIGGERED
+
+
 @retrying
 def _place_alone_once(symbol: str, mode: str, request: OrderRequest) -> tuple[dict[str, Any], bool]:
     try:
         with transaction.atomic():
             batch = batch_open(symbol, mode, [request])
+            if request.triggered is not None and not _still_untriggered(request.triggered):
+                raise TriggerGone
             try:
                 finish = _place_in(batch, request)
             except ExchangeError:

@@ -70,23 +70,31 @@ def record(
         reduce_only=request.reduce_only,
         covered=admitted.reducing and not request.reduce_only,
         client_order_id=request.client_order_id,
+        trigger_price=request.trigger_price,
+        trigger_by=request.trigger_by,
         reserved=risk.scale_reserve(reserve, qty, qty - filled_qty)
         if result.rested
         else Decimal(0),
         reserve_asset=reserve_asset,
         cancel_reason="" if result.rested or result.status == OrderStatus.FILLED else tif,
         source=request.source,
-        created_at=now,
+        created_at=request.triggered.created_at if request.triggered else now,
         updated_at=now,
     )
-    if request.type == OrderType.MARKET and order.cancel_reason:
+    if request.exec_type == OrderType.MARKET and order.cancel_reason:
         # Cut short by its slippage limit where the book held more beyond it.
         left = admitted.lots - result.filled
         beyond = admitted.band_limited and (
             engine.sweep(side, left, None, trader.pk, admitted.reducible)[0] > 0
         )
         order.cancel_reason = "PRICE_BAND" if beyond else "MARKET"
-    batch.order_add(order)
+    if request.triggered is not None:
+        # A conditional order whose trigger fired: its row, written over.
+        order.pk = request.triggered.pk
+        order._state.adding = False
+        batch.changed_orders[order.pk] = order
+    else:
+        batch.order_add(order)
     batch.orders[order.pk] = order
     if result.rested:
         engine.rekey(admitted.provisional, order.pk)

@@ -10,7 +10,7 @@ from decimal import ROUND_FLOOR, Decimal
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError
-from trading.models import Market, MarketStatus, OrderType, Side, TimeInForce
+from trading.models import Market, MarketKind, MarketStatus, Order, OrderType, Side, TimeInForce
 from trading.presenters import dec
 from trading.services.books import to_lots, to_ticks
 
@@ -28,11 +28,71 @@ class OrderRequest:
     reduce_only: bool
     client_order_id: str | None
     source: str
+    # A conditional order's trigger (its type is one of CONDITIONAL_TYPES).
+    trigger_price: Decimal | None = None
+    trigger_by: str = ""
+    # Set when a conditional order's trigger fired: its row, placed now.
+    triggered: Order | None = None
+
+    @property
+    def exec_type(self) -> str:
+        """How it trades: MARKET or LIMIT (a conditional order, once triggered)."""
+        return exec_type(self.type)
+
+
+def exec_type(type: str) -> str:
+    """MARKET or LIMIT: how an order of `type` trades (a conditional one, once triggered)."""
+    if type in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET):
+        return OrderType.MARKET
+    if type in (OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT):
+        return OrderType.LIMIT
+    return type
+
+
+def fires(type: str, side: str, trigger: Decimal, price: Decimal) -> bool:
+    """Whether `price` has crossed (or touched) the trigger of a conditional order. A stop
+    buys as the price rises to it and sells as it falls to it (it limits a loss, or
+    enters a breakout); a take-profit the other way round (it sells into a rise)."""
+    rising = (type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)) == (side == Side.BUY)
+    return price >= trigger if rising else price <= trigger
+
+
+def trigger_check(
+    market: Market,
+    *,
+    type: str,
+    side: str,
+    trigger_price: Decimal | None,
+    price_now: Decimal | None,
+) -> None:
+    """A conditional order's trigger: on the tick grid, on perps, futures and spot, and
+    not already crossed (it would fire at once: a plain order does that)."""
+    if market.kind == MarketKind.OPTION:
+        raise ExchangeError(
+            "INVALID_TYPE", "conditional orders trade perps, futures and spot", field="type"
+        )
+    if trigger_price is None:
+        raise ExchangeError(
+            "MISSING_FIELD", f"a {type} order needs a triggerPrice", field="triggerPrice"
+        )
+    ticks = to_ticks(trigger_price, market)
+    if ticks is None or ticks <= 0:
+        raise ExchangeError(
+            "INVALID_TRIGGER_PRICE",
+            f"triggerPrice must be a positive multiple of {dec(market.tick_size)}",
+            field="triggerPrice",
+        )
+    if price_now is not None and fires(type, side, trigger_price, price_now):
+        raise ExchangeError(
+            "WOULD_TRIGGER",
+            f"the price ({dec(price_now)}) has already crossed triggerPrice: it would fire at once",
+            field="triggerPrice",
+        )
 
 
 def engine_tif(request: OrderRequest) -> str:
     """A market order never rests: it runs as IOC (or FOK if asked)."""
-    if request.type == OrderType.MARKET and request.tif != TimeInForce.FOK:
+    if request.exec_type == OrderType.MARKET and request.tif != TimeInForce.FOK:
         return TimeInForce.IOC
     return request.tif
 

@@ -62,6 +62,7 @@ from trading.emit import Emitter
 from trading.locks import books_lock, positions_lock
 from trading.metrics import LIQUIDATION_FAILURES, error_label
 from trading.models import (
+    LIVE_STATUSES,
     OPEN_STATUSES,
     Book,
     Fill,
@@ -186,7 +187,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
             .exclude(size=0)
             .values_list("market_id", flat=True)
         ) | set(
-            Order.objects.filter(trader_id=trader_id, mode=mode, status__in=OPEN_STATUSES)
+            Order.objects.filter(trader_id=trader_id, mode=mode, status__in=LIVE_STATUSES)
             .values_list("market_id", flat=True)
             .distinct()
         )

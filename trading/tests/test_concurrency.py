@@ -146,3 +146,30 @@ def test_concurrent_orders_cannot_overspend_margin():
     assert run_threads(8, work) == []
     assert sorted(outcomes) == ["INSUFFICIENT_MARGIN"] * 7 + ["ok"]
     assert check_invariants() == []
+
+
+@requires_postgres
+def test_a_trigger_swept_by_many_clocks_at_once_fires_once():
+    """Clocks racing on one crossed trigger: one places the order, the others find it
+    gone under the book's lock."""
+    from trading.orders.conditional import order_trigger
+    from trading.tests.test_conditional import mark
+
+    market = MarketFactory()
+    maker, trader = UserFactory(), UserFactory()
+    fund(maker, "1000000")
+    fund(trader, "1000000")
+    order_place(trader=maker, market=market.symbol, mode="PAPER", side="BUY", type="LIMIT",
+                price=D("62000"), qty=D("1"))  # fmt: skip
+    held, _ = order_place(trader=trader, market=market.symbol, mode="PAPER", side="SELL",
+                          type="STOP_MARKET", qty=D("0.1"), time_in_force="IOC",
+                          trigger_price=D("63000"))  # fmt: skip
+    mark(market, "62500")
+    outcomes: list[str] = []
+    errors = run_threads(6, lambda i: outcomes.append(order_trigger(held["id"])))
+    assert errors == []
+    assert sorted(outcomes) == ["GONE"] * 5 + ["PLACED"]
+    fired = Order.objects.get(pk=held["id"])
+    assert (fired.status, fired.filled_qty) == ("FILLED", D("0.1"))
+    assert Fill.objects.filter(order=fired).count() == 1
+    assert check_invariants() == []

@@ -6,11 +6,12 @@
 import { $, h, setText, dateTimeOf } from '../lib/dom.js';
 import { del, get, post } from '../lib/api.js';
 import { cmp, divFloor, format, isZero, min, mul, sign, sub } from '../lib/decimal.js';
+import { triggerRises } from '../lib/validate.js';
 import { DataTable } from './datatable.js';
 import { Tabs } from './tabs.js';
 import { busy } from './loading.js';
 
-export const isOpen = (o) => o.status === 'NEW' || o.status === 'PARTIALLY_FILLED';
+export const isOpen = (o) => o.status === 'NEW' || o.status === 'PARTIALLY_FILLED' || o.status === 'UNTRIGGERED';
 const HISTORY_PAGE = 20;
 
 function signed(value, dp = 2) {
@@ -44,8 +45,9 @@ export class AccountPanel {
       columns: [
         { key: 'market', label: 'Market', sortable: true },
         { key: 'side', label: 'Side', sortable: true, className: (o) => (o.side === 'BUY' ? 'buy' : 'sell') },
-        { key: 'type', label: 'Type' },
+        { key: 'type', label: 'Type', render: (o) => o.type.replaceAll('_', ' ') },
         { key: 'price', label: 'Price', num: true, sortable: true, render: (o) => format(o.price) },
+        { key: 'triggerPrice', label: 'Trigger', num: true, render: (o) => triggerText(o) },
         { key: 'qty', label: 'Qty', num: true, sortable: true, render: (o) => format(o.qty) },
         { key: 'filledQty', label: 'Filled', num: true, render: (o) => format(o.filledQty) },
         { key: 'timeInForce', label: 'TIF' },
@@ -279,6 +281,14 @@ export function closeToast(position, order) {
     message: isZero(left) ? `Closed ${format(order.filledQty)} at market.` : `Closed ${format(order.filledQty)} at market; ${format(left)} still open.`,
     kind: 'info',
   };
+}
+
+/** A conditional order's trigger: "≤ 63,000 mark" while it waits, the price it had once fired. */
+function triggerText(o) {
+  if (!o.triggerPrice) return '—';
+  const rising = triggerRises(o.type, o.side);
+  const by = o.triggerBy === 'LAST' ? 'last' : 'mark';
+  return `${rising ? '≥' : '≤'} ${format(o.triggerPrice)} ${by}`;
 }
 
 /** Return on equity: the unrealized PnL over the margin the position holds. */

@@ -4,10 +4,10 @@
 import { $, $$, setText } from '../lib/dom.js';
 import { post } from '../lib/api.js';
 import { add, decimalsOf, divFloor, floorToStep, format, isValid, mul, sign } from '../lib/decimal.js';
-import { errorForForm, validateOrder } from '../lib/validate.js';
+import { errorForForm, validateOrder, triggerRises } from '../lib/validate.js';
 import { busy } from './loading.js';
 
-const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce'];
+const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice'];
 
 export class OrderEntry extends EventTarget {
   constructor(root, { onPlaced, onRejected, bestPrices }) {
@@ -29,7 +29,17 @@ export class OrderEntry extends EventTarget {
     this.tif = this.form.elements.timeInForce;
     // The time in force chosen for each type: a market order's (IOC or FOK) never
     // carries over to a limit order, which goes back to what it had (GTC at first).
-    this.tifByType = { LIMIT: 'GTC', MARKET: 'IOC' };
+    this.tifByType = { LIMIT: 'GTC', MARKET: 'IOC', STOP: 'IOC' };
+    this.trigger = this.form.elements.triggerPrice;
+    this.stopKind = this.form.elements.stopKind;
+    this.triggerBy = this.form.elements.triggerBy;
+    for (const el of [this.stopKind, this.triggerBy, this.trigger]) {
+      el.addEventListener('input', () => {
+        this.clearError('triggerPrice');
+        if (el === this.stopKind) this.setType('STOP');
+        this.triggerHint();
+      });
+    }
     this.tif.addEventListener('change', () => {
       this.tifByType[this.type] = this.tif.value;
     });
@@ -127,8 +137,10 @@ export class OrderEntry extends EventTarget {
     this.type = type;
     for (const b of $$('[data-type]', this.root)) b.setAttribute('aria-pressed', String(b.dataset.type === type));
     if (!this.form) return;
-    $('[data-field-wrap=price]', this.root).hidden = type === 'MARKET';
-    const options = type === 'MARKET' ? ['IOC', 'FOK'] : ['GTC', 'POST_ONLY', 'IOC', 'FOK'];
+    const trades = this.tradesAs();
+    $('[data-field-wrap=price]', this.root).hidden = trades === 'MARKET';
+    $('[data-field-wrap=trigger]', this.root).hidden = type !== 'STOP';
+    const options = trades === 'MARKET' ? ['IOC', 'FOK'] : ['GTC', 'POST_ONLY', 'IOC', 'FOK'];
     for (const o of this.tif.options) o.hidden = !options.includes(o.value);
     const chosen = this.tifByType[type];
     this.tif.value = options.includes(chosen) ? chosen : options[0];
@@ -137,9 +149,27 @@ export class OrderEntry extends EventTarget {
     this.preview();
   }
 
+  /** How the order trades: MARKET or LIMIT (a stop: once its trigger is crossed). */
+  tradesAs() {
+    if (this.type !== 'STOP') return this.type;
+    return this.stopKind.value.endsWith('_LIMIT') ? 'LIMIT' : 'MARKET';
+  }
+
+  /** The rule of the trigger, in words: when it fires. */
+  triggerHint() {
+    const hint = $('[data-trigger-hint]', this.root);
+    if (!hint || this.type !== 'STOP') return;
+    const rising = triggerRises(this.stopKind.value, this.side);
+    const px = this.trigger.value.trim() || '…';
+    const watched = this.triggerBy.value === 'LAST' ? 'the last trade' : 'the mark price';
+    setText(hint, `Sent when ${watched} ${rising ? 'rises to' : 'falls to'} ${px} or ${rising ? 'above' : 'below'}.`);
+  }
+
   updateSubmitLabel() {
     if (!this.market) return;
-    setText(this.submitBtn, `${this.side === 'BUY' ? 'Buy' : 'Sell'} ${this.market.base}${this.type === 'MARKET' ? ' at market' : ''}`);
+    const how = { MARKET: ' at market', STOP: ' on trigger' }[this.type] || '';
+    setText(this.submitBtn, `${this.side === 'BUY' ? 'Buy' : 'Sell'} ${this.market.base}${how}`);
+    this.triggerHint();
   }
 
   /** A price from the order book. */
@@ -158,7 +188,12 @@ export class OrderEntry extends EventTarget {
   }
 
   refPrice() {
-    if (this.type === 'LIMIT' && this.price.value.trim() !== '') {
+    if (this.type === 'STOP' && this.tradesAs() === 'MARKET') {
+      // A stop market is valued at its trigger, where it will trade.
+      const t = this.trigger.value.trim();
+      return isValid(t) && sign(t) > 0 ? t : null;
+    }
+    if (this.tradesAs() === 'LIMIT' && this.price.value.trim() !== '') {
       // What was typed, or nothing: a preview never prices an order at a price it won't have.
       return isValid(this.price.value) && sign(this.price.value) > 0 ? this.price.value.trim() : null;
     }
@@ -265,14 +300,24 @@ export class OrderEntry extends EventTarget {
   async submit() {
     for (const f of [...FIELDS, 'form']) this.clearError(f);
     const { bestBid, bestAsk } = this.bestPrices();
+    const trades = this.tradesAs();
     const form = {
-      type: this.type,
+      type: trades,
       side: this.side,
-      price: this.type === 'LIMIT' ? this.price.value.trim() : undefined,
+      price: trades === 'LIMIT' ? this.price.value.trim() : undefined,
       qty: this.qty.value.trim(),
       timeInForce: this.tif.value,
     };
-    const check = validateOrder(form, this.market, { bestBid, bestAsk });
+    // A stop's limit is judged at its trigger, not against today's book.
+    const check = validateOrder(form, this.market, this.type === 'STOP' ? {} : { bestBid, bestAsk });
+    if (this.type === 'STOP') {
+      const trigger = validateOrder({ ...form, type: 'LIMIT', price: this.trigger.value.trim() }, this.market, {});
+      if (trigger.errors.price) {
+        check.ok = false;
+        const message = trigger.errors.price.message.replace('Enter a price', 'Enter a trigger price').replace(/^Price/, 'Trigger price');
+        check.errors.triggerPrice = { ...trigger.errors.price, message };
+      }
+    }
     if (!check.ok) {
       for (const [field, e] of Object.entries(check.errors)) this.showError(field, e.message);
       const first = Object.keys(check.errors).find((f) => this.form.elements[f]);
@@ -283,13 +328,17 @@ export class OrderEntry extends EventTarget {
       market: this.market.symbol,
       mode: this.mode,
       side: this.side,
-      type: this.type,
+      type: this.type === 'STOP' ? this.stopKind.value : this.type,
       qty: form.qty,
       timeInForce: form.timeInForce,
       reduceOnly: this.derivative ? this.reduceOnly.checked : false,
       clientOrderId: `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
     };
-    if (this.type === 'LIMIT') body.price = form.price;
+    if (trades === 'LIMIT') body.price = form.price;
+    if (this.type === 'STOP') {
+      body.triggerPrice = this.trigger.value.trim();
+      body.triggerBy = this.triggerBy.value;
+    }
     const restore = busy(this.submitBtn, 'Placing…');
     try {
       const order = await post('trade', body);

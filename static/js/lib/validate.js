@@ -103,3 +103,12 @@ export function errorForForm(error) {
   if (!['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce'].includes(field)) field = 'form';
   return { field, code, message: FRIENDLY[code] || error.message || code };
 }
+
+/**
+ * Whether a conditional order fires as its watched price rises to its trigger (else as
+ * it falls): a stop buys on a rise and sells on a fall, a take-profit the other way.
+ * The server's rule is `trading.orders.request.fires`.
+ */
+export function triggerRises(type, side) {
+  return type.startsWith('STOP') === (side === 'BUY');
+}

@@ -5,6 +5,7 @@ import { cmp, format, mul, sub, abs, divFloor } from '../lib/decimal.js';
 import { OrderBookState } from '../lib/book.js';
 import { ExchangeSocket } from '../lib/ws.js';
 import { BrowserWallet } from '../lib/wallet.js';
+import { triggerRises } from '../lib/validate.js';
 import { Toaster } from '../components/toaster.js';
 import { installTooltips } from '../components/tooltip.js';
 import { OrderBook } from '../components/order_book.js';
@@ -353,13 +354,21 @@ class TradeDashboard {
 
   orderEvent(o) {
     const what = `${o.side} ${format(o.qty)} ${o.market}${o.price ? ` @ ${format(o.price)}` : ''}`;
-    if (o.status === 'NEW') {
+    // On the socket the message's `type` is the event's; the order's own is `orderType`.
+    const type = o.orderType ?? o.type;
+    if (o.status === 'UNTRIGGERED') {
+      const rising = triggerRises(type, o.side);
+      const by = o.triggerBy === 'LAST' ? 'the last trade' : 'the mark';
+      const when = `when ${by} ${rising ? 'rises to' : 'falls to'} ${format(o.triggerPrice)}`;
+      this.toaster.show({ key: `order:${o.id}:held`, title: `${type.replaceAll('_', ' ').toLowerCase()} placed`, message: `${what}, sent ${when}`, kind: 'success' });
+    } else if (o.status === 'NEW') {
       this.toaster.show({ key: `order:${o.id}:accepted`, title: 'Order accepted', message: what, kind: 'success' });
     } else if (o.status === 'CANCELED') {
       const reason = o.cancelReason && o.cancelReason !== 'USER' ? ` (${o.cancelReason.toLowerCase().replace('_', ' ')})` : '';
       this.toaster.show({ key: `order:${o.id}:canceled`, title: 'Order cancelled', message: what + reason, kind: 'info' });
     } else if (o.status === 'REJECTED') {
-      this.toaster.show({ key: `order:${o.id}:rejected`, title: 'Order rejected', message: what, kind: 'error' });
+      const why = o.cancelReason ? ` (${o.cancelReason.toLowerCase().replaceAll('_', ' ')})` : '';
+      this.toaster.show({ key: `order:${o.id}:rejected`, title: 'Order rejected', message: what + why, kind: 'error' });
     }
   }
 

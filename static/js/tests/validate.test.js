@@ -53,3 +53,11 @@ test('API errors land on their field', () => {
   assert.equal(errorForForm({ code: 'UNKNOWN_FIELD', message: 'x', field: 'foo' }).field, 'form');
   assert.equal(errorForForm({ code: 'SOMETHING_NEW', message: 'server says' }).message, 'server says');
 });
+
+test('which way a conditional order fires', async () => {
+  const { triggerRises } = await import('../lib/validate.js');
+  assert.equal(triggerRises('STOP_MARKET', 'SELL'), false); // a long's stop-loss: on a fall
+  assert.equal(triggerRises('STOP_LIMIT', 'BUY'), true);
+  assert.equal(triggerRises('TAKE_PROFIT_MARKET', 'SELL'), true); // a long's take-profit: on a rise
+  assert.equal(triggerRises('TAKE_PROFIT_LIMIT', 'BUY'), false);
+});

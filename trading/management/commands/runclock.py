@@ -25,6 +25,12 @@ NO_FEED = (
 )
 
 
+# The loop's turn, and how often it sweeps for crossed triggers: a conditional order
+# fires within about this long of the price crossing it (one indexed statement a sweep).
+TICK_SECONDS = 0.05
+TRIGGER_SWEEP_SECONDS = 0.1
+
+
 def feeds_check() -> str:
     """What feeds the index, or CommandError where nothing would."""
     from trading.feeds import configured_feeds
@@ -65,6 +71,7 @@ class Command(BaseCommand):
         metrics_port: int = 0,
         **options,
     ) -> None:
+        from trading.orders import conditional
         from trading.services import books, expiry, funding, liquidation, prices
         from trading.services.series import series_roll
 
@@ -84,6 +91,8 @@ class Command(BaseCommand):
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("index", 1, prices.index_poll_feeds),
             ("marks", 1, prices.marks_refresh),
+            # Stop and take-profit orders, against the marks just set and the last trades.
+            ("triggers", TRIGGER_SWEEP_SECONDS, conditional.triggers_fire),
             ("quiet-books", 2, books.books_quiet_announce),
             ("funding-sample", 60, funding.funding_sample),
             ("funding", 5, funding.funding_settle_due),
@@ -117,7 +126,7 @@ class Command(BaseCommand):
                     log.info("%s: %s (%.0f ms)", name, _summary(result), took)
             if once or (duration and time.monotonic() - started > duration):
                 break
-            time.sleep(0.2)
+            time.sleep(TICK_SECONDS)
         self.stdout.write(f"clock stopped at {timezone.now().isoformat()}")
 
 

@@ -763,3 +763,37 @@ def test_a_position_closes_by_a_quarter_and_shows_its_roe(server, trader):
     quarter.click()
     x(toast(page, "BTC-PERP reduced")).to_contain_text("Closed 0.005 at market; 0.015 still open.")
     x(row).to_contain_text("LONG 0.015")
+
+
+def test_a_stop_loss_from_the_order_entry(server, trader):
+    """A stop order from the entry: its trigger explained as it is typed, held in the
+    open orders with its trigger, cancelled like any order."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    entry = page.locator("#order-entry")
+    entry.locator("[data-type=STOP]").click()
+    x(page.locator("#oe-trigger")).to_be_visible()
+    x(page.locator("#oe-price")).to_be_hidden()  # a stop market has no price
+    entry.locator("[data-side=SELL]").click()
+    page.fill("#oe-trigger", "60000.3")
+    page.fill("#oe-qty", "0.01")
+    x(entry.locator("[data-trigger-hint]")).to_have_text(
+        "Sent when the mark price falls to 60000.3 or below."
+    )
+    page.click("#order-entry button[type=submit]")
+    x(page.locator("#oe-trigger-error")).to_contain_text("Trigger price must be a multiple of")
+    page.fill("#oe-trigger", "60000")
+    x(entry.locator("button[type=submit]")).to_have_text("Sell BTC on trigger")
+    page.click("#order-entry button[type=submit]")
+    x(toast(page, "stop market placed")).to_contain_text("sent when the mark falls to 60,000")
+    page.click("#tab-orders")
+    row = page.locator("[data-table=orders] tbody tr", has_text="STOP MARKET")
+    x(row).to_have_count(1)
+    x(row).to_contain_text("≤ 60,000 mark")
+    row.locator("button[aria-label^='Cancel order']").click()
+    x(row).to_have_count(0)
+    # A stop limit shows its price again.
+    page.select_option("#oe-stop-kind", "STOP_LIMIT")
+    x(page.locator("#oe-price")).to_be_visible()
+    entry.locator("[data-type=LIMIT]").click()
+    x(page.locator("#oe-trigger")).to_be_hidden()

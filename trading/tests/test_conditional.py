@@ -1,0 +1,228 @@
+"""Stop and take-profit orders: held off the book reserving nothing, fired once when the
+mark (or the last trade) crosses the trigger, then placed like any order, or REJECTED
+with the reason when the order path refuses them."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from trading.models import Book, Market, Order, Position
+from trading.orders.conditional import order_trigger, triggers_due, triggers_fire
+from trading.orders.request import fires
+from trading.tests.conftest import order
+from trading.tests.factories import UserFactory, balance, fund
+
+D = Decimal
+# The checker's open-interest sums are exact on PostgreSQL; SQLite sums decimals as floats.
+exact_sums = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the checker's exact sums: PostgreSQL"
+)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("invariants")]
+TRADE = "/api/v1/trade"
+
+
+def mark(market: Market, price: str) -> None:
+    """The mark as the clock sets it: on the market and its books."""
+    Market.objects.filter(pk=market.pk).update(mark_price=D(price))
+    Book.objects.filter(market=market).update(mark_price=D(price))
+
+
+def long_of(api, api_maker, qty: str = "0.1") -> None:
+    """A long for `api`'s trader at 64,000 from `api_maker`'s ask."""
+    api_maker.post(TRADE, order(side="SELL", price="64000", qty=qty), format="json")
+    r = api.post(TRADE, order(type="MARKET", qty=qty), format="json")
+    assert r.json()["filledQty"] == qty, r.content
+
+
+@pytest.mark.parametrize(
+    ("type", "side", "price", "fired"),
+    [
+        ("STOP_MARKET", "SELL", "62999", True),  # a stop-loss of a long: the price falls
+        ("STOP_MARKET", "SELL", "63000", True),  # touching it is enough
+        ("STOP_MARKET", "SELL", "63001", False),
+        ("STOP_LIMIT", "BUY", "63000", True),  # a stop buy: the price rises to it
+        ("STOP_LIMIT", "BUY", "62999", False),
+        ("TAKE_PROFIT_MARKET", "SELL", "63000", True),  # a take-profit of a long: it rises
+        ("TAKE_PROFIT_MARKET", "SELL", "62999", False),
+        ("TAKE_PROFIT_LIMIT", "BUY", "62999", True),  # of a short: it falls
+    ],
+)
+def test_which_way_a_trigger_fires(type, side, price, fired):
+    assert fires(type, side, D("63000"), D(price)) is fired
+
+
+def test_a_stop_waits_off_the_book_reserving_nothing(perp, alice, api_alice):
+    before = balance(alice).locked
+    r = api_alice.post(
+        TRADE,
+        order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="63000", timeInForce="IOC"),
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+    held = r.json()
+    assert (held["status"], held["type"]) == ("UNTRIGGERED", "STOP_MARKET")
+    assert (held["triggerPrice"], held["triggerBy"], held["price"]) == ("63000", "MARK", None)
+    assert balance(alice).locked == before
+    depth = api_alice.get("/api/v1/markets/BTC-PERP/depth?mode=PAPER").json()
+    assert depth["bids"] == depth["asks"] == [] and depth["seq"] == 0
+    listed = api_alice.get("/api/v1/orders?mode=PAPER&status=open").json()
+    assert [o["id"] for o in listed] == [held["id"]]
+    assert triggers_due() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"type": "STOP_MARKET", "side": "SELL"}, "MISSING_FIELD"),  # no triggerPrice
+        ({"type": "STOP_MARKET", "side": "SELL", "triggerPrice": "63000.3"}, "INVALID_TRIGGER_PRICE"),
+        ({"type": "STOP_MARKET", "side": "SELL", "triggerPrice": "65000"}, "WOULD_TRIGGER"),
+        ({"type": "TAKE_PROFIT_MARKET", "side": "SELL", "triggerPrice": "63000"}, "WOULD_TRIGGER"),
+        ({"type": "STOP_LIMIT", "side": "SELL", "triggerPrice": "63000"}, "INVALID_PRICE"),
+        ({"type": "STOP_MARKET", "side": "SELL", "triggerPrice": "63000", "price": "63000"}, "INVALID_PRICE"),
+        ({"type": "LIMIT", "side": "SELL", "price": "65000", "triggerPrice": "63000"}, "INVALID_TRIGGER_PRICE"),
+        ({"type": "STOP_MARKET", "side": "SELL", "triggerPrice": "63000", "triggerBy": "INDEX"}, "INVALID_TRIGGER_BY"),
+    ],
+)  # fmt: skip
+def test_a_conditional_order_refused_changes_nothing(perp, alice, api_alice, body, code):
+    body = {"qty": "0.1", "timeInForce": "IOC" if "MARKET" in body["type"] else "GTC", **body}
+    r = api_alice.post(TRADE, order(**body), format="json")
+    assert r.status_code == 400, r.content
+    assert r.json()["error"]["code"] == code, r.content
+    assert Order.objects.count() == 0
+
+
+def test_a_stop_loss_fires_once_when_the_mark_gaps_through_it(perp, alice, bob, api_alice, api_bob):
+    long_of(api_bob, api_alice)
+    stop = api_bob.post(
+        TRADE,
+        order(
+            type="STOP_MARKET",
+            side="SELL",
+            qty="0.1",
+            triggerPrice="63000",
+            reduceOnly=True,
+            timeInForce="IOC",
+        ),
+        format="json",
+    ).json()
+    api_alice.post(TRADE, order(side="BUY", price="62000", qty="1"), format="json")
+    mark(perp, "63500")
+    assert triggers_fire() == []
+    mark(perp, "62500")  # past the trigger, in one move
+    assert triggers_fire() == [(stop["id"], "PLACED")]
+    fired = Order.objects.get(pk=stop["id"])
+    assert (fired.type, fired.status, fired.filled_qty) == ("STOP_MARKET", "FILLED", D("0.1"))
+    assert fired.filled_notional == D("6200")  # at the bid it met
+    assert Position.objects.get(trader=bob).size == 0
+    # Once: neither the sweep nor a late call fires it again.
+    assert triggers_fire() == []
+    assert order_trigger(stop["id"]) == "GONE"
+
+
+@exact_sums
+def test_a_take_profit_fires_on_the_last_trade(perp, alice, bob, api_alice, api_bob):
+    long_of(api_bob, api_alice)
+    tp = api_bob.post(
+        TRADE,
+        order(
+            type="TAKE_PROFIT_LIMIT",
+            side="SELL",
+            qty="0.1",
+            price="64500",
+            triggerPrice="64400",
+            triggerBy="LAST",
+            reduceOnly=True,
+        ),
+        format="json",
+    ).json()
+    assert tp["status"] == "UNTRIGGERED"
+    # The mark is far past it, but this one watches trades.
+    mark(perp, "66000")
+    assert triggers_fire() == []
+    carol = UserFactory(username="carol")
+    fund(carol, "100000")
+    api_alice.post(TRADE, order(side="SELL", price="64450", qty="0.01"), format="json")
+    from trading.tests.conftest import client_for
+
+    client_for(carol).post(TRADE, order(type="MARKET", qty="0.01"), format="json")
+    assert triggers_fire() == [(tp["id"], "PLACED")]
+    rested = Order.objects.get(pk=tp["id"])
+    # A limit: it rests on the book now, reserving nothing (reduce-only).
+    assert (rested.status, rested.price, rested.reserved) == ("NEW", D("64500"), 0)
+    depth = api_bob.get("/api/v1/markets/BTC-PERP/depth?mode=PAPER").json()
+    assert ["64500", "0.1"] in depth["asks"]
+
+
+def test_a_triggered_order_the_gate_refuses_is_rejected_with_the_reason(
+    perp, alice, api_alice, received, django_capture_on_commit_callbacks
+):
+    poor = UserFactory(username="poor")
+    fund(poor, "100")
+    from trading.tests.conftest import client_for
+
+    api_poor = client_for(poor)
+    api_alice.post(TRADE, order(side="SELL", price="65000", qty="1"), format="json")
+    stop = api_poor.post(
+        TRADE,
+        order(type="STOP_MARKET", side="BUY", qty="1", triggerPrice="64500", timeInForce="IOC"),
+        format="json",
+    ).json()
+    assert stop["status"] == "UNTRIGGERED"  # nothing is judged until it fires
+    mark(perp, "64600")
+    received.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert triggers_fire() == [(stop["id"], "INSUFFICIENT_MARGIN")]
+    refused = api_poor.get(f"/api/v1/orders/{stop['id']}").json()
+    assert (refused["status"], refused["cancelReason"]) == ("REJECTED", "INSUFFICIENT_MARGIN")
+    # The trader hears of it on its channel.
+    updates = [p["order"] for name, p in received if name == "order_updated"]
+    assert [(u["id"], u["status"]) for u in updates] == [(stop["id"], "REJECTED")]
+    assert triggers_fire() == []
+
+
+def test_cancel_and_cancel_all_take_waiting_orders_unless_told_to_leave_them(
+    perp, alice, api_alice
+):
+    def hold(trigger: str) -> int:
+        body = order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice=trigger)
+        body["timeInForce"] = "IOC"
+        return api_alice.post(TRADE, body, format="json").json()["id"]
+
+    one, two = hold("63000"), hold("62000")
+    resting = api_alice.post(TRADE, order(price="60000", qty="0.1"), format="json").json()["id"]
+    r = api_alice.delete(f"/api/v1/orders/{one}")
+    assert (r.status_code, r.json()["status"]) == (200, "CANCELED")
+    r = api_alice.delete("/api/v1/orders?mode=PAPER&conditional=false")
+    assert r.json()["canceledIds"] == [resting]
+    assert Order.objects.get(pk=two).status == "UNTRIGGERED"
+    r = api_alice.delete("/api/v1/orders?mode=PAPER")
+    assert r.json()["canceledIds"] == [two]
+    assert api_alice.delete("/api/v1/orders?mode=PAPER&conditional=maybe").status_code == 400
+    mark(perp, "61000")
+    assert triggers_fire() == []
+
+
+def test_a_batch_holds_its_conditional_orders(perp, alice, api_alice):
+    r = api_alice.post(
+        "/api/v1/trade/batch",
+        {
+            "orders": [
+                order(price="60000", qty="0.1"),
+                order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="63000",
+                      timeInForce="IOC"),
+                order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="65000",
+                      timeInForce="IOC"),
+                order(price="60000", qty="0.1", triggerPrice="63000"),
+            ]
+        },
+        format="json",
+    )  # fmt: skip
+    results = r.json()["results"]
+    assert [x.get("status") or x["error"]["code"] for x in results] == [
+        "NEW",
+        "UNTRIGGERED",
+        "WOULD_TRIGGER",
+        "INVALID_TRIGGER_PRICE",
+    ]
+    assert Order.objects.filter(status="UNTRIGGERED").count() == 1
