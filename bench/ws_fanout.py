@@ -1,13 +1,19 @@
-"""WebSocket fan-out latency and idle capacity of the `/ws/` endpoint (daphne).
+"""WebSocket fan-out latency and idle capacity of the `/ws/` endpoint.
+
+Servers. ``web`` is the exchange's own web role, what the Procfile runs
+(``python -m dexsite.serve -b HOST -p PORT dexsite.asgi:application``, whatever server
+that is; from --server-root's tree, so an A/B against an older tree runs that tree's
+web role); ``daphne`` (``daphne dexsite.asgi:application``) and its variants are
+comparisons serving the same application; ``baseline`` is a bare ``websockets`` server.
 
 Fan-out. N sockets (default 1,000 and 5,000) subscribe to one market channel on a
-daphne server (``daphne dexsite.asgi:application``, Redis channel layer) and a separate
-publisher process sends 20 trades/s for a fixed duration through the exchange's own
-path, ``realtime.broadcast.publish([message("trade", channel, body)])`` (bench/
-ws_publisher.py). Per message and per socket: latency = receive time - publish time
-(the message's ``ts``, to the microsecond), reported as p50/p99/max, plus deliveries/s
-and missing messages. Both channel layers run in the same invocation:
-``channels_redis.pubsub.RedisPubSubChannelLayer`` (the default) and
+server (daphne for each --layers scenario, each --variants entry on its server, Redis
+channel layer) and a separate publisher process sends 20 trades/s for a fixed duration
+through the exchange's own path, ``realtime.broadcast.publish([message("trade",
+channel, body)])`` (bench/ws_publisher.py). Per message and per socket: latency =
+receive time - publish time (the message's ``ts``, to the microsecond), reported as
+p50/p99/max, plus deliveries/s and missing messages. Both channel layers run in the
+same invocation: ``channels_redis.pubsub.RedisPubSubChannelLayer`` (the default) and
 ``channels_redis.core.RedisChannelLayer`` (CHANNEL_LAYER_BACKEND). The same clients
 and N against a bare ``websockets`` broadcast server (bench/ws_baseline.py: same
 payloads, same rate, ``websockets.broadcast``, no channel layer, no Django) give the
@@ -19,11 +25,12 @@ over the measured window are read from /proc, as is the CPU time the rest of the
 machine used meanwhile (other work on a shared machine shows there).
 
 Idle capacity. 10,000 sockets authenticated with ``Authorization: Token ...`` (tokens
-of a few bench users, shared by several sockets) held open on one daphne process (no
-subscription): the server's RSS before and after, per socket; then 10 rounds of
-opening and closing 2,000 sockets, with the RSS after each half-round, to show growth.
+of a few bench users, shared by several sockets) held open on one server process
+(--idle-server: the web role unless told; no subscription): the server's RSS before and
+after, per socket; then 10 rounds of opening and closing 2,000 sockets, with the RSS
+after each half-round, to show growth.
 
-The profile (``--profile``) samples the daphne process with py-spy during the largest
+The profile (``--profile``) samples the server process with py-spy during the largest
 pubsub fan-out and sums the samples by function (own and inclusive time).
 
 Everything runs on 127.0.0.1. The database is ``$BENCH_DATABASE_URL`` (default
@@ -39,8 +46,12 @@ Usage::
     python bench/ws_fanout.py [--quick] [--sockets 1000,5000] [--duration 20]
         [--rate 20] [--repeat 3] [--layers pubsub,core] [--no-baseline]
         [--idle 10000] [--idle-rounds 10] [--idle-round-sockets 2000] [--no-idle]
-        [--no-fanout] [--profile] [--variants uvloop,x2] [--server-root DIR]
-        [--png PATH]
+        [--idle-server web] [--no-fanout] [--profile] [--variants web,uvloop,x2]
+        [--server-root DIR] [--png PATH]
+
+Scenarios: ``baseline``; a layer name (``pubsub``, ``core``): daphne on that layer;
+``pubsub-<variant>``: ``web`` (the web role), ``uvloop`` (daphne on uvloop), ``x2``
+(two daphne processes), each on the pub/sub layer.
 """
 
 from __future__ import annotations
@@ -252,7 +263,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    kind: str  # baseline | daphne
+    kind: str  # baseline | app (the exchange's application, on whichever server)
     procs: list[subprocess.Popen]
     ports: list[int]
     logs: list[Path]
@@ -288,7 +299,8 @@ def server_env(args, layer: str | None) -> dict[str, str]:
 
 
 def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Server:
-    """kind: baseline, daphne, daphne-uvloop, daphne-x2 (two daphne processes)."""
+    """kind: baseline, baseline-uvloop, web (the Procfile's web role), daphne,
+    daphne-uvloop, daphne-x2 (two daphne processes)."""
     procs, ports, logs = [], [], []
     count = 2 if kind == "daphne-x2" else 1
     for i in range(count):
@@ -300,21 +312,24 @@ def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Ser
                 argv.append("--uvloop")
             env, cwd = dict(os.environ), ROOT
         else:
-            head = [PY, "-c", UVLOOP_DAPHNE] if kind == "daphne-uvloop" else [PY, "-m", "daphne"]
-            argv = [*head, "-b", HOST, "-p", str(port), "dexsite.asgi:application"]
+            head = {"web": [PY, "-m", "dexsite.serve"], "daphne-uvloop": [PY, "-c", UVLOOP_DAPHNE]}
+            argv = [
+                *head.get(kind, [PY, "-m", "daphne"]),
+                *("-b", HOST, "-p", str(port), "dexsite.asgi:application"),
+            ]
             env, cwd = server_env(args, layer), args.server_root
         with open(logf, "w") as lf:
             procs.append(spawn(argv, cwd=cwd, env=env, stdout=lf, stderr=lf))
         ports.append(port)
         logs.append(logf)
-    server = Server("baseline" if kind.startswith("baseline") else "daphne", procs, ports, logs)
+    server = Server("baseline" if kind.startswith("baseline") else "app", procs, ports, logs)
     deadline = time.time() + 60
     for p, port, logf in zip(procs, ports, logs, strict=True):
         while True:
             if p.poll() is not None:
                 raise RuntimeError(f"{kind} exited: {logf.read_text()[-2000:]}")
             try:
-                if server.kind == "daphne":
+                if server.kind == "app":
                     urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=2).read()
                 else:
                     socket.create_connection((HOST, port), timeout=1).close()
@@ -330,7 +345,7 @@ def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Ser
 
 
 def open_sockets_metric(port: int) -> float | None:
-    """dex_ws_open_sockets as the daphne process reports it."""
+    """dex_ws_open_sockets as the server process reports it."""
     try:
         text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10).read().decode()
     except OSError:
@@ -488,10 +503,13 @@ def load_samples(paths: list[Path]) -> tuple[array, array]:
 
 
 def scenario_server(scenario: str) -> tuple[str, str | None]:
-    """scenario name -> (server kind, channel layer)."""
+    """scenario name -> (server kind, channel layer): `pubsub` is daphne on the pub/sub
+    layer, `pubsub-web` the web role on it, `pubsub-uvloop` daphne on uvloop."""
     if scenario.startswith("baseline"):
         return scenario, None
     layer, _, variant = scenario.partition("+")[0].partition("-")
+    if variant == "web" or variant.startswith("web-"):
+        return "web", layer
     return ("daphne-" + variant if variant else "daphne"), layer
 
 
@@ -527,7 +545,7 @@ def run_fanout(scenario: str, n: int, rep: int, args, tokens, out: Path) -> Fano
         time.sleep(args.settle)
         clients.same({"cmd": "arm", "run": run_id, "count": count, "warmup": warmup})
 
-        if server.kind == "daphne":
+        if server.kind == "app":
             pub = spawn(
                 [
                     PY,
@@ -777,6 +795,7 @@ BUCKETS = (
         "_async_proxy (channels_redis",
         "channels: per-socket loop (asyncio.wait, tasks, queue, msgpack)",
     ),
+    ("WebSocketsSansIOProtocol.", "uvicorn + websockets (sans-I/O): frame, write"),
     ("EpollSelector.select", "waiting in epoll"),
 )
 
@@ -850,10 +869,11 @@ def print_profile(p: dict) -> None:
 
 
 def run_idle(args, tokens: list[str], out: Path, layer: str) -> dict:
-    log(f"--- idle capacity: {args.idle} authenticated sockets on one daphne ({layer} layer)")
-    server = start_server("daphne", layer, args, out, f"idle-{layer}")
+    kind = args.idle_server
+    log(f"--- idle capacity: {args.idle} authenticated sockets on one {kind} ({layer} layer)")
+    server = start_server(kind, layer, args, out, f"idle-{kind}-{layer}")
     clients = Clients(args.client_procs, args.concurrency)
-    res: dict[str, Any] = {"layer": layer, "target": args.idle, "rounds": []}
+    res: dict[str, Any] = {"server": kind, "layer": layer, "target": args.idle, "rounds": []}
     try:
         # Warm up: a first handful of sockets loads what the first connection loads.
         clients.open(50, [server.url()], tokens, 0)
@@ -1121,6 +1141,7 @@ def machine() -> dict[str, Any]:
         if m := re.search(r"^MemTotal:\s*(\d+)", meminfo, re.M):
             info["mem_gb"] = round(int(m.group(1)) / 1024 / 1024, 1)
     for pkg in (
+        "uvicorn",
         "daphne",
         "twisted",
         "autobahn",
@@ -1170,7 +1191,7 @@ def _report_dir(out: Path, args, everything: list[FanoutRun]) -> None:
         if r.profile:
             if (out / r.profile.get("raw", "-")).exists():
                 r.profile = summarize_profile(out / r.profile["raw"])
-            log(f"=== profile of daphne ({r.scenario}, {r.sockets} sockets)")
+            log(f"=== profile of the server ({r.scenario}, {r.sockets} sockets)")
             print_profile(r.profile)
     for idle in results.get("idle", []):
         log(f"=== idle: {json.dumps(idle)}")
@@ -1202,7 +1223,12 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=0.0, help="seconds left out of latency")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--layers", default="pubsub,core")
-    p.add_argument("--variants", default="", help="extra servers on pubsub: uvloop, x2")
+    p.add_argument(
+        "--variants",
+        default="web",
+        help="servers on pubsub besides daphne: web (the web role), uvloop (daphne on "
+        "uvloop), x2 (two daphne processes)",
+    )
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--baseline-uvloop", action="store_true", help="also the baseline on uvloop")
     p.add_argument("--no-fanout", action="store_true")
@@ -1211,6 +1237,12 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-round-sockets", type=int, default=2000)
     p.add_argument("--idle-users", type=int, default=20)
     p.add_argument("--idle-layers", default="pubsub")
+    p.add_argument(
+        "--idle-server",
+        default="web",
+        choices=["web", "daphne", "daphne-uvloop"],
+        help="the server holding the idle sockets",
+    )
     p.add_argument("--no-idle", action="store_true")
     p.add_argument("--profile", action="store_true", help="py-spy the largest pubsub run")
     p.add_argument("--client-procs", type=int, default=2)
@@ -1221,7 +1253,7 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", type=float, default=15.0, help="max seconds to wait for stragglers")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
     p.add_argument("--server-root", type=Path, default=ROOT, help="the app to serve (a copy)")
-    p.add_argument("--label", default="", help="suffix of the daphne scenarios' names")
+    p.add_argument("--label", default="", help="suffix of the servers' scenario names")
     p.add_argument(
         "--nice",
         type=int,
@@ -1332,11 +1364,12 @@ def _main(argv: list[str] | None = None) -> int:
         (out / "tables.md").write_text(table + "\n")
     for r in runs:
         if r.profile:
-            log(f"=== profile of daphne ({r.scenario}, {r.sockets} sockets)")
+            log(f"=== profile of the server ({r.scenario}, {r.sockets} sockets)")
             print_profile(r.profile)
     for idle in results.get("idle", []):
         log(
-            f"=== idle ({idle['layer']}): {idle.get('opened')}/{idle['target']} sockets, "
+            f"=== idle ({idle.get('server', 'daphne')}, {idle['layer']}): "
+            f"{idle.get('opened')}/{idle['target']} sockets, "
             f"{idle.get('kb_per_socket', float('nan')):.1f} KB per socket, growth over rounds "
             f"{idle.get('growth_kb', 0) / 1024:+.1f} MB"
         )
