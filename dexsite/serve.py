@@ -2,14 +2,14 @@
 one port, under uvicorn (uvloop's event loop, httptools for HTTP, the sans-I/O
 `websockets` implementation for WebSockets).
 
-Why uvicorn, measured side by side on this project's 2-core machine (docs/benchmarks.md,
-"Serving"): 1,000 sockets at 20 events/s were delivered at p99 66 ms and 24.5 µs of
-server CPU each under uvicorn's `websockets-sansio`, against 564 ms and 42.6 µs under
-daphne (the bare `websockets` server: 54 ms, 16.7 µs); uvicorn's legacy `websockets`
-implementation did not close a flooding client. uvicorn also hands a request's body to
-the application as it arrives, with flow control, so the application refuses an
-oversized body by its Content-Length or as soon as it passes the limit, before it is
-held in memory (daphne read every body whole first).
+Why uvicorn, measured against daphne on uvloop (the web role before) on this project's
+2-core machine (docs/benchmarks.md, "The HTTP floor" and "WebSocket fan-out"): 1,000
+sockets at 20 events/s were delivered at p99 44 ms and 23.2 µs of server CPU each,
+against 315 ms and 48.1 µs (the bare `websockets` server: 36 ms, 15.1 µs); HTTP requests
+cost 0.63 to 0.81 times the server CPU each (orders 113 -> 144/s, p99 172 -> 131 ms). uvicorn
+also hands a request's body to the application as it arrives, with flow control, so the
+application refuses an oversized body by its Content-Length or as soon as it passes the limit, before
+it is held in memory (daphne read every body whole first).
 
 What the server itself bounds, besides the application's own limits:
   - WebSocket messages past WS_MAX_MESSAGE_BYTES (16 KiB, four times what the
