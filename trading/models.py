@@ -155,6 +155,14 @@ class TriggerBy(models.TextChoices):
     LAST = "LAST"
 
 
+class Attached(models.TextChoices):
+    """A conditional order attached to its owner's position (`POST /positions/{symbol}/tpsl`):
+    sized to the position when it fires, one-cancels-the-other, gone with the position."""
+
+    TAKE_PROFIT = "TP"
+    STOP_LOSS = "SL"
+
+
 class TimeInForce(models.TextChoices):
     GTC = "GTC"
     IOC = "IOC"
@@ -208,6 +216,7 @@ class Order(models.Model):
     # A conditional order's trigger: the price, and which price crossing it fires it.
     trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
     trigger_by = models.CharField(max_length=4, choices=TriggerBy.choices, blank=True, default="")
+    attached = models.CharField(max_length=2, choices=Attached.choices, blank=True, default="")
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from dexsite.api import MODE_CHOICES as MODES
 from dexsite.schema import ErrorSerializer, decimal, enum, epoch_ms, literal
-from trading.models import OrderType, Side, TimeInForce
+from trading.models import OrderType, Side, TimeInForce, TriggerBy
 
 # -- market data ------------------------------------------------------------------------
 
@@ -134,9 +134,14 @@ class OrderSerializer(serializers.Serializer):
     )
     triggerPrice = decimal(required=False)
     triggerBy = serializers.ChoiceField(
-        choices=["MARK", "LAST"], required=False, help_text="conditional orders only"
+        choices=TriggerBy.choices, required=False, help_text="conditional orders only"
     )
     fills = FillSerializer(many=True, required=False)
+
+
+class PositionTpslSerializer(serializers.Serializer):
+    takeProfit = OrderSerializer(allow_null=True)
+    stopLoss = OrderSerializer(allow_null=True)
 
 
 class BatchResultSerializer(serializers.Serializer):

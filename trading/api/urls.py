@@ -19,6 +19,9 @@ urlpatterns = [
     path("account", views.AccountApi.as_view(), name="api-account"),
     path("positions", views.PositionsApi.as_view(), name="api-positions"),
     path(
-        "positions/<str:symbol>/close", views.PositionCloseApi.as_view(), name="api-position-close"
+        "positions/<str:symbol>/close",
+        views.PositionCloseApi.as_view(),
+        name="api-position-close",
     ),
+    path("positions/<str:symbol>/tpsl", views.PositionTpslApi.as_view(), name="api-position-tpsl"),
 ]

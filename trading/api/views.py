@@ -22,6 +22,7 @@ from trading.idempotency import idempotent
 from trading.models import OrderType, Side, TimeInForce, TriggerBy
 from trading.orders import cancel as order_cancels
 from trading.orders import place as order_placing
+from trading.orders.conditional import position_tpsl_set
 from trading.orders.request import close_qty
 from trading.presenters import dec
 from trading.services import markets as market_services
@@ -413,6 +414,44 @@ class PositionCloseApi(APIView):
             time_in_force=TimeInForce.IOC if price is None else TimeInForce.GTC,
         )
         return Response(order, status=status.HTTP_201_CREATED)
+
+
+class PositionTpslSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=MODE_CHOICES)
+    takeProfit = Money(required=False, allow_null=True)
+    stopLoss = Money(required=False, allow_null=True)
+    triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
+
+
+class PositionTpslApi(APIView):
+    @extend_schema(
+        request=PositionTpslSerializer,
+        responses=S.responses({200: TS.PositionTpslSerializer}, 400, *S.PRIVATE, 404),
+        description=(
+            "Attach a take-profit and a stop-loss to the position: market orders that close "
+            "all of it (as it is then) when the watched price reaches them. A price sets one, "
+            "null removes it, an absent field leaves it. One cancels the other; both go when "
+            "the position closes."
+        ),
+    )
+    def post(self, request: Request, symbol: str) -> Response:
+        data = PositionTpslSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        selectors.market_get(symbol)
+        given = {
+            name: d[key] for key, name in (("takeProfit", "take_profit"), ("stopLoss", "stop_loss"))
+            if key in d
+        }  # fmt: skip
+        return Response(
+            position_tpsl_set(
+                trader=request.user,
+                symbol=symbol,
+                mode=d["mode"],
+                trigger_by=d["triggerBy"],
+                **given,
+            )
+        )
 
 
 class LeverageSerializer(StrictSerializer):

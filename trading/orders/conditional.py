@@ -32,11 +32,13 @@ from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading.emit import Emitter
 from trading.models import (
+    Attached,
     Book,
     MarketKind,
     Order,
     OrderStatus,
     OrderType,
+    Position,
     Side,
     TriggerBy,
 )
@@ -74,58 +76,68 @@ def _hold(symbol: str, mode: str, request: OrderRequest) -> dict[str, Any]:
     with transaction.atomic():
         # Under the book's lock, as every write to its orders: a trigger sweep or a
         # cancel-all of this book sees the order whole or not at all.
-        try:
-            book = book_lock(symbol=symbol, mode=mode)
-        except Book.DoesNotExist:
-            raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
-        market = book.market
-        market_open_check(market, risk_engine=False)
-        trades_as = exec_type(request.type)
-        order_shape(
-            market,
-            type=trades_as,
-            qty=request.qty,
-            price=request.price,
-            tif=request.tif,
-            reduce_only=request.reduce_only,
-        )
-        trigger_check(
-            market,
-            type=request.type,
-            side=request.side,
-            trigger_price=request.trigger_price,
-            price_now=_price_now(book, request.trigger_by),
-        )
-        # Its value at the price it would trade at: its limit, or its trigger.
-        at = request.price if trades_as == OrderType.LIMIT else request.trigger_price
-        min_notional_check(market, notional=at * request.qty, market_order=False, whole=True)
-        now = timezone.now()
-        spot_sell = market.kind == MarketKind.SPOT and request.side == Side.SELL
-        order = Order.objects.create(
-            trader=request.trader,
-            market=market,
-            mode=mode,
-            side=request.side,
-            type=request.type,
-            time_in_force=engine_tif(request),
-            price=request.price,
-            qty=request.qty,
-            status=OrderStatus.UNTRIGGERED,
-            reduce_only=request.reduce_only,
-            client_order_id=request.client_order_id,
-            reserved=Decimal(0),
-            reserve_asset=market.base if spot_sell else market.quote,
-            trigger_price=request.trigger_price,
-            trigger_by=request.trigger_by,
-            source=request.source,
-            created_at=now,
-            updated_at=now,
-        )
-        events = Emitter(mode)
-        events.known[request.trader.pk] = request.trader
-        events.changed(market, orders=[(order, None)])
-        events.send_on_commit()
+        order = _hold_in(_book_locked(symbol, mode), request)
         return order_dict(order, symbol, [])
+
+
+def _book_locked(symbol: str, mode: str) -> Book:
+    try:
+        return book_lock(symbol=symbol, mode=mode)
+    except Book.DoesNotExist:
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
+
+
+def _hold_in(book: Book, request: OrderRequest, attached: str = "") -> Order:
+    """Check and store a conditional order on its locked book; its event on commit."""
+    market, mode = book.market, book.mode
+    market_open_check(market, risk_engine=False)
+    trades_as = exec_type(request.type)
+    order_shape(
+        market,
+        type=trades_as,
+        qty=request.qty,
+        price=request.price,
+        tif=request.tif,
+        reduce_only=request.reduce_only,
+    )
+    trigger_check(
+        market,
+        type=request.type,
+        side=request.side,
+        trigger_price=request.trigger_price,
+        price_now=_price_now(book, request.trigger_by),
+    )
+    # Its value at the price it would trade at: its limit, or its trigger.
+    at = request.price if trades_as == OrderType.LIMIT else request.trigger_price
+    min_notional_check(market, notional=at * request.qty, market_order=False, whole=True)
+    now = timezone.now()
+    spot_sell = market.kind == MarketKind.SPOT and request.side == Side.SELL
+    order = Order.objects.create(
+        trader=request.trader,
+        market=market,
+        mode=mode,
+        side=request.side,
+        type=request.type,
+        time_in_force=engine_tif(request),
+        price=request.price,
+        qty=request.qty,
+        status=OrderStatus.UNTRIGGERED,
+        reduce_only=request.reduce_only,
+        client_order_id=request.client_order_id,
+        reserved=Decimal(0),
+        reserve_asset=market.base if spot_sell else market.quote,
+        trigger_price=request.trigger_price,
+        trigger_by=request.trigger_by,
+        attached=attached,
+        source=request.source,
+        created_at=now,
+        updated_at=now,
+    )
+    events = Emitter(mode)
+    events.known[request.trader.pk] = request.trader
+    events.changed(market, orders=[(order, None)])
+    events.send_on_commit()
+    return order
 
 
 def _price_now(book: Book, trigger_by: str) -> Decimal | None:
@@ -176,11 +188,19 @@ def order_trigger(order_id: int) -> str:
     order = Order.objects.select_related("market", "trader").filter(pk=order_id).first()
     if order is None or order.status != OrderStatus.UNTRIGGERED:
         return "GONE"
+    qty = order.qty
+    if order.attached:
+        # A position's TP/SL closes the position as it is now.
+        size = _position_size(order)
+        if not _reduces(order.side, size):
+            _attached_cancel([order_id], "POSITION_CLOSED")
+            return "GONE"
+        qty = abs(size)
     request = OrderRequest(
         trader=order.trader,
         side=order.side,
         type=order.type,
-        qty=order.qty,
+        qty=qty,
         price=order.price,
         tif=order.time_in_force,
         reduce_only=order.reduce_only,
@@ -197,7 +217,140 @@ def order_trigger(order_id: int) -> str:
     except ExchangeError as e:
         _reject(order_id, e.code)
         return e.code
+    if order.attached:
+        # One cancels the other: the position's other TP/SL goes.
+        others = Order.objects.filter(
+            trader_id=order.trader_id,
+            market_id=order.market_id,
+            mode=order.mode,
+            status=OrderStatus.UNTRIGGERED,
+        ).exclude(attached="")
+        _attached_cancel(list(others.values_list("id", flat=True)), "OCO")
     return "PLACED"
+
+
+def _position_size(order: Order) -> Decimal:
+    found = Position.objects.filter(
+        trader_id=order.trader_id, market_id=order.market_id, mode=order.mode
+    ).values_list("size", flat=True)
+    return found.first() or Decimal(0)
+
+
+def _reduces(side: str, size: Decimal) -> bool:
+    """Whether an order of `side` shrinks a position of `size`."""
+    return size > 0 if side == Side.SELL else size < 0
+
+
+@retrying
+def _attached_cancel(order_ids: list[int], reason: str) -> None:
+    """Cancel waiting orders (a position's TP/SL), book by book under its lock."""
+    from trading.orders.cancel import orders_cancel_in_book
+
+    with transaction.atomic():
+        rows = Order.objects.filter(pk__in=order_ids).values_list("market_id", "mode").distinct()
+        for market_id, mode in sorted(set(rows)):
+            book = book_lock(market_id=market_id, mode=mode)
+            waiting = Order.objects.filter(
+                pk__in=order_ids, market_id=market_id, mode=mode, status=OrderStatus.UNTRIGGERED
+            ).order_by("id")
+            orders_cancel_in_book(book, list(waiting), reason)
+
+
+def tpsl_tidy() -> list[int]:
+    """Cancel the TP/SL orders whose position has closed or turned (POSITION_CLOSED), so
+    that none outlives its position: the clock's job, once a second."""
+    size = Subquery(
+        Position.objects.filter(
+            trader_id=OuterRef("trader_id"), market_id=OuterRef("market_id"), mode=OuterRef("mode")
+        ).values("size")[:1]
+    )
+    stale = (
+        Order.objects.filter(status=OrderStatus.UNTRIGGERED)
+        .exclude(attached="")
+        .annotate(size=Coalesce(size, Decimal(0)))
+        .filter(Q(side=Side.SELL, size__lte=0) | Q(side=Side.BUY, size__gte=0))
+    )
+    ids = list(stale.values_list("id", flat=True))
+    if ids:
+        _attached_cancel(ids, "POSITION_CLOSED")
+    return ids
+
+
+UNSET: Any = object()
+
+
+def position_tpsl_set(
+    *,
+    trader: Any,
+    symbol: str,
+    mode: str,
+    take_profit: Decimal | None = UNSET,
+    stop_loss: Decimal | None = UNSET,
+    trigger_by: str = TriggerBy.MARK,
+) -> dict[str, Any]:
+    """Set (a price), remove (None) or leave (UNSET) the take-profit and the stop-loss of
+    the trader's position: market orders that close the whole position when the watched
+    price reaches them. The position's TP and SL as they now are, as orders (or None)."""
+    return _tpsl_set(trader, symbol, mode, take_profit, stop_loss, trigger_by)
+
+
+@retrying
+def _tpsl_set(trader, symbol, mode, take_profit, stop_loss, trigger_by) -> dict[str, Any]:
+    with transaction.atomic():
+        book = _book_locked(symbol, mode)
+        size = (
+            Position.objects.filter(trader=trader, market=book.market, mode=mode)
+            .values_list("size", flat=True)
+            .first()
+        ) or Decimal(0)
+        if size == 0:
+            raise ExchangeError(
+                "NO_POSITION", f"no open {mode} position in {symbol}", status_code=400
+            )
+        side = Side.SELL if size > 0 else Side.BUY
+        current = {
+            o.attached: o
+            for o in Order.objects.filter(
+                trader=trader, market=book.market, mode=mode, status=OrderStatus.UNTRIGGERED
+            ).exclude(attached="")
+        }
+        from trading.orders.cancel import orders_cancel_in_book
+
+        wanted = [
+            (Attached.TAKE_PROFIT, take_profit, OrderType.TAKE_PROFIT_MARKET),
+            (Attached.STOP_LOSS, stop_loss, OrderType.STOP_MARKET),
+        ]
+        for kind, price, type in wanted:
+            if price is UNSET:
+                continue
+            if kind in current:
+                orders_cancel_in_book(book, [current.pop(kind)], "USER")
+            if price is None:
+                continue
+            request = OrderRequest(
+                trader=trader,
+                side=side,
+                type=type,
+                qty=abs(size),
+                price=None,
+                tif="IOC",
+                reduce_only=True,
+                client_order_id=None,
+                source="USER",
+                trigger_price=price,
+                trigger_by=trigger_by,
+            )
+            try:
+                current[kind] = _hold_in(book, request, attached=kind)
+            except ExchangeError as e:
+                # Named for the field the trader gave.
+                field = "takeProfit" if kind == Attached.TAKE_PROFIT else "stopLoss"
+                raise ExchangeError(e.code, e.message, field=field) from None
+        shown = {k: order_dict(o, symbol) for k, o in current.items()}
+        return {
+            "takeProfit": shown.get(Attached.TAKE_PROFIT),
+            "stopLoss": shown.get(Attached.STOP_LOSS),
+        }
 
 
 @retrying

@@ -226,3 +226,65 @@ def test_a_batch_holds_its_conditional_orders(perp, alice, api_alice):
         "INVALID_TRIGGER_PRICE",
     ]
     assert Order.objects.filter(status="UNTRIGGERED").count() == 1
+
+
+TPSL = "/api/v1/positions/BTC-PERP/tpsl"
+
+
+def test_tp_and_sl_of_a_position_one_cancels_the_other(perp, alice, bob, api_alice, api_bob):
+    long_of(api_bob, api_alice, qty="0.1")
+    r = api_bob.post(
+        TPSL, {"mode": "PAPER", "takeProfit": "66000", "stopLoss": "62000"}, format="json"
+    )
+    assert r.status_code == 200, r.content
+    tp, sl = r.json()["takeProfit"], r.json()["stopLoss"]
+    assert (tp["type"], tp["side"], tp["triggerPrice"], tp["status"]) == (
+        "TAKE_PROFIT_MARKET",
+        "SELL",
+        "66000",
+        "UNTRIGGERED",
+    )
+    assert (sl["type"], sl["qty"], sl["reduceOnly"]) == ("STOP_MARKET", "0.1", True)
+    # The position grows: the TP/SL close all of it, as it is when they fire.
+    api_alice.post(TRADE, order(side="SELL", price="64000", qty="0.05"), format="json")
+    api_bob.post(TRADE, order(type="MARKET", qty="0.05"), format="json")
+    api_alice.post(TRADE, order(side="BUY", price="65900", qty="1"), format="json")
+    mark(perp, "66100")
+    assert triggers_fire() == [(tp["id"], "PLACED")]
+    assert Position.objects.get(trader=bob).size == 0
+    assert Order.objects.get(pk=tp["id"]).filled_qty == D("0.15")
+    gone = Order.objects.get(pk=sl["id"])
+    assert (gone.status, gone.cancel_reason) == ("CANCELED", "OCO")
+
+
+def test_a_tp_sl_is_replaced_removed_and_leaves_with_its_position(
+    perp, alice, bob, api_alice, api_bob
+):
+    from trading.orders.conditional import tpsl_tidy
+
+    long_of(api_bob, api_alice, qty="0.1")
+    first = api_bob.post(TPSL, {"mode": "PAPER", "stopLoss": "62000"}, format="json").json()
+    assert first["takeProfit"] is None
+    # A new stop-loss replaces the old; an absent take-profit is left as it is (none).
+    second = api_bob.post(TPSL, {"mode": "PAPER", "stopLoss": "62500"}, format="json").json()
+    assert Order.objects.get(pk=first["stopLoss"]["id"]).status == "CANCELED"
+    assert second["stopLoss"]["triggerPrice"] == "62500"
+    # Refused where it would fire at once, named for its field; nothing changes.
+    r = api_bob.post(TPSL, {"mode": "PAPER", "takeProfit": "63000"}, format="json")
+    assert r.json()["error"]["code"] == "WOULD_TRIGGER"
+    assert r.json()["error"]["field"] == "takeProfit"
+    assert Order.objects.get(pk=second["stopLoss"]["id"]).status == "UNTRIGGERED"
+    # null removes it.
+    third = api_bob.post(
+        TPSL, {"mode": "PAPER", "takeProfit": "66000", "stopLoss": None}, format="json"
+    ).json()
+    assert third["stopLoss"] is None
+    assert Order.objects.get(pk=second["stopLoss"]["id"]).status == "CANCELED"
+    # The position closes another way: its TP goes with it.
+    api_alice.post(TRADE, order(side="BUY", price="63900", qty="1"), format="json")
+    api_bob.post("/api/v1/positions/BTC-PERP/close", {"mode": "PAPER"}, format="json")
+    assert tpsl_tidy() == [third["takeProfit"]["id"]]
+    left = Order.objects.get(pk=third["takeProfit"]["id"])
+    assert (left.status, left.cancel_reason) == ("CANCELED", "POSITION_CLOSED")
+    r = api_bob.post(TPSL, {"mode": "PAPER", "stopLoss": "62000"}, format="json")
+    assert r.json()["error"]["code"] == "NO_POSITION"

@@ -18,6 +18,7 @@ def test_schema_lists_the_contract_endpoints():
         "/api/v1/fills",
         "/api/v1/positions",
         "/api/v1/positions/{symbol}/close",
+        "/api/v1/positions/{symbol}/tpsl",
         "/api/v1/markets",
         "/api/v1/markets/{symbol}/depth",
         "/api/v1/metrics",

@@ -93,6 +93,7 @@ class Command(BaseCommand):
             ("marks", 1, prices.marks_refresh),
             # Stop and take-profit orders, against the marks just set and the last trades.
             ("triggers", TRIGGER_SWEEP_SECONDS, conditional.triggers_fire),
+            ("tpsl-tidy", 1, conditional.tpsl_tidy),
             ("quiet-books", 2, books.books_quiet_announce),
             ("funding-sample", 60, funding.funding_sample),
             ("funding", 5, funding.funding_settle_due),
