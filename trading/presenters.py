@@ -43,6 +43,7 @@ class OrderFields(Protocol):
     cancel_reason: str
     trigger_price: Decimal | None
     trigger_by: str
+    attached: str
     created_at: datetime
     updated_at: datetime
 
@@ -71,6 +72,8 @@ def order_dict(order: OrderFields, symbol: str, fills: list[dict] | None = None)
     if order.trigger_price is not None:
         body["triggerPrice"] = dec(order.trigger_price)
         body["triggerBy"] = order.trigger_by
+        if order.attached:
+            body["attached"] = order.attached  # the position's take-profit (TP) or stop-loss (SL)
     if fills is not None:
         body["fills"] = fills
     return body

@@ -136,6 +136,9 @@ class OrderSerializer(serializers.Serializer):
     triggerBy = serializers.ChoiceField(
         choices=TriggerBy.choices, required=False, help_text="conditional orders only"
     )
+    attached = serializers.ChoiceField(
+        choices=["TP", "SL"], required=False, help_text="a position's take-profit or stop-loss"
+    )
     fills = FillSerializer(many=True, required=False)
 
 

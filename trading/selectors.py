@@ -235,6 +235,7 @@ _ORDER_SHOWN = (
     "cancel_reason",
     "trigger_price",
     "trigger_by",
+    "attached",
     "created_at",
     "updated_at",
 )

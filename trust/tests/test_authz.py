@@ -455,6 +455,17 @@ MATRIX: dict[str, list[Op]] = {
     "api/v1/fills": [Op("GET", "self", p("/api/v1/fills?mode={mode}"), ids=a_fill_ids)],
     "api/v1/account": [Op("GET", "self", p("/api/v1/account?mode={mode}"))],
     "api/v1/positions": [Op("GET", "self", p("/api/v1/positions?mode={mode}"))],
+    # (Before the close below, which closes A's position.)
+    "api/v1/positions/<str:symbol>/tpsl": [
+        Op(
+            "POST",
+            "self",
+            p("/api/v1/positions/BTC-PERP/tpsl"),
+            lambda w, who, mode: {"mode": mode},  # reads them back, changes nothing
+            ok=frozenset({200}),
+            other_ok=frozenset({400}),  # NO_POSITION: A's position is not theirs
+        )
+    ],
     "api/v1/positions/<str:symbol>/close": [
         Op(
             "POST",

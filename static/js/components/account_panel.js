@@ -29,7 +29,10 @@ function actionButton(td, label, className, onClick, aria) {
 }
 
 export class AccountPanel {
-  constructor(root, { toaster, onCancelled, marketBySymbol }) {
+  constructor(root, { toaster, onCancelled, marketBySymbol, onChange, onTpsl }) {
+    this.onTpsl = onTpsl;
+    // Called whenever the open orders or the positions change (the chart's lines).
+    this.onChange = onChange;
     this.root = root;
     this.toaster = toaster;
     this.onCancelled = onCancelled;
@@ -79,6 +82,10 @@ export class AccountPanel {
           render: (p) => `${format(p.margin, { dp: 2 })}${p.leverage ? ` (${format(p.leverage)}×)` : ''}`,
         },
         { key: 'liquidationPrice', label: 'Liq. price', num: true, render: (p) => format(p.liquidationPrice, { dp: 2 }), className: () => 'warn' },
+        {
+          key: 'tpsl', label: 'TP / SL',
+          render: (p, td) => this.tpslCell(p, td),
+        },
         {
           key: 'close', label: 'Close at market',
           render: (p, td) => closeButtons(td, p, (fraction, b) => this.close(p, fraction, b)),
@@ -150,6 +157,8 @@ export class AccountPanel {
   }
 
   counts() {
+    this.onChange?.();
+    this.positions.render?.();
     this.count('orders', this.orders.rows.length);
     this.count('positions', this.positions.rows.length);
   }
@@ -245,6 +254,29 @@ export class AccountPanel {
       this.toaster.show({ title: 'Cancel all refused', message: err.message, kind: 'error' });
     }
     restore();
+  }
+
+  /** The position's take-profit and stop-loss: its attached orders waiting in this mode. */
+  tpslOf(position) {
+    const found = { takeProfit: null, stopLoss: null };
+    for (const o of this.orders.rows) {
+      if (o.market !== position.market || !o.attached) continue;
+      found[o.attached === 'TP' ? 'takeProfit' : 'stopLoss'] = o;
+    }
+    return found;
+  }
+
+  tpslCell(p, td) {
+    const { takeProfit, stopLoss } = this.tpslOf(p);
+    const text = `${takeProfit ? format(takeProfit.triggerPrice) : '—'} / ${stopLoss ? format(stopLoss.triggerPrice) : '—'}`;
+    let wrap = td.firstChild;
+    if (!wrap || wrap.dataset.market !== p.market) {
+      const edit = h('button.btn.btn-sm.btn-ghost', { type: 'button', 'aria-label': `Set take profit and stop loss of ${p.market}` }, 'Edit');
+      edit.addEventListener('click', () => this.onTpsl?.(this.positions.rows.find((x) => x.market === p.market) || p, this.tpslOf(p), edit));
+      wrap = h('span.tpsl', { dataset: { market: p.market } }, h('span.num'), ' ', edit);
+    }
+    setText(wrap.firstChild, text);
+    return wrap;
   }
 
   /** Close `fraction` ('0.25' … '1') of the position at market, and say what closed. */

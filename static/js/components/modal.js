@@ -1,5 +1,6 @@
 // Modal on <dialog>: showModal() makes the page behind it inert; Tab and Shift+Tab
 // cycle inside it, Esc closes it, and focus returns to what opened it.
+import { $, setText } from '../lib/dom.js';
 
 const FOCUSABLE =
   'a[href], button:not([disabled]), input:not([disabled]):not([type="hidden"]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
@@ -60,4 +61,26 @@ export class Modal extends EventTarget {
       first.focus();
     }
   }
+}
+
+/** A form field's error in a dialog ('' clears it). */
+export function fieldError(dialog, field, message) {
+  const el = $(`[data-error-for=${field}]`, dialog);
+  if (el) setText(el, message);
+  const input = dialog.querySelector(`[name=${field}]`);
+  if (input) {
+    if (message) input.setAttribute('aria-invalid', 'true');
+    else input.removeAttribute('aria-invalid');
+  }
+}
+
+export function clearErrors(dialog) {
+  for (const el of dialog.querySelectorAll('[data-error-for]')) fieldError(dialog, el.dataset.errorFor, '');
+  setText($('.form-error', dialog), '');
+}
+
+/** An API refusal: on the field it names, else above the form. */
+export function showApiError(dialog, err) {
+  if (err.field && dialog.querySelector(`[data-error-for=${err.field}]`)) fieldError(dialog, err.field, err.message);
+  else setText($('.form-error', dialog), `${err.code ? `${err.code}: ` : ''}${err.message}`);
 }

@@ -14,6 +14,14 @@ function idle() {
   });
 }
 
+const LINE_COLORS = {
+  buy: '#35c98f',
+  sell: '#ff6b7a',
+  trigger: '#f5b84b',
+  entry: '#6aaeff',
+  liquidation: '#ff9f43',
+};
+
 export class TradingChart {
   constructor(root) {
     this.root = root;
@@ -109,6 +117,41 @@ export class TradingChart {
   vol(c) {
     const up = cmp(c.close, c.open) >= 0;
     return { time: c.ts / 1000, value: Number(c.volume), color: up ? 'rgba(53,201,143,0.35)' : 'rgba(255,107,122,0.35)' };
+  }
+
+  /**
+   * Horizontal lines at prices of the trader's own: open orders, triggers, the
+   * position's entry and liquidation price. `lines`: [{key, price, title, kind}], kind
+   * one of buy, sell, trigger, entry, liquidation. Lines are patched by key.
+   */
+  setLines(lines) {
+    this.wantedLines = lines;
+    this.ready.then(() => this.applyLines());
+  }
+
+  applyLines() {
+    if (!this.candles) return;
+    this.priceLines = this.priceLines || new Map();
+    const wanted = new Map((this.wantedLines || []).map((l) => [l.key, l]));
+    for (const [key, drawn] of this.priceLines) {
+      const want = wanted.get(key);
+      if (!want || want.price !== drawn.spec.price || want.title !== drawn.spec.title) {
+        this.candles.removePriceLine(drawn.line);
+        this.priceLines.delete(key);
+      }
+    }
+    for (const [key, spec] of wanted) {
+      if (this.priceLines.has(key)) continue;
+      const line = this.candles.createPriceLine({
+        price: Number(spec.price),
+        color: LINE_COLORS[spec.kind] || '#a4aebf',
+        lineWidth: 1,
+        lineStyle: spec.kind === 'entry' ? 0 : 2,
+        axisLabelVisible: true,
+        title: spec.title,
+      });
+      this.priceLines.set(key, { line, spec });
+    }
   }
 
   /** A live trade: extend the newest candle or open the next one. */

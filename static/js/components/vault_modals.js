@@ -4,28 +4,8 @@
 import { $, h, setText, shortAddress } from '../lib/dom.js';
 import { post } from '../lib/api.js';
 import { cmp, format, isValid, sign } from '../lib/decimal.js';
-import { Modal } from './modal.js';
+import { Modal, clearErrors, fieldError, showApiError } from './modal.js';
 import { busy } from './loading.js';
-
-function fieldError(dialog, field, message) {
-  const el = $(`[data-error-for=${field}]`, dialog);
-  if (el) setText(el, message);
-  const input = dialog.querySelector(`[name=${field}]`);
-  if (input) {
-    if (message) input.setAttribute('aria-invalid', 'true');
-    else input.removeAttribute('aria-invalid');
-  }
-}
-
-function clearErrors(dialog) {
-  for (const el of dialog.querySelectorAll('[data-error-for]')) fieldError(dialog, el.dataset.errorFor, '');
-  setText($('.form-error', dialog), '');
-}
-
-function showApiError(dialog, err) {
-  if (err.field && dialog.querySelector(`[data-error-for=${err.field}]`)) fieldError(dialog, err.field, err.message);
-  else setText($('.form-error', dialog), `${err.code ? `${err.code}: ` : ''}${err.message}`);
-}
 
 export class DepositModal extends EventTarget {
   constructor(dialog, { toaster }) {

@@ -21,6 +21,7 @@ import { FaucetButton } from '../components/faucet_button.js';
 import { WalletConnectButton } from '../components/wallet_connect.js';
 import { WalletLinker } from '../components/wallet_linker.js';
 import { DepositModal, WithdrawModal } from '../components/vault_modals.js';
+import { TpslModal } from '../components/tpsl_modal.js';
 import { TradingLayout } from '../components/trading_layout.js';
 
 const GAP_RETRY_MS = 3000;
@@ -93,7 +94,10 @@ class TradeDashboard {
     this.account = new AccountPanel($('#account-panel'), {
       toaster: this.toaster,
       onCancelled: (o) => this.orderEvent(o),
+      onChange: () => this.drawLines(),
+      onTpsl: (position, current, opener) => this.tpsl.open(position, this.mode, current, opener),
     });
+    this.tpsl = new TpslModal($('#tpsl-modal'), { toaster: this.toaster });
     new WalletConnectButton($('#wallet-connect'), { wallet, toaster: this.toaster });
     this.faucet = new FaucetButton([$('#faucet-button'), $('#faucet-button-balances')], {
       toaster: this.toaster,
@@ -159,6 +163,7 @@ class TradeDashboard {
     this.orderBook.setMarket(this.market);
     this.trades.setMarket(this.market);
     this.chart.setMarket(this.market, mode);
+    this.drawLines();
     this.entry.setMarket(this.market, mode);
     document.body.dataset.mode = mode;
     for (const el of document.querySelectorAll('[data-mode-only]')) el.hidden = el.dataset.modeOnly !== mode;
@@ -341,6 +346,28 @@ class TradeDashboard {
         return;
       default:
     }
+  }
+
+  /** The chart's lines: this market's open orders and triggers, the position's entry
+   * and liquidation price. */
+  drawLines() {
+    if (!this.account || !this.market) return;
+    const symbol = this.market.symbol;
+    const lines = [];
+    for (const o of this.account.orders.rows) {
+      if (o.market !== symbol) continue;
+      const type = o.orderType ?? o.type;
+      if (o.triggerPrice) {
+        const name = o.attached || (type.startsWith('STOP') ? 'Stop' : 'Take profit');
+        lines.push({ key: `t${o.id}`, price: o.triggerPrice, title: `${name} ${format(o.qty)}`, kind: 'trigger' });
+      } else if (o.price) {
+        lines.push({ key: `o${o.id}`, price: o.price, title: `${o.side} ${format(o.qty)}`, kind: o.side === 'BUY' ? 'buy' : 'sell' });
+      }
+    }
+    const p = this.account.positions.rows.find((x) => x.market === symbol);
+    if (p && p.entryPrice) lines.push({ key: 'entry', price: p.entryPrice, title: `Entry ${p.side} ${format(p.size)}`, kind: 'entry' });
+    if (p && p.liquidationPrice) lines.push({ key: 'liq', price: p.liquidationPrice, title: 'Liquidation', kind: 'liquidation' });
+    this.chart.setLines(lines);
   }
 
   orderPlaced(order) {

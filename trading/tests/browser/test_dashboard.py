@@ -770,6 +770,12 @@ def test_a_stop_loss_from_the_order_entry(server, trader):
     open orders with its trigger, cancelled like any order."""
     page, x = trader.page, expect()
     open_trade(page, server.base, "BTC-PERP")
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+        x(toast(page, "Paper funds credited")).to_be_visible()
+    server.order(
+        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
+    )
     entry = page.locator("#order-entry")
     entry.locator("[data-type=STOP]").click()
     x(page.locator("#oe-trigger")).to_be_visible()
@@ -790,10 +796,58 @@ def test_a_stop_loss_from_the_order_entry(server, trader):
     row = page.locator("[data-table=orders] tbody tr", has_text="STOP MARKET")
     x(row).to_have_count(1)
     x(row).to_contain_text("≤ 60,000 mark")
+    # The chart draws it, and the open position's entry, as price lines.
+    lines = (
+        "() => [...(window.dex.chart.priceLines || new Map()).values()].map((l) => l.spec.title)"
+    )
+    page.wait_for_function(f"({lines})().includes('Stop 0.01')")
+    titles = page.evaluate(lines)
+    assert any(t.startswith("Entry LONG") for t in titles), titles
     row.locator("button[aria-label^='Cancel order']").click()
+    page.wait_for_function(f"!({lines})().includes('Stop 0.01')")
     x(row).to_have_count(0)
     # A stop limit shows its price again.
     page.select_option("#oe-stop-kind", "STOP_LIMIT")
     x(page.locator("#oe-price")).to_be_visible()
     entry.locator("[data-type=LIMIT]").click()
     x(page.locator("#oe-trigger")).to_be_hidden()
+
+
+def test_a_positions_tp_and_sl_set_from_its_row(server, trader):
+    """TP/SL from the positions table: a modal, a refusal on its field, then both shown
+    in the row and drawn on the chart."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+        x(toast(page, "Paper funds credited")).to_be_visible()
+    server.order(
+        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
+    )
+    page.click("#tab-positions")
+    row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
+    row.locator("button[aria-label^='Set take profit']").click()
+    dialog = page.locator("#tpsl-modal")
+    x(dialog).to_be_visible()
+    page.fill("#tpsl-tp", "60000")  # below the mark of a long: it would fire at once
+    page.fill("#tpsl-sl", "58000")
+    dialog.locator("button[type=submit]").click()
+    x(page.locator("#tpsl-tp-error")).to_contain_text("already crossed")
+    page.fill("#tpsl-tp", "70000")
+    dialog.locator("button[type=submit]").click()
+    x(toast(page, "TP/SL saved")).to_contain_text("TP 70,000, SL 58,000")
+    x(dialog).to_be_hidden()
+    x(row).to_contain_text("70,000 / 58,000")
+    lines = (
+        "() => [...(window.dex.chart.priceLines || new Map()).values()].map((l) => l.spec.title)"
+    )
+    page.wait_for_function(
+        f"(({lines})().some((t) => t.startsWith('TP')) && ({lines})().some((t) => t.startsWith('SL')))"
+    )
+    # Emptied, both go.
+    row.locator("button[aria-label^='Set take profit']").click()
+    page.fill("#tpsl-tp", "")
+    page.fill("#tpsl-sl", "")
+    dialog.locator("button[type=submit]").click()
+    x(toast(page, "TP/SL saved")).to_contain_text("None set.")
+    x(row).to_contain_text("— / —")

@@ -1,0 +1,66 @@
+// TpslModal: a position's take-profit and stop-loss (POST /positions/{symbol}/tpsl).
+// Each is a trigger that closes the whole position at market; one cancels the other.
+import { $, setText } from '../lib/dom.js';
+import { post } from '../lib/api.js';
+import { format, isValid, sign } from '../lib/decimal.js';
+import { Modal, clearErrors, fieldError, showApiError } from './modal.js';
+import { busy } from './loading.js';
+
+export class TpslModal {
+  constructor(dialog, { toaster }) {
+    this.dialog = dialog;
+    this.modal = new Modal(dialog);
+    this.toaster = toaster;
+    this.form = $('form', dialog);
+    this.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.submit();
+    });
+  }
+
+  /** `current`: {takeProfit, stopLoss} of the position, as its open orders show them. */
+  open(position, mode, current, opener) {
+    this.position = position;
+    this.mode = mode;
+    this.current = current;
+    this.form.reset();
+    clearErrors(this.dialog);
+    const f = this.form.elements;
+    f.takeProfit.value = current.takeProfit?.triggerPrice ?? '';
+    f.stopLoss.value = current.stopLoss?.triggerPrice ?? '';
+    f.triggerBy.value = (current.takeProfit || current.stopLoss)?.triggerBy ?? 'MARK';
+    const p = position;
+    setText($('[data-field=position]', this.dialog), `${p.market} ${p.side} ${format(p.size)} · entry ${format(p.entryPrice)} · mark ${format(p.markPrice)}`);
+    this.modal.open(opener);
+  }
+
+  async submit() {
+    clearErrors(this.dialog);
+    const f = this.form.elements;
+    const body = { mode: this.mode, triggerBy: f.triggerBy.value };
+    for (const field of ['takeProfit', 'stopLoss']) {
+      const v = f[field].value.trim().replaceAll(',', '');
+      if (v === '') {
+        if (this.current[field]) body[field] = null; // had one: remove it
+        continue;
+      }
+      if (!isValid(v) || sign(v) <= 0) {
+        fieldError(this.dialog, field, 'Enter a positive price, or leave it empty for none.');
+        f[field].focus();
+        return;
+      }
+      body[field] = v;
+    }
+    const restore = busy($('button[type=submit]', this.form), 'Saving…');
+    try {
+      const r = await post(`positions/${encodeURIComponent(this.position.market)}/tpsl`, body);
+      const said = [r.takeProfit && `TP ${format(r.takeProfit.triggerPrice)}`, r.stopLoss && `SL ${format(r.stopLoss.triggerPrice)}`];
+      this.toaster.show({ title: `${this.position.market} TP/SL saved`, message: said.filter(Boolean).join(', ') || 'None set.', kind: 'success' });
+      restore();
+      this.modal.close();
+    } catch (err) {
+      restore();
+      showApiError(this.dialog, err);
+    }
+  }
+}
