@@ -56,8 +56,19 @@ from ledger.models import Balance
 from ledger.services import INSURANCE_ACCOUNT, system_account
 from trading import margin
 from trading.invariants import check_invariants
-from trading.models import Book, Fill, FundingSample, IndexPrice, Market, MarketKind, MarketStatus
+from trading.models import (
+    CONDITIONAL_TYPES,
+    Book,
+    Fill,
+    FundingSample,
+    IndexPrice,
+    Market,
+    MarketKind,
+    MarketStatus,
+    Position,
+)
 from trading.orders.cancel import order_cancel, orders_cancel_all
+from trading.orders.conditional import position_tpsl_set, tpsl_tidy, triggers_fire
 from trading.orders.place import order_place
 from trading.services.books import engine_cache_clear
 from trading.services.expiry import settle_expired
@@ -280,7 +291,22 @@ class Flow:
             self.toggle_pause(rng.randrange(len(self.markets)))
         elif roll < 0.31:
             self.lever_up(rng.randrange(1, n), rng.choice((PERP, FUTURE)), mode, rng.choice(SIDES))
-        elif roll < 0.34:
+        elif roll < 0.37:
+            self.conditional(
+                trader_i,
+                rng.choice((PERP, PERP, FUTURE, SPOT)),
+                mode,
+                rng.choice(SIDES),
+                rng.choice(CONDITIONAL_TYPES),
+                rng.choice(("MARK", "LAST")),
+                rng.randint(-30, 30),
+                rng.randint(1, 200),
+            )
+        elif roll < 0.38:
+            self.tpsl(
+                trader_i, rng.choice((PERP, FUTURE)), mode, rng.randint(1, 40), rng.randint(1, 40)
+            )
+        elif roll < 0.41:
             self.attack(
                 rng.choice(ATTACKS),
                 mode,
@@ -390,6 +416,65 @@ class Flow:
         trader = self.traders[trader_i]
         self._run("cancel_all", lambda: orders_cancel_all(trader=trader, mode=mode, market=symbol))
 
+    def conditional(
+        self,
+        trader_i: int,
+        market_i: int,
+        mode: str,
+        side: str,
+        type_: str,
+        trigger_by: str,
+        offset_ticks: int,
+        lots: int,
+    ) -> None:
+        """A stop or take-profit, its trigger some ticks from the mid (either side: a
+        trigger already crossed is refused, WOULD_TRIGGER)."""
+        trader, market = self.traders[trader_i], self.markets[market_i]
+        tick = market.tick_size
+        mid = (self.mid(market_i, mode) / tick).to_integral_value() * tick
+        trigger = max(tick, mid + offset_ticks * 10 * tick)
+        limit = type_.endswith("_LIMIT")
+        got = self._run(
+            "conditional",
+            lambda: order_place(
+                trader=trader,
+                market=market.symbol,
+                mode=mode,
+                side=side,
+                type=type_,
+                time_in_force="GTC" if limit else "IOC",
+                price=trigger if limit else None,
+                qty=market.lot_size * lots,
+                reduce_only=market_i != SPOT and self.rng.random() < 0.5,
+                trigger_price=trigger,
+                trigger_by=trigger_by,
+            ),
+        )
+        if got is not None:
+            self.acknowledged.append(int(got[0]["id"]))
+            self.placed.append((trader, int(got[0]["id"])))
+
+    def tpsl(self, trader_i: int, market_i: int, mode: str, up_bp: int, down_bp: int) -> None:
+        """A take-profit and a stop-loss on the trader's position, if it has one."""
+        trader, market = self.traders[trader_i], self.markets[market_i]
+        tick = market.tick_size
+        mid = self.mid(market_i, mode)
+
+        def at(bp: int) -> Decimal:
+            return max(tick, (mid * (1 + D(bp) / 10_000) / tick).to_integral_value() * tick)
+
+        size = Position.objects.filter(trader=trader, market=market, mode=mode).values_list(
+            "size", flat=True
+        ).first() or D(0)
+        up, down = at(up_bp * 10), at(-down_bp * 10)
+        tp, sl = (up, down) if size >= 0 else (down, up)
+        self._run(
+            "tpsl",
+            lambda: position_tpsl_set(
+                trader=trader, symbol=market.symbol, mode=mode, take_profit=tp, stop_loss=sl
+            ),
+        )
+
     def move_index(self, bp: int) -> None:
         moved = self.index * (1 + D(bp) / 10_000)
         self.index = max(INDEX_TICK, (moved / INDEX_TICK).to_integral_value() * INDEX_TICK)
@@ -399,6 +484,9 @@ class Flow:
             marks_refresh()
 
         self._run("index", action)
+        # The clock's sweeps that follow a move of the marks.
+        self._run("triggers", triggers_fire)
+        self._run("tpsl-tidy", tpsl_tidy)
 
     def funding(self, mode: str, premium_bp: int) -> None:
         book = Book.objects.get(market=self.markets[PERP], mode=mode)

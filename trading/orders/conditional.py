@@ -35,6 +35,7 @@ from trading.models import (
     Attached,
     Book,
     MarketKind,
+    MarketStatus,
     Order,
     OrderStatus,
     OrderType,
@@ -160,7 +161,8 @@ def triggers_due() -> list[int]:
         type__in=[OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT], side=Side.SELL
     )
     due = (
-        Order.objects.filter(status=OrderStatus.UNTRIGGERED)
+        # A paused market's triggers wait for it to resume (its orders would be refused).
+        Order.objects.filter(status=OrderStatus.UNTRIGGERED, market__status=MarketStatus.ACTIVE)
         .annotate(watched=Case(When(trigger_by=TriggerBy.LAST, then=last), default=mark))
         .filter(
             (rising & Q(watched__gte=F("trigger_price")))

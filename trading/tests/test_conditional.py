@@ -288,3 +288,38 @@ def test_a_tp_sl_is_replaced_removed_and_leaves_with_its_position(
     assert (left.status, left.cancel_reason) == ("CANCELED", "POSITION_CLOSED")
     r = api_bob.post(TPSL, {"mode": "PAPER", "stopLoss": "62000"}, format="json")
     assert r.json()["error"]["code"] == "NO_POSITION"
+
+
+def test_tp_and_sl_crossed_in_one_update_fire_exactly_one(perp, alice, bob, api_alice, api_bob):
+    """Both of a position's TP and SL due in one sweep (one watches the last trade, the
+    other the mark): the first closes the position, the other is cancelled, not fired."""
+    long_of(api_bob, api_alice, qty="0.1")
+    r = api_bob.post(
+        TPSL, {"mode": "PAPER", "takeProfit": "64500", "stopLoss": "63500"}, format="json"
+    ).json()
+    tp, sl = r["takeProfit"]["id"], r["stopLoss"]["id"]
+    Order.objects.filter(pk=tp).update(trigger_by="LAST")
+    api_alice.post(TRADE, order(side="BUY", price="63000", qty="1"), format="json")
+    Book.objects.filter(market=perp).update(last_price=D("64600"))
+    mark(perp, "63400")
+    assert sorted(triggers_due()) == [tp, sl]
+    fired = dict(triggers_fire())
+    assert sorted(fired.values()) == ["GONE", "PLACED"]
+    assert Position.objects.get(trader=bob).size == 0
+    statuses = sorted(Order.objects.filter(pk__in=[tp, sl]).values_list("status", "cancel_reason"))
+    assert statuses == [("CANCELED", "OCO"), ("FILLED", "")]
+
+
+def test_a_paused_markets_triggers_wait_for_it(perp, alice, api_alice):
+    from trading.services.markets import market_pause, market_resume
+
+    stop = api_alice.post(
+        TRADE,
+        order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="63000", timeInForce="IOC"),
+        format="json",
+    ).json()
+    market_pause(market=perp)
+    mark(perp, "62000")
+    assert triggers_fire() == []
+    market_resume(market=perp)
+    assert triggers_due() == [stop["id"]]
