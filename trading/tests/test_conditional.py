@@ -323,3 +323,31 @@ def test_a_paused_markets_triggers_wait_for_it(perp, alice, api_alice):
     assert triggers_fire() == []
     market_resume(market=perp)
     assert triggers_due() == [stop["id"]]
+
+
+def test_an_armed_trigger_fires_once_whichever_clock_runs(perp, alice, bob, api_alice, api_bob):
+    """The trigger lives in the database, not in a clock: the sweep of a clock started
+    after the price crossed (its marks job, then its triggers job) fires it, and the next
+    clock's finds nothing left to fire."""
+    from trading.models import Fill
+    from trading.services.books import engine_cache_clear
+    from trading.services.prices import index_set, marks_refresh
+
+    long_of(api_bob, api_alice)
+    stop = api_bob.post(
+        TRADE,
+        order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="63000", reduceOnly=True,
+              timeInForce="IOC"),
+        format="json",
+    ).json()  # fmt: skip
+    api_alice.post(TRADE, order(side="BUY", price="62400", qty="1"), format="json")
+    index_set(underlying=perp.underlying, price=D("62500"))
+    engine_cache_clear()  # a new process: nothing of the last one in memory
+    marks_refresh()
+    assert triggers_fire() == [(stop["id"], "PLACED")]
+    fired = Order.objects.get(pk=stop["id"])
+    assert (fired.status, fired.filled_qty) == ("FILLED", D("0.1"))
+    engine_cache_clear()
+    marks_refresh()
+    assert triggers_fire() == []
+    assert Fill.objects.filter(order=fired).count() == 1
