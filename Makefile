@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk chaos soak clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk bench-triggers chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ bench-ws: install-dev ## WebSocket fan-out vs a bare websockets server, idle cap
 
 bench-risk: install-dev ## funding over 1,000 positions, liquidation sweeps over 1,000 accounts
 	$(BIN)/python bench/risk.py
+
+bench-triggers: install-dev ## stop/take-profit: price crossing to order placed, clock running (PostgreSQL)
+	$(BIN)/python bench/triggers.py
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles
