@@ -4,7 +4,7 @@ crossed, then placed through the same stages as any order.
   order_hold      a STOP_* / TAKE_PROFIT_* order: checked as its market order or limit
                   order would be (shape, trigger on the grid, not already crossed),
                   stored UNTRIGGERED; it reserves nothing and is not on the book
-  triggers_fire   the clock's sweep (every 100 ms): the orders whose trigger the mark
+  triggers_fire   the clock's sweep (every 50 ms): the orders whose trigger the mark
                   (MARK) or the last trade (LAST) has crossed, each placed in its own
                   transaction under its book's lock, where it is found still UNTRIGGERED
                   or left alone: a trigger fires once, and one not yet fired when the

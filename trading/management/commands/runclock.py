@@ -27,8 +27,8 @@ NO_FEED = (
 
 # The loop's turn, and how often it sweeps for crossed triggers: a conditional order
 # fires within about this long of the price crossing it (one indexed statement a sweep).
-TICK_SECONDS = 0.05
-TRIGGER_SWEEP_SECONDS = 0.1
+TICK_SECONDS = 0.025
+TRIGGER_SWEEP_SECONDS = 0.05
 
 
 def feeds_check() -> str:
