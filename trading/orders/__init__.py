@@ -10,5 +10,6 @@
   emit     `trading.emit` the events, sent once the transaction commits
 
 `place.py` runs them, in one transaction per book (`batch.py` holds its state);
-`cancel.py` takes orders off the book.
+`cancel.py` takes orders off the book; `conditional.py` holds stop and take-profit
+orders until their trigger is crossed, then places them through the same stages.
 """
