@@ -346,8 +346,10 @@ export class OrderEntry extends EventTarget {
       this.onPlaced(order);
     } catch (err) {
       restore();
+      // Said once, where it belongs: on the field it names (focused), else above the form.
       const e = errorForForm(err);
       this.showError(e.field, e.message);
+      this.form.elements[e.field]?.focus?.();
       this.onRejected(err, body);
     }
   }

@@ -94,13 +94,16 @@ const FRIENDLY = {
   MARKET_SETTLED: 'The market has settled.',
   UNAUTHENTICATED: 'Log in to trade.',
   RATE_LIMITED: 'Too many requests. Try again in a moment.',
+  PRICE_OUT_OF_BAND: 'This price is too far through the mark: it would trade at once far from it. Bring it closer to the mark.',
+  WOULD_TRIGGER: 'The price has already passed this trigger: the order would be sent at once. Place a plain order, or move the trigger.',
+  INVALID_TRIGGER_PRICE: 'The trigger price must be a multiple of the tick size.',
 };
 
 /** Where an API error belongs in the form, and what to say: {field, code, message}. */
 export function errorForForm(error) {
   const code = error.code || 'ERROR';
   let field = error.field || FIELD_OF_CODE[code] || 'form';
-  if (!['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce'].includes(field)) field = 'form';
+  if (!['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice'].includes(field)) field = 'form';
   return { field, code, message: FRIENDLY[code] || error.message || code };
 }
 

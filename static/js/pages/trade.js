@@ -58,7 +58,8 @@ class TradeDashboard {
     this.entry = new OrderEntry($('#order-entry'), {
       bestPrices: () => ({ bestBid: this.book.bestBid(), bestAsk: this.book.bestAsk() }),
       onPlaced: (order) => this.orderPlaced(order),
-      onRejected: (err) => this.toaster.show({ title: 'Order rejected', message: `${err.code}: ${err.message}`, kind: 'error' }),
+      // A refusal is said in the form itself (on its field), not again in a toast.
+      onRejected: () => {},
     });
     this.modeSwitcher = new ModeSwitcher($('#mode-switcher'));
     this.modeSwitcher.set(this.mode);
