@@ -29,8 +29,9 @@ function actionButton(td, label, className, onClick, aria) {
 }
 
 export class AccountPanel {
-  constructor(root, { toaster, onCancelled, marketBySymbol, onChange, onTpsl }) {
+  constructor(root, { toaster, onCancelled, marketBySymbol, onChange, onTpsl, onCloseLimit }) {
     this.onTpsl = onTpsl;
+    this.onCloseLimit = onCloseLimit;
     // Called whenever the open orders or the positions change (the chart's lines).
     this.onChange = onChange;
     this.root = root;
@@ -89,6 +90,10 @@ export class AccountPanel {
         {
           key: 'close', label: 'Close at market',
           render: (p, td) => closeButtons(td, p, (fraction, b) => this.close(p, fraction, b)),
+        },
+        {
+          key: 'closeLimit', label: 'Close at limit',
+          render: (p, td) => actionButton(td, 'Limit…', 'btn-ghost', (b) => this.onCloseLimit?.(this.positions.rows.find((x) => x.market === p.market) || p, b), `Close ${p.market} position at a limit price`),
         },
       ],
     });

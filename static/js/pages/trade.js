@@ -22,6 +22,7 @@ import { WalletConnectButton } from '../components/wallet_connect.js';
 import { WalletLinker } from '../components/wallet_linker.js';
 import { DepositModal, WithdrawModal } from '../components/vault_modals.js';
 import { TpslModal } from '../components/tpsl_modal.js';
+import { CloseLimitModal } from '../components/close_limit_modal.js';
 import { TradingLayout } from '../components/trading_layout.js';
 
 const GAP_RETRY_MS = 3000;
@@ -97,7 +98,9 @@ class TradeDashboard {
       onCancelled: (o) => this.orderEvent(o),
       onChange: () => this.drawLines(),
       onTpsl: (position, current, opener) => this.tpsl.open(position, this.mode, current, opener),
+      onCloseLimit: (position, opener) => this.closeLimit.open(position, this.mode, opener),
     });
+    this.closeLimit = new CloseLimitModal($('#close-limit-modal'), { toaster: this.toaster });
     this.tpsl = new TpslModal($('#tpsl-modal'), { toaster: this.toaster });
     new WalletConnectButton($('#wallet-connect'), { wallet, toaster: this.toaster });
     this.faucet = new FaucetButton([$('#faucet-button'), $('#faucet-button-balances')], {

@@ -855,3 +855,35 @@ def test_a_positions_tp_and_sl_set_from_its_row(server, trader):
     dialog.locator("button[type=submit]").click()
     x(toast(page, "TP/SL saved")).to_contain_text("None set.")
     x(row).to_contain_text("— / —")
+
+
+def test_a_position_closes_at_a_limit_from_its_row(server, trader):
+    """A limit close from the positions table: a reduce-only order that rests, listed in
+    open orders; a price off the grid is refused on its field."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+        x(toast(page, "Paper funds credited")).to_be_visible()
+    server.order(
+        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
+    )
+    page.click("#tab-positions")
+    row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
+    row.locator("button[aria-label$='at a limit price']").click()
+    dialog = page.locator("#close-limit-modal")
+    x(dialog).to_be_visible()
+    page.fill("#cl-price", "66000.3")
+    dialog.locator("button[type=submit]").click()
+    x(page.locator("#cl-price-error")).to_contain_text("multiple of")
+    page.fill("#cl-price", "66000")
+    page.select_option("#cl-fraction", "0.5")
+    dialog.locator("button[type=submit]").click()
+    x(toast(page, "Limit close placed")).to_contain_text("@ 66,000, reduce-only")
+    x(dialog).to_be_hidden()
+    page.click("#tab-orders")
+    placed = page.locator("[data-table=orders] tbody tr", has_text="66,000")
+    x(placed).to_have_count(1)
+    x(placed).to_contain_text("SELL")
+    placed.locator("button[aria-label^='Cancel order']").click()
+    x(placed).to_have_count(0)

@@ -1,0 +1,51 @@
+// CloseLimitModal: close a position, or a part of it, with a reduce-only limit order
+// (POST /positions/{symbol}/close with a price).
+import { $, setText } from '../lib/dom.js';
+import { post } from '../lib/api.js';
+import { format, isValid, sign } from '../lib/decimal.js';
+import { Modal, clearErrors, fieldError, showApiError } from './modal.js';
+import { busy } from './loading.js';
+
+export class CloseLimitModal {
+  constructor(dialog, { toaster }) {
+    this.dialog = dialog;
+    this.modal = new Modal(dialog);
+    this.toaster = toaster;
+    this.form = $('form', dialog);
+    this.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.submit();
+    });
+  }
+
+  open(position, mode, opener) {
+    this.position = position;
+    this.mode = mode;
+    this.form.reset();
+    clearErrors(this.dialog);
+    const p = position;
+    setText($('[data-field=position]', this.dialog), `${p.market} ${p.side} ${format(p.size)} · entry ${format(p.entryPrice)} · mark ${format(p.markPrice)}`);
+    this.modal.open(opener);
+  }
+
+  async submit() {
+    clearErrors(this.dialog);
+    const f = this.form.elements;
+    const price = f.price.value.trim().replaceAll(',', '');
+    if (!isValid(price) || sign(price) <= 0) {
+      fieldError(this.dialog, 'price', 'Enter a positive price.');
+      f.price.focus();
+      return;
+    }
+    const restore = busy($('button[type=submit]', this.form), 'Placing…');
+    try {
+      const order = await post(`positions/${encodeURIComponent(this.position.market)}/close`, { mode: this.mode, price, fraction: f.fraction.value });
+      this.toaster.show({ title: `Limit close placed`, message: `${order.side} ${format(order.qty)} ${order.market} @ ${format(order.price)}, reduce-only.`, kind: 'success' });
+      restore();
+      this.modal.close();
+    } catch (err) {
+      restore();
+      showApiError(this.dialog, err);
+    }
+  }
+}
