@@ -3,21 +3,10 @@
 import { $, setText } from '../lib/dom.js';
 import { post } from '../lib/api.js';
 import { format, isValid, sign } from '../lib/decimal.js';
-import { Modal, clearErrors, fieldError, showApiError } from './modal.js';
+import { FormModal, clearErrors, fieldError, showApiError } from './modal.js';
 import { busy } from './loading.js';
 
-export class CloseLimitModal {
-  constructor(dialog, { toaster }) {
-    this.dialog = dialog;
-    this.modal = new Modal(dialog);
-    this.toaster = toaster;
-    this.form = $('form', dialog);
-    this.form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      this.submit();
-    });
-  }
-
+export class CloseLimitModal extends FormModal {
   open(position, mode, opener) {
     this.position = position;
     this.mode = mode;

@@ -84,3 +84,17 @@ export function showApiError(dialog, err) {
   if (err.field && dialog.querySelector(`[data-error-for=${err.field}]`)) fieldError(dialog, err.field, err.message);
   else setText($('.form-error', dialog), `${err.code ? `${err.code}: ` : ''}${err.message}`);
 }
+
+/** A dialog holding one form: its modal, its toaster, and `submit()` on submit. */
+export class FormModal {
+  constructor(dialog, { toaster }) {
+    this.dialog = dialog;
+    this.modal = new Modal(dialog);
+    this.toaster = toaster;
+    this.form = $('form', dialog);
+    this.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.submit();
+    });
+  }
+}

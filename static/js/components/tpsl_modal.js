@@ -3,21 +3,10 @@
 import { $, setText } from '../lib/dom.js';
 import { post } from '../lib/api.js';
 import { format, isValid, sign } from '../lib/decimal.js';
-import { Modal, clearErrors, fieldError, showApiError } from './modal.js';
+import { FormModal, clearErrors, fieldError, showApiError } from './modal.js';
 import { busy } from './loading.js';
 
-export class TpslModal {
-  constructor(dialog, { toaster }) {
-    this.dialog = dialog;
-    this.modal = new Modal(dialog);
-    this.toaster = toaster;
-    this.form = $('form', dialog);
-    this.form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      this.submit();
-    });
-  }
-
+export class TpslModal extends FormModal {
   /** `current`: {takeProfit, stopLoss} of the position, as its open orders show them. */
   open(position, mode, current, opener) {
     this.position = position;

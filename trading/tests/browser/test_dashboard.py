@@ -118,6 +118,18 @@ def _sign(message_hex: str, _address: str) -> str:
     return "0x" + signed.signature.hex().removeprefix("0x")
 
 
+def long_btc(server, trader, qty: str) -> None:
+    """Funds for the trader (the faucet, if it is not cooling down) and a BTC-PERP long of
+    `qty` from the ladder's asks, bought over the API."""
+    page = trader.page
+    if page.locator("#faucet-button").is_enabled():
+        page.click("#faucet-button")
+        expect()(toast(page, "Paper funds credited")).to_be_visible()
+    server.order(
+        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty=qty, timeInForce="IOC"
+    )
+
+
 def open_trade(page, base: str, symbol: str, mode: str = "PAPER"):
     page.goto(f"{base}/trade/{symbol}/?mode={mode}")
     expect()(page.locator("#conn-status")).to_have_attribute("data-status", "open")
@@ -750,13 +762,7 @@ def test_a_position_closes_by_a_quarter_and_shows_its_roe(server, trader):
     closed and what stays open."""
     page, x = trader.page, expect()
     open_trade(page, server.base, "BTC-PERP")
-    if page.locator("#faucet-button").is_enabled():
-        page.click("#faucet-button")
-        x(toast(page, "Paper funds credited")).to_be_visible()
-    # A long of 0.02 from the ladder's asks, placed over the API.
-    server.order(
-        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.02", timeInForce="IOC"
-    )
+    long_btc(server, trader, "0.02")
     page.click("#tab-positions")
     row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
     x(row).to_contain_text("LONG 0.02")
@@ -774,12 +780,7 @@ def test_a_stop_loss_from_the_order_entry(server, trader):
     open orders with its trigger, cancelled like any order."""
     page, x = trader.page, expect()
     open_trade(page, server.base, "BTC-PERP")
-    if page.locator("#faucet-button").is_enabled():
-        page.click("#faucet-button")
-        x(toast(page, "Paper funds credited")).to_be_visible()
-    server.order(
-        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
-    )
+    long_btc(server, trader, "0.01")
     entry = page.locator("#order-entry")
     entry.locator("[data-type=STOP]").click()
     x(page.locator("#oe-trigger")).to_be_visible()
@@ -822,12 +823,7 @@ def test_a_positions_tp_and_sl_set_from_its_row(server, trader):
     in the row and drawn on the chart."""
     page, x = trader.page, expect()
     open_trade(page, server.base, "BTC-PERP")
-    if page.locator("#faucet-button").is_enabled():
-        page.click("#faucet-button")
-        x(toast(page, "Paper funds credited")).to_be_visible()
-    server.order(
-        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
-    )
+    long_btc(server, trader, "0.01")
     page.click("#tab-positions")
     row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
     row.locator("button[aria-label^='Set take profit']").click()
@@ -862,12 +858,7 @@ def test_a_position_closes_at_a_limit_from_its_row(server, trader):
     open orders; a price off the grid is refused on its field."""
     page, x = trader.page, expect()
     open_trade(page, server.base, "BTC-PERP")
-    if page.locator("#faucet-button").is_enabled():
-        page.click("#faucet-button")
-        x(toast(page, "Paper funds credited")).to_be_visible()
-    server.order(
-        trader.token, market="BTC-PERP", side="BUY", type="MARKET", qty="0.01", timeInForce="IOC"
-    )
+    long_btc(server, trader, "0.01")
     page.click("#tab-positions")
     row = page.locator("[data-table=positions] tbody tr", has_text="BTC-PERP")
     row.locator("button[aria-label$='at a limit price']").click()
