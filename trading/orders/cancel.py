@@ -52,11 +52,15 @@ def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[
     if not orders:
         return []
     waiting = [o for o in orders if o.status == OrderStatus.UNTRIGGERED]
+    on_book = [o for o in orders if o.status != OrderStatus.UNTRIGGERED]
     if waiting:
-        on_book = [o for o in orders if o.status != OrderStatus.UNTRIGGERED]
         _waiting_cancel(book, waiting, reason)
-        orders_cancel_in_book(book, on_book, reason)
-        return orders
+    if on_book:
+        _on_book_cancel(book, on_book, reason)
+    return orders
+
+
+def _on_book_cancel(book: Book, orders: list[Order], reason: str) -> None:
     engine = engine_book_take(book)
     market = book.market
     now = timezone.now()
@@ -90,7 +94,6 @@ def orders_cancel_in_book(book: Book, orders: list[Order], reason: str) -> list[
     )
     events.paid(locked.values())
     events.send_on_commit()
-    return orders
 
 
 def _waiting_cancel(book: Book, orders: list[Order], reason: str) -> None:
