@@ -274,6 +274,9 @@ VAULT_CHAIN_ADAPTER = os.environ.get("VAULT_CHAIN_ADAPTER", "accounts.chain.Staf
 VAULT_PENDING_DEPOSITS_MAX = int(os.environ.get("VAULT_PENDING_DEPOSITS_MAX", "5"))
 IDEMPOTENCY_KEY_TTL = int(os.environ.get("IDEMPOTENCY_KEY_TTL", str(24 * 3600)))
 API_KEYS_MAX = 20  # keys a trader makes for bots
+# Conditional orders one account may have waiting per mode: they reserve nothing, and the
+# clock's trigger sweep reads every one of them every 50 ms (docs/benchmarks.md).
+CONDITIONAL_ORDERS_MAX = int(os.environ.get("CONDITIONAL_ORDERS_MAX", "100"))
 API_LOGIN_KEYS_KEPT = 20  # keys from signup / auth/token still valid per trader
 
 if not DEBUG:

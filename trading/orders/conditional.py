@@ -23,6 +23,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, When
 from django.db.models.functions import Coalesce
@@ -92,6 +93,17 @@ def _hold_in(book: Book, request: OrderRequest, attached: str = "") -> Order:
     """Check and store a conditional order on its locked book; its event on commit."""
     market, mode = book.market, book.mode
     market_open_check(market, risk_engine=False)
+    waiting = Order.objects.filter(
+        trader=request.trader, mode=mode, status=OrderStatus.UNTRIGGERED
+    ).count()
+    if waiting >= settings.CONDITIONAL_ORDERS_MAX:
+        # Each reserves nothing, but every one is read by every sweep: an account could
+        # otherwise slow everyone's stops with orders that cost it nothing.
+        raise ExchangeError(
+            "TOO_MANY_CONDITIONAL_ORDERS",
+            f"at most {settings.CONDITIONAL_ORDERS_MAX} conditional orders may wait per mode",
+            field="type",
+        )
     trades_as = exec_type(request.type)
     order_shape(
         market,

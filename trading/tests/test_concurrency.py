@@ -173,3 +173,46 @@ def test_a_trigger_swept_by_many_clocks_at_once_fires_once():
     assert (fired.status, fired.filled_qty) == ("FILLED", D("0.1"))
     assert Fill.objects.filter(order=fired).count() == 1
     assert check_invariants() == []
+
+
+@requires_postgres
+def test_a_cancel_racing_the_trigger_either_cancels_it_or_finds_it_fired():
+    """The trader cancels a stop as the clock fires it: one of the two wins under the
+    book's lock, never both (no fill after a successful cancel, no order lost)."""
+    from dexsite.errors import ExchangeError
+    from trading.orders.cancel import order_cancel
+    from trading.orders.conditional import order_trigger
+    from trading.tests.test_conditional import mark
+
+    market = MarketFactory()
+    maker, trader = UserFactory(), UserFactory()
+    fund(maker, "1000000")
+    fund(trader, "1000000")
+    order_place(trader=maker, market=market.symbol, mode="PAPER", side="BUY", type="LIMIT",
+                price=D("62000"), qty=D("1"))  # fmt: skip
+    for _ in range(5):
+        held, _ = order_place(trader=trader, market=market.symbol, mode="PAPER", side="SELL",
+                              type="STOP_MARKET", qty=D("0.01"), time_in_force="IOC",
+                              trigger_price=D("63000"))  # fmt: skip
+        mark(market, "62500")
+        outcome: dict[str, object] = {}
+
+        def race(i: int, order_id: int = held["id"], out: dict = outcome) -> None:
+            if i == 0:
+                out["trigger"] = order_trigger(order_id)
+            else:
+                try:
+                    out["cancel"] = order_cancel(trader=trader, order_id=order_id)["status"]
+                except ExchangeError as e:
+                    out["cancel"] = e.code
+
+        assert run_threads(2, race) == []
+        row = Order.objects.get(pk=held["id"])
+        fills = Fill.objects.filter(order=row).count()
+        if outcome["cancel"] == "CANCELED":
+            assert (outcome["trigger"], row.status, fills) == ("GONE", "CANCELED", 0)
+        else:
+            assert outcome == {"trigger": "PLACED", "cancel": "ORDER_NOT_OPEN"}
+            assert (row.status, fills) == ("FILLED", 1)
+        mark(market, "64000")
+    assert check_invariants() == []

@@ -351,3 +351,50 @@ def test_an_armed_trigger_fires_once_whichever_clock_runs(perp, alice, bob, api_
     marks_refresh()
     assert triggers_fire() == []
     assert Fill.objects.filter(order=fired).count() == 1
+
+
+def test_an_account_cannot_flood_the_trigger_sweep(perp, alice, api_alice, settings):
+    """Waiting orders cost nothing to hold but every sweep reads them: each account may
+    have CONDITIONAL_ORDERS_MAX waiting per mode."""
+    settings.CONDITIONAL_ORDERS_MAX = 3
+    body = order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="63000")
+    body["timeInForce"] = "IOC"
+    for _ in range(3):
+        assert api_alice.post(TRADE, body, format="json").status_code == 201
+    r = api_alice.post(TRADE, body, format="json")
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "TOO_MANY_CONDITIONAL_ORDERS")
+    assert Order.objects.filter(status="UNTRIGGERED").count() == 3
+    # A cancelled one frees its place.
+    api_alice.delete(f"/api/v1/orders/{Order.objects.filter(status='UNTRIGGERED').first().pk}")
+    assert api_alice.post(TRADE, body, format="json").status_code == 201
+
+
+def test_an_off_market_print_between_ones_own_accounts_cannot_fire_a_stop(
+    perp, alice, bob, api_alice, api_bob
+):
+    """Stop hunting with two accounts: to fire a victim's LAST-price stop 10 % below the
+    mark, the attacker would print a trade there between its own accounts. The price
+    band refuses that print, so the stop waits, and the victim's position stands."""
+    long_of(api_bob, api_alice, qty="0.1")  # bob: the victim
+    stop = api_bob.post(
+        TRADE,
+        order(type="STOP_MARKET", side="SELL", qty="0.1", triggerPrice="57600",
+              triggerBy="LAST", reduceOnly=True, timeInForce="IOC"),
+        format="json",
+    ).json()  # fmt: skip
+    mallory, mallet = UserFactory(username="mallory"), UserFactory(username="mallet")
+    for u in (mallory, mallet):
+        fund(u, "100000")
+    from trading.tests.conftest import client_for
+
+    bid = client_for(mallory).post(
+        TRADE, order(side="BUY", price="57600", qty="0.01"), format="json"
+    )
+    ask = client_for(mallet).post(
+        TRADE, order(side="SELL", price="57600", qty="0.01"), format="json"
+    )
+    assert bid.status_code == 201  # a bid far below the mark only rests
+    assert ask.json()["error"]["code"] == "PRICE_OUT_OF_BAND"
+    assert triggers_fire() == []
+    assert Order.objects.get(pk=stop["id"]).status == "UNTRIGGERED"
+    assert Position.objects.get(trader=bob).size == D("0.1")
