@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -321,3 +322,13 @@ FUNDING_INTEREST_8H = os.environ.get("FUNDING_INTEREST_8H", "0.0001")
 # Orders that several threads of one process place on one book at once share one
 # transaction (group commit), at most this many per transaction; 1 turns it off.
 ORDER_GROUP_MAX = int(os.environ.get("ORDER_GROUP_MAX", "32"))
+
+# Where orders are matched (`trading.matcher`): "embedded", in the process that took the
+# request; or "redis", in `manage.py runmatcher` processes that own the books, reached
+# over Redis (REDIS_URL). How long the API waits for a matcher to take a request before
+# it answers 503 MATCHER_UNAVAILABLE (nothing done), and the keys' prefix in Redis.
+MATCHER = os.environ.get("MATCHER", "embedded")
+if MATCHER not in ("embedded", "redis") or (MATCHER == "redis" and not REDIS_URL):
+    raise ImproperlyConfigured("MATCHER is embedded, or redis with REDIS_URL set")
+MATCHER_TIMEOUT = float(os.environ.get("MATCHER_TIMEOUT", "5"))
+MATCHER_PREFIX = os.environ.get("MATCHER_PREFIX", "matcher")

@@ -96,9 +96,9 @@ def book_seq(symbol: str, mode: str) -> int | None:
 
 @database_sync_to_async
 def cancel_open_orders(user, mode: str | None) -> list[int]:
-    from trading.orders.cancel import orders_cancel_all
+    from trading.matcher import orders_cancel_all_submit
 
-    return orders_cancel_all(trader=user, mode=mode, reason="DISCONNECT")
+    return orders_cancel_all_submit(trader=user, mode=mode, market=None, reason="DISCONNECT")
 
 
 def now_ms() -> int:

@@ -16,12 +16,10 @@ from rest_framework.views import APIView
 from dexsite import schema as S
 from dexsite.api import MODE_CHOICES, MONEY_LIMIT, Money, StrictSerializer, int_param, mode_param
 from dexsite.errors import ExchangeError, validation_error_body
+from trading import matcher, selectors
 from trading import schema as TS
-from trading import selectors
 from trading.idempotency import idempotent
 from trading.models import OrderType, Side, TimeInForce, TriggerBy
-from trading.orders import cancel as order_cancels
-from trading.orders import place as order_placing
 from trading.orders.conditional import position_tpsl_set
 from trading.orders.request import close_qty
 from trading.presenters import dec
@@ -174,7 +172,7 @@ class OrderInputSerializer(StrictSerializer):
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
-        return order_placing.order_place(trader=trader, **self.arguments())
+        return matcher.order_submit(trader=trader, **self.arguments())
 
 
 class TradeApi(APIView):
@@ -228,7 +226,7 @@ class TradeBatchApi(APIView):
             else:
                 results.append(validation_error_body(one.errors))
         # Each order stands on its own: one refusal does not undo the others.
-        placed = order_placing.orders_place_many(
+        placed = matcher.orders_submit(
             trader=request.user, orders=[args for _, args in valid]
         )
         for (i, _), outcome in zip(valid, placed, strict=True):
@@ -282,7 +280,7 @@ class OrdersApi(APIView):
             raise ExchangeError(
                 "INVALID_CONDITIONAL", "conditional must be true or false", field="conditional"
             )
-        ids = order_cancels.orders_cancel_all(
+        ids = matcher.orders_cancel_all_submit(
             trader=request.user,
             mode=mode_param(request),
             market=market_filter(request),
@@ -308,7 +306,7 @@ class OrderApi(APIView):
 
     @extend_schema(responses=S.responses({200: TS.OrderSerializer}, 400, *S.PRIVATE, 404))
     def delete(self, request: Request, order_id: int) -> Response:
-        return Response(order_cancels.order_cancel(trader=request.user, order_id=order_id))
+        return Response(matcher.order_cancel_submit(trader=request.user, order_id=order_id))
 
 
 class FillsApi(APIView):
@@ -402,7 +400,7 @@ class PositionCloseApi(APIView):
                 "NO_POSITION", f"no open {mode} position in {symbol}", status_code=400
             )
         qty = close_qty(market, size=position.size, qty=d.get("qty"), fraction=d.get("fraction"))
-        order, _ = order_placing.order_place(
+        order, _ = matcher.order_submit(
             trader=request.user,
             market=symbol,
             mode=mode,

@@ -83,7 +83,7 @@ def order_place(
     same time are matched one after another in one transaction (group commit, see
     `group_commit`): each is acknowledged only once that transaction has committed."""
     if client_order_id:
-        existing = _order_by_client_id(trader, client_order_id)
+        existing = order_by_client_id(trader, client_order_id)
         if existing is not None:
             return existing, False
     request = OrderRequest(
@@ -120,11 +120,20 @@ def orders_place_many(
     each on its own: per order, (the order, created?) or the ExchangeError that refused
     it. Consecutive orders of one book share a transaction, as a group (`_group`) does;
     each ends as if placed alone, in the list's order."""
-    results: list[Any] = [None] * len(orders)
+    return orders_place_each([(trader, o) for o in orders])
+
+
+def orders_place_each(
+    items: list[tuple[AbstractBaseUser, dict[str, Any]]],
+) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
+    """`orders_place_many` for orders of any traders (the matcher's requests, as they
+    came): per (trader, order), (the order, created?) or the ExchangeError that refused
+    it; anything else that fails is raised."""
+    results: list[Any] = [None] * len(items)
     pending: list[tuple[int, tuple[str, str], OrderRequest]] = []
-    for i, o in enumerate(orders):
+    for i, (trader, o) in enumerate(items):
         cid = o.get("client_order_id")
-        existing = _order_by_client_id(trader, cid) if cid else None
+        existing = order_by_client_id(trader, cid) if cid else None
         if existing is not None:
             results[i] = (existing, False)
             continue
@@ -216,7 +225,7 @@ def _place_alone_once(symbol: str, mode: str, request: OrderRequest) -> tuple[di
     except IntegrityError as e:
         # Two requests with one clientOrderId raced; the unique constraint let one in.
         if request.client_order_id:
-            existing = _order_by_client_id(request.trader, request.client_order_id)
+            existing = order_by_client_id(request.trader, request.client_order_id)
             if existing is not None:
                 return existing, False
         if "balance_available_nonneg" in str(e):
@@ -301,7 +310,7 @@ _group = GroupCommit(
 )
 
 
-def _order_by_client_id(trader: AbstractBaseUser, client_order_id: str) -> dict[str, Any] | None:
+def order_by_client_id(trader: AbstractBaseUser, client_order_id: str) -> dict[str, Any] | None:
     order = (
         Order.objects.select_related("market")
         .filter(trader=trader, client_order_id=client_order_id)

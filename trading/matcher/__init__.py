@@ -1,0 +1,148 @@
+"""The matcher: the owner of the books, through which the API places and cancels orders.
+
+Where it runs is a setting (`MATCHER`):
+
+- `embedded` (the one-command run, and wherever there is no Redis): in the process
+  that received the request, whose threads share each book's transactions (group
+  commit, `trading.orders.place`);
+- `redis`: in `manage.py runmatcher` processes, each holding a lease on its books
+  (`trading.matcher.server`); the API hands each request to its book's matcher over
+  Redis and waits for the answer (`trading.matcher.redis_queue`).
+
+Either way a request ends in the same stages (`trading.matcher.requests.request_run` →
+`trading.orders.place.orders_place_each` → `_place_together`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+
+from dexsite.errors import ExchangeError, NotFound
+from trading.matcher.requests import CANCEL, CANCEL_ALL, PLACE, MatcherRequest, Outcomes
+
+
+def remote() -> bool:
+    return settings.MATCHER == "redis"
+
+
+def order_submit(*, trader: AbstractBaseUser, **order: Any) -> tuple[dict[str, Any], bool]:
+    """Place one order (`order_place`'s arguments): (the order, created?)."""
+    if not remote():
+        from trading.orders.place import order_place
+
+        return order_place(trader=trader, **order)
+    (outcome,) = _send(order["market"], order["mode"], MatcherRequest(PLACE, trader, [order]))
+    if isinstance(outcome, ExchangeError):
+        raise outcome
+    return outcome
+
+
+def orders_submit(
+    *, trader: AbstractBaseUser, orders: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
+    """Place a list of orders, each on its own (`orders_place_many`): the orders of one
+    book go to its matcher as one request, the books' requests in the list's order."""
+    if not remote():
+        from trading.orders.place import orders_place_many
+
+        return orders_place_many(trader=trader, orders=orders)
+    results: list[Any] = []
+    for (symbol, mode), run in groupby(orders, key=lambda o: (o["market"], o["mode"])):
+        run = list(run)
+        try:
+            results += _send(symbol, mode, MatcherRequest(PLACE, trader, run))
+        except ExchangeError as e:
+            results += [e] * len(run)
+    return results
+
+
+def order_cancel_submit(*, trader: AbstractBaseUser, order_id: int) -> dict[str, Any]:
+    from trading.orders.cancel import order_cancel
+
+    if not remote():
+        return order_cancel(trader=trader, order_id=order_id)
+    from trading.models import Order
+
+    book = (
+        Order.objects.filter(pk=order_id, trader=trader)
+        .values_list("market__symbol", "mode")
+        .first()
+    )
+    if book is None:
+        raise NotFound("order")
+    (order,) = _send(*book, MatcherRequest(CANCEL, trader, order_id=order_id))
+    return order
+
+
+def orders_cancel_all_submit(
+    *,
+    trader: AbstractBaseUser,
+    mode: str | None,
+    market: str | None,
+    conditional: bool = True,
+    reason: str = "USER",
+) -> list[int]:
+    """Cancel a trader's open orders (`orders_cancel_all`): each book's by its matcher,
+    in book order."""
+    from trading.orders.cancel import orders_cancel_all
+
+    if not remote():
+        return orders_cancel_all(
+            trader=trader, mode=mode, market=market, conditional=conditional, reason=reason
+        )
+    canceled: list[int] = []
+    for symbol, book_mode in _books_with_orders(trader, mode, market):
+        request = MatcherRequest(
+            CANCEL_ALL,
+            trader,
+            cancel_all={
+                "mode": book_mode,
+                "market": symbol,
+                "conditional": conditional,
+                "reason": reason,
+            },
+        )
+        (ids,) = _send(symbol, book_mode, request)
+        canceled += ids
+    return canceled
+
+
+def _books_with_orders(
+    trader: AbstractBaseUser, mode: str | None, market: str | None
+) -> Iterable[tuple[str, str]]:
+    from trading.models import LIVE_STATUSES, Order
+
+    orders = Order.objects.filter(trader=trader, status__in=LIVE_STATUSES)
+    if mode:
+        orders = orders.filter(mode=mode)
+    if market:
+        orders = orders.filter(market__symbol=market)
+    return sorted(set(orders.values_list("market__symbol", "mode")))
+
+
+def _send(symbol: str, mode: str, request: MatcherRequest) -> Outcomes:
+    from trading.matcher.redis_queue import request_send
+
+    if not _book_known(symbol, mode):
+        # No matcher would take it: refused here rather than left to time out.
+        raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market")
+    return request_send(symbol, mode, request)
+
+
+# The books known to exist (a book is never deleted): asked of the database once each.
+_books_known: set[tuple[str, str]] = set()
+
+
+def _book_known(symbol: str, mode: str) -> bool:
+    if (symbol, mode) not in _books_known:
+        from trading.models import Book
+
+        if not Book.objects.filter(market__symbol=symbol, mode=mode).exists():
+            return False
+        _books_known.add((symbol, mode))
+    return True

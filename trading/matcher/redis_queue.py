@@ -1,0 +1,143 @@
+"""The matcher's requests and answers over Redis: a list per book that web processes
+push requests onto and the book's matcher pops from; a list per request for its answer;
+and a claim per request that decides, once, who has it.
+
+Why lists and claims rather than a stream with acknowledgements: a request must be
+carried out at most once, and its sender must learn whether it was. A stream's
+acknowledgement says a consumer has finished with an entry; it cannot say "this entry
+will never run". The claim can: before a matcher carries out a request it claims it
+(`SET NX`, with the PostgreSQL backend pid of the connection that will commit it); a
+sender that waited too long claims it itself. Whoever claims first decides:
+
+- the sender's claim: the request will never run; the sender answers 503
+  `MATCHER_UNAVAILABLE`, and a retry is safe;
+- the matcher's claim: the request runs in a transaction on that backend. If its answer
+  does not come, the sender waits until that backend has gone (its transaction then
+  committed or rolled back, and nothing more can happen), and looks the order up by
+  its clientOrderId; without one it answers 503 `ORDER_STATUS_UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from dexsite.errors import ExchangeError
+from trading.matcher.requests import MatcherRequest, Outcomes, answer_decode, request_encode
+
+# How long claims and unread answers live (seconds): past any sender's wait.
+KEEP_SECONDS = 600
+
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+
+
+def redis_client() -> redis.Redis:
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+        return _client
+
+
+def queue_key(symbol: str, mode: str) -> str:
+    return f"{settings.MATCHER_PREFIX}:q:{symbol}:{mode}"
+
+
+def answer_key(request_id: str) -> str:
+    return f"{settings.MATCHER_PREFIX}:a:{request_id}"
+
+
+def claim_key(request_id: str) -> str:
+    return f"{settings.MATCHER_PREFIX}:c:{request_id}"
+
+
+ABANDONED = b"sender"
+
+
+def request_send(symbol: str, mode: str, request: MatcherRequest) -> Outcomes:
+    """Hand `request` to the matcher of (symbol, mode) and wait for its outcomes."""
+    r = redis_client()
+    request.id = uuid.uuid4().hex
+    r.rpush(queue_key(symbol, mode), request_encode(request))
+    answer = r.blpop([answer_key(request.id)], timeout=settings.MATCHER_TIMEOUT)
+    if answer is not None:
+        return answer_decode(answer[1])
+    if r.set(claim_key(request.id), ABANDONED, nx=True, ex=KEEP_SECONDS):
+        raise ExchangeError(
+            "MATCHER_UNAVAILABLE",
+            f"the matcher of {symbol} did not take the request in time; nothing was done, "
+            "send it again",
+            status_code=503,
+            extra={"retryAfter": 1},
+        )
+    return _answer_of_claimed(request)
+
+
+def _answer_of_claimed(request: MatcherRequest) -> Outcomes:
+    """The answer of a request a matcher claimed and has not answered in time: waited
+    for as long as the backend that carries it lives."""
+    r = redis_client()
+    pid = int(r.get(claim_key(request.id)) or 0)
+    deadline = time.monotonic() + 6 * settings.MATCHER_TIMEOUT
+    while time.monotonic() < deadline:
+        answer = r.blpop([answer_key(request.id)], timeout=1)
+        if answer is not None:
+            return answer_decode(answer[1])
+        if not _backend_alive(pid):
+            # Its transaction is over: an answer sent just before it went is here now.
+            answer = r.lpop(answer_key(request.id))
+            if answer is not None:
+                return answer_decode(answer)
+            return _answer_from_database(request)
+    raise _unknown()
+
+
+def _backend_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() is not None
+
+
+def _answer_from_database(request: MatcherRequest) -> Outcomes:
+    """A claimed request whose matcher went without answering: each order found by its
+    clientOrderId is placed (the transaction committed); one without is unknown."""
+    from trading.orders.place import order_by_client_id
+
+    outcomes: Outcomes = []
+    for order in request.orders:
+        cid = order.get("client_order_id")
+        found = order_by_client_id(request.trader, cid) if cid else None
+        outcomes.append((found, False) if found is not None else _unknown(bool(cid)))
+    if not request.orders:
+        # A cancel: cancelling again is safe, and says what the order is now.
+        raise ExchangeError(
+            "MATCHER_UNAVAILABLE",
+            "the matcher stopped while cancelling; send the cancel again",
+            status_code=503,
+            extra={"retryAfter": 1},
+        )
+    return outcomes
+
+
+def _unknown(had_client_id: bool = False) -> ExchangeError:
+    if had_client_id:
+        # Its matcher's transaction is over and the order is not there: it rolled back.
+        return ExchangeError(
+            "MATCHER_UNAVAILABLE",
+            "the matcher stopped before placing the order; nothing was done, send it again",
+            status_code=503,
+            extra={"retryAfter": 1},
+        )
+    return ExchangeError(
+        "ORDER_STATUS_UNKNOWN",
+        "the matcher stopped while placing the order; it may or may not be placed. "
+        "Send a clientOrderId with every order so that a retry is always safe",
+        status_code=503,
+        extra={"retryAfter": 1},
+    )

@@ -1,0 +1,186 @@
+"""What the matcher is asked to do, and how one such request is carried over Redis.
+
+A `MatcherRequest` is one API call's worth of work on one book: a trader's orders to
+place (one, or a batch's run on that book), one order to cancel, or a cancel-all on
+that book. `request_run` is the one place requests are carried out, in the matcher
+process or, in the embedded run, in the web process that received them: consecutive
+placings share one transaction (`orders_place_each`, which groups them by book), the
+others run in turn, in the order they came.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+
+from dexsite.errors import ExchangeError
+
+PLACE, CANCEL, CANCEL_ALL = "place", "cancel", "cancel_all"
+
+# The order arguments that are amounts: sent as strings, read back as Decimal.
+_DECIMALS = ("qty", "price", "trigger_price")
+
+
+@dataclass(slots=True)
+class MatcherRequest:
+    kind: str
+    trader: AbstractBaseUser
+    # PLACE: the orders, as `order_place` takes them (without `trader`).
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    # CANCEL: the order; CANCEL_ALL: what to cancel of the book.
+    order_id: int | None = None
+    cancel_all: dict[str, Any] = field(default_factory=dict)
+    # Set for a request carried over Redis: its id, and where its answer goes.
+    id: str = ""
+
+
+# An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
+# it), one for a CANCEL (the order) or a CANCEL_ALL (the cancelled ids).
+Outcomes = list[Any]
+
+
+def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException]:
+    """Carry out one book's requests, in order. Per request its outcomes, or the
+    exception that failed it whole (a refusal of a cancel; a fault)."""
+    from trading.orders.cancel import order_cancel, orders_cancel_all
+    from trading.orders.place import orders_place_each
+
+    answers: list[Outcomes | BaseException] = []
+    i = 0
+    while i < len(requests):
+        request = requests[i]
+        if request.kind == PLACE:
+            run = [request]
+            while i + len(run) < len(requests) and requests[i + len(run)].kind == PLACE:
+                run.append(requests[i + len(run)])
+            items = [(r.trader, o) for r in run for o in r.orders]
+            try:
+                outcomes = orders_place_each(items)
+            except Exception as e:
+                answers += [e] * len(run)
+            else:
+                at = 0
+                for r in run:
+                    answers.append(outcomes[at : at + len(r.orders)])
+                    at += len(r.orders)
+            i += len(run)
+            continue
+        try:
+            if request.kind == CANCEL:
+                answers.append([order_cancel(trader=request.trader, order_id=request.order_id)])
+            elif request.kind == CANCEL_ALL:
+                answers.append([orders_cancel_all(trader=request.trader, **request.cancel_all)])
+            else:
+                raise ValueError(f"unknown matcher request {request.kind!r}")
+        except Exception as e:
+            answers.append(e)
+        i += 1
+    return answers
+
+
+# -- over Redis -------------------------------------------------------------------------
+
+
+def request_encode(request: MatcherRequest) -> bytes:
+    orders = [
+        {k: str(v) if k in _DECIMALS and v is not None else v for k, v in o.items()}
+        for o in request.orders
+    ]
+    return json.dumps(
+        {
+            "id": request.id,
+            "kind": request.kind,
+            "trader": request.trader.pk,
+            "orders": orders,
+            "orderId": request.order_id,
+            "cancelAll": request.cancel_all,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def requests_decode(raw: list[bytes], users: dict[int, AbstractBaseUser]) -> list[MatcherRequest]:
+    """The requests, with their traders (from `users`, a cache the caller keeps; the ones
+    missing are read in one query)."""
+    bodies = [json.loads(r) for r in raw]
+    missing = {b["trader"] for b in bodies} - users.keys()
+    if missing:
+        users.update(get_user_model().objects.in_bulk(missing))
+    return [
+        MatcherRequest(
+            id=b["id"],
+            kind=b["kind"],
+            trader=users[b["trader"]],
+            orders=[
+                {k: Decimal(v) if k in _DECIMALS and v is not None else v for k, v in o.items()}
+                for o in b["orders"]
+            ],
+            order_id=b["orderId"],
+            cancel_all=b["cancelAll"],
+        )
+        for b in bodies
+    ]
+
+
+def answer_encode(answer: Outcomes | BaseException) -> bytes:
+    if isinstance(answer, BaseException):
+        return json.dumps({"failed": _error_body(answer)}).encode()
+    return json.dumps(
+        {
+            "outcomes": [
+                {"error": _error_body(o)} if isinstance(o, BaseException) else {"ok": o}
+                for o in answer
+            ]
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def answer_decode(raw: bytes) -> Outcomes:
+    """The outcomes of a request, each a value or an ExchangeError; an ExchangeError
+    raised for a request that failed whole."""
+    body = json.loads(raw)
+    if "failed" in body:
+        raise _error(body["failed"])
+    return [_error(o["error"]) if "error" in o else _value(o["ok"]) for o in body["outcomes"]]
+
+
+def _value(v: Any) -> Any:
+    # (the order, created?) travels as a JSON list.
+    return tuple(v) if isinstance(v, list) and len(v) == 2 and isinstance(v[1], bool) else v
+
+
+def _error_body(e: BaseException) -> dict[str, Any]:
+    if isinstance(e, ExchangeError):
+        return {
+            "code": e.code,
+            "message": e.message,
+            "field": e.field,
+            "status": e.status_code,
+            "extra": e.extra,
+        }
+    # A fault, not a refusal: its transaction rolled back, or its COMMIT's outcome is
+    # unknown (`_place_together`). The client learns which by asking for its order.
+    return {
+        "code": "ORDER_STATUS_UNKNOWN",
+        "message": "the matcher failed while carrying out the request; query the order "
+        "by its clientOrderId before sending it again",
+        "field": None,
+        "status": 503,
+        "extra": {"retryAfter": 1},
+    }
+
+
+def _error(body: dict[str, Any]) -> ExchangeError:
+    return ExchangeError(
+        body["code"],
+        body["message"],
+        field=body["field"],
+        status_code=body["status"],
+        extra=body["extra"],
+    )
