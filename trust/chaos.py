@@ -772,13 +772,18 @@ def run_crash(
     db_name = urllib.parse.urlparse(db_url).path.lstrip("/")
     env = procs.server_env(f"{db_url}?application_name={APP_NAME}", prefix)
     web = procs.WebServer(env, out_dir / "crash-web.log")
+    matcher = procs.MatcherProcess(env, out_dir / "crash-matcher.log")
     web.log_path.write_text("")
+    matcher.log_path.write_text("")
+    matcher.start()
     web.start()
     try:
+        matcher.wait_ready()
         web.wait_ready()
         out = asyncio.run(_crash_main(web, tokens, db_name, kills, pg_crash, 4000))
     finally:
         web.stop()
+        matcher.stop()
     from django.db import connections
 
     connections.close_all()

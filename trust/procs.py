@@ -120,12 +120,81 @@ def setup_django(db_url: str, prefix: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def procfile_web() -> str:
-    """The `web` role's command line, as the Procfile gives it."""
+def procfile_role(role: str) -> str:
+    """A role's command line, as the Procfile gives it."""
     for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
+        if line.startswith(f"{role}:"):
             return line.split(":", 1)[1].strip()
-    raise RuntimeError("no web role in the Procfile")
+    raise RuntimeError(f"no {role} role in the Procfile")
+
+
+def procfile_web() -> str:
+    return procfile_role("web")
+
+
+def _role_start(role: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("a") as out:
+        # `exec`: the pid is the process's own.
+        return subprocess.Popen(  # noqa: S603
+            [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_role(role)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+class MatcherProcess:
+    """The Procfile's `matcher` role; `kill9` and `start` crash and replace it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        # Its database sessions named apart from the web processes' (the scenarios wait
+        # for a killed web process's sessions to end).
+        url = env["DATABASE_URL"].replace("application_name=", "application_name=matcher-")
+        self.env = dict(env, DATABASE_URL=url)
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.proc = _role_start("matcher", self.env, self.log_path)
+        self.starts += 1
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds until it holds the lease of every book."""
+        import psycopg
+
+        t0 = time.monotonic()
+        url = self.env["DATABASE_URL"].split("?")[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() - t0 < timeout:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"matcher exited; see {self.log_path}")
+                held, books = conn.execute(
+                    "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND classid = %s AND granted AND pid IN (SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database())),"
+                    " (SELECT count(*) FROM trading_book)",
+                    [MATCHER_LEASE_CLASS],
+                ).fetchone()
+                if books and held >= books:
+                    return time.monotonic() - t0
+                time.sleep(0.05)
+        raise RuntimeError(f"matcher not ready after {timeout}s; see {self.log_path}")
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            process_group_stop(self.proc)
+
+
+# trading.matcher.server.LEASE_CLASS (not imported: Django may not be set up here).
+MATCHER_LEASE_CLASS = 0x4D41
 
 
 class WebServer:
@@ -149,17 +218,7 @@ class WebServer:
         return self.proc.pid
 
     def start(self) -> None:
-        env = dict(self.env, WEB_PORT=str(self.port))
-        with self.log_path.open("a") as out:
-            # `exec`: the pid is the server's own.
-            self.proc = subprocess.Popen(  # noqa: S603
-                [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_web()],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = _role_start("web", dict(self.env, WEB_PORT=str(self.port)), self.log_path)
         self.starts += 1
 
     def wait_ready(self, timeout: float = 60) -> float:
@@ -209,18 +268,22 @@ def _tree(root: int) -> list[int]:
 
 @contextlib.contextmanager
 def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[list[WebServer]]:
-    """`n` web processes, started together and stopped whatever happens."""
+    """`n` web processes and the matcher they hand orders to, started together and
+    stopped whatever happens."""
     started = [WebServer(env, out_dir / f"{tag}-web{i}.log") for i in range(n)]
-    for s in started:
+    matcher = MatcherProcess(env, out_dir / f"{tag}-matcher.log")
+    for s in [*started, matcher]:
         s.log_path.write_text("")
     try:
+        matcher.start()
         for s in started:
             s.start()
+        matcher.wait_ready()
         for s in started:
             s.wait_ready()
         yield started
     finally:
-        for s in started:
+        for s in [*started, matcher]:
             s.stop()
 
 

@@ -226,9 +226,7 @@ class TradeBatchApi(APIView):
             else:
                 results.append(validation_error_body(one.errors))
         # Each order stands on its own: one refusal does not undo the others.
-        placed = matcher.orders_submit(
-            trader=request.user, orders=[args for _, args in valid]
-        )
+        placed = matcher.orders_submit(trader=request.user, orders=[args for _, args in valid])
         for (i, _), outcome in zip(valid, placed, strict=True):
             results[i] = outcome.as_dict() if isinstance(outcome, ExchangeError) else outcome[0]
         return Response({"results": results})

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from trading.matcher.redis_queue import (
     KEEP_SECONDS,
@@ -124,27 +124,43 @@ class Matcher:
             log.warning("matcher: %d books are held by another matcher: %s", len(held), held)
         until = time.monotonic() + duration if duration else None
         while not self.stopping and (until is None or time.monotonic() < until):
-            self.leases_check()
-            keys = [queue_key(*k) for k in self.owned.values()]
-            if not keys:
-                time.sleep(LOOK_SECONDS / 4)
-                continue
-            # Rotate the keys: BLPOP serves the first non-empty one, and no book may
-            # starve behind a busy one.
-            self.turn = (self.turn + 1) % len(keys)
-            keys = keys[self.turn :] + keys[: self.turn]
-            popped = r.blpop(keys, timeout=0.5)
-            if popped is None:
-                continue
-            key, first = popped
-            rest = r.lpop(key, settings.ORDER_GROUP_MAX - 1) or []
-            self.batch_run([first, *rest])
+            try:
+                self.turn_once(r)
+            except (OperationalError, InterfaceError):
+                # The database went away (a restart, a dropped connection): the leases
+                # went with the connection. Wait, reconnect, take them again.
+                log.exception("matcher: database unavailable; retrying")
+                connection.close()
+                time.sleep(0.5)
 
-    def batch_run(self, raw: list[bytes]) -> None:
-        """Claim, carry out and answer one book's waiting requests."""
+    def turn_once(self, r: Any) -> None:
+        """Wait (briefly) for requests to any owned book; carry out one book's batch."""
+        self.leases_check()
+        keys = [queue_key(*k) for k in self.owned.values()]
+        if not keys:
+            time.sleep(LOOK_SECONDS / 4)
+            return
+        # Rotate the keys: BLPOP serves the first non-empty one, and no book may
+        # starve behind a busy one.
+        self.turn = (self.turn + 1) % len(keys)
+        keys = keys[self.turn :] + keys[: self.turn]
+        popped = r.blpop(keys, timeout=0.5)
+        if popped is None:
+            return
+        key, first = popped
+        rest = r.lpop(key, settings.ORDER_GROUP_MAX - 1) or []
+        self.batch_run(key.decode(), [first, *rest])
+
+    def batch_run(self, key: str, raw: list[bytes]) -> None:
+        """Claim, carry out and answer one book's waiting requests (taken off `key`)."""
         r = redis_client()
         close_old_connections()
         self.leases_check()
+        if key not in {queue_key(*k) for k in self.owned.values()}:
+            # The lease went (the connection was replaced): the book's next owner takes
+            # them, in the order they came.
+            r.lpush(key, *reversed(raw))
+            return
         requests = requests_decode(raw, self.users)
         pipe = r.pipeline(transaction=False)
         for request in requests:

@@ -1,0 +1,216 @@
+"""The matcher role: `manage.py runmatcher` processes on the test database, requests
+handed to them over the test run's Redis exactly as the web processes hand them
+(`trading.matcher`), leases held in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from dexsite.errors import ExchangeError
+from trading import matcher
+from trading.matcher import redis_queue
+from trading.matcher.requests import PLACE, MatcherRequest
+from trading.matcher.server import LEASE_CLASS
+from trading.models import Book, Order
+from trading.tests.factories import MarketFactory, UserFactory, fund
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None),
+        reason="matchers hold PostgreSQL leases and take requests over Redis",
+    ),
+]
+
+
+def _db_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _leases() -> dict[int, int]:
+    """book pk -> the backend pid holding its matcher lease."""
+    with psycopg.connect(_db_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT objid, pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            " AND granted AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())",
+            [LEASE_CLASS],
+        ).fetchall()
+    return {int(objid): pid for objid, pid in rows}
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def remote(settings) -> Iterator[Callable[..., subprocess.Popen]]:
+    """MATCHER=redis in this process, under a Redis prefix of this test's; yields a
+    function that starts a `runmatcher` process (stopped at the end)."""
+    prefix = f"mt{uuid.uuid4().hex[:10]}"
+    settings.MATCHER, settings.MATCHER_PREFIX, settings.MATCHER_TIMEOUT = "redis", prefix, 3
+    matcher._books_known.clear()
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        env = dict(
+            os.environ,
+            DATABASE_URL=_db_url(),
+            REDIS_URL=settings.REDIS_URL,
+            MATCHER_PREFIX=prefix,
+            DEBUG="true",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runmatcher", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(10)
+    connection.close()
+
+
+def _order(**kw) -> dict:
+    order = {
+        "market": "BTC-PERP",
+        "mode": "PAPER",
+        "side": "BUY",
+        "type": "LIMIT",
+        "qty": Decimal("0.01"),
+        "price": Decimal("64000"),
+    }
+    return order | kw
+
+
+@pytest.fixture
+def book_and_traders():
+    market = MarketFactory()
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "1000000")
+    fund(bob, "1000000")
+    return Book.objects.get(market=market, mode="PAPER"), alice, bob
+
+
+def test_orders_and_cancels_go_through_the_matcher_that_holds_the_book(remote, book_and_traders):
+    book, alice, bob = book_and_traders
+    proc = remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    rests, created = matcher.order_submit(trader=alice, **_order(client_order_id="a1"))
+    assert created and rests["status"] == "NEW"
+    takes, _ = matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("0.004")))
+    assert takes["status"] == "FILLED" and takes["fills"][0]["px"] == "64000"
+    # A repeated clientOrderId answers with the first order, as the matcher holds it now.
+    again, created = matcher.order_submit(trader=alice, **_order(client_order_id="a1"))
+    assert not created and again["id"] == rests["id"] and again["filledQty"] == "0.004"
+    # A batch: each order on its own.
+    results = matcher.orders_submit(
+        trader=alice, orders=[_order(price=Decimal("63000")), _order(price=Decimal("63000.3"))]
+    )
+    assert results[0][0]["status"] == "NEW"
+    assert isinstance(results[1], ExchangeError) and results[1].code == "INVALID_PRICE"
+    with pytest.raises(ExchangeError) as refused:
+        matcher.order_submit(trader=alice, **_order(qty=Decimal("1000")))
+    assert refused.value.code == "INSUFFICIENT_MARGIN"
+    canceled = matcher.order_cancel_submit(trader=alice, order_id=results[0][0]["id"])
+    assert canceled["status"] == "CANCELED"
+    assert matcher.orders_cancel_all_submit(trader=alice, mode="PAPER", market=None) == [
+        rests["id"]
+    ]
+    with pytest.raises(ExchangeError) as unknown:
+        matcher.order_submit(trader=alice, **_order(market="NOPE-PERP"))
+    assert unknown.value.code == "UNKNOWN_MARKET"
+    assert proc.poll() is None
+    assert Order.objects.filter(trader=alice, status="NEW").count() == 0
+
+
+def test_no_matcher_means_503_and_nothing_done_even_once_one_starts(remote, book_and_traders):
+    book, alice, _ = book_and_traders
+    with pytest.raises(ExchangeError) as e:
+        matcher.order_submit(trader=alice, **_order(client_order_id="lonely"))
+    assert (e.value.code, e.value.status_code) == ("MATCHER_UNAVAILABLE", 503)
+    assert e.value.extra["retryAfter"] == 1
+    # The request still sits in the book's queue; the matcher that starts now finds it
+    # claimed by its sender and leaves it.
+    remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    _, created = matcher.order_submit(trader=alice, **_order(client_order_id="second"))
+    assert created
+    assert list(Order.objects.filter(trader=alice).values_list("client_order_id", flat=True)) == [
+        "second"
+    ]
+
+
+def test_two_matchers_never_hold_one_book_and_the_second_takes_over(remote, book_and_traders):
+    book, alice, bob = book_and_traders
+    first = remote()
+    _wait(lambda: book.pk in _leases(), "the first matcher's lease")
+    holder = _leases()[book.pk]
+    second = remote()
+    matcher.order_submit(trader=alice, **_order())
+    time.sleep(0.5)  # the second matcher has had several looks at the book
+    assert second.poll() is None and _leases()[book.pk] == holder
+    first.kill()
+    first.wait(10)
+    _wait(lambda: _leases().get(book.pk) not in (None, holder), "the second matcher's lease")
+    taken, _ = matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("0.01")))
+    assert taken["status"] == "FILLED"
+
+
+def test_a_claimed_request_whose_matcher_died_is_answered_from_the_database(
+    remote, book_and_traders
+):
+    """The sender's side of a matcher that claimed a request and went without answering:
+    it waits for the claiming backend to end, then answers from what committed."""
+    book, alice, _ = book_and_traders
+    r = redis_queue.redis_client()
+    remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+
+    def claimed_by_a_backend_that_ends(request: MatcherRequest) -> None:
+        request.id = uuid.uuid4().hex
+        conn = psycopg.connect(_db_url(), autocommit=True)
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        r.set(redis_queue.claim_key(request.id), pid)
+        conn.close()
+
+    # It committed: the order is there, found by its clientOrderId.
+    placed, _ = matcher.order_submit(trader=alice, **_order(client_order_id="kept"))
+    request = MatcherRequest(PLACE, alice, [_order(client_order_id="kept")])
+    claimed_by_a_backend_that_ends(request)
+    ((found, created),) = redis_queue._answer_of_claimed(request)
+    assert found["id"] == placed["id"] and not created
+    # It rolled back: nothing there, so a retry is safe.
+    request = MatcherRequest(PLACE, alice, [_order(client_order_id="gone")])
+    claimed_by_a_backend_that_ends(request)
+    (outcome,) = redis_queue._answer_of_claimed(request)
+    assert outcome.code == "MATCHER_UNAVAILABLE"
+    # Without a clientOrderId nobody can tell: the trader is told so.
+    request = MatcherRequest(PLACE, alice, [_order()])
+    claimed_by_a_backend_that_ends(request)
+    (outcome,) = redis_queue._answer_of_claimed(request)
+    assert outcome.code == "ORDER_STATUS_UNKNOWN" and outcome.status_code == 503
