@@ -331,4 +331,7 @@ MATCHER = os.environ.get("MATCHER", "embedded")
 if MATCHER not in ("embedded", "redis") or (MATCHER == "redis" and not REDIS_URL):
     raise ImproperlyConfigured("MATCHER is embedded, or redis with REDIS_URL set")
 MATCHER_TIMEOUT = float(os.environ.get("MATCHER_TIMEOUT", "5"))
-MATCHER_PREFIX = os.environ.get("MATCHER_PREFIX", "matcher")
+# (Deployments that share a Redis set CHANNEL_LAYER_PREFIX apart; the matcher's keys follow.)
+MATCHER_PREFIX = os.environ.get(
+    "MATCHER_PREFIX", os.environ.get("CHANNEL_LAYER_PREFIX", "asgi") + ".matcher"
+)

@@ -21,11 +21,18 @@ them must be in the database, once. After each restart, with the clients held: t
 depth the new process serves equals the database's book at the moment of the kill,
 the book's seq never went back (no seq a WebSocket client saw before the crash is
 reused), a fresh WebSocket subscription's snapshot carries the Book row's seq, and
-the deltas after it are contiguous.
+the deltas after it are contiguous. (The orders the killed process had already handed
+to the matcher are still placed: the book is compared once they are.)
+
+Scenario 5, matcher crashes: the same clients against one web process while its matcher
+(the Procfile's `matcher` role) is killed with SIGKILL at random moments and a new one
+started. Every acknowledged order must be in the database, once; the only 5xx answers
+are 503s (MATCHER_UNAVAILABLE: nothing was done; ORDER_STATUS_UNKNOWN: the order is
+looked up by its clientOrderId on the retry); the invariants hold.
 
 Usage::
 
-    python trust/chaos.py [--quick] [--only concurrency|crash] [--duration S]
+    python trust/chaos.py [--quick] [--only concurrency|crash|matcher] [--duration S]
         [--workers N] [--kills N] [--clients N] [--no-pg-crash] [--db-url URL]
         [--json PATH] [--keep-db]
 
@@ -597,9 +604,38 @@ async def _wait_backends_gone(db: DbThread, db_name: str, timeout: float = 15) -
         await asyncio.sleep(0.05)
 
 
+async def _book_settled(db: DbThread, quiet: float = 0.3, timeout: float = 15) -> None:
+    """Until the book's seq has not moved for `quiet` seconds."""
+    from trading.models import Book
+
+    def seq() -> int:
+        return Book.objects.get(market__symbol=SYMBOL, mode=MODE).seq
+
+    deadline = time.monotonic() + timeout
+    last, since = await db.run(seq), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        await asyncio.sleep(0.05)
+        now = await db.run(seq)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 async def _fetch_json(url: str) -> Any:
     async with session_for(1) as s, s.get(url) as r:
         return await r.json()
+
+
+async def _clients_started(
+    state: CrashState, url: str, tokens: list[str], session: Any, seed: int
+) -> list[asyncio.Task]:
+    """One `_crash_client` per token, let go and given a second to get going."""
+    clients = [
+        asyncio.create_task(_crash_client(i, state, url, tok, session, seed + i))
+        for i, tok in enumerate(tokens)
+    ]
+    state.go.set()
+    await asyncio.sleep(1.0)
+    return clients
 
 
 async def _crash_main(
@@ -619,12 +655,7 @@ async def _crash_main(
     db = DbThread()
     async with session_for(len(tokens) * 2) as session:
         obs_task = asyncio.create_task(observer.run())
-        clients = [
-            asyncio.create_task(_crash_client(i, state, web.url, tok, session, seed + i))
-            for i, tok in enumerate(tokens)
-        ]
-        state.go.set()
-        await asyncio.sleep(1.0)
+        clients = await _clients_started(state, web.url, tokens, session, seed)
         for k in range(kills):
             await asyncio.sleep(rng.uniform(0.3, 2.5))
             web.kill9()
@@ -639,6 +670,9 @@ async def _crash_main(
             n_snap = len(observer.snapshots)
             web.start()
             await _wait_backends_gone(db, db_name)
+            # The orders the dead process had handed to the matcher are still placed:
+            # the book is as the kill left it once those are.
+            await _book_settled(db)
             seq_db, book_db = await db.run(_db_book)
             seen = observer.max_seq
             compared = held_seq == seq_db
@@ -735,6 +769,54 @@ async def _pg_crash(state: CrashState, web: procs.WebServer, db: DbThread) -> di
     return out
 
 
+def _kill_figures(
+    db_url: str,
+    prefix: str,
+    state: CrashState,
+    problems: list[str],
+    recoveries: list[float],
+    kills: int,
+) -> dict[str, Any]:
+    """A kill scenario's figures once its processes stopped: every acknowledged order
+    in the database, once, as told; fills consistent; the invariants (checked here and
+    by `check_invariants`)."""
+    from django.db import connections
+
+    connections.close_all()
+    lost, regressed = _acked_in_db(state.acked)
+    fill_problems = procs.fills_consistent()
+    ids = [a.order_id for a in state.acked.values()]
+    violations = procs.invariants(acknowledged=ids)
+    cmd_rc, cmd_out = procs.invariants_command(db_url, prefix, ids)
+    found = problems + lost[:10] + state.duplicates[:10] + regressed[:10]
+    for p in found + fill_problems + violations:
+        log(f"  PROBLEM: {p}")
+    return {
+        "kills": len(recoveries),
+        "orders_acknowledged": len(state.acked),
+        "orders_lost": len(lost),
+        "duplicates": len(state.duplicates) + len(fill_problems),
+        "acknowledged_state_regressed": len(regressed),
+        "recovery_median_s": round(statistics.median(recoveries), 2) if recoveries else None,
+        "recovery_max_s": round(max(recoveries), 2) if recoveries else None,
+        "requests": state.tally.requests,
+        "requests_sent_again": state.unanswered,
+        "5xx": dict(state.tally.server_errors),
+        "rejected": dict(state.tally.rejected),
+        "problems": found,
+        "fill_problems": fill_problems,
+        "invariant_violations": violations,
+        "check_invariants_command": {"exit": cmd_rc, "output": cmd_out[-2000:]},
+        "passed": bool(
+            cmd_rc == 0
+            and not found
+            and not fill_problems
+            and not violations
+            and len(recoveries) == kills
+        ),
+    }
+
+
 def _acked_in_db(acked: dict[str, Ack]) -> tuple[list[str], list[str]]:
     """(lost, regressed): acknowledged orders the database lacks, and ones whose stored
     state is behind what the client was told."""
@@ -771,72 +853,106 @@ def run_crash(
     ]
     db_name = urllib.parse.urlparse(db_url).path.lstrip("/")
     env = procs.server_env(f"{db_url}?application_name={APP_NAME}", prefix)
-    web = procs.WebServer(env, out_dir / "crash-web.log")
-    matcher = procs.MatcherProcess(env, out_dir / "crash-matcher.log")
-    web.log_path.write_text("")
-    matcher.log_path.write_text("")
-    matcher.start()
-    web.start()
-    try:
-        matcher.wait_ready()
-        web.wait_ready()
+    with procs.web_and_matcher(env, out_dir, "crash") as (web, _):
         out = asyncio.run(_crash_main(web, tokens, db_name, kills, pg_crash, 4000))
-    finally:
-        web.stop()
-        matcher.stop()
-    from django.db import connections
-
-    connections.close_all()
-    state: CrashState = out["state"]
-    lost, regressed = _acked_in_db(state.acked)
-    fill_problems = procs.fills_consistent()
-    ids = [a.order_id for a in state.acked.values()]
-    problems = procs.invariants(acknowledged=ids)
-    cmd_rc, cmd_out = procs.invariants_command(db_url, prefix, ids)
     recoveries = [c["recovery_s"] for c in out["cycles"]]
-    figures = {
-        "kills": len(out["cycles"]),
-        "postgresql_crashes": 1 if out["pg"] else 0,
-        "postgresql_recovery_s": out["pg"].get("recovery_s"),
-        "orders_acknowledged": len(state.acked),
-        "orders_lost": len(lost),
-        "duplicates": len(state.duplicates) + len(fill_problems),
-        "acknowledged_state_regressed": len(regressed),
-        "recovery_median_s": round(statistics.median(recoveries), 2) if recoveries else None,
-        "recovery_max_s": round(max(recoveries), 2) if recoveries else None,
-        "requests": state.tally.requests,
-        "requests_sent_again": state.unanswered,
-        "answers_lost_to_crashes": sum(state.tally.transport_errors.values()),
-        "5xx_during_crashes": dict(state.tally.server_errors),
-        "rejected": dict(state.tally.rejected),
-        "ws_connections": out["ws_connections"],
-        "ws_disconnects": out["ws_disconnects"],
-        "books_compared_with_clients": sum(c["book_compared_with_clients"] for c in out["cycles"]),
-        "cycles": out["cycles"],
-        "problems": out["problems"] + lost[:10] + state.duplicates[:10] + regressed[:10],
-        "fill_problems": fill_problems,
-        "invariant_violations": problems,
-        "check_invariants_command": {"exit": cmd_rc, "output": cmd_out[-2000:]},
-    }
-    figures["passed"] = bool(
-        cmd_rc == 0
-        and not lost
-        and not state.duplicates
-        and not regressed
-        and not fill_problems
-        and not problems
-        and not out["problems"]
-        and len(out["cycles"]) == kills
+    figures = _kill_figures(db_url, prefix, out["state"], out["problems"], recoveries, kills)
+    figures.update(
+        postgresql_crashes=1 if out["pg"] else 0,
+        postgresql_recovery_s=out["pg"].get("recovery_s"),
+        ws_connections=out["ws_connections"],
+        ws_disconnects=out["ws_disconnects"],
+        books_compared_with_clients=sum(c["book_compared_with_clients"] for c in out["cycles"]),
+        cycles=out["cycles"],
     )
-    for p in figures["problems"] + fill_problems + problems:
-        log(f"  PROBLEM: {p}")
+    figures["5xx_during_crashes"] = figures.pop("5xx")
     return figures
+
+
+def run_matcher_kills(
+    db_url: str, prefix: str, kills: int, clients: int, out_dir: Path
+) -> dict[str, Any]:
+    """Scenario 5: kill -9 of the matcher under load, `kills` times, a new one started
+    each time. Clients send every order with a clientOrderId and send it again, the same,
+    after any 5xx or lost answer, as docs/api.md tells bot authors to."""
+    log(f"\n== scenario 5: matcher crashes, {kills} kill -9 of the matcher, {clients} clients ==")
+    procs.market_create()
+    tokens = [
+        procs.trader_create(f"trust-mkill{i}", Decimal("10000000"), MODE)[1] for i in range(clients)
+    ]
+    # A short wait for a matcher, so that a dead one is noticed quickly.
+    env = procs.server_env(f"{db_url}?application_name={APP_NAME}", prefix, MATCHER_TIMEOUT="1")
+    with procs.web_and_matcher(env, out_dir, "mkill") as (web, matcher):
+        out = asyncio.run(_matcher_kills_main(web, matcher, tokens, kills, 5000))
+    figures = _kill_figures(db_url, prefix, out["state"], out["problems"], out["recoveries"], kills)
+    unexpected_5xx = {k: v for k, v in figures["5xx"].items() if not k.endswith(" 503")}
+    figures["503_during_crashes"] = figures.pop("5xx")
+    if unexpected_5xx:
+        log(f"  PROBLEM: 5xx other than 503: {unexpected_5xx}")
+        figures["passed"] = False
+    return figures
+
+
+async def _matcher_kills_main(
+    web: procs.WebServer,
+    matcher: procs.MatcherProcess,
+    tokens: list[str],
+    kills: int,
+    seed: int,
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    state = CrashState(asyncio.Event())
+    recoveries: list[float] = []
+    problems: list[str] = []
+    async with session_for(len(tokens) * 2) as session:
+        clients = await _clients_started(state, web.url, tokens, session, seed)
+        for k in range(kills):
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            matcher.kill9()
+            t_kill = time.monotonic()
+            await asyncio.sleep(rng.uniform(0, 0.5))
+            matcher.start()
+            await asyncio.to_thread(matcher.wait_ready)
+            # Back: the first order acknowledged after the new matcher took the book.
+            t_ready = time.monotonic()
+            deadline = t_ready + 30
+            while state.last_ack <= t_ready and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if state.last_ack <= t_ready:
+                problems.append(f"kill {k + 1}: no order acknowledged within 30 s")
+            recoveries.append(state.last_ack - t_kill)
+            log(
+                f"  kill {k + 1}/{kills}: the new matcher held the book after "
+                f"{t_ready - t_kill:.2f}s, orders acknowledged again after "
+                f"{recoveries[-1]:.2f}s; {len(state.acked)} acknowledged so far"
+            )
+        await asyncio.sleep(1.0)
+        state.stop = True
+        await asyncio.wait_for(asyncio.gather(*clients), 120)
+    return {"state": state, "recoveries": recoveries, "problems": problems}
 
 
 # -- main -------------------------------------------------------------------------------
 
 
-def _table(conc: dict[str, Any] | None, crash: dict[str, Any] | None) -> str:
+def _kill_rows(f: dict[str, Any], victim: str, back: str) -> list[tuple[str, Any]]:
+    """The rows a kill scenario's table shares with the other's."""
+    return [
+        (f"kill -9 of {victim}", f["kills"]),
+        ("orders acknowledged", f["orders_acknowledged"]),
+        ("orders lost", f["orders_lost"]),
+        ("duplicates", f["duplicates"]),
+        (f"{back}, median (s)", f["recovery_median_s"]),
+        (f"{back}, max (s)", f["recovery_max_s"]),
+        ("requests sent again (answer lost or 5xx)", f["requests_sent_again"]),
+        ("invariant violations", len(f["invariant_violations"])),
+        ("passed", f["passed"]),
+    ]
+
+
+def _table(
+    conc: dict[str, Any] | None, crash: dict[str, Any] | None, mkill: dict[str, Any] | None
+) -> str:
     parts = []
     if conc:
         parts.append(
@@ -866,31 +982,23 @@ def _table(conc: dict[str, Any] | None, crash: dict[str, Any] | None) -> str:
             )
         )
     if crash:
-        parts.append(
-            procs.figures_table(
-                "scenario 4: crash recovery",
-                [
-                    ("kill -9 of the web process", crash["kills"]),
-                    ("PostgreSQL immediate stops", crash["postgresql_crashes"]),
-                    ("orders acknowledged", crash["orders_acknowledged"]),
-                    ("orders lost", crash["orders_lost"]),
-                    ("duplicates", crash["duplicates"]),
-                    ("recovery after kill, median (s)", crash["recovery_median_s"]),
-                    ("recovery after kill, max (s)", crash["recovery_max_s"]),
-                    ("PostgreSQL recovery (s)", crash["postgresql_recovery_s"] or "-"),
-                    ("requests sent again (answer lost)", crash["requests_sent_again"]),
-                    ("invariant violations", len(crash["invariant_violations"])),
-                    ("passed", crash["passed"]),
-                ],
-            )
-        )
+        rows = _kill_rows(crash, "the web process", "recovery after kill")
+        rows[1:1] = [("PostgreSQL immediate stops", crash["postgresql_crashes"])]
+        rows[-2:-2] = [("PostgreSQL recovery (s)", crash["postgresql_recovery_s"] or "-")]
+        parts.append(procs.figures_table("scenario 4: crash recovery", rows))
+    if mkill:
+        rows = _kill_rows(mkill, "the matcher", "orders acknowledged again")
+        rows[-2:-2] = [
+            ("503 answers (sent again, same clientOrderId)", mkill["503_during_crashes"])
+        ]
+        parts.append(procs.figures_table("scenario 5: matcher crashes", rows))
     return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="seconds, 3 kills, no PostgreSQL crash")
-    ap.add_argument("--only", choices=["concurrency", "crash"], action="append")
+    ap.add_argument("--only", choices=["concurrency", "crash", "matcher"], action="append")
     ap.add_argument("--duration", type=float, help="concurrency load seconds (30; quick 4)")
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--kills", type=int, help="kill -9 count (20; quick 3)")
@@ -901,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-db", action="store_true")
     args = ap.parse_args(argv)
     quick = args.quick
-    only = set(args.only or ["concurrency", "crash"])
+    only = set(args.only or ["concurrency", "crash", "matcher"])
     duration = args.duration or (4.0 if quick else 30.0)
     kills = args.kills if args.kills is not None else (3 if quick else 20)
     clients = args.clients or (4 if quick else 8)
@@ -915,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"trustchaos{os.getpid()}"
     out_dir = procs.results_dir()
     procs.database_create(db_url)
-    conc = crash = None
+    conc = crash = mkill = None
     try:
         procs.setup_django(db_url, prefix)
         log(f"database {db_url}, channel prefix {prefix}, logs in {out_dir}")
@@ -923,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
             conc = run_concurrency(db_url, prefix, duration, args.workers, out_dir)
         if "crash" in only:
             crash = run_crash(db_url, prefix, kills, pg_crash, clients, out_dir)
+        if "matcher" in only:
+            mkill = run_matcher_kills(db_url, prefix, kills, clients, out_dir)
     finally:
         from django.db import connections
 
@@ -931,13 +1041,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_db:
             with procs.pg_restarted_after():
                 procs.database_drop(db_url)
-    log("\n" + _table(conc, crash))
-    passed = all(f["passed"] for f in (conc, crash) if f)
+    log("\n" + _table(conc, crash, mkill))
+    passed = all(f["passed"] for f in (conc, crash, mkill) if f)
     procs.write_json(
         args.json,
         {
             "concurrency": conc,
             "crash": crash,
+            "matcher": mkill,
             "passed": passed,
             "seconds": round(time.monotonic() - t_start, 1),
             "argv": sys.argv,

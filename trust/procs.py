@@ -287,6 +287,25 @@ def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[li
             s.stop()
 
 
+@contextlib.contextmanager
+def web_and_matcher(
+    env: dict[str, str], out_dir: Path, tag: str
+) -> Iterator[tuple[WebServer, MatcherProcess]]:
+    """One web process and its matcher, each of which a scenario may kill and restart."""
+    web = WebServer(env, out_dir / f"{tag}-web.log")
+    matcher = MatcherProcess(env, out_dir / f"{tag}-matcher.log")
+    for p in (web, matcher):
+        p.log_path.write_text("")
+        p.start()
+    try:
+        matcher.wait_ready()
+        web.wait_ready()
+        yield web, matcher
+    finally:
+        web.stop()
+        matcher.stop()
+
+
 # -- PostgreSQL -------------------------------------------------------------------------
 
 

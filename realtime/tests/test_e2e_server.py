@@ -1,5 +1,6 @@
 """End to end: two real web processes (the Procfile's launcher, `python -m
-dexsite.serve`: uvicorn) on one Redis and one PostgreSQL, real WebSocket clients, orders
+dexsite.serve`: uvicorn) and the matcher they hand orders to, on one Redis and one
+PostgreSQL, real WebSocket clients, orders
 over REST, forms posted as browsers post them.
 Both processes must deliver the same events in the same order."""
 
@@ -51,6 +52,9 @@ def servers():
         # Throttle counters of this run only: the forms below sign accounts up.
         CACHE_KEY_PREFIX=f"e2e{uuid.uuid4().hex[:10]}",
         THROTTLE_RATE_SIGNUP="1000/hour",
+        # As the Procfile runs them: the web processes hand orders to one matcher.
+        MATCHER="redis",
+        MATCHER_PREFIX=f"e2e{uuid.uuid4().hex[:10]}",
     )
     ports = [free_port(), free_port()]
     procs = [
@@ -72,6 +76,15 @@ def servers():
         )
         for p in ports
     ]
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "manage.py", "runmatcher"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    )
     deadline = time.time() + 30
     for p in ports:
         while True:

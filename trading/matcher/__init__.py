@@ -23,7 +23,14 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError, NotFound
-from trading.matcher.requests import CANCEL, CANCEL_ALL, PLACE, MatcherRequest, Outcomes
+from trading.matcher.requests import (
+    CANCEL,
+    CANCEL_ALL,
+    PLACE,
+    TRIGGER,
+    MatcherRequest,
+    Outcomes,
+)
 
 
 def remote() -> bool:
@@ -110,6 +117,41 @@ def orders_cancel_all_submit(
         (ids,) = _send(symbol, book_mode, request)
         canceled += ids
     return canceled
+
+
+def triggers_fire() -> list[tuple[int, str]]:
+    """The clock's sweep (`trading.orders.conditional.triggers_fire`): each conditional
+    order whose trigger was crossed placed by its book's matcher. (id, outcome) each; a
+    book whose matcher does not answer is left for the next sweep."""
+    from trading.orders.conditional import triggers_due
+    from trading.orders.conditional import triggers_fire as fire_here
+
+    if not remote():
+        return fire_here()
+    due = triggers_due()
+    if not due:
+        return []
+    from trading.models import Order
+
+    books = dict(
+        (pk, (symbol, mode))
+        for pk, symbol, mode in Order.objects.filter(pk__in=due).values_list(
+            "pk", "market__symbol", "mode"
+        )
+    )
+    fired: list[tuple[int, str]] = []
+    unavailable: set[tuple[str, str]] = set()
+    for order_id in due:
+        book = books.get(order_id)
+        if book is None or book in unavailable:
+            continue
+        try:
+            (outcome,) = _send(*book, MatcherRequest(TRIGGER, None, order_id=order_id))
+        except ExchangeError as e:
+            unavailable.add(book)
+            outcome = e.code
+        fired.append((order_id, outcome))
+    return fired
 
 
 def _books_with_orders(

@@ -2,7 +2,7 @@
 
 A `MatcherRequest` is one API call's worth of work on one book: a trader's orders to
 place (one, or a batch's run on that book), one order to cancel, or a cancel-all on
-that book. `request_run` is the one place requests are carried out, in the matcher
+that book; or, from the clock, a conditional order whose trigger was crossed. `request_run` is the one place requests are carried out, in the matcher
 process or, in the embedded run, in the web process that received them: consecutive
 placings share one transaction (`orders_place_each`, which groups them by book), the
 others run in turn, in the order they came.
@@ -20,7 +20,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError
 
-PLACE, CANCEL, CANCEL_ALL = "place", "cancel", "cancel_all"
+PLACE, CANCEL, CANCEL_ALL, TRIGGER = "place", "cancel", "cancel_all", "trigger"
 
 # The order arguments that are amounts: sent as strings, read back as Decimal.
 _DECIMALS = ("qty", "price", "trigger_price")
@@ -29,10 +29,11 @@ _DECIMALS = ("qty", "price", "trigger_price")
 @dataclass(slots=True)
 class MatcherRequest:
     kind: str
-    trader: AbstractBaseUser
+    # None for the clock's TRIGGER (the order's row names its trader).
+    trader: AbstractBaseUser | None
     # PLACE: the orders, as `order_place` takes them (without `trader`).
     orders: list[dict[str, Any]] = field(default_factory=list)
-    # CANCEL: the order; CANCEL_ALL: what to cancel of the book.
+    # CANCEL, TRIGGER: the order; CANCEL_ALL: what to cancel of the book.
     order_id: int | None = None
     cancel_all: dict[str, Any] = field(default_factory=dict)
     # Set for a request carried over Redis: its id, and where its answer goes.
@@ -40,7 +41,8 @@ class MatcherRequest:
 
 
 # An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
-# it), one for a CANCEL (the order) or a CANCEL_ALL (the cancelled ids).
+# it), one for a CANCEL (the order), a CANCEL_ALL (the cancelled ids) or a TRIGGER
+# (PLACED, GONE, or the code of the refusal).
 Outcomes = list[Any]
 
 
@@ -48,15 +50,25 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
     """Carry out one book's requests, in order. Per request its outcomes, or the
     exception that failed it whole (a refusal of a cancel; a fault)."""
     from trading.orders.cancel import order_cancel, orders_cancel_all
+    from trading.orders.conditional import order_trigger
     from trading.orders.place import orders_place_each
 
     answers: list[Outcomes | BaseException] = []
     i = 0
     while i < len(requests):
         request = requests[i]
+        if request.trader is None and request.kind != TRIGGER:
+            # Its account is gone (deleted while the request waited).
+            answers.append(ExchangeError("NOT_FOUND", "trader not found", status_code=404))
+            i += 1
+            continue
         if request.kind == PLACE:
             run = [request]
-            while i + len(run) < len(requests) and requests[i + len(run)].kind == PLACE:
+            while (
+                i + len(run) < len(requests)
+                and requests[i + len(run)].kind == PLACE
+                and requests[i + len(run)].trader is not None
+            ):
                 run.append(requests[i + len(run)])
             items = [(r.trader, o) for r in run for o in r.orders]
             try:
@@ -75,6 +87,8 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
                 answers.append([order_cancel(trader=request.trader, order_id=request.order_id)])
             elif request.kind == CANCEL_ALL:
                 answers.append([orders_cancel_all(trader=request.trader, **request.cancel_all)])
+            elif request.kind == TRIGGER:
+                answers.append([order_trigger(request.order_id)])
             else:
                 raise ValueError(f"unknown matcher request {request.kind!r}")
         except Exception as e:
@@ -95,7 +109,7 @@ def request_encode(request: MatcherRequest) -> bytes:
         {
             "id": request.id,
             "kind": request.kind,
-            "trader": request.trader.pk,
+            "trader": request.trader.pk if request.trader is not None else None,
             "orders": orders,
             "orderId": request.order_id,
             "cancelAll": request.cancel_all,
@@ -108,14 +122,14 @@ def requests_decode(raw: list[bytes], users: dict[int, AbstractBaseUser]) -> lis
     """The requests, with their traders (from `users`, a cache the caller keeps; the ones
     missing are read in one query)."""
     bodies = [json.loads(r) for r in raw]
-    missing = {b["trader"] for b in bodies} - users.keys()
+    missing = {b["trader"] for b in bodies} - users.keys() - {None}
     if missing:
         users.update(get_user_model().objects.in_bulk(missing))
     return [
         MatcherRequest(
             id=b["id"],
             kind=b["kind"],
-            trader=users[b["trader"]],
+            trader=users.get(b["trader"]),
             orders=[
                 {k: Decimal(v) if k in _DECIMALS and v is not None else v for k, v in o.items()}
                 for o in b["orders"]

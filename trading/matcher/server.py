@@ -132,6 +132,11 @@ class Matcher:
                 log.exception("matcher: database unavailable; retrying")
                 connection.close()
                 time.sleep(0.5)
+            except Exception:
+                # Not one request may stop the matcher of every book (each request's
+                # own failure is its answer; this is anything else).
+                log.exception("matcher: a turn failed")
+                time.sleep(0.1)
 
     def turn_once(self, r: Any) -> None:
         """Wait (briefly) for requests to any owned book; carry out one book's batch."""

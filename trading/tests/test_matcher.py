@@ -214,3 +214,34 @@ def test_a_claimed_request_whose_matcher_died_is_answered_from_the_database(
     claimed_by_a_backend_that_ends(request)
     (outcome,) = redis_queue._answer_of_claimed(request)
     assert outcome.code == "ORDER_STATUS_UNKNOWN" and outcome.status_code == 503
+
+
+def test_the_clocks_triggers_are_placed_by_the_books_matcher(remote, book_and_traders):
+    """A stop held through the matcher fires there once the mark crosses it: the clock
+    hands the trigger to the matcher instead of writing the book itself."""
+    book, alice, bob = book_and_traders
+    proc = remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    matcher.order_submit(trader=bob, **_order(side="SELL", price=Decimal("64500")))
+    stop, created = matcher.order_submit(
+        trader=alice,
+        **_order(type="STOP_MARKET", price=None, trigger_price=Decimal("64200")),
+    )
+    assert created and stop["status"] == "UNTRIGGERED"
+    later, _ = matcher.order_submit(
+        trader=alice, **_order(type="STOP_MARKET", price=None, trigger_price=Decimal("64400"))
+    )
+    assert matcher.triggers_fire() == []
+    Book.objects.filter(pk=book.pk).update(mark_price=Decimal("64250"))
+    assert matcher.triggers_fire() == [(stop["id"], "PLACED")]
+    assert Order.objects.get(pk=stop["id"]).status == "FILLED"
+    assert matcher.triggers_fire() == []
+    # Without a matcher a crossed trigger waits, and fires at a later sweep.
+    proc.kill()
+    proc.wait(10)
+    Book.objects.filter(pk=book.pk).update(mark_price=Decimal("64450"))
+    assert matcher.triggers_fire() == [(later["id"], "MATCHER_UNAVAILABLE")]
+    assert Order.objects.get(pk=later["id"]).status == "UNTRIGGERED"
+    remote()
+    _wait(lambda: book.pk in _leases(), "the new matcher's lease")
+    assert matcher.triggers_fire() == [(later["id"], "PLACED")]

@@ -1,4 +1,4 @@
-"""Short versions of the trust scenarios 3, 4 and 8 (trust/chaos.py, trust/soak.py):
+"""Short versions of the trust scenarios 3, 4, 5 and 8 (trust/chaos.py, trust/soak.py):
 real web processes started as the Procfile does, on a database of their own next to
 the test database, and the test run's Redis. The two scripts run side by side as
 subprocesses; each test asserts one scenario's figures."""
@@ -86,8 +86,8 @@ def test_concurrency_one_account_two_processes(figures):
     assert f["passed"], figures["chaos"]["log"][-3000:]
 
 
-def test_crash_recovery_loses_nothing(figures):
-    f = figures["chaos"]["crash"]
+def _nothing_lost(f: dict[str, Any]) -> None:
+    """Two kills, and every acknowledged order in the database once, as told."""
     assert f["kills"] == 2
     assert f["orders_acknowledged"] > 0
     assert f["orders_lost"] == 0
@@ -95,7 +95,20 @@ def test_crash_recovery_loses_nothing(figures):
     assert f["acknowledged_state_regressed"] == 0
     assert f["problems"] == [], f["problems"]
     assert f["invariant_violations"] == []
+
+
+def test_crash_recovery_loses_nothing(figures):
+    f = figures["chaos"]["crash"]
+    _nothing_lost(f)
     assert all(c["snapshot_seq"] == c["seq_at_kill"] for c in f["cycles"])
+    assert f["passed"], figures["chaos"]["log"][-3000:]
+
+
+def test_matcher_crashes_lose_nothing(figures):
+    f = figures["chaos"]["matcher"]
+    _nothing_lost(f)
+    # The only 5xx is the matcher's 503, and each such order was sent again.
+    assert all(k.endswith(" 503") for k in f["503_during_crashes"])
     assert f["passed"], figures["chaos"]["log"][-3000:]
 
 

@@ -71,6 +71,7 @@ class Command(BaseCommand):
         metrics_port: int = 0,
         **options,
     ) -> None:
+        from trading import matcher
         from trading.orders import conditional
         from trading.services import books, expiry, funding, liquidation, prices
         from trading.services.series import series_roll
@@ -92,7 +93,7 @@ class Command(BaseCommand):
             ("index", 1, prices.index_poll_feeds),
             ("marks", 1, prices.marks_refresh),
             # Stop and take-profit orders, against the marks just set and the last trades.
-            ("triggers", TRIGGER_SWEEP_SECONDS, conditional.triggers_fire),
+            ("triggers", TRIGGER_SWEEP_SECONDS, matcher.triggers_fire),
             ("tpsl-tidy", 1, conditional.tpsl_tidy),
             ("quiet-books", 2, books.books_quiet_announce),
             ("funding-sample", 60, funding.funding_sample),
