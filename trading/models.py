@@ -217,6 +217,11 @@ class Order(models.Model):
     trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
     trigger_by = models.CharField(max_length=4, choices=TriggerBy.choices, blank=True, default="")
     attached = models.CharField(max_length=2, choices=Attached.choices, blank=True, default="")
+    # A take-profit and a stop-loss the trader attached to this order: set on the
+    # position once the order has filled, in whole or in part (`tpsl_armed` from then).
+    take_profit = models.DecimalField(null=True, blank=True, **MONEY)
+    stop_loss = models.DecimalField(null=True, blank=True, **MONEY)
+    tpsl_armed = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
@@ -254,6 +259,13 @@ class Order(models.Model):
                 fields=["market", "mode"],
                 condition=Q(status="UNTRIGGERED"),
                 name="order_untriggered",
+            ),
+            # The clock's look for filled orders whose TP/SL is still to be set.
+            models.Index(
+                fields=["id"],
+                condition=Q(tpsl_armed=False)
+                & (Q(take_profit__isnull=False) | Q(stop_loss__isnull=False)),
+                name="order_tpsl_pending",
             ),
         ]
 

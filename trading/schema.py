@@ -139,6 +139,12 @@ class OrderSerializer(serializers.Serializer):
     attached = serializers.ChoiceField(
         choices=["TP", "SL"], required=False, help_text="a position's take-profit or stop-loss"
     )
+    takeProfit = decimal(
+        required=False, help_text="set on the position once the order fills (perps, futures)"
+    )
+    stopLoss = decimal(
+        required=False, help_text="set on the position once the order fills (perps, futures)"
+    )
     fills = FillSerializer(many=True, required=False)
 
 

@@ -236,6 +236,8 @@ _ORDER_SHOWN = (
     "trigger_price",
     "trigger_by",
     "attached",
+    "take_profit",
+    "stop_loss",
     "created_at",
     "updated_at",
 )

@@ -367,6 +367,46 @@ def _tpsl_set(trader, symbol, mode, take_profit, stop_loss, trigger_by) -> dict[
         }
 
 
+def orders_tpsl_arm(order_ids: list[int] | None = None) -> list[int]:
+    """Set the position's TP/SL from each order that carries them and has filled (of
+    `order_ids`, or every one: the clock's look, each sweep). Returns the orders armed.
+
+    Each order arms once: it is claimed (`tpsl_armed`) in the transaction that sets the
+    TP/SL. Where the position is gone (closed again already) or the price has crossed a
+    level since the order was placed, that level is not set; the order still arms."""
+    pending = Order.objects.filter(tpsl_armed=False, filled_qty__gt=0).filter(
+        Q(take_profit__isnull=False) | Q(stop_loss__isnull=False)
+    )
+    if order_ids is not None:
+        pending = pending.filter(pk__in=order_ids)
+    armed = []
+    for order in pending.select_related("market", "trader").order_by("id"):
+        with transaction.atomic():
+            if not Order.objects.filter(pk=order.pk, tpsl_armed=False).update(tpsl_armed=True):
+                continue  # armed meanwhile by another look
+            for field, price in (
+                ("take_profit", order.take_profit),
+                ("stop_loss", order.stop_loss),
+            ):
+                if price is None:
+                    continue
+                try:
+                    _tpsl_set(
+                        order.trader,
+                        order.market.symbol,
+                        order.mode,
+                        price if field == "take_profit" else UNSET,
+                        price if field == "stop_loss" else UNSET,
+                        TriggerBy.MARK,
+                    )
+                except ExchangeError as e:
+                    log.info(
+                        "order %s: its %s (%s) was not set: %s", order.pk, field, price, e.code
+                    )
+        armed.append(order.pk)
+    return armed
+
+
 @retrying
 def _reject(order_id: int, code: str) -> None:
     """A triggered order the order path refused: REJECTED, with the refusal's code."""

@@ -33,6 +33,9 @@ class OrderRequest:
     trigger_by: str = ""
     # Set when a conditional order's trigger fired: its row, placed now.
     triggered: Order | None = None
+    # A take-profit and a stop-loss for the position, set once the order fills.
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
 
     @property
     def exec_type(self) -> str:
@@ -88,6 +91,47 @@ def trigger_check(
             f"the price ({dec(price_now)}) has already crossed triggerPrice: it would fire at once",
             field="triggerPrice",
         )
+
+
+def attached_tpsl_check(market: Market, request: OrderRequest, reference: Decimal | None) -> None:
+    """A take-profit and a stop-loss attached to an order: on perps and futures, on an
+    order that may open or grow a position (not reduce-only), on the tick grid, and on
+    the side of the order's price (a market order's: the mark) where each belongs: a buy
+    takes profit above it and stops its loss below, a sell the other way round."""
+    attached = [("takeProfit", request.take_profit), ("stopLoss", request.stop_loss)]
+    attached = [(f, p) for f, p in attached if p is not None]
+    if not attached:
+        return
+    field = attached[0][0]
+    if market.kind not in (MarketKind.PERP, MarketKind.FUTURE):
+        raise ExchangeError(
+            "INVALID_TYPE", "takeProfit and stopLoss attach to perp and future orders", field=field
+        )
+    if request.reduce_only:
+        raise ExchangeError(
+            "INVALID_REDUCE_ONLY",
+            "a reduce-only order opens nothing to take profit or stop a loss on",
+            field=field,
+        )
+    base = request.price if request.exec_type == OrderType.LIMIT else reference
+    for field, price in attached:
+        ticks = to_ticks(price, market)
+        if ticks is None or ticks <= 0:
+            raise ExchangeError(
+                "INVALID_TRIGGER_PRICE",
+                f"{field} must be a positive multiple of {dec(market.tick_size)}",
+                field=field,
+            )
+        if base is None:
+            continue
+        above = (field == "takeProfit") == (request.side == Side.BUY)
+        if (price <= base) if above else (price >= base):
+            where = "above" if above else "below"
+            raise ExchangeError(
+                "INVALID_TRIGGER_PRICE",
+                f"a {request.side.lower()}'s {field} must be {where} {dec(base)}",
+                field=field,
+            )
 
 
 def engine_tif(request: OrderRequest) -> str:
