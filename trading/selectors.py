@@ -238,6 +238,7 @@ _ORDER_SHOWN = (
     "attached",
     "take_profit",
     "stop_loss",
+    "callback_rate",
     "created_at",
     "updated_at",
 )

@@ -141,10 +141,12 @@ class OrderInputSerializer(StrictSerializer):
     # The position's TP/SL, set once this order fills.
     takeProfit = Money(required=False, allow_null=True)
     stopLoss = Money(required=False, allow_null=True)
+    # TRAILING_STOP_MARKET: how far behind the best price its trigger follows, in %.
+    callbackRate = Money(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         price, qty = attrs.get("price"), attrs["qty"]
-        for name in ("triggerPrice", "takeProfit", "stopLoss"):
+        for name in ("triggerPrice", "takeProfit", "stopLoss", "callbackRate"):
             value = attrs.get(name)
             if value is not None and value > MONEY_LIMIT:
                 raise serializers.ValidationError({name: f"{name} must be at most 1E+15"})
@@ -173,6 +175,7 @@ class OrderInputSerializer(StrictSerializer):
             "trigger_by": d["triggerBy"],
             "take_profit": d.get("takeProfit"),
             "stop_loss": d.get("stopLoss"),
+            "callback_rate": d.get("callbackRate"),
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
@@ -420,6 +423,8 @@ class PositionTpslSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
     takeProfit = Money(required=False, allow_null=True)
     stopLoss = Money(required=False, allow_null=True)
+    # TRAILING_STOP_MARKET: how far behind the best price its trigger follows, in %.
+    callbackRate = Money(required=False, allow_null=True)
     triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
 
 

@@ -70,6 +70,7 @@ def order_place(
     trigger_by: str = TriggerBy.MARK,
     take_profit: Decimal | None = None,
     stop_loss: Decimal | None = None,
+    callback_rate: Decimal | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Place an order. Returns (the order as the API shows it, created?). A repeated
     clientOrderId returns the first order and created=False.
@@ -110,7 +111,14 @@ def order_place(
         )
     if type in CONDITIONAL_TYPES:
         request.trigger_price, request.trigger_by = trigger_price, trigger_by or TriggerBy.MARK
+        request.callback_rate = callback_rate
         return order_hold(market, mode, request), True
+    if callback_rate is not None:
+        raise ExchangeError(
+            "INVALID_CALLBACK_RATE",
+            f"a {type} order takes no callbackRate",
+            field="callbackRate",
+        )
     if trigger_price is not None:
         raise ExchangeError(
             "INVALID_TRIGGER_PRICE", f"a {type} order takes no triggerPrice", field="triggerPrice"
@@ -151,7 +159,9 @@ def orders_place_each(
         if existing is not None:
             results[i] = (existing, False)
             continue
-        if o["type"] in CONDITIONAL_TYPES or o.get("trigger_price") is not None:
+        if o["type"] in CONDITIONAL_TYPES or (
+            o.get("trigger_price") is not None or o.get("callback_rate") is not None
+        ):
             # Held, not matched (or refused): nothing of the book's transaction.
             try:
                 results[i] = order_place(trader=trader, **o)

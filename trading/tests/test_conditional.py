@@ -468,3 +468,79 @@ def test_an_attached_tpsl_on_the_wrong_side_is_refused_and_changes_nothing(
     assert r.status_code == 400, r.content
     assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
     assert Order.objects.count() == 0
+
+
+# -- trailing stops ---------------------------------------------------------------------
+
+
+def test_a_trailing_stop_follows_the_mark_up_and_fires_on_the_pullback(
+    perp, alice, bob, api_alice, api_bob
+):
+    long_of(api_bob, api_alice)
+    r = api_bob.post(
+        TRADE,
+        order(
+            type="TRAILING_STOP_MARKET",
+            side="SELL",
+            qty="0.1",
+            callbackRate="1",
+            reduceOnly=True,
+            timeInForce="IOC",
+        ),
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+    trail = r.json()
+    # 1 % behind the mark (64,000), on the tick grid.
+    assert (trail["status"], trail["triggerPrice"], trail["callbackRate"]) == (
+        "UNTRIGGERED",
+        "63360",
+        "1",
+    )
+    api_alice.post(TRADE, order(side="BUY", price="64500", qty="1"), format="json")
+    mark(perp, "65000.5")
+    assert triggers_fire() == []
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("64350")
+    # A fall that leaves the trigger where the best price put it.
+    mark(perp, "64800")
+    assert triggers_fire() == []
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("64350")
+    mark(perp, "64350")
+    assert triggers_fire() == [(trail["id"], "PLACED")]
+    assert Position.objects.get(trader=bob).size == 0
+
+
+def test_a_trailing_buy_follows_the_mark_down(perp, alice, api_alice):
+    r = api_alice.post(
+        TRADE,
+        order(type="TRAILING_STOP_MARKET", qty="0.1", callbackRate="0.5", timeInForce="IOC"),
+        format="json",
+    )
+    trail = r.json()
+    assert trail["triggerPrice"] == "64320"  # 64,000 + 0.5 %, rounded up to the tick
+    mark(perp, "63000")
+    triggers_fire()
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("63315")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "code"),
+    [
+        ({}, "callbackRate", "MISSING_FIELD"),
+        ({"callbackRate": "0.05"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "10.5"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "1.005"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "1", "triggerPrice": "63000"}, "triggerPrice", "INVALID_TRIGGER_PRICE"),
+    ],
+)
+def test_a_trailing_stop_needs_a_callback_rate_in_range(perp, api_alice, extra, field, code):
+    body = order(type="TRAILING_STOP_MARKET", side="SELL", qty="0.1", timeInForce="IOC", **extra)
+    r = api_alice.post(TRADE, body, format="json")
+    assert r.status_code == 400, r.content
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
+    assert Order.objects.count() == 0
+
+
+def test_a_limit_order_takes_no_callback_rate(perp, api_alice):
+    r = api_alice.post(TRADE, order(price="63000", qty="0.1", callbackRate="1"), format="json")
+    assert r.json()["error"]["code"] == "INVALID_CALLBACK_RATE"
