@@ -140,6 +140,9 @@ class OrderType(models.TextChoices):
     STOP_LIMIT = "STOP_LIMIT"
     TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
     TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    # A stop whose trigger follows the price: `callback_rate` % behind the best price
+    # seen since it was placed (`trail_extreme`).
+    TRAILING_STOP_MARKET = "TRAILING_STOP_MARKET"
 
 
 CONDITIONAL_TYPES = (
@@ -147,7 +150,11 @@ CONDITIONAL_TYPES = (
     OrderType.STOP_LIMIT,
     OrderType.TAKE_PROFIT_MARKET,
     OrderType.TAKE_PROFIT_LIMIT,
+    OrderType.TRAILING_STOP_MARKET,
 )
+# The conditional orders that fire as the price moves against the side they trade:
+# a stop buys into a rise and sells into a fall.
+STOP_TYPES = (OrderType.STOP_MARKET, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP_MARKET)
 
 
 class TriggerBy(models.TextChoices):
@@ -192,7 +199,7 @@ class Order(models.Model):
     market = models.ForeignKey(Market, on_delete=models.PROTECT)
     mode = models.CharField(max_length=5, choices=Mode.choices)
     side = models.CharField(max_length=4, choices=Side.choices)
-    type = models.CharField(max_length=18, choices=OrderType.choices)
+    type = models.CharField(max_length=20, choices=OrderType.choices)
     time_in_force = models.CharField(max_length=9, choices=TimeInForce.choices)
     price = models.DecimalField(null=True, blank=True, **MONEY)
     qty = models.DecimalField(**QTY)
@@ -217,6 +224,14 @@ class Order(models.Model):
     trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
     trigger_by = models.CharField(max_length=4, choices=TriggerBy.choices, blank=True, default="")
     attached = models.CharField(max_length=2, choices=Attached.choices, blank=True, default="")
+    # A take-profit and a stop-loss the trader attached to this order: set on the
+    # position once the order has filled, in whole or in part (`tpsl_armed` from then).
+    take_profit = models.DecimalField(null=True, blank=True, **MONEY)
+    stop_loss = models.DecimalField(null=True, blank=True, **MONEY)
+    tpsl_armed = models.BooleanField(default=False)
+    # A trailing stop's distance behind the best price, in percent, and that price.
+    callback_rate = models.DecimalField(null=True, blank=True, max_digits=4, decimal_places=2)
+    trail_extreme = models.DecimalField(null=True, blank=True, **MONEY)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
@@ -254,6 +269,13 @@ class Order(models.Model):
                 fields=["market", "mode"],
                 condition=Q(status="UNTRIGGERED"),
                 name="order_untriggered",
+            ),
+            # The clock's look for filled orders whose TP/SL is still to be set.
+            models.Index(
+                fields=["id"],
+                condition=Q(tpsl_armed=False)
+                & (Q(take_profit__isnull=False) | Q(stop_loss__isnull=False)),
+                name="order_tpsl_pending",
             ),
         ]
 

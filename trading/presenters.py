@@ -44,6 +44,9 @@ class OrderFields(Protocol):
     trigger_price: Decimal | None
     trigger_by: str
     attached: str
+    take_profit: Decimal | None
+    stop_loss: Decimal | None
+    callback_rate: Decimal | None
     created_at: datetime
     updated_at: datetime
 
@@ -74,6 +77,12 @@ def order_dict(order: OrderFields, symbol: str, fills: list[dict] | None = None)
         body["triggerBy"] = order.trigger_by
         if order.attached:
             body["attached"] = order.attached  # the position's take-profit (TP) or stop-loss (SL)
+    if order.callback_rate is not None:
+        body["callbackRate"] = dec(order.callback_rate)  # the trigger follows the price
+    if order.take_profit is not None:
+        body["takeProfit"] = dec(order.take_profit)
+    if order.stop_loss is not None:
+        body["stopLoss"] = dec(order.stop_loss)
     if fills is not None:
         body["fills"] = fills
     return body

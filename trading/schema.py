@@ -139,6 +139,16 @@ class OrderSerializer(serializers.Serializer):
     attached = serializers.ChoiceField(
         choices=["TP", "SL"], required=False, help_text="a position's take-profit or stop-loss"
     )
+    callbackRate = decimal(
+        required=False,
+        help_text="TRAILING_STOP_MARKET: % behind the best price that its triggerPrice follows",
+    )
+    takeProfit = decimal(
+        required=False, help_text="set on the position once the order fills (perps, futures)"
+    )
+    stopLoss = decimal(
+        required=False, help_text="set on the position once the order fills (perps, futures)"
+    )
     fills = FillSerializer(many=True, required=False)
 
 

@@ -236,6 +236,9 @@ _ORDER_SHOWN = (
     "trigger_price",
     "trigger_by",
     "attached",
+    "take_profit",
+    "stop_loss",
+    "callback_rate",
     "created_at",
     "updated_at",
 )

@@ -138,14 +138,18 @@ class OrderInputSerializer(StrictSerializer):
     )
     triggerPrice = Money(required=False, allow_null=True)
     triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
+    # The position's TP/SL, set once this order fills.
+    takeProfit = Money(required=False, allow_null=True)
+    stopLoss = Money(required=False, allow_null=True)
+    # TRAILING_STOP_MARKET: how far behind the best price its trigger follows, in %.
+    callbackRate = Money(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         price, qty = attrs.get("price"), attrs["qty"]
-        trigger = attrs.get("triggerPrice")
-        if trigger is not None and trigger > MONEY_LIMIT:
-            raise serializers.ValidationError(
-                {"triggerPrice": "triggerPrice must be at most 1E+15"}
-            )
+        for name in ("triggerPrice", "takeProfit", "stopLoss", "callbackRate"):
+            value = attrs.get(name)
+            if value is not None and value > MONEY_LIMIT:
+                raise serializers.ValidationError({name: f"{name} must be at most 1E+15"})
         if price is not None and price > MONEY_LIMIT:
             raise serializers.ValidationError({"price": "price must be at most 1E+15"})
         if qty > MONEY_LIMIT:
@@ -169,6 +173,9 @@ class OrderInputSerializer(StrictSerializer):
             "client_order_id": d.get("clientOrderId"),
             "trigger_price": d.get("triggerPrice"),
             "trigger_by": d["triggerBy"],
+            "take_profit": d.get("takeProfit"),
+            "stop_loss": d.get("stopLoss"),
+            "callback_rate": d.get("callbackRate"),
         }
 
     def place(self, trader) -> tuple[dict[str, Any], bool]:
@@ -416,6 +423,8 @@ class PositionTpslSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
     takeProfit = Money(required=False, allow_null=True)
     stopLoss = Money(required=False, allow_null=True)
+    # TRAILING_STOP_MARKET: how far behind the best price its trigger follows, in %.
+    callbackRate = Money(required=False, allow_null=True)
     triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
 
 

@@ -123,11 +123,12 @@ def triggers_fire() -> list[tuple[int, str]]:
     """The clock's sweep (`trading.orders.conditional.triggers_fire`): each conditional
     order whose trigger was crossed placed by its book's matcher. (id, outcome) each; a
     book whose matcher does not answer is left for the next sweep."""
-    from trading.orders.conditional import triggers_due
+    from trading.orders.conditional import trailing_follow, triggers_due
     from trading.orders.conditional import triggers_fire as fire_here
 
     if not remote():
         return fire_here()
+    trailing_follow()
     due = triggers_due()
     if not due:
         return []

@@ -23,7 +23,7 @@ from dexsite.errors import ExchangeError
 PLACE, CANCEL, CANCEL_ALL, TRIGGER = "place", "cancel", "cancel_all", "trigger"
 
 # The order arguments that are amounts: sent as strings, read back as Decimal.
-_DECIMALS = ("qty", "price", "trigger_price")
+_DECIMALS = ("qty", "price", "trigger_price", "take_profit", "stop_loss", "callback_rate")
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from trading.orders.gate import (
 from trading.orders.persist import balances_hold, reducible_lots
 from trading.orders.request import (
     OrderRequest,
+    attached_tpsl_check,
     market_open_check,
     min_notional_check,
     order_shape,
@@ -72,6 +73,8 @@ def admit(batch: Batch, request: OrderRequest) -> Admitted:
         market, type=request.exec_type, qty=qty, price=price, tif=tif, reduce_only=reduce_only
     )
     ticks, lots = shape.ticks, shape.lots
+    if request.take_profit is not None or request.stop_loss is not None:
+        attached_tpsl_check(market, request, band_reference(batch))
 
     derivative = market.is_derivative
     held = batch.held

@@ -33,6 +33,7 @@ from dexsite.db import retrying
 from dexsite.errors import ExchangeError
 from trading.emit import Emitter
 from trading.models import (
+    STOP_TYPES,
     Attached,
     Book,
     MarketKind,
@@ -51,6 +52,8 @@ from trading.orders.request import (
     market_open_check,
     min_notional_check,
     order_shape,
+    trailing_check,
+    trailing_trigger,
     trigger_check,
 )
 from trading.presenters import order_dict
@@ -113,12 +116,26 @@ def _hold_in(book: Book, request: OrderRequest, attached: str = "") -> Order:
         tif=request.tif,
         reduce_only=request.reduce_only,
     )
+    price_now = _price_now(book, request.trigger_by)
+    extreme = None
+    if request.type == OrderType.TRAILING_STOP_MARKET:
+        trailing_check(
+            market, trigger_price=request.trigger_price, callback_rate=request.callback_rate
+        )
+        if price_now is None:
+            raise ExchangeError(
+                "NO_PRICE", f"{market.symbol} has no price yet for a trailing stop to follow"
+            )
+        extreme = price_now
+        request.trigger_price = trailing_trigger(
+            market, side=request.side, extreme=extreme, rate=request.callback_rate
+        )
     trigger_check(
         market,
         type=request.type,
         side=request.side,
         trigger_price=request.trigger_price,
-        price_now=_price_now(book, request.trigger_by),
+        price_now=price_now,
     )
     # Its value at the price it would trade at: its limit, or its trigger.
     at = request.price if trades_as == OrderType.LIMIT else request.trigger_price
@@ -141,6 +158,8 @@ def _hold_in(book: Book, request: OrderRequest, attached: str = "") -> Order:
         reserve_asset=market.base if spot_sell else market.quote,
         trigger_price=request.trigger_price,
         trigger_by=request.trigger_by,
+        callback_rate=request.callback_rate if extreme is not None else None,
+        trail_extreme=extreme,
         attached=attached,
         source=request.source,
         created_at=now,
@@ -169,7 +188,7 @@ def triggers_due() -> list[int]:
         Subquery(books.values("mark_price")[:1]), F("market__mark_price"), F("market__index_price")
     )
     last = Subquery(books.values("last_price")[:1])
-    rising = Q(type__in=[OrderType.STOP_MARKET, OrderType.STOP_LIMIT], side=Side.BUY) | Q(
+    rising = Q(type__in=STOP_TYPES, side=Side.BUY) | Q(
         type__in=[OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT], side=Side.SELL
     )
     due = (
@@ -186,9 +205,51 @@ def triggers_due() -> list[int]:
 
 
 def triggers_fire() -> list[tuple[int, str]]:
-    """Place every order whose trigger has been crossed: (id, outcome) each, where the
-    outcome is PLACED, GONE (cancelled or fired meanwhile) or the refusal's code."""
+    """Place every order whose trigger has been crossed (trailing stops' triggers moved
+    first): (id, outcome) each, where the outcome is PLACED, GONE (cancelled or fired
+    meanwhile) or the refusal's code."""
+    trailing_follow()
     return [(order_id, order_trigger(order_id)) for order_id in triggers_due()]
+
+
+def trailing_follow() -> int:
+    """Move each waiting trailing stop's trigger after the price it watches, where that
+    price has gone its way (up for a sell, down for a buy) since the last look; the
+    trigger never moves back. Returns how many moved."""
+    trailing = list(
+        Order.objects.filter(
+            status=OrderStatus.UNTRIGGERED,
+            type=OrderType.TRAILING_STOP_MARKET,
+            market__status=MarketStatus.ACTIVE,
+        ).select_related("market")
+    )
+    if not trailing:
+        return 0
+    books = {
+        (b.market_id, b.mode): b
+        for b in Book.objects.filter(market_id__in={o.market_id for o in trailing})
+    }
+    now = timezone.now()
+    moved = 0
+    for order in trailing:
+        book = books[(order.market_id, order.mode)]
+        book.market = order.market
+        price = _price_now(book, order.trigger_by)
+        if price is None or order.trail_extreme is None:
+            continue
+        gone_its_way = (
+            price > order.trail_extreme if order.side == Side.SELL else price < order.trail_extreme
+        )
+        if not gone_its_way:
+            continue
+        trigger = trailing_trigger(
+            order.market, side=order.side, extreme=price, rate=order.callback_rate
+        )
+        # Only while it waits: a cancel or a fire under the book's lock wins.
+        moved += Order.objects.filter(pk=order.pk, status=OrderStatus.UNTRIGGERED).update(
+            trail_extreme=price, trigger_price=trigger, updated_at=now
+        )
+    return moved
 
 
 class TriggerGone(Exception):
@@ -365,6 +426,46 @@ def _tpsl_set(trader, symbol, mode, take_profit, stop_loss, trigger_by) -> dict[
             "takeProfit": shown.get(Attached.TAKE_PROFIT),
             "stopLoss": shown.get(Attached.STOP_LOSS),
         }
+
+
+def orders_tpsl_arm(order_ids: list[int] | None = None) -> list[int]:
+    """Set the position's TP/SL from each order that carries them and has filled (of
+    `order_ids`, or every one: the clock's look, each sweep). Returns the orders armed.
+
+    Each order arms once: it is claimed (`tpsl_armed`) in the transaction that sets the
+    TP/SL. Where the position is gone (closed again already) or the price has crossed a
+    level since the order was placed, that level is not set; the order still arms."""
+    pending = Order.objects.filter(tpsl_armed=False, filled_qty__gt=0).filter(
+        Q(take_profit__isnull=False) | Q(stop_loss__isnull=False)
+    )
+    if order_ids is not None:
+        pending = pending.filter(pk__in=order_ids)
+    armed = []
+    for order in pending.select_related("market", "trader").order_by("id"):
+        with transaction.atomic():
+            if not Order.objects.filter(pk=order.pk, tpsl_armed=False).update(tpsl_armed=True):
+                continue  # armed meanwhile by another look
+            for field, price in (
+                ("take_profit", order.take_profit),
+                ("stop_loss", order.stop_loss),
+            ):
+                if price is None:
+                    continue
+                try:
+                    _tpsl_set(
+                        order.trader,
+                        order.market.symbol,
+                        order.mode,
+                        price if field == "take_profit" else UNSET,
+                        price if field == "stop_loss" else UNSET,
+                        TriggerBy.MARK,
+                    )
+                except ExchangeError as e:
+                    log.info(
+                        "order %s: its %s (%s) was not set: %s", order.pk, field, price, e.code
+                    )
+        armed.append(order.pk)
+    return armed
 
 
 @retrying

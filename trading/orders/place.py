@@ -39,7 +39,7 @@ from trading.models import (
 from trading.orders.admit import admit
 from trading.orders.batch import Batch, positions_shown
 from trading.orders.cancel import orders_cancel_in_book
-from trading.orders.conditional import TriggerGone, order_hold
+from trading.orders.conditional import TriggerGone, order_hold, orders_tpsl_arm
 from trading.orders.match import match
 from trading.orders.persist import batch_open, batch_write
 from trading.orders.record import MakersCannotCarry, record
@@ -68,12 +68,16 @@ def order_place(
     source: str = "USER",
     trigger_price: Decimal | None = None,
     trigger_by: str = TriggerBy.MARK,
+    take_profit: Decimal | None = None,
+    stop_loss: Decimal | None = None,
+    callback_rate: Decimal | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Place an order. Returns (the order as the API shows it, created?). A repeated
     clientOrderId returns the first order and created=False.
 
     A conditional order (STOP_*, TAKE_PROFIT_*, with `trigger_price`) is held until its
-    trigger is crossed (`trading.orders.conditional`).
+    trigger is crossed (`trading.orders.conditional`). `take_profit` and `stop_loss`
+    become the position's TP/SL once the order fills (`orders_tpsl_arm`).
 
     `source` LIQUIDATION marks the risk engine's own orders: they may trade in a paused
     market, are exempt from the minimum notional, and their trades are flagged on the
@@ -96,10 +100,25 @@ def order_place(
         reduce_only=reduce_only,
         client_order_id=client_order_id,
         source=source,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
     )
+    if type in CONDITIONAL_TYPES and (take_profit is not None or stop_loss is not None):
+        raise ExchangeError(
+            "INVALID_TYPE",
+            f"a {type} order takes no takeProfit or stopLoss: attach them to its position",
+            field="takeProfit" if take_profit is not None else "stopLoss",
+        )
     if type in CONDITIONAL_TYPES:
         request.trigger_price, request.trigger_by = trigger_price, trigger_by or TriggerBy.MARK
+        request.callback_rate = callback_rate
         return order_hold(market, mode, request), True
+    if callback_rate is not None:
+        raise ExchangeError(
+            "INVALID_CALLBACK_RATE",
+            f"a {type} order takes no callbackRate",
+            field="callbackRate",
+        )
     if trigger_price is not None:
         raise ExchangeError(
             "INVALID_TRIGGER_PRICE", f"a {type} order takes no triggerPrice", field="triggerPrice"
@@ -109,8 +128,11 @@ def order_place(
         and source == "USER"
         and not transaction.get_connection().in_atomic_block
     ):
-        return _group.place((market, mode), request)
-    return _place_alone(market, mode, request)
+        placed = _group.place((market, mode), request)
+    else:
+        placed = _place_alone(market, mode, request)
+    _tpsl_arm(placed)
+    return placed
 
 
 def orders_place_many(
@@ -137,7 +159,9 @@ def orders_place_each(
         if existing is not None:
             results[i] = (existing, False)
             continue
-        if o["type"] in CONDITIONAL_TYPES or o.get("trigger_price") is not None:
+        if o["type"] in CONDITIONAL_TYPES or (
+            o.get("trigger_price") is not None or o.get("callback_rate") is not None
+        ):
             # Held, not matched (or refused): nothing of the book's transaction.
             try:
                 results[i] = order_place(trader=trader, **o)
@@ -154,6 +178,8 @@ def orders_place_each(
             reduce_only=o.get("reduce_only", False),
             client_order_id=cid,
             source="USER",
+            take_profit=o.get("take_profit"),
+            stop_loss=o.get("stop_loss"),
         )
         pending.append((i, (o["market"], o["mode"]), request))
     for (market, mode), run in groupby(pending, key=lambda p: p[1]):
@@ -163,7 +189,17 @@ def orders_place_each(
             if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
                 raise outcome
             results[i] = outcome
+            if not isinstance(outcome, ExchangeError):
+                _tpsl_arm(outcome)
     return results
+
+
+def _tpsl_arm(placed: tuple[dict[str, Any], bool]) -> None:
+    """An order placed with a take-profit or stop-loss that filled at once: they are the
+    position's now (the clock's look arms the ones that fill later, as makers)."""
+    order, created = placed
+    if created and ("takeProfit" in order or "stopLoss" in order) and order["filledQty"] != "0":
+        orders_tpsl_arm([order["id"]])
 
 
 # How many times an order is placed again after makers it met could not carry their

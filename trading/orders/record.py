@@ -72,6 +72,8 @@ def record(
         client_order_id=request.client_order_id,
         trigger_price=request.trigger_price,
         trigger_by=request.trigger_by,
+        take_profit=request.take_profit,
+        stop_loss=request.stop_loss,
         reserved=risk.scale_reserve(reserve, qty, qty - filled_qty)
         if result.rested
         else Decimal(0),

@@ -10,7 +10,16 @@ from decimal import ROUND_FLOOR, Decimal
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError
-from trading.models import Market, MarketKind, MarketStatus, Order, OrderType, Side, TimeInForce
+from trading.models import (
+    STOP_TYPES,
+    Market,
+    MarketKind,
+    MarketStatus,
+    Order,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from trading.presenters import dec
 from trading.services.books import to_lots, to_ticks
 
@@ -31,8 +40,13 @@ class OrderRequest:
     # A conditional order's trigger (its type is one of CONDITIONAL_TYPES).
     trigger_price: Decimal | None = None
     trigger_by: str = ""
+    # A trailing stop's distance behind the best price, in percent.
+    callback_rate: Decimal | None = None
     # Set when a conditional order's trigger fired: its row, placed now.
     triggered: Order | None = None
+    # A take-profit and a stop-loss for the position, set once the order fills.
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
 
     @property
     def exec_type(self) -> str:
@@ -42,7 +56,11 @@ class OrderRequest:
 
 def exec_type(type: str) -> str:
     """MARKET or LIMIT: how an order of `type` trades (a conditional one, once triggered)."""
-    if type in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET):
+    if type in (
+        OrderType.STOP_MARKET,
+        OrderType.TAKE_PROFIT_MARKET,
+        OrderType.TRAILING_STOP_MARKET,
+    ):
         return OrderType.MARKET
     if type in (OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT):
         return OrderType.LIMIT
@@ -53,7 +71,7 @@ def fires(type: str, side: str, trigger: Decimal, price: Decimal) -> bool:
     """Whether `price` has crossed (or touched) the trigger of a conditional order. A stop
     buys as the price rises to it and sells as it falls to it (it limits a loss, or
     enters a breakout); a take-profit the other way round (it sells into a rise)."""
-    rising = (type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)) == (side == Side.BUY)
+    rising = (type in STOP_TYPES) == (side == Side.BUY)
     return price >= trigger if rising else price <= trigger
 
 
@@ -87,6 +105,90 @@ def trigger_check(
             "WOULD_TRIGGER",
             f"the price ({dec(price_now)}) has already crossed triggerPrice: it would fire at once",
             field="triggerPrice",
+        )
+
+
+def attached_tpsl_check(market: Market, request: OrderRequest, reference: Decimal | None) -> None:
+    """A take-profit and a stop-loss attached to an order: on perps and futures, on an
+    order that may open or grow a position (not reduce-only), on the tick grid, and on
+    the side of the order's price (a market order's: the mark) where each belongs: a buy
+    takes profit above it and stops its loss below, a sell the other way round."""
+    attached = [("takeProfit", request.take_profit), ("stopLoss", request.stop_loss)]
+    attached = [(f, p) for f, p in attached if p is not None]
+    if not attached:
+        return
+    field = attached[0][0]
+    if market.kind not in (MarketKind.PERP, MarketKind.FUTURE):
+        raise ExchangeError(
+            "INVALID_TYPE", "takeProfit and stopLoss attach to perp and future orders", field=field
+        )
+    if request.reduce_only:
+        raise ExchangeError(
+            "INVALID_REDUCE_ONLY",
+            "a reduce-only order opens nothing to take profit or stop a loss on",
+            field=field,
+        )
+    base = request.price if request.exec_type == OrderType.LIMIT else reference
+    for field, price in attached:
+        ticks = to_ticks(price, market)
+        if ticks is None or ticks <= 0:
+            raise ExchangeError(
+                "INVALID_TRIGGER_PRICE",
+                f"{field} must be a positive multiple of {dec(market.tick_size)}",
+                field=field,
+            )
+        if base is None:
+            continue
+        above = (field == "takeProfit") == (request.side == Side.BUY)
+        if (price <= base) if above else (price >= base):
+            where = "above" if above else "below"
+            raise ExchangeError(
+                "INVALID_TRIGGER_PRICE",
+                f"a {request.side.lower()}'s {field} must be {where} {dec(base)}",
+                field=field,
+            )
+
+
+# A trailing stop's callbackRate, in percent (as the large venues take it).
+CALLBACK_RATE_MIN, CALLBACK_RATE_MAX = Decimal("0.1"), Decimal("10")
+
+
+def trailing_trigger(market: Market, *, side: str, extreme: Decimal, rate: Decimal) -> Decimal:
+    """A trailing stop's trigger: `rate` % behind the best price seen (`extreme`: the
+    highest for a sell, the lowest for a buy), on the tick grid, rounded away from it."""
+    tick = market.tick_size
+    if side == Side.SELL:
+        ticks = (extreme * (100 - rate) / 100 / tick).to_integral_value(rounding=ROUND_FLOOR)
+    else:
+        ticks = -((-extreme * (100 + rate) / 100 / tick).to_integral_value(rounding=ROUND_FLOOR))
+    return ticks * tick
+
+
+def trailing_check(
+    market: Market, *, trigger_price: Decimal | None, callback_rate: Decimal | None
+) -> None:
+    """A trailing stop: a callbackRate within its range; its trigger is the exchange's
+    to set (it follows the price), never given."""
+    if trigger_price is not None:
+        raise ExchangeError(
+            "INVALID_TRIGGER_PRICE",
+            "a trailing stop's trigger follows the price: give callbackRate, not triggerPrice",
+            field="triggerPrice",
+        )
+    if callback_rate is None:
+        raise ExchangeError(
+            "MISSING_FIELD",
+            "a TRAILING_STOP_MARKET order needs a callbackRate",
+            field="callbackRate",
+        )
+    if not CALLBACK_RATE_MIN <= callback_rate <= CALLBACK_RATE_MAX or callback_rate != round(
+        callback_rate, 2
+    ):
+        raise ExchangeError(
+            "INVALID_CALLBACK_RATE",
+            f"callbackRate is a percentage from {CALLBACK_RATE_MIN} to {CALLBACK_RATE_MAX}"
+            " with at most two decimals",
+            field="callbackRate",
         )
 
 

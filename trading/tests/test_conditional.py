@@ -10,6 +10,7 @@ from django.db import connection
 from trading.models import Book, Market, Order, Position
 from trading.orders.conditional import order_trigger, triggers_due, triggers_fire
 from trading.orders.request import fires
+from trading.presenters import dec
 from trading.tests.conftest import order
 from trading.tests.factories import UserFactory, balance, fund
 
@@ -398,3 +399,148 @@ def test_an_off_market_print_between_ones_own_accounts_cannot_fire_a_stop(
     assert triggers_fire() == []
     assert Order.objects.get(pk=stop["id"]).status == "UNTRIGGERED"
     assert Position.objects.get(trader=bob).size == D("0.1")
+
+
+# -- TP/SL attached to an order --------------------------------------------------------
+
+
+def _attached(trader) -> dict[str, str]:
+    """The position's TP/SL as orders: attached kind -> trigger price."""
+    return {
+        o.attached: dec(o.trigger_price)
+        for o in Order.objects.filter(trader=trader, status="UNTRIGGERED").exclude(attached="")
+    }
+
+
+def test_a_take_profit_and_stop_loss_attached_to_a_taker_order_guard_its_position(
+    perp, alice, bob, api_alice, api_bob
+):
+    api_alice.post(TRADE, order(side="SELL", price="64000", qty="0.1"), format="json")
+    r = api_bob.post(
+        TRADE,
+        order(type="MARKET", qty="0.1", takeProfit="66000", stopLoss="62000"),
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert (body["takeProfit"], body["stopLoss"], body["filledQty"]) == ("66000", "62000", "0.1")
+    assert _attached(bob) == {"TP": "66000", "SL": "62000"}
+    # They are the position's: the stop-loss fires and closes the long.
+    api_alice.post(TRADE, order(side="BUY", price="61500", qty="1"), format="json")
+    mark(perp, "61900")
+    fired = dict(triggers_fire())
+    assert list(fired.values()) == ["PLACED"]
+    assert Position.objects.get(trader=bob).size == 0
+
+
+def test_a_resting_orders_take_profit_waits_for_its_fill(perp, alice, bob, api_alice, api_bob):
+    from trading.orders.conditional import orders_tpsl_arm
+
+    rests = api_bob.post(
+        TRADE, order(side="BUY", price="63500", qty="0.1", takeProfit="65000"), format="json"
+    ).json()
+    assert rests["status"] == "NEW" and rests["takeProfit"] == "65000"
+    assert orders_tpsl_arm() == [] and _attached(bob) == {}
+    api_alice.post(TRADE, order(side="SELL", type="MARKET", qty="0.04"), format="json")
+    # The clock's look: armed once, sized to the whole position when it fires.
+    assert orders_tpsl_arm() == [rests["id"]]
+    assert orders_tpsl_arm() == []
+    assert _attached(bob) == {"TP": "65000"}
+    listed = api_bob.get(f"/api/v1/orders/{rests['id']}").json()
+    assert listed["takeProfit"] == "65000" and "stopLoss" not in listed
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"price": "63000", "takeProfit": "62000"}, "takeProfit", "INVALID_TRIGGER_PRICE"),
+        ({"price": "63000", "stopLoss": "63500"}, "stopLoss", "INVALID_TRIGGER_PRICE"),
+        ({"side": "SELL", "price": "65000", "takeProfit": "66000"}, "takeProfit", "INVALID_TRIGGER_PRICE"),
+        ({"price": "63000", "stopLoss": "62000.3"}, "stopLoss", "INVALID_TRIGGER_PRICE"),
+        ({"price": "63000", "takeProfit": "65000", "reduceOnly": True}, "takeProfit", "INVALID_REDUCE_ONLY"),
+        ({"type": "STOP_MARKET", "triggerPrice": "65000", "timeInForce": "IOC", "stopLoss": "60000"}, "stopLoss", "INVALID_TYPE"),
+    ],
+)  # fmt: skip
+def test_an_attached_tpsl_on_the_wrong_side_is_refused_and_changes_nothing(
+    perp, api_alice, body, field, code
+):
+    r = api_alice.post(TRADE, order(qty="0.1", **body), format="json")
+    assert r.status_code == 400, r.content
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
+    assert Order.objects.count() == 0
+
+
+# -- trailing stops ---------------------------------------------------------------------
+
+
+def test_a_trailing_stop_follows_the_mark_up_and_fires_on_the_pullback(
+    perp, alice, bob, api_alice, api_bob
+):
+    long_of(api_bob, api_alice)
+    r = api_bob.post(
+        TRADE,
+        order(
+            type="TRAILING_STOP_MARKET",
+            side="SELL",
+            qty="0.1",
+            callbackRate="1",
+            reduceOnly=True,
+            timeInForce="IOC",
+        ),
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+    trail = r.json()
+    # 1 % behind the mark (64,000), on the tick grid.
+    assert (trail["status"], trail["triggerPrice"], trail["callbackRate"]) == (
+        "UNTRIGGERED",
+        "63360",
+        "1",
+    )
+    api_alice.post(TRADE, order(side="BUY", price="64500", qty="1"), format="json")
+    mark(perp, "65000.5")
+    assert triggers_fire() == []
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("64350")
+    # A fall that leaves the trigger where the best price put it.
+    mark(perp, "64800")
+    assert triggers_fire() == []
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("64350")
+    mark(perp, "64350")
+    assert triggers_fire() == [(trail["id"], "PLACED")]
+    assert Position.objects.get(trader=bob).size == 0
+
+
+def test_a_trailing_buy_follows_the_mark_down(perp, alice, api_alice):
+    r = api_alice.post(
+        TRADE,
+        order(type="TRAILING_STOP_MARKET", qty="0.1", callbackRate="0.5", timeInForce="IOC"),
+        format="json",
+    )
+    trail = r.json()
+    assert trail["triggerPrice"] == "64320"  # 64,000 + 0.5 %, rounded up to the tick
+    mark(perp, "63000")
+    triggers_fire()
+    assert Order.objects.get(pk=trail["id"]).trigger_price == D("63315")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "code"),
+    [
+        ({}, "callbackRate", "MISSING_FIELD"),
+        ({"callbackRate": "0.05"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "10.5"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "1.005"}, "callbackRate", "INVALID_CALLBACK_RATE"),
+        ({"callbackRate": "1", "triggerPrice": "63000"}, "triggerPrice", "INVALID_TRIGGER_PRICE"),
+    ],
+)
+def test_a_trailing_stop_needs_a_callback_rate_in_range(perp, api_alice, extra, field, code):
+    body = order(type="TRAILING_STOP_MARKET", side="SELL", qty="0.1", timeInForce="IOC", **extra)
+    r = api_alice.post(TRADE, body, format="json")
+    assert r.status_code == 400, r.content
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
+    assert Order.objects.count() == 0
+
+
+def test_a_limit_order_takes_no_callback_rate(perp, api_alice):
+    r = api_alice.post(TRADE, order(price="63000", qty="0.1", callbackRate="1"), format="json")
+    assert r.json()["error"]["code"] == "INVALID_CALLBACK_RATE"

@@ -95,6 +95,8 @@ class Command(BaseCommand):
             # Stop and take-profit orders, against the marks just set and the last trades.
             ("triggers", TRIGGER_SWEEP_SECONDS, matcher.triggers_fire),
             ("tpsl-tidy", 1, conditional.tpsl_tidy),
+            # The TP/SL attached to orders that have filled as makers since the last look.
+            ("tpsl-arm", TRIGGER_SWEEP_SECONDS, conditional.orders_tpsl_arm),
             ("quiet-books", 2, books.books_quiet_announce),
             ("funding-sample", 60, funding.funding_sample),
             ("funding", 5, funding.funding_settle_due),
