@@ -68,7 +68,12 @@ from trading.models import (
     Position,
 )
 from trading.orders.cancel import order_cancel, orders_cancel_all
-from trading.orders.conditional import position_tpsl_set, tpsl_tidy, triggers_fire
+from trading.orders.conditional import (
+    orders_tpsl_arm,
+    position_tpsl_set,
+    tpsl_tidy,
+    triggers_fire,
+)
 from trading.orders.place import order_place
 from trading.services.books import engine_cache_clear
 from trading.services.expiry import settle_expired
@@ -332,6 +337,9 @@ class Flow:
                 lots,
                 reduce_only=market_i != SPOT and rng.random() < 0.1,
                 client_id=rng.choice((None,) * 8 + ("new", "repeat")),
+                tpsl_bp=rng.randint(5, 300)
+                if market_i in (PERP, FUTURE) and rng.random() < 0.15
+                else 0,
             )
 
     # -- operations -------------------------------------------------------------------
@@ -349,14 +357,23 @@ class Flow:
         *,
         reduce_only: bool = False,
         client_id: str | None = None,
+        tpsl_bp: int = 0,
     ) -> None:
+        """`tpsl_bp`: attach a take-profit and a stop-loss that far (in basis points) from
+        the mid, on the order's side of it (wrong ones where it is a reduce-only order or
+        a limit past the mid: refused)."""
         trader = self.traders[trader_i]
         market = self.markets[market_i]
+        tick = market.tick_size
+        mid = (self.mid(market_i, mode) / tick).to_integral_value() * tick
         price = None
         if type_ == "LIMIT":
-            tick = market.tick_size
-            mid = (self.mid(market_i, mode) / tick).to_integral_value() * tick
             price = max(tick, mid + offset * tick)
+        take_profit = stop_loss = None
+        if tpsl_bp:
+            away = (mid * D(tpsl_bp) / 10_000 / tick).to_integral_value() * tick + tick
+            up, down = mid + away, max(tick, mid - away)
+            take_profit, stop_loss = (up, down) if side == "BUY" else (down, up)
         known = self.client_ids.setdefault(trader.pk, [])
         coid = None
         if client_id == "repeat" and known:
@@ -376,6 +393,8 @@ class Flow:
                 qty=market.lot_size * lots,
                 reduce_only=reduce_only,
                 client_order_id=coid,
+                take_profit=take_profit,
+                stop_loss=stop_loss,
             ),
         )
         if got is None:
@@ -434,6 +453,9 @@ class Flow:
         mid = (self.mid(market_i, mode) / tick).to_integral_value() * tick
         trigger = max(tick, mid + offset_ticks * 10 * tick)
         limit = type_.endswith("_LIMIT")
+        trailing = type_ == "TRAILING_STOP_MARKET"
+        # A trailing stop's trigger is the exchange's: it takes a distance instead.
+        rate = D(abs(offset_ticks) % 20 + 1) / 2 if trailing else None
         got = self._run(
             "conditional",
             lambda: order_place(
@@ -446,13 +468,16 @@ class Flow:
                 price=trigger if limit else None,
                 qty=market.lot_size * lots,
                 reduce_only=market_i != SPOT and self.rng.random() < 0.5,
-                trigger_price=trigger,
+                trigger_price=None if trailing else trigger,
                 trigger_by=trigger_by,
+                callback_rate=rate,
             ),
         )
         if got is not None:
             self.acknowledged.append(int(got[0]["id"]))
             self.placed.append((trader, int(got[0]["id"])))
+            if trailing:
+                self.counts["trailing:placed"] += 1
 
     def tpsl(self, trader_i: int, market_i: int, mode: str, up_bp: int, down_bp: int) -> None:
         """A take-profit and a stop-loss on the trader's position, if it has one."""
@@ -487,6 +512,8 @@ class Flow:
         # The clock's sweeps that follow a move of the marks.
         self._run("triggers", triggers_fire)
         self._run("tpsl-tidy", tpsl_tidy)
+        armed = self._run("tpsl-arm", orders_tpsl_arm)
+        self.counts["tpsl_armed"] += len(armed or ())
 
     def funding(self, mode: str, premium_bp: int) -> None:
         book = Book.objects.get(market=self.markets[PERP], mode=mode)

@@ -120,6 +120,8 @@ def test_random_flows_keep_every_invariant() -> None:
             "place:FOK_UNFILLABLE",
             "place:INSUFFICIENT_MARGIN",
             "place:REDUCE_ONLY_REJECTED",
+            "trailing:placed",
+            "tpsl_armed",
             "cancel:ok",
             "cancel:NOT_FOUND",
             "cancel:ORDER_NOT_OPEN",
