@@ -165,6 +165,21 @@ def test_no_matcher_means_503_and_nothing_done_even_once_one_starts(remote, book
     ]
 
 
+def test_a_long_wait_ends_in_503_not_in_a_socket_timeout(
+    remote, book_and_traders, settings, monkeypatch
+):
+    """The API waits MATCHER_TIMEOUT (5 s by default) for a matcher; the Redis socket's
+    own timeout (redis-py's default is 5 s) must not end that wait first: it would leave
+    the request unclaimed, to be carried out by the next matcher after the sender gave
+    up."""
+    _, alice, _ = book_and_traders
+    settings.MATCHER_TIMEOUT = 6
+    monkeypatch.setattr(redis_queue, "_client", None)  # one made with this timeout
+    with pytest.raises(ExchangeError) as e:
+        matcher.order_submit(trader=alice, **_order())
+    assert e.value.code == "MATCHER_UNAVAILABLE"
+
+
 def test_two_matchers_never_hold_one_book_and_the_second_takes_over(remote, book_and_traders):
     book, alice, bob = book_and_traders
     first = remote()
