@@ -154,6 +154,9 @@ class Matcher:
     def batch_run(self, key: str, raw: list[bytes]) -> None:
         """Claim, carry out and answer one book's waiting requests (taken off `key`)."""
         r = redis_client()
+        # A connection that failed is replaced (its leases are then taken again); one is
+        # never closed for its age (CONN_MAX_AGE): the leases and the books live on it.
+        connection.close_at = None
         close_old_connections()
         self.leases_check()
         if key not in {queue_key(*k) for k in self.owned.values()}:
