@@ -182,6 +182,10 @@ class Meter(CpuMeter):
         }
         info = self.redis.info("cpu")
         s["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        s["commands"] = {
+            k.removeprefix("cmdstat_"): v["calls"]
+            for k, v in self.redis.info("commandstats").items()
+        }
         # The engine books the counting matcher has built so far; the embedded path's,
         # in this process (bench.orders counts them).
         s["builds"] = int(self.redis.get(self.builds_key) or 0)
@@ -210,6 +214,13 @@ class Meter(CpuMeter):
         out["other cores"] = max(busy - sum(seconds.values()), 0.0) / (b["t"] - a["t"])
         return out
 
+    @staticmethod
+    def commands(a: dict[str, Any], b: dict[str, Any], orders: int) -> dict[str, float]:
+        """Redis commands per order (the whole server's), by command, most first."""
+        calls = {k: v - a["commands"].get(k, 0) for k, v in b["commands"].items()}
+        calls = {k: v / max(orders, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+        return {"all": sum(calls.values()), **{k: v for k, v in calls.items() if v >= 0.05}}
+
 
 @dataclass
 class Round(Run):
@@ -222,6 +233,8 @@ class Round(Run):
     builds: int | None = None
     # Requests per batch the matcher ran in the window (over HTTP one request per order).
     batch_mean: float | None = None
+    # Redis commands per order in the window (the whole server's), by command.
+    redis_commands: dict = field(default_factory=dict)
 
 
 def _finish(run: Round, results: list[ClientResult], cpu: dict[str, float], exchange: list) -> None:
@@ -239,6 +252,8 @@ def _finish(run: Round, results: list[ClientResult], cpu: dict[str, float], exch
         f" errors={run.errors or 0}{builds}"
     )
     parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "other cores")
+    commands = ", ".join(f"{k} {v:.1f}" for k, v in run.redis_commands.items())
+    log(f"    Redis commands/order: {commands}")
     ok = run.in_db == run.acked and not run.invariants
     log(
         f"    CPU ms/order: {parts}; exchange {run.exchange_cpu_ms:.2f}; other load "
@@ -288,6 +303,7 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
     run.batch_mean = meter.batch_mean(a, b) if remote else None
     run.orders = sum(len(r.latencies) for r in results)
     cpu = meter.per_order(a, b, run.orders)
+    run.redis_commands = meter.commands(a, b, run.orders)
     _finish(run, results, cpu, ["this process", "matcher", "postgres", "redis"])
     return run
 
@@ -321,6 +337,7 @@ def http_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration: fl
     run = Round("http", arrangement, 1, CLIENTS, rep, duration)
     run.orders = sum(len(r.latencies) for r in results)
     cpu = meter.per_order(snaps[0], snaps[1], run.orders)
+    run.redis_commands = meter.commands(snaps[0], snaps[1], run.orders)
     cpu["client"] = cpu.pop("this process")
     meter.close()
     if "matcher" in groups:
@@ -371,6 +388,12 @@ def medians(runs: list[Round]) -> list[dict[str, Any]]:
                 traded=statistics.median(r.traded_frac for r in rs),
                 cpu={k: statistics.median(r.cpu.get(k, 0.0) for r in rs) for k in keys},
                 exchange_cpu_ms=statistics.median(r.exchange_cpu_ms for r in rs),
+                redis_commands=statistics.median(r.redis_commands.get("all", 0) for r in rs),
+                publishes=statistics.median(r.redis_commands.get("publish", 0) for r in rs),
+                # Cores the exchange kept busy: what it was given of the machine.
+                exchange_cores=statistics.median(
+                    r.exchange_cpu_ms * r.orders_per_s / 1000 for r in rs
+                ),
                 builds=None if rs[0].builds is None else sum(r.builds or 0 for r in rs),
                 batch_mean=(
                     None
@@ -400,9 +423,10 @@ def table(rows: list[dict[str, Any]], path: str) -> str:
     out = [
         "| arrangement | orders/s | p50 ms | p99 ms | traded | CPU ms/order: "
         + " · ".join(parts)
-        + " | exchange CPU ms/order | orders per matcher batch | engine builds after warm-up"
-        " | other load (cores) | errors | verified |",
-        "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|---|",
+        + " | exchange CPU ms/order | exchange cores | Redis commands/order (PUBLISH)"
+        " | orders per matcher batch | engine builds after warm-up | other load (cores)"
+        " | errors | verified |",
+        "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in rows:
         if r["path"] != path:
@@ -413,6 +437,7 @@ def table(rows: list[dict[str, Any]], path: str) -> str:
         out.append(
             f"| {r['arrangement']} | {r['orders_per_s']:,.0f} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['traded']:.0%} | {cpu} | {r['exchange_cpu_ms']:.2f} | "
+            f"{r['exchange_cores']:.2f} | {r['redis_commands']:.1f} ({r['publishes']:.1f}) | "
             f"{batch} | {builds} | {r['cpu'].get('other cores', 0):.2f} | {r['errors']} | "
             f"{'yes' if r['verified'] else 'NO'} |"
         )
