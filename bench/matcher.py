@@ -5,8 +5,9 @@ PostgreSQL and Redis.
 1. **service**: one book, 8 client threads in this process, closed loop. *matcher*:
    each thread calls `trading.matcher.order_submit` (MATCHER=redis: the request goes
    over Redis to a runmatcher process, the thread waits for its answer); *embedded*:
-   each calls `order_place` (group commit among the threads). The arrangements
-   alternate round by round.
+   each calls `order_place` (group commit among the threads); *matcher, realtime off*
+   (not in --quick): the matcher with its realtime receivers disconnected, i.e. what
+   publishing the events costs it. The arrangements alternate round by round.
 2. **http**: `POST /api/v1/trade`, 8 keep-alive clients (aiohttp, in this process),
    against one web process as the Procfile starts it with one matcher, and against
    one web process with MATCHER=embedded.
@@ -91,6 +92,9 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/dexsite_benchm"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 CLIENTS = 8
 SERVICE = ["embedded", "matcher"]
+# The matcher with its realtime receivers disconnected (no events published, no account
+# updates): what publishing costs it.
+NO_REALTIME = "matcher, realtime off"
 HTTP = ["embedded web", "1 web + matcher", "2 web + matcher"]
 
 
@@ -104,7 +108,7 @@ def builds_key(prefix: str) -> str:
 def serve_matcher() -> None:
     """`manage.py runmatcher`, every engine book it builds counted in Redis (at once),
     and its batches and their requests (written to Redis after a batch, every 0.2 s at
-    most)."""
+    most, when it also reads whether the bench wants its realtime receivers off)."""
     import django
 
     django.setup()
@@ -129,12 +133,19 @@ def serve_matcher() -> None:
         try:
             return run(requests)
         finally:
-            # Told every 0.2 s at most, from the matcher's own thread.
+            # Told every 0.2 s at most, from the matcher's own thread; the realtime
+            # receivers turned off or on as the bench asks.
             if time.monotonic() - told[0] > 0.2:
                 told[0] = time.monotonic()
-                redis_client().hset(f"{key}:batches", mapping=batches)
+                pipe = redis_client().pipeline(transaction=False)
+                pipe.hset(f"{key}:batches", mapping=batches)
+                pipe.get(f"{key}:realtime")
+                on = pipe.execute()[1] != b"off"
+                if on != realtime[0]:
+                    common.set_broadcast(on)
+                    realtime[0] = on
 
-    told = [0.0]
+    told, realtime = [0.0], [True]
     books.engine_book_build = server.engine_book_build = build_counted
     server.request_run = run_counted
     call_command("runmatcher")
@@ -269,8 +280,10 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
 
     fx = ctx.fx
     common.reset_data(fx)
-    remote = arrangement == "matcher"
+    remote = arrangement.startswith("matcher")
     settings.MATCHER = "redis" if remote else "embedded"
+    realtime = "off" if arrangement == NO_REALTIME else "on"
+    ctx.redis.set(f"{builds_key(ctx.mprefix)}:realtime", realtime)
     groups = {"matcher": [ctx.matcher.proc.pid]} if remote else {}
     meter = Meter(ctx, groups)
     seed0 = 1000 * rep + 7
@@ -887,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "service",
                 service_round,
-                SERVICE,
+                SERVICE + ([] if quick else [NO_REALTIME]),
                 "1. service: one book, 8 threads: order_submit over Redis vs order_place",
             ),
             ("http", http_round, HTTP, "2-3. http: POST /api/v1/trade, 8 clients"),
@@ -922,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = medians(runs)
     ratios = dict(
         service_matcher_over_embedded=ratio(runs, "service", "matcher", "embedded"),
+        service_realtime_off_over_on=ratio(runs, "service", NO_REALTIME, "matcher"),
         http_matcher_over_embedded=ratio(runs, "http", "1 web + matcher", "embedded web"),
         http_two_webs_over_one=ratio(runs, "http", "2 web + matcher", "1 web + matcher"),
     )
