@@ -248,6 +248,22 @@ class Round(Run):
     redis_commands: dict = field(default_factory=dict)
 
 
+def reset(fx: Any) -> None:
+    """`bench.orders.reset_data`, once the last round's account updates (sent by each
+    process COALESCE_SECONDS after a change, reading the accounts) have gone: such a
+    read racing the TRUNCATE can deadlock with it, which is then tried again."""
+    from django.db import OperationalError
+
+    for attempt in range(3):
+        time.sleep(0.5)
+        try:
+            return common.reset_data(fx)
+        except OperationalError as e:
+            if "deadlock" not in str(e) or attempt == 2:
+                raise
+            log(f"  reset: {str(e).splitlines()[0]}; again")
+
+
 def _finish(run: Round, results: list[ClientResult], cpu: dict[str, float], exchange: list) -> None:
     common.summarize(run, results)
     run.cpu = cpu
@@ -279,7 +295,7 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
     from trading.matcher import order_submit
 
     fx = ctx.fx
-    common.reset_data(fx)
+    reset(fx)
     remote = arrangement.startswith("matcher")
     settings.MATCHER = "redis" if remote else "embedded"
     realtime = "off" if arrangement == NO_REALTIME else "on"
@@ -323,7 +339,7 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
 
 def http_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration: float) -> Round:
     fx = ctx.fx
-    common.reset_data(fx)
+    reset(fx)
     if arrangement == "embedded web":
         webs, groups = [ctx.embedded], {"web": [ctx.embedded.pid]}
     else:
@@ -669,7 +685,7 @@ def resting_book(fx: Any, n: int) -> dict[str, Any]:
     from trading.orders.place import order_place
     from trading.services.books import engine_cache_clear
 
-    common.reset_data(fx)
+    reset(fx)
     symbol = fx.symbols[0]
     templates = [
         order_place(
