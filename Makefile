@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk bench-triggers chaos soak clean
+.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk bench-triggers bench-matcher chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -110,6 +110,10 @@ bench-risk: install-dev ## funding over 1,000 positions, liquidation sweeps over
 
 bench-triggers: install-dev ## stop/take-profit: price crossing to order placed, clock running (PostgreSQL)
 	$(BIN)/python bench/triggers.py
+
+bench-matcher: install-dev ## the matcher role vs the embedded path: one book, HTTP, two web processes, restart (PostgreSQL + Redis)
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/matcher.py
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles

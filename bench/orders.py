@@ -591,13 +591,21 @@ def warm_process(fx: Fixture) -> None:
 
 
 def service_client(
-    fx: Fixture, symbols: list[str], seed: int, t_measure: float, t_end: float
+    fx: Fixture,
+    symbols: list[str],
+    seed: int,
+    t_measure: float,
+    t_end: float,
+    place: Callable[..., tuple[dict[str, Any], bool]] | None = None,
 ) -> ClientResult:
-    """One client: order_place() in a loop on this thread's own DB connection."""
+    """One client: order_place() (or `place`, which takes its arguments) in a loop on
+    this thread's own DB connection."""
     from django.db import connection
 
     from dexsite.errors import ExchangeError
     from trading.orders.place import order_place
+
+    order_place = place or order_place
 
     rng = random.Random(seed)
     out = ClientResult()
@@ -830,7 +838,7 @@ class Server:
 
 
 async def _http_clients(
-    port: int,
+    port: int | list[int],
     fx: Fixture,
     symbols: list[str],
     clients: int,
@@ -842,7 +850,8 @@ async def _http_clients(
 ) -> list[ClientResult]:
     import aiohttp
 
-    url = f"http://{HOST}:{port}/api/v1/trade"
+    # Several servers: client i sends to the (i mod n)th.
+    urls = [f"http://{HOST}:{p}/api/v1/trade" for p in (port if isinstance(port, list) else [port])]
     headers = [
         {"Authorization": f"Token {tok}", "Content-Type": "application/json"} for tok in fx.tokens
     ]
@@ -870,7 +879,9 @@ async def _http_clients(
                 ).encode()
                 t0 = perf()
                 try:
-                    async with session.post(url, data=body, headers=headers[ti]) as resp:
+                    async with session.post(
+                        urls[i % len(urls)], data=body, headers=headers[ti]
+                    ) as resp:
                         status = resp.status
                         payload = await resp.read()
                 except aiohttp.ClientError as e:

@@ -33,6 +33,9 @@ from trading.matcher.requests import MatcherRequest, Outcomes, answer_decode, re
 # How long claims and unread answers live (seconds): past any sender's wait.
 KEEP_SECONDS = 600
 
+# Seconds a Redis reply may take past the longest BLPOP this module sends.
+SOCKET_SLACK = 10
+
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
 
@@ -41,7 +44,14 @@ def redis_client() -> redis.Redis:
     global _client
     with _client_lock:
         if _client is None:
-            _client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+            # A read waits for a BLPOP's whole timeout (MATCHER_TIMEOUT): the socket's
+            # must be longer (redis-py's default, 5 s, would cut the wait short and leave
+            # the request unclaimed in the queue, to run later).
+            _client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                health_check_interval=30,
+                socket_timeout=settings.MATCHER_TIMEOUT + SOCKET_SLACK,
+            )
         return _client
 
 

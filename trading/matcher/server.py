@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from trading.matcher.redis_queue import (
     KEEP_SECONDS,
@@ -159,8 +159,10 @@ class Matcher:
     def batch_run(self, key: str, raw: list[bytes]) -> None:
         """Claim, carry out and answer one book's waiting requests (taken off `key`)."""
         r = redis_client()
-        # (Not `close_old_connections`: past CONN_MAX_AGE it would close the connection
-        # that holds the leases. A broken one fails a statement and is replaced then.)
+        # A connection that failed is replaced (its leases are then taken again); one is
+        # never closed for its age (CONN_MAX_AGE): the leases and the books live on it.
+        connection.close_at = None
+        close_old_connections()
         self.leases_check()
         if key not in {queue_key(*k) for k in self.owned.values()}:
             # The lease went (the connection was replaced): the book's next owner takes

@@ -70,13 +70,14 @@ def remote(settings) -> Iterator[Callable[..., subprocess.Popen]]:
     matcher._books_known.clear()
     started: list[subprocess.Popen] = []
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str, **extra_env: str) -> subprocess.Popen:
         env = dict(
             os.environ,
             DATABASE_URL=_db_url(),
             REDIS_URL=settings.REDIS_URL,
             MATCHER_PREFIX=prefix,
             DEBUG="true",
+            **extra_env,
         )
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "runmatcher", *args],
@@ -165,6 +166,21 @@ def test_no_matcher_means_503_and_nothing_done_even_once_one_starts(remote, book
     ]
 
 
+def test_a_long_wait_ends_in_503_not_in_a_socket_timeout(
+    remote, book_and_traders, settings, monkeypatch
+):
+    """The API waits MATCHER_TIMEOUT (5 s by default) for a matcher; the Redis socket's
+    own timeout (redis-py's default is 5 s) must not end that wait first: it would leave
+    the request unclaimed, to be carried out by the next matcher after the sender gave
+    up."""
+    _, alice, _ = book_and_traders
+    settings.MATCHER_TIMEOUT = 6
+    monkeypatch.setattr(redis_queue, "_client", None)  # one made with this timeout
+    with pytest.raises(ExchangeError) as e:
+        matcher.order_submit(trader=alice, **_order())
+    assert e.value.code == "MATCHER_UNAVAILABLE"
+
+
 def test_two_matchers_never_hold_one_book_and_the_second_takes_over(remote, book_and_traders):
     book, alice, bob = book_and_traders
     first = remote()
@@ -179,6 +195,19 @@ def test_two_matchers_never_hold_one_book_and_the_second_takes_over(remote, book
     _wait(lambda: _leases().get(book.pk) not in (None, holder), "the second matcher's lease")
     taken, _ = matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("0.01")))
     assert taken["status"] == "FILLED"
+
+
+def test_the_matcher_keeps_its_connection_past_conn_max_age(remote, book_and_traders):
+    """The leases (and so the books kept in memory) live on the matcher's database
+    connection: between batches it is not closed for its age, as a web process's is."""
+    book, alice, _ = book_and_traders
+    remote(DB_CONN_MAX_AGE="1")
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    holder = _leases()[book.pk]
+    for _ in range(3):
+        matcher.order_submit(trader=alice, **_order())
+        time.sleep(1.2)
+    assert _leases()[book.pk] == holder
 
 
 def test_a_claimed_request_whose_matcher_died_is_answered_from_the_database(
