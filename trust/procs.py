@@ -101,6 +101,9 @@ def server_env(db_url: str, prefix: str, **extra: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="dexsite.settings",
         CHANNEL_LAYER_PREFIX=prefix,
         CACHE_KEY_PREFIX=prefix,
+        # The matcher's queues too: two runs on one Redis must not take each other's
+        # orders (a matcher runs a request on its own database).
+        MATCHER_PREFIX=prefix,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
