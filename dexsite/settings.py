@@ -129,7 +129,7 @@ if REDIS_URL:
             # Pub/sub: one PUBLISH per group message, whatever the group's size, where
             # the core layer pushes once per member (see docs/benchmarks.md).
             "BACKEND": os.environ.get(
-                "CHANNEL_LAYER_BACKEND", "channels_redis.pubsub.RedisPubSubChannelLayer"
+                "CHANNEL_LAYER_BACKEND", "dexsite.channel_layer.PubSubChannelLayer"
             ),
             # A prefix of its own keeps one deployment's (or test run's) groups apart
             # from another's on a shared Redis: pub/sub channels ignore the db number.

@@ -152,8 +152,7 @@ def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = (
         buffer = delta_buffer()
         for book, seq, text in deltas:
             await buffer.add(book, seq, text)
-        for event in events:
-            await layer.group_send(event["channel"], event)
+        await group_send_all(layer, events)
 
     # Hand the batch to the publishing loop (the server's, in the server) and return at
     # once: the committing thread does not wait for Redis round trips. Delivery is best
@@ -171,10 +170,20 @@ def publish_later(events: list[dict[str, Any]], loop: asyncio.AbstractEventLoop 
         return
 
     async def send_all() -> None:
-        for event in events:
-            await layer.group_send(event["channel"], event)
+        await group_send_all(layer, events)
 
     _hand_over(send_all, loop)
+
+
+async def group_send_all(layer: Any, events: list[dict[str, Any]]) -> None:
+    """Each event to its channel's group, in order: in one pipeline where the layer can
+    (`dexsite.channel_layer`), else one `group_send` after another."""
+    send_many = getattr(type(layer), "group_send_many", None)
+    if send_many is not None:
+        await layer.group_send_many([(event["channel"], event) for event in events])
+        return
+    for event in events:
+        await layer.group_send(event["channel"], event)
 
 
 def _hand_over(
