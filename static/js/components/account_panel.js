@@ -121,7 +121,8 @@ export class AccountPanel {
         { key: 'liquidity', label: 'Role' },
       ],
     });
-    this.summary = $('[data-account-summary]', root);
+    // The summary sits under the order form, outside this panel.
+    this.summary = $('[data-account-summary]');
     this.moreBtn = $('[data-action=load-more]', root);
     this.moreBtn.addEventListener('click', () => this.loadMore());
     $('[data-action=cancel-all]', root).addEventListener('click', (e) => this.cancelAll(e.currentTarget));

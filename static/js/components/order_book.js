@@ -1,12 +1,15 @@
 // OrderBook: bids and asks with depth bars, spread, grouping by tick multiples.
 // Book messages only mark the view dirty; one requestAnimationFrame repaints it, so a
-// burst of deltas costs one paint. Rows are a fixed pool patched in place.
+// burst of deltas costs one paint. Rows are a fixed pool patched in place, as many a
+// side as the column holds (the pool is rebuilt only when the column's height changes).
 import { $, h, setText, setClass } from '../lib/dom.js';
 import { decimalsOf, format, mul, ratio, toFixed, divFloor, add, cmp } from '../lib/decimal.js';
 
 export class OrderBook {
   constructor(root, { book, onPick, rows = 16 }) {
     this.root = root;
+    // The grouping select and the status sit in the head of the panel around the book.
+    const panel = root.closest('.panel') || root;
     this.book = book;
     this.onPick = onPick;
     this.rowCount = rows;
@@ -17,8 +20,8 @@ export class OrderBook {
     this.asksEl = $('.side.asks', root);
     this.bidsEl = $('.side.bids', root);
     this.spreadEl = $('.spread', root);
-    this.groupSelect = $('select[name=group]', root);
-    this.status = $('.book-status', root);
+    this.groupSelect = $('select[name=group]', panel);
+    this.status = $('.book-status', panel);
     this.pools = { asks: [], bids: [] };
     this.groupSelect.addEventListener('change', () => {
       this.group = this.groupSelect.value || null;
@@ -33,6 +36,19 @@ export class OrderBook {
       el.addEventListener('keydown', (e) => this.onKey(e));
     }
     this.buildPools();
+    if (window.ResizeObserver) new ResizeObserver(() => this.fit()).observe(this.asksEl);
+  }
+
+  /** As many rows a side as the asks' half of the column holds (hidden: no change). */
+  fit() {
+    const height = this.asksEl.clientHeight;
+    const row = parseFloat(getComputedStyle(this.root).getPropertyValue('--book-row')) || 20;
+    if (!height) return;
+    const rows = Math.max(3, Math.floor(height / row));
+    if (rows === this.rowCount) return;
+    this.rowCount = rows;
+    this.buildPools();
+    this.paint();
   }
 
   buildPools() {

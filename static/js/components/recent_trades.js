@@ -7,7 +7,7 @@ const KEEP = 60;
 export class RecentTrades {
   constructor(root) {
     this.root = root;
-    this.list = root.querySelector('.trades-list');
+    this.list = root;
     this.body = root.querySelector('.trades-body');
     this.ids = new Set();
     this.pending = [];

@@ -24,6 +24,7 @@ import { DepositModal, WithdrawModal } from '../components/vault_modals.js';
 import { TpslModal } from '../components/tpsl_modal.js';
 import { CloseLimitModal } from '../components/close_limit_modal.js';
 import { TradingLayout } from '../components/trading_layout.js';
+import { Tabs } from '../components/tabs.js';
 
 const GAP_RETRY_MS = 3000;
 
@@ -54,6 +55,11 @@ class TradeDashboard {
       },
     });
     this.trades = new RecentTrades($('#recent-trades'));
+    // The book and the trades share their column: one shown at a time.
+    this.depthTabs = new Tabs($('#depth-panel [role=tablist]'));
+    this.depthTabs.addEventListener('select', (e) => {
+      $('[data-book-tools]').hidden = e.detail !== 'book';
+    });
     this.chart = new TradingChart($('#trading-chart'));
     this.info = new MarketInfoBar($('#market-info'));
     this.entry = new OrderEntry($('#order-entry'), {

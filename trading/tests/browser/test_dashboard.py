@@ -265,7 +265,12 @@ def test_switch_market_and_mode_and_vault_modals(server, trader):
     x(page.locator("#market-info [data-field=symbol]")).to_have_text("BTC-PERP")
     x(page.locator("#order-entry button[type=submit]")).to_have_text(re.compile(r"BTC"))
     x(page.locator("#order-book .side.bids .row[data-px='63990']")).to_contain_text("0.114")
+    # The trades share the book's column: one shown at a time.
+    page.click("#tab-trades")
     x(page.locator("#recent-trades .trades-body .row").first).to_be_visible()
+    x(page.locator("#order-book")).to_be_hidden()
+    page.click("#tab-book")
+    x(page.locator("#order-book")).to_be_visible()
     assert sockets_before == page.evaluate("window.dex.socket.ws && 1")
     assert {"action": "unsubscribe", "channel": "market.ETH-PERP.paper"} in trader.frames
     assert {"action": "subscribe", "channel": "market.BTC-PERP.paper"} in trader.frames
@@ -629,7 +634,7 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     print("\nfirst meaningful paint (cold, warm):", json.dumps(cold), json.dumps(warm))
     assert warm["firstMeaningfulPaintMs"] < 1000, warm
 
-    # Desktop: three columns side by side, every panel on screen.
+    # Desktop: chart, book and order entry side by side, every panel on screen.
     x(page.locator("#order-book .side.asks .row[data-px='64010']")).to_be_visible()
     page.wait_for_selector("#trading-chart canvas")
     x(page.locator("#trading-chart .chart-loading")).to_be_hidden()
@@ -641,8 +646,7 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
             ("entry", "#order-entry"),
         )
     }
-    assert boxes["book"]["x"] < boxes["chart"]["x"] < boxes["entry"]["x"]
-    assert abs(boxes["book"]["y"] - boxes["entry"]["y"]) < 2
+    assert boxes["chart"]["x"] < boxes["book"]["x"] < boxes["entry"]["x"]
     x(page.locator("#layout-tabs")).to_be_hidden()
     page.click("#tab-positions")
     contrast = page.evaluate(CONTRAST_JS)
@@ -690,6 +694,73 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     x(last).to_have_text("64,010.0")
     page.screenshot(path=str(screenshots_dir / "markets.png"))
     assert trader.errors == []
+
+
+LAYOUT_JS = """
+() => {
+  const box = (sel) => {
+    const el = document.querySelector(sel);
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    return { top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height };
+  };
+  const onScreen = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;
+  };
+  return {
+    pageHeight: document.documentElement.scrollHeight,
+    pageWidth: document.documentElement.scrollWidth,
+    header: box('.site-header'),
+    book: box('#order-book'),
+    chart: box('#trading-chart'),
+    entry: box('#order-entry'),
+    account: box('#account-panel'),
+    // Levels a side the book has room for on screen (its pool of rows, empty or not).
+    asks: Array.from(document.querySelectorAll('#order-book .asks .row')).filter(onScreen).length,
+    bids: Array.from(document.querySelectorAll('#order-book .bids .row')).filter(onScreen).length,
+  };
+}
+"""
+
+
+def layout_of(page, base: str, width: int, height: int) -> dict:
+    page.set_viewport_size({"width": width, "height": height})
+    open_trade(page, base, "BTC-PERP")
+    page.wait_for_timeout(200)  # the book's rows follow its column's height
+    return page.evaluate(LAYOUT_JS)
+
+
+def test_the_trade_screen_fits_the_window(server, trader):
+    """The whole trading screen in the window, as on the big venues: at 1440x900 no page
+    scroll, the book with 15+ levels a side, the account panel fixed at the bottom; at
+    1024x768 the book above the fold; on a phone a one-row header and nothing wider
+    than the screen."""
+    page = trader.page
+    desktop = layout_of(page, server.base, 1440, 900)
+    print("\n1440x900:", json.dumps(desktop))
+    assert desktop["pageHeight"] <= 900 and desktop["pageWidth"] <= 1440, desktop
+    assert desktop["asks"] >= 15 and desktop["bids"] >= 15, desktop
+    assert desktop["account"]["bottom"] <= 900 and desktop["account"]["top"] > 600, desktop
+    assert desktop["chart"]["right"] <= desktop["book"]["left"] < desktop["entry"]["left"]
+    # The order column runs the full height, beside the book and the account panel.
+    assert desktop["entry"]["bottom"] >= desktop["account"]["bottom"] - 1, desktop
+
+    tablet = layout_of(page, server.base, 1024, 768)
+    print("1024x768:", json.dumps(tablet))
+    assert tablet["pageHeight"] <= 768 and tablet["pageWidth"] <= 1024, tablet
+    assert tablet["book"]["top"] > 0 and tablet["book"]["bottom"] <= 768, tablet
+    assert tablet["asks"] >= 10 and tablet["bids"] >= 10, tablet
+
+    phone = layout_of(page, server.base, 390, 844)
+    print("390x844:", json.dumps(phone))
+    assert phone["pageWidth"] <= 390 and phone["pageHeight"] <= 844, phone
+    assert phone["header"]["height"] < 56, phone  # one row
+    page.click("#layout-tabs [data-tab=book]")
+    page.wait_for_timeout(200)
+    phone_book = page.evaluate(LAYOUT_JS)
+    assert phone_book["asks"] >= 10 and phone_book["bids"] >= 10, phone_book
+    page.set_viewport_size({"width": 1440, "height": 900})
 
 
 def test_time_in_force_follows_the_order_type(server, trader):
