@@ -3,6 +3,7 @@
 // with numbers, so prices become numbers here, for drawing only.
 import { get } from '../lib/api.js';
 import { add, cmp } from '../lib/decimal.js';
+import { chartPrice } from '../lib/format.js';
 
 const SECONDS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3600, '4h': 14400, '1d': 86400 };
 let library = null;
@@ -52,6 +53,8 @@ export class TradingChart {
       timeScale: { borderColor: '#2a3447', timeVisible: true, secondsVisible: false, tickMarkFormatter: tickMark },
       localization: {
         timeFormatter: (t) => localTime(t).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
+        // The axis, the crosshair and the lines' labels show prices as every panel does.
+        priceFormatter: (n) => chartPrice(n, this.market),
       },
       crosshair: { mode: 0 },
     });
