@@ -119,7 +119,7 @@ export class OrderBook {
     if (bid !== null && ask !== null) {
       const spread = this.book.spread();
       const mid = divFloor(add(bid, ask), '2', decimalsOf(this.market.tickSize) + 1);
-      setText(midEl, `Mid ${price(mid, this.market, { step: mul(this.market.tickSize, '0.1') })}`);
+      setText(midEl, price(mid, this.market, { step: mul(this.market.tickSize, '0.1') }));
       const pct = divFloor(mul(spread, '100'), mid, 4);
       setText(spreadEl, `Spread ${price(spread, this.market)} (${percent(pct, { dp: 3 })})`);
     } else {

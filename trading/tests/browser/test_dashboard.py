@@ -47,22 +47,21 @@ def toast(page, text: str):
 
 @pytest.fixture(scope="module")
 def ladder(server):
-    """A live-looking BTC-PERP PAPER book: eight levels a side and a few prints."""
+    """A live-looking BTC-PERP PAPER book: twenty levels a side and a few prints."""
     maker, taker = server.signup("maker"), server.signup("taker")
     for t in (maker, taker):
         server.faucet(t["token"])
     sizes = ["0.120", "0.045", "0.300", "0.080", "0.210", "0.050", "0.400", "0.150"]
-    server.batch(
-        maker["token"],
-        [
-            {"market": "BTC-PERP", "side": "BUY", "price": str(63990 - 10 * i), "qty": q}
-            for i, q in enumerate(sizes)
-        ]
-        + [
-            {"market": "BTC-PERP", "side": "SELL", "price": str(64010 + 10 * i), "qty": q}
-            for i, q in enumerate(reversed(sizes))
-        ],
-    )
+    deeper = ["0.260", "0.090", "0.510", "0.180", "0.330", "0.070"] * 2
+    bids, asks = sizes + deeper, list(reversed(sizes)) + deeper[::-1]
+    for side, levels, first, step in (("BUY", bids, 63990, -10), ("SELL", asks, 64010, 10)):
+        server.batch(
+            maker["token"],
+            [
+                {"market": "BTC-PERP", "side": side, "price": str(first + step * i), "qty": q}
+                for i, q in enumerate(levels)
+            ],
+        )
     for qty in ("0.010", "0.004"):
         server.order(
             taker["token"], market="BTC-PERP", side="BUY", type="MARKET", qty=qty, timeInForce="IOC"
@@ -731,7 +730,7 @@ def layout_of(page, base: str, width: int, height: int) -> dict:
     return page.evaluate(LAYOUT_JS)
 
 
-def test_the_trade_screen_fits_the_window(server, trader):
+def test_the_trade_screen_fits_the_window(server, trader, screenshots_dir):
     """The whole trading screen in the window, as on the big venues: at 1440x900 no page
     scroll, the book with 15+ levels a side, the account panel fixed at the bottom; at
     1024x768 the book above the fold; on a phone a one-row header and nothing wider
@@ -748,6 +747,8 @@ def test_the_trade_screen_fits_the_window(server, trader):
 
     tablet = layout_of(page, server.base, 1024, 768)
     print("1024x768:", json.dumps(tablet))
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(screenshots_dir / "dashboard-tablet.png"))
     assert tablet["pageHeight"] <= 768 and tablet["pageWidth"] <= 1024, tablet
     assert tablet["book"]["top"] > 0 and tablet["book"]["bottom"] <= 768, tablet
     assert tablet["asks"] >= 10 and tablet["bids"] >= 10, tablet
