@@ -48,7 +48,8 @@ PRINTS_PER_PERIOD = 2
 # The notional of one print, in the quote, by kind (times a random 0.1 to 1.2).
 PRINT_UNIT = {"PERP": D("15000"), "FUTURE": D("6000"), "OPTION": D("1500"), "SPOT": D("1500")}
 # A minute's move, at most, in basis points (larger over longer periods, as the square
-# root of time); options move several times as much as their underlying.
+# root of time); options move several times as much as their underlying (and their
+# coarse tick would swallow smaller moves).
 MINUTE_BPS = 6
 
 
@@ -112,7 +113,7 @@ def _walk(
     """(time, price, qty, taker side) of each print, oldest first: a random walk drawn
     backwards from `end`, so that the last print is at today's price."""
     tick, lot = market.tick_size, market.lot_size
-    scale = 3 if market.kind == MarketKind.OPTION else 1
+    scale = 6 if market.kind == MarketKind.OPTION else 1
     unit = PRINT_UNIT.get(market.kind, D("1000"))
     periods = [
         (at, int((times[i + 1] - at).total_seconds()) if i + 1 < len(times) else 60)
