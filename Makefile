@@ -27,7 +27,11 @@ install-dev: $(BIN)/python ## install runtime + test/tool dependencies into .ven
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-install-js: node_modules/.package-lock.json ## install the dashboard's browser libraries (npm ci)
+# The vault and test tokens (contracts/*.sol), compiled by the pinned solc; build output.
+contracts/build/Vault.json: node_modules/.package-lock.json contracts/build.mjs $(wildcard contracts/*.sol)
+	node contracts/build.mjs
+
+install-js: node_modules/.package-lock.json contracts/build/Vault.json ## install the dashboard's browser libraries and anvil (npm ci), compile the contracts
 
 install-browser: ## install Debian's Chromium for the browser tests, if missing
 	@command -v chromium >/dev/null 2>&1 || { \
