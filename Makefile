@@ -42,7 +42,11 @@ run: install install-js ## set up and run the exchange at http://127.0.0.1:$(POR
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
+	# The local chain (anvil, its state kept in .chain/) and its vault (Procfile.dev).
+	mkdir -p .chain
 	# The demo's random-walk index, on PostgreSQL too (where INDEX_FEEDS defaults to none).
+	CHAIN_RPC_URL=$${CHAIN_RPC_URL-http://127.0.0.1:8545} \
+	CHAIN_WITHDRAWAL_KEY_FILE=$${CHAIN_WITHDRAWAL_KEY_FILE-$(CURDIR)/.chain/withdrawal.key} \
 	INDEX_FEEDS=$${INDEX_FEEDS-trading.feeds.RandomWalkFeed} WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 \
 		$(BIN)/honcho start -f Procfile.dev
 

@@ -1,15 +1,17 @@
 """How the vault meets a blockchain: a pluggable adapter (settings.VAULT_CHAIN_ADAPTER).
 
-No chain is reachable from this repository, so no code here pretends to watch one. The
-default adapter, StaffConfirmation, leaves both directions to people: staff check an
-incoming transaction on a block explorer and confirm the deposit (Django admin, or
-`manage.py confirm_deposit TXHASH`); they send an approved withdrawal from the hot
-wallet and record its transaction hash when approving it in the admin.
+VaultWatcher, where a chain is configured (CHAIN_RPC_URL): the vault contract's
+`Deposit` events are credited by `manage.py runchainwatch` after CHAIN_CONFIRMATIONS
+blocks, and withdrawals staff approve are paid by that process's signer
+(accounts/services/chain_deposits.py, chain_withdrawals.py; docs/accounts.md).
 
-An adapter for a real chain would verify a recorded deposit (right amount, asset and
-confirmations) and call `accounts.services.vault.deposit_confirm`, and broadcast
-withdrawals staff approved. Its hooks run after the transaction that recorded the
-transfer commits, so they never see a rolled-back one; they must not raise.
+StaffConfirmation, for a chain without a watcher, leaves both directions to people:
+staff check an incoming transaction on a block explorer and confirm the deposit (Django
+admin, or `manage.py confirm_deposit TXHASH`); they send an approved withdrawal from the
+hot wallet and record its transaction hash when approving it in the admin.
+
+The hooks run after the transaction that recorded the transfer commits, so they never
+see a rolled-back one; they must not raise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from accounts.models import Transfer
 
 class ChainAdapter:
     name = "abstract"
+    # Whether approved withdrawals are paid by a program (the watcher's signer) rather
+    # than sent by staff, who then record the hash.
+    sends_withdrawals = False
 
     def deposit_recorded(self, deposit: Transfer) -> None:
         """A trader reported a deposit; it is PENDING until confirmed."""
@@ -36,6 +41,14 @@ class StaffConfirmation(ChainAdapter):
     """Staff confirm deposits and approve or reject withdrawals; nothing is automatic."""
 
     name = "staff"
+
+
+class VaultWatcher(ChainAdapter):
+    """The vault contract on an EVM chain, watched by `manage.py runchainwatch`. A
+    deposit notice needs no staff: the watcher credits the event it names."""
+
+    name = "chain"
+    sends_withdrawals = True
 
 
 @cache

@@ -153,6 +153,13 @@ def deposit_confirm(
     lookup = {"pk": deposit_id} if deposit_id is not None else {"tx_hash": tx_hash_parse(tx_hash)}
     with transaction.atomic():
         deposit = _locked_transfer(TransferKind.DEPOSIT, **lookup)
+        if deposit.tx_hash and _credited_from_chain(deposit):
+            raise ExchangeError(
+                "TX_HASH_CONFLICT",
+                "the chain watcher credited this transaction to another deposit",
+                field="txHash",
+                status_code=409,
+            )
         key = (deposit.trader_id, deposit.asset, deposit.mode)
         balances_ensure([key])
         rows = balances_lock([key])
@@ -173,6 +180,18 @@ def deposit_confirm(
         _decide(deposit, TransferStatus.CONFIRMED, by)
         _notify_balances(list(rows.values()))
     return deposit
+
+
+def _credited_from_chain(deposit: Transfer) -> bool:
+    # A notice naming a transaction whose Deposit event the watcher credited (to the
+    # trader the event names) would credit that money a second time.
+    from accounts.models import ChainDeposit, ChainDepositStatus
+
+    return (
+        ChainDeposit.objects.filter(tx_hash=deposit.tx_hash, status=ChainDepositStatus.CREDITED)
+        .exclude(transfer=deposit)
+        .exists()
+    )
 
 
 @retrying

@@ -81,15 +81,18 @@ class Chain:
             self.w3, self.token(asset).functions.mint(to, self.units(asset, amount)), self.deployer
         )
 
-    def deposit(self, sender: str, trader_id, amount, asset: str = "USDC") -> dict:
-        """Approve, then deposit: the two transactions a wallet sends."""
+    def approve(self, sender: str, amount, asset: str = "USDC") -> None:
         units = self.units(asset, amount)
         transact(self.w3, self.token(asset).functions.approve(self.deployment.vault, units), sender)
-        return transact(
-            self.w3,
-            self.vault.functions.deposit(self.token(asset).address, units, trader_id.bytes),
-            sender,
+
+    def deposit(self, sender: str, trader_id, amount, asset: str = "USDC", approve=True) -> dict:
+        """Approve, then deposit: the two transactions a wallet sends."""
+        if approve:
+            self.approve(sender, amount, asset)
+        call = self.vault.functions.deposit(
+            self.token(asset).address, self.units(asset, amount), trader_id.bytes
         )
+        return transact(self.w3, call, sender)
 
     def mine(self, blocks: int = 1) -> None:
         self.w3.provider.make_request("anvil_mine", [hex(blocks)])
