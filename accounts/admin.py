@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from accounts import selectors
+from accounts.chain import chain_adapter
 from accounts.models import (
     ApiKey,
     Deposit,
@@ -186,9 +187,18 @@ class WithdrawalAdmin(TransferAdmin):
     actions = ("approve", "reject")
 
     @admin.action(
-        description="Approve: funds sent, record the outgoing tx hash", permissions=["decide"]
+        description="Approve: send the funds (the vault contract) or record the hash sent",
+        permissions=["decide"],
     )
     def approve(self, request: HttpRequest, queryset: QuerySet):
+        if chain_adapter().sends_withdrawals:
+            # The vault contract pays them: the watcher's signer sends and records.
+            self._each_pending(
+                request,
+                queryset,
+                lambda w: vault.withdrawal_send_approve(withdrawal_id=w.pk, by=request.user),
+            )
+            return None
         pending = list(queryset.filter(status=TransferStatus.PENDING).select_related("trader"))
         for w in pending:
             w.display_amount = dec(w.amount)

@@ -16,12 +16,14 @@ see a rolled-back one; they must not raise.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cache
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from accounts.models import Transfer
+from dexsite.errors import ExchangeError
 
 
 class ChainAdapter:
@@ -36,6 +38,10 @@ class ChainAdapter:
     def withdrawal_requested(self, withdrawal: Transfer) -> None:
         """A withdrawal was requested; its amount is locked until staff decide."""
 
+    def withdrawal_check(self, asset: str, amount: Decimal) -> None:
+        """Refuse (ExchangeError) a withdrawal request this chain could not pay exactly.
+        Runs before anything is locked; may raise."""
+
 
 class StaffConfirmation(ChainAdapter):
     """Staff confirm deposits and approve or reject withdrawals; nothing is automatic."""
@@ -49,6 +55,22 @@ class VaultWatcher(ChainAdapter):
 
     name = "chain"
     sends_withdrawals = True
+
+    def withdrawal_check(self, asset: str, amount: Decimal) -> None:
+        from accounts.evm import amount_to_units, deployment_current
+
+        deployment = deployment_current()
+        spec = deployment.tokens.get(asset) if deployment is not None else None
+        if spec is None:
+            raise ExchangeError(
+                "CHAIN_UNAVAILABLE", f"the vault takes no {asset} on this chain", status_code=409
+            )
+        if amount_to_units(amount, spec["decimals"]) is None:
+            raise ExchangeError(
+                "INVALID_AMOUNT",
+                f"{asset} has {spec['decimals']} decimals on this chain",
+                field="amount",
+            )
 
 
 @cache

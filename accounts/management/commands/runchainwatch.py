@@ -12,8 +12,9 @@ from django.core.management.base import BaseCommand, CommandError
 from requests.exceptions import RequestException
 from web3.exceptions import Web3Exception
 
-from accounts.evm import deployment_current, web3_connect
+from accounts.evm import deployment_current, hot_wallet, web3_connect
 from accounts.services.chain_deposits import ChainMoved, DeepReorg, chain_deposits_poll
+from accounts.services.chain_withdrawals import withdrawals_pay, withdrawals_to_send
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +63,9 @@ class Command(BaseCommand):
                 row.asset,
                 row.transfer_id,
             )
+        if withdrawals_to_send():
+            signer = hot_wallet()
+            if signer is None:
+                log.error("withdrawals wait: CHAIN_WITHDRAWAL_KEY is not set")
+                return
+            withdrawals_pay(w3=w3, deployment=deployment, signer=signer)
