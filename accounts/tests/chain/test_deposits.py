@@ -265,3 +265,24 @@ def test_without_a_chain_the_vault_endpoint_says_so(alice, settings):
     body = client_for(alice).get("/api/v1/vault").json()
     assert body["vaultAddress"] is None and body["chainId"] is None
     assert [a["token"] for a in body["assets"]] == [None, None]
+
+
+def test_the_admin_shows_each_deposit_on_chain(chain, funded, alice):
+    import uuid
+
+    from django.test import Client
+
+    from accounts.models import User
+
+    chain.deposit(funded, alice.trader_id, "5")
+    chain.deposit(funded, uuid.uuid4(), "6")
+    chain.mine(3)
+    poll(chain)
+    root = User.objects.create_superuser("root", password="pw-root-1234")
+    staff = Client()
+    staff.force_login(root)
+    deposits = staff.get("/admin/accounts/deposit/").content.decode()
+    assert "CREDITED in block" in deposits
+    events = staff.get("/admin/accounts/chaindeposit/").content.decode()
+    assert "HELD" in events and "no trader has this id" in events
+    assert staff.get("/admin/accounts/chaindeployment/").status_code == 200
