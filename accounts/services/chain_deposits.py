@@ -38,6 +38,7 @@ from accounts.models import (
 )
 from accounts.services import vault
 from dexsite.api import MONEY_LIMIT
+from dexsite.errors import ExchangeError, NotFound
 from ledger.models import Mode
 
 log = logging.getLogger(__name__)
@@ -276,3 +277,28 @@ def _transfer_for(trader: User, asset: str, amount, tx_hash: str) -> Transfer:
         amount=amount,
         tx_hash=None if notice is not None else tx_hash,
     )
+
+
+def held_deposit_release(*, chain_deposit_id: int, trader: User, by: User | None) -> ChainDeposit:
+    """Staff credit a HELD deposit to the trader they found it was meant for (its trader
+    id named no one), once: the row's lock and its status make a second release fail."""
+    with transaction.atomic():
+        row = ChainDeposit.objects.select_for_update().filter(pk=chain_deposit_id).first()
+        if row is None:
+            raise NotFound("chain deposit")
+        if row.status != ChainDepositStatus.HELD:
+            raise ExchangeError(
+                "DEPOSIT_NOT_HELD", f"this deposit is {row.status}", status_code=409
+            )
+        spec = row.deployment.tokens.get(row.asset)
+        amount = units_to_amount(int(row.units), spec["decimals"]) if spec else None
+        if amount is None or not 0 < amount < MONEY_LIMIT:
+            raise ExchangeError("INVALID_AMOUNT", "the ledger cannot hold this deposit")
+        row.transfer = _transfer_for(trader, row.asset, amount, row.tx_hash)
+        vault.deposit_confirm(deposit_id=row.transfer.pk, by=by)
+        row.status, row.note = (
+            ChainDepositStatus.CREDITED,
+            f"released by staff to {trader.username}",
+        )
+        row.save()
+    return row

@@ -286,3 +286,20 @@ def test_the_admin_shows_each_deposit_on_chain(chain, funded, alice):
     events = staff.get("/admin/accounts/chaindeposit/").content.decode()
     assert "HELD" in events and "no trader has this id" in events
     assert staff.get("/admin/accounts/chaindeployment/").status_code == 200
+
+
+def test_staff_release_a_held_deposit_once(chain, funded, alice):
+    import uuid
+
+    from django.core.management import CommandError
+
+    chain.deposit(funded, uuid.uuid4(), "70")
+    chain.mine(3)
+    (held,) = poll(chain).held
+    call_command("release_held_deposit", str(held.pk), alice.username)
+    held.refresh_from_db()
+    assert held.status == "CREDITED" and held.transfer.trader == alice
+    assert real_usdc(alice) == D("70")
+    with pytest.raises(CommandError, match="DEPOSIT_NOT_HELD"):
+        call_command("release_held_deposit", str(held.pk), alice.username)
+    assert real_usdc(alice) == D("70") and len(deposit_rows(alice)) == 1
