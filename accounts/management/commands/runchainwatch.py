@@ -40,6 +40,10 @@ class Command(BaseCommand):
                 log.info("the chain moved while it was read; reading again")
             except (RequestException, Web3Exception, OSError) as e:
                 log.warning("chain node: %s", e)
+            except Exception:
+                # Whatever failed rolled back its own transaction; the next poll starts
+                # again from what was committed.
+                log.exception("chain watcher poll failed")
             if once:
                 return
             time.sleep(settings.CHAIN_POLL_SECONDS)
