@@ -10,7 +10,12 @@ Locks, always in this order: a transfer row, then balance rows (pk order through
 `balances_lock`), then a linked-wallet row. A deposit notice locks its trader's row
 before it writes its transfer row (the cap on pending deposits). A withdrawal request starts at the balance
 row, the same row an order placement of this trader locks before reserving margin, so
-orders and withdrawals queue on it and never spend the same free funds twice.
+orders and withdrawals queue on it and never spend the same free funds twice. The chain
+watcher locks its chain-deposit row before all of these (accounts/services/chain_deposits.py).
+
+Where the vault contract pays withdrawals (`VaultWatcher`), staff approval makes a
+withdrawal SENDING and the watcher's signer books it once the chain has paid
+(accounts/services/chain_withdrawals.py).
 """
 
 from __future__ import annotations
