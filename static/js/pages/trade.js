@@ -120,7 +120,7 @@ class TradeDashboard {
     this.linker.addEventListener('linked', (e) => {
       if (!this.linkedWallets.includes(e.detail.address)) this.linkedWallets.push(e.detail.address);
     });
-    this.deposit = new DepositModal($('#deposit-modal'), { toaster: this.toaster });
+    this.deposit = new DepositModal($('#deposit-modal'), { toaster: this.toaster, wallet, traderId: this.user.traderId });
     this.withdraw = new WithdrawModal($('#withdraw-modal'), {
       toaster: this.toaster,
       balances: () => this.realBalances || [],

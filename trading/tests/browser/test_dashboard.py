@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +16,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from trading.tests.browser.conftest import CHROMIUM, PASSWORD
+from trading.tests.browser.conftest import CHROMIUM, signup_in_page
 
 pytestmark = [
     pytest.mark.skipif(
@@ -90,13 +89,7 @@ def trader(server, browser, ladder):
         "websocket",
         lambda ws: ws.on("framesent", lambda payload: frames.append(json.loads(payload))),
     )
-    name = f"ui{uuid.uuid4().hex[:8]}"
-    page.goto(f"{server.base}/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("form button[type=submit]")
-    page.wait_for_url(f"{server.base}/")
+    name = signup_in_page(page, server.base, "ui")
     expect()(page.locator(".site-header .user")).to_contain_text(name)
     token = server.token(name)
     me = server.call("GET", "me", token).json()
