@@ -16,7 +16,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from trading.tests.browser.conftest import CHROMIUM, signup_in_page
+from trading.tests.browser.conftest import CHROMIUM, PASSWORD, signup_in_page
 
 pytestmark = [
     pytest.mark.skipif(
