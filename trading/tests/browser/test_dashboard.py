@@ -754,6 +754,12 @@ def test_the_trade_screen_fits_the_window(server, trader, screenshots_dir):
     page.wait_for_timeout(200)
     phone_book = page.evaluate(LAYOUT_JS)
     assert phone_book["asks"] >= 10 and phone_book["bids"] >= 10, phone_book
+    # The longest symbols (an option's) fit too: shortened in the header, whole below.
+    markets = server.http.get("/api/v1/markets").json()
+    option = next(m["symbol"] for m in markets if m["kind"] == "OPTION")
+    open_trade(page, server.base, option, mode="REAL")
+    fits = page.evaluate(LAYOUT_JS)
+    assert fits["pageWidth"] <= 390 and fits["header"]["height"] < 56, fits
     page.set_viewport_size({"width": 1440, "height": 900})
 
 
