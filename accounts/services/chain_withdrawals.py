@@ -9,7 +9,7 @@ hash; it never sends a second payment that could succeed.
 
 The order, for each withdrawal: sign; record the hash (so that the trader sees it and a
 restarted signer waits for it instead of sending anew); broadcast; wait for the receipt;
-book. A transaction the node no longer knows (dropped) is signed again with the nonce
+book once CHAIN_CONFIRMATIONS blocks hold the payment (a later poll, if not yet). A transaction the node no longer knows (dropped) is signed again with the nonce
 the wallet is at, which is the dropped one's, so that at most one of them can be mined.
 One that reverted, or that could not be built (the vault holds too little), goes back
 to staff with the amount still locked: nothing is released but by a staff rejection,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
@@ -63,8 +64,14 @@ def withdrawals_pay(
     ]
 
 
-def paid_by(w3: Web3, deployment: ChainDeployment, withdrawal_id: int) -> str | None:
-    """The hash of the transaction in which the vault paid this withdrawal, if it did."""
+@dataclass(frozen=True)
+class Paid:
+    tx_hash: str
+    block: int
+
+
+def paid_by(w3: Web3, deployment: ChainDeployment, withdrawal_id: int) -> Paid | None:
+    """The transaction in which the vault paid this withdrawal, if it did."""
     contract = vault_contract(w3, deployment)
     if not contract.functions.paid(withdrawal_id).call():
         return None
@@ -77,15 +84,22 @@ def paid_by(w3: Web3, deployment: ChainDeployment, withdrawal_id: int) -> str | 
             "topics": [event.topic, "0x" + withdrawal_id.to_bytes(32, "big").hex()],
         }
     )
-    return logs[-1]["transactionHash"].to_0x_hex() if logs else None
+    if not logs:
+        return None
+    return Paid(logs[-1]["transactionHash"].to_0x_hex(), logs[-1]["blockNumber"])
 
 
-def _book(withdrawal: Transfer, tx_hash: str) -> Outcome:
+def _book(w3: Web3, withdrawal: Transfer, paid: Paid) -> Outcome:
+    """Book the payment once CHAIN_CONFIRMATIONS blocks hold it, as deposits wait: a
+    payment a reorganisation takes away is not booked (its transaction, still signed
+    and unpaid, is mined again or the signer sends it anew)."""
+    if w3.eth.block_number - paid.block + 1 < settings.CHAIN_CONFIRMATIONS:
+        return Outcome(withdrawal.pk, "WAITING", paid.tx_hash)
     vault.withdrawal_approve(
-        withdrawal_id=withdrawal.pk, tx_hash=tx_hash, by=None, sent_by_chain=True
+        withdrawal_id=withdrawal.pk, tx_hash=paid.tx_hash, by=None, sent_by_chain=True
     )
-    log.info("withdrawal %s paid in %s", withdrawal.pk, tx_hash)
-    return Outcome(withdrawal.pk, "PAID", tx_hash)
+    log.info("withdrawal %s paid in %s", withdrawal.pk, paid.tx_hash)
+    return Outcome(withdrawal.pk, "PAID", paid.tx_hash)
 
 
 def _return(withdrawal: Transfer, note: str) -> Outcome:
@@ -113,7 +127,7 @@ def withdrawal_pay(
     paid = paid_by(w3, deployment, withdrawal.pk)
     if paid is not None:
         # Sent by an earlier run (perhaps killed before it booked): book it, send nothing.
-        return _book(withdrawal, paid)
+        return _book(w3, withdrawal, paid)
     if withdrawal.tx_hash:
         receipt = _receipt(w3, withdrawal.tx_hash, RECEIPT_TIMEOUT)
         if receipt is None:
@@ -139,7 +153,7 @@ def withdrawal_pay(
         # Nothing was sent: the vault holds too little, or the id was paid meanwhile.
         paid = paid_by(w3, deployment, withdrawal.pk)
         if paid is not None:
-            return _book(withdrawal, paid)
+            return _book(w3, withdrawal, paid)
         return _return(withdrawal, f"not sent, the vault refused it: {e.message or e}")
     signed = signer.sign_transaction(tx)
     tx_hash = signed.hash.to_0x_hex()
@@ -155,8 +169,8 @@ def _after(
     w3: Web3, deployment: ChainDeployment, withdrawal: Transfer, tx_hash: str, receipt
 ) -> Outcome:
     if receipt["status"] == 1:
-        return _book(withdrawal, tx_hash)
+        return _book(w3, withdrawal, Paid(tx_hash, receipt["blockNumber"]))
     paid = paid_by(w3, deployment, withdrawal.pk)
     if paid is not None:
-        return _book(withdrawal, paid)
+        return _book(w3, withdrawal, paid)
     return _return(withdrawal, f"reverted on chain: {tx_hash}")

@@ -56,8 +56,17 @@ def request(api, wallet, amount: str) -> Transfer:
     return Transfer.objects.get(pk=r.json()["id"])
 
 
-def pay(chain):
+def pay_once(chain):
     return withdrawals_pay(w3=chain.w3, deployment=chain.deployment, signer=chain.hot_wallet)
+
+
+def pay(chain):
+    """A poll of the signer, and one more after the confirmations where it waits."""
+    outcomes = pay_once(chain)
+    if any(o.result == "WAITING" for o in outcomes):
+        chain.mine(3)
+        outcomes = pay_once(chain)
+    return outcomes
 
 
 def usdc(user) -> Balance:
@@ -75,7 +84,16 @@ def test_an_approved_withdrawal_is_paid_by_the_vault_then_booked(
     assert usdc(alice_funded).locked == D("120.25")
     assert pay(chain) == []  # not approved yet: nothing sent
     vault.withdrawal_send_approve(withdrawal_id=w.pk, by=None)
-    (outcome,) = pay(chain)
+    # Paid on chain, booked only once the payment has its confirmations.
+    (waiting,) = pay_once(chain)
+    w.refresh_from_db()
+    assert (waiting.result, w.status, w.tx_hash) == ("WAITING", "SENDING", waiting.tx_hash)
+    assert chain.balance("USDC", wallet.address) == D("120.25")
+    assert not LedgerEntry.objects.filter(reason="WITHDRAWAL").exists()
+    chain.mine(1)
+    assert pay_once(chain)[0].result == "WAITING"
+    chain.mine(1)
+    (outcome,) = pay_once(chain)
     w.refresh_from_db()
     assert outcome.result == "PAID" and w.status == "APPROVED" and w.tx_hash == outcome.tx_hash
     assert chain.balance("USDC", wallet.address) == D("120.25")
@@ -271,7 +289,7 @@ def test_the_watcher_process_killed_while_paying_pays_once(
     second = watcher()
     try:
         until(
-            lambda: Transfer.objects.get(pk=w.pk).status == "APPROVED",
+            lambda: chain.mine(1) or Transfer.objects.get(pk=w.pk).status == "APPROVED",
             "the restarted watcher did not book it",
         )
     finally:

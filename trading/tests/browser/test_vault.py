@@ -188,7 +188,8 @@ def test_deposit_from_the_wallet_to_credited_then_a_withdrawal_to_its_hash(
     transfer = srv.call("GET", "vault/transfers", token).json()["results"][0]
     staff_approves(srv, transfer["id"])
     paid = toast(page, "Withdrawal paid")
-    x(paid).to_be_visible(timeout=30_000)
+    with Miner(srv.w3):
+        x(paid).to_be_visible(timeout=30_000)
     tx_hash = srv.call("GET", "vault/transfers", token).json()["results"][0]["txHash"]
     x(paid).to_contain_text(tx_hash)
     usdc = token_contract(srv.w3, srv.deployment.tokens["USDC"]["address"])
