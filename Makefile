@@ -27,7 +27,11 @@ install-dev: $(BIN)/python ## install runtime + test/tool dependencies into .ven
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-install-js: node_modules/.package-lock.json ## install the dashboard's browser libraries (npm ci)
+# The vault and test tokens (contracts/*.sol), compiled by the pinned solc; build output.
+contracts/build/Vault.json: node_modules/.package-lock.json contracts/build.mjs $(wildcard contracts/*.sol)
+	node contracts/build.mjs
+
+install-js: node_modules/.package-lock.json contracts/build/Vault.json ## install the dashboard's browser libraries and anvil (npm ci), compile the contracts
 
 install-browser: ## install Debian's Chromium for the browser tests, if missing
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -38,7 +42,11 @@ run: install install-js ## set up and run the exchange at http://127.0.0.1:$(POR
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
+	# The local chain (anvil, its state kept in .chain/) and its vault (Procfile.dev).
+	mkdir -p .chain
 	# The demo's random-walk index, on PostgreSQL too (where INDEX_FEEDS defaults to none).
+	CHAIN_RPC_URL=$${CHAIN_RPC_URL-http://127.0.0.1:8545} \
+	CHAIN_WITHDRAWAL_KEY_FILE=$${CHAIN_WITHDRAWAL_KEY_FILE-$(CURDIR)/.chain/withdrawal.key} \
 	INDEX_FEEDS=$${INDEX_FEEDS-trading.feeds.RandomWalkFeed} WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 \
 		$(BIN)/honcho start -f Procfile.dev
 

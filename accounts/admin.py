@@ -19,8 +19,11 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from accounts import selectors
+from accounts.chain import chain_adapter
 from accounts.models import (
     ApiKey,
+    ChainDeployment,
+    ChainDeposit,
     Deposit,
     LinkedWallet,
     SolvencyReport,
@@ -130,6 +133,7 @@ class TransferAdmin(ReadOnly, admin.ModelAdmin):
         "asset",
         "amount",
         "status",
+        "on_chain",
         "tx_hash",
         "created_at",
         "decided_at",
@@ -139,6 +143,19 @@ class TransferAdmin(ReadOnly, admin.ModelAdmin):
     search_fields = ("tx_hash", "trader__username", "address")
     list_select_related = ("trader", "decided_by")
     ordering = ("-id",)
+
+    @admin.display(description="on chain")
+    def on_chain(self, transfer) -> str:
+        """Where the chain is with it: the watcher's view of a deposit's event, the
+        signer's of a withdrawal; a dash where staff handle it by hand."""
+        chain_deposit = getattr(transfer, "chain_deposit", None)
+        if chain_deposit is not None:
+            return f"{chain_deposit.status} in block {chain_deposit.block_number}"
+        if transfer.status == TransferStatus.SENDING:
+            return f"sent {transfer.tx_hash}" if transfer.tx_hash else "to be sent"
+        if transfer.status == TransferStatus.PENDING and transfer.note:
+            return transfer.note
+        return "—"
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"accounts.change_{self.opts.model_name}")
@@ -160,6 +177,7 @@ class TransferAdmin(ReadOnly, admin.ModelAdmin):
 @admin.register(Deposit)
 class DepositAdmin(TransferAdmin):
     actions = ("confirm", "reject")
+    list_select_related = ("trader", "decided_by", "chain_deposit")
 
     @admin.action(description="Confirm: credit the trader (once)", permissions=["decide"])
     def confirm(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -186,9 +204,18 @@ class WithdrawalAdmin(TransferAdmin):
     actions = ("approve", "reject")
 
     @admin.action(
-        description="Approve: funds sent, record the outgoing tx hash", permissions=["decide"]
+        description="Approve: send the funds (the vault contract) or record the hash sent",
+        permissions=["decide"],
     )
     def approve(self, request: HttpRequest, queryset: QuerySet):
+        if chain_adapter().sends_withdrawals:
+            # The vault contract pays them: the watcher's signer sends and records.
+            self._each_pending(
+                request,
+                queryset,
+                lambda w: vault.withdrawal_send_approve(withdrawal_id=w.pk, by=request.user),
+            )
+            return None
         pending = list(queryset.filter(status=TransferStatus.PENDING).select_related("trader"))
         for w in pending:
             w.display_amount = dec(w.amount)
@@ -225,6 +252,45 @@ class WithdrawalAdmin(TransferAdmin):
                 withdrawal_id=w.pk, by=request.user, note="rejected by staff"
             ),
         )
+
+
+@admin.register(ChainDeposit)
+class ChainDepositAdmin(ReadOnly, admin.ModelAdmin):
+    """Every Deposit event of the vault contract the watcher read: SEEN (not final yet),
+    CREDITED (its transfer), HELD (for staff: no such trader, or an amount the ledger
+    cannot hold) or DROPPED (gone in a reorganisation)."""
+
+    list_display = (
+        "id",
+        "status",
+        "asset",
+        "units",
+        "trader_ref",
+        "sender",
+        "tx_hash",
+        "log_index",
+        "block_number",
+        "transfer",
+        "note",
+    )
+    list_filter = ("status", "asset")
+    search_fields = ("tx_hash", "sender", "trader_ref")
+    list_select_related = ("transfer",)
+    ordering = ("-id",)
+
+
+@admin.register(ChainDeployment)
+class ChainDeploymentAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "chain_id",
+        "vault",
+        "signer",
+        "deployed_block",
+        "scanned_block",
+        "created_at",
+    )
+    ordering = ("-id",)
 
 
 @admin.register(SolvencyReport)

@@ -137,6 +137,10 @@ class TransferStatus(models.TextChoices):
     CONFIRMED = "CONFIRMED"  # deposit credited
     APPROVED = "APPROVED"  # withdrawal sent
     REJECTED = "REJECTED"
+    # Withdrawal approved by staff, being paid by the vault contract's signer; the
+    # amount stays locked until the chain has paid it (then APPROVED) or staff decide
+    # again (back to PENDING with a note).
+    SENDING = "SENDING"
 
 
 class Transfer(models.Model):
@@ -188,6 +192,82 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.asset} ({self.status})"
+
+
+class ChainDeployment(models.Model):
+    """The vault and token contracts on one chain, as `manage.py chain_deploy` deployed
+    or recorded them; the newest row of a chain is the one in use. It also holds the
+    watcher's cursor: every block up to `scanned_block` is final and its deposits are
+    credited."""
+
+    chain_id = models.PositiveBigIntegerField()
+    vault = models.CharField(max_length=42)
+    # asset -> {"address": EIP-55 address, "decimals": int}
+    tokens = models.JSONField(default=dict)
+    signer = models.CharField(max_length=42)
+    deployed_block = models.PositiveBigIntegerField()
+    scanned_block = models.PositiveBigIntegerField()
+    # The hash of `scanned_block` when it was scanned: another hash there later means
+    # a reorganisation deeper than the confirmations, which the watcher stops at.
+    scanned_hash = models.CharField(max_length=66)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["chain_id", "-id"], name="chaindeployment_chain")]
+
+    def __str__(self) -> str:
+        return f"vault {self.vault} on chain {self.chain_id}"
+
+    def asset_of(self, token: str) -> str | None:
+        for asset, spec in self.tokens.items():
+            if spec["address"].lower() == token.lower():
+                return asset
+        return None
+
+
+class ChainDepositStatus(models.TextChoices):
+    SEEN = "SEEN"  # in a block not yet final: shown, never credited
+    CREDITED = "CREDITED"  # final, credited once (its transfer)
+    HELD = "HELD"  # final, but no such trader (or an amount the ledger cannot hold)
+    DROPPED = "DROPPED"  # seen, then gone from the chain by a reorganisation
+
+
+class ChainDeposit(models.Model):
+    """One `Deposit` event of the vault contract. The unique key (deployment, tx hash,
+    log index) makes each event credited at most once, whoever reads it how often."""
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="+")
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    block_number = models.PositiveBigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    token = models.CharField(max_length=42)
+    asset = models.CharField(max_length=16, blank=True, default="")
+    sender = models.CharField(max_length=42)
+    # The trader id the event names: anyone may name any id, so it is looked up, not
+    # trusted to exist.
+    trader_ref = models.UUIDField()
+    units = models.DecimalField(max_digits=78, decimal_places=0)  # the token's integer units
+    status = models.CharField(max_length=8, choices=ChainDepositStatus.choices)
+    transfer = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="chain_deposit"
+    )
+    note = models.CharField(max_length=200, blank=True, default="")
+    seen_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "tx_hash", "log_index"], name="chaindeposit_log_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["deployment", "status", "block_number"], name="chaindeposit_open")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tx_hash}#{self.log_index} ({self.status})"
 
 
 class DepositManager(models.Manager):

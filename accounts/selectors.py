@@ -122,6 +122,31 @@ def transfer_dict(t: Transfer) -> dict[str, Any]:
     }
 
 
+def vault_info() -> dict[str, Any]:
+    """Where a wallet sends deposits: the vault contract in use on the configured chain,
+    or nulls where no chain is watched (deposits are then notices for staff)."""
+    from accounts.evm import chain_configured, deployment_current
+
+    deployment = deployment_current() if chain_configured() else None
+    tokens = deployment.tokens if deployment is not None else {}
+    return {
+        "chainId": deployment.chain_id if deployment else None,
+        "chainName": settings.CHAIN_NAME if deployment else None,
+        "rpcUrl": settings.CHAIN_PUBLIC_RPC_URL if deployment else None,
+        "vaultAddress": deployment.vault if deployment else None,
+        "assets": [
+            {
+                "asset": asset,
+                "token": tokens.get(asset, {}).get("address"),
+                "decimals": tokens.get(asset, {}).get("decimals"),
+            }
+            for asset in settings.VAULT_ASSETS
+        ],
+        "confirmations": settings.CHAIN_CONFIRMATIONS if deployment else None,
+        "development": bool(deployment) and settings.CHAIN_DEVELOPMENT,
+    }
+
+
 def transfers_page(*, trader: User, limit: int, next_token: str | None) -> dict[str, Any]:
     """Own deposits and withdrawals, newest first, keyset-paginated by id like /fills."""
     qs = Transfer.objects.filter(trader=trader)

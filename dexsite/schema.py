@@ -196,12 +196,28 @@ class TransferSerializer(serializers.Serializer):
     asset = serializers.CharField()
     mode = enum(*MODES)
     amount = decimal()
-    status = enum("PENDING", "CONFIRMED", "APPROVED", "REJECTED")
+    status = enum("PENDING", "SENDING", "CONFIRMED", "APPROVED", "REJECTED")
     txHash = serializers.CharField(allow_null=True)
     address = serializers.CharField(allow_null=True)
     note = serializers.CharField(allow_null=True)
     createdAt = epoch_ms()
     decidedAt = epoch_ms(nullable=True)
+
+
+class VaultAssetSerializer(serializers.Serializer):
+    asset = serializers.CharField()
+    token = serializers.CharField(allow_null=True)
+    decimals = serializers.IntegerField(allow_null=True)
+
+
+class VaultSerializer(serializers.Serializer):
+    chainId = serializers.IntegerField(allow_null=True)
+    chainName = serializers.CharField(allow_null=True)
+    rpcUrl = serializers.CharField(allow_null=True)
+    vaultAddress = serializers.CharField(allow_null=True)
+    assets = VaultAssetSerializer(many=True)
+    confirmations = serializers.IntegerField(allow_null=True)
+    development = serializers.BooleanField()
 
 
 class TransfersPageSerializer(serializers.Serializer):

@@ -270,7 +270,26 @@ WALLET_LINK_TTL = int(os.environ.get("WALLET_LINK_TTL", "600"))  # seconds
 WALLETS_MAX = 10
 # Vault: what may be deposited and withdrawn (REAL), and who confirms transfers.
 VAULT_ASSETS = ("USDC", "CXPT")
-VAULT_CHAIN_ADAPTER = os.environ.get("VAULT_CHAIN_ADAPTER", "accounts.chain.StaffConfirmation")
+# The EVM chain the vault contract lives on (docs/accounts.md). Without CHAIN_RPC_URL no
+# chain is watched: staff confirm deposits and send withdrawals (accounts/chain.py).
+CHAIN_RPC_URL = os.environ.get("CHAIN_RPC_URL", "")
+# What a browser wallet is told to add (wallet_addEthereumChain); the node's URL unless the
+# node the browser reaches is another.
+CHAIN_PUBLIC_RPC_URL = os.environ.get("CHAIN_PUBLIC_RPC_URL", CHAIN_RPC_URL)
+CHAIN_ID = int(os.environ.get("CHAIN_ID", "31337"))  # anvil's
+CHAIN_NAME = os.environ.get("CHAIN_NAME", "Local development chain")
+# Blocks that must hold a deposit (its own included) before it is credited.
+CHAIN_CONFIRMATIONS = max(1, int(os.environ.get("CHAIN_CONFIRMATIONS", "3")))
+CHAIN_POLL_SECONDS = float(os.environ.get("CHAIN_POLL_SECONDS", "1"))
+# A development chain (anvil): test tokens may be minted and its accounts are public.
+CHAIN_DEVELOPMENT = env_bool("CHAIN_DEVELOPMENT", CHAIN_ID == 31337)
+# The withdrawal signer's hot-wallet key is read from the environment by the watcher
+# alone (CHAIN_WITHDRAWAL_KEY, or a file named by CHAIN_WITHDRAWAL_KEY_FILE), never kept
+# in settings, the repository or the logs (accounts/services/chain_withdrawals.py).
+VAULT_CHAIN_ADAPTER = os.environ.get(
+    "VAULT_CHAIN_ADAPTER",
+    "accounts.chain.VaultWatcher" if CHAIN_RPC_URL else "accounts.chain.StaffConfirmation",
+)
 # Deposit notices of one trader that may wait for confirmation at once.
 VAULT_PENDING_DEPOSITS_MAX = int(os.environ.get("VAULT_PENDING_DEPOSITS_MAX", "5"))
 IDEMPOTENCY_KEY_TTL = int(os.environ.get("IDEMPOTENCY_KEY_TTL", str(24 * 3600)))

@@ -18,6 +18,7 @@ urlpatterns = [
         views.UnlinkWalletApi.as_view(),
         name="api-unlink-wallet",
     ),
+    path("vault", views.VaultApi.as_view(), name="api-vault"),
     path("vault/deposit", views.DepositApi.as_view(), name="api-vault-deposit"),
     path("vault/withdraw", views.WithdrawApi.as_view(), name="api-vault-withdraw"),
     path("vault/transfers", views.TransfersApi.as_view(), name="api-vault-transfers"),

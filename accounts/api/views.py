@@ -254,6 +254,12 @@ def _amount_in_range(value: Decimal) -> Decimal:
     return value
 
 
+class VaultApi(APIView):
+    @extend_schema(responses=S.responses({200: S.VaultSerializer}, *S.PRIVATE))
+    def get(self, request: Request) -> Response:
+        return Response(selectors.vault_info())
+
+
 class DepositInputSerializer(StrictSerializer):
     asset = serializers.CharField(max_length=16)
     amount = Money()

@@ -10,7 +10,12 @@ Locks, always in this order: a transfer row, then balance rows (pk order through
 `balances_lock`), then a linked-wallet row. A deposit notice locks its trader's row
 before it writes its transfer row (the cap on pending deposits). A withdrawal request starts at the balance
 row, the same row an order placement of this trader locks before reserving margin, so
-orders and withdrawals queue on it and never spend the same free funds twice.
+orders and withdrawals queue on it and never spend the same free funds twice. The chain
+watcher locks its chain-deposit row before all of these (accounts/services/chain_deposits.py).
+
+Where the vault contract pays withdrawals (`VaultWatcher`), staff approval makes a
+withdrawal SENDING and the watcher's signer books it once the chain has paid
+(accounts/services/chain_withdrawals.py).
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.chain import chain_adapter
-from accounts.models import LinkedWallet, Transfer, TransferKind, TransferStatus, User
+from accounts.models import (
+    ChainDeposit,
+    ChainDepositStatus,
+    LinkedWallet,
+    Transfer,
+    TransferKind,
+    TransferStatus,
+    User,
+)
 from accounts.services.wallets import address_parse
 from dexsite.db import retrying
 from dexsite.errors import ExchangeError, NotFound
@@ -132,13 +145,13 @@ def _same_deposit(existing: Transfer, trader: User, asset: str, amount: Decimal)
     return existing
 
 
-def _locked_transfer(kind: str, **lookup) -> Transfer:
+def _locked_transfer(kind: str, status: str = TransferStatus.PENDING, **lookup) -> Transfer:
     # The transfer row's lock: of two staff members deciding one transfer at once, the
     # second waits here and then finds it no longer PENDING.
     transfer = Transfer.objects.select_for_update().filter(kind=kind, **lookup).first()
     if transfer is None:
         raise NotFound(kind.lower())
-    if transfer.status != TransferStatus.PENDING:
+    if transfer.status != status:
         raise ExchangeError(
             f"{kind}_NOT_PENDING", f"this {kind.lower()} is {transfer.status}", status_code=409
         )
@@ -153,6 +166,13 @@ def deposit_confirm(
     lookup = {"pk": deposit_id} if deposit_id is not None else {"tx_hash": tx_hash_parse(tx_hash)}
     with transaction.atomic():
         deposit = _locked_transfer(TransferKind.DEPOSIT, **lookup)
+        if deposit.tx_hash and _credited_from_chain(deposit):
+            raise ExchangeError(
+                "TX_HASH_CONFLICT",
+                "the chain watcher credited this transaction to another deposit",
+                field="txHash",
+                status_code=409,
+            )
         key = (deposit.trader_id, deposit.asset, deposit.mode)
         balances_ensure([key])
         rows = balances_lock([key])
@@ -173,6 +193,16 @@ def deposit_confirm(
         _decide(deposit, TransferStatus.CONFIRMED, by)
         _notify_balances(list(rows.values()))
     return deposit
+
+
+def _credited_from_chain(deposit: Transfer) -> bool:
+    # A notice naming a transaction whose Deposit event the watcher credited (to the
+    # trader the event names) would credit that money a second time.
+    return (
+        ChainDeposit.objects.filter(tx_hash=deposit.tx_hash, status=ChainDepositStatus.CREDITED)
+        .exclude(transfer=deposit)
+        .exists()
+    )
 
 
 @retrying
@@ -212,6 +242,7 @@ def _linked(trader: User, address: str, *, lock: bool) -> LinkedWallet | None:
 def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: str) -> Transfer:
     """Lock `amount` for a withdrawal to one of the trader's linked addresses."""
     asset, amount, address = _asset(asset), _amount(amount), address_parse(address)
+    chain_adapter().withdrawal_check(asset, amount)
     not_linked = ExchangeError(
         "WALLET_NOT_LINKED", "withdrawals go only to a linked wallet", field="address"
     )
@@ -252,11 +283,15 @@ def withdrawal_request(*, trader: User, asset: str, amount: Decimal, address: st
 
 
 @retrying
-def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> Transfer:
-    """Staff sent the funds: the lock becomes a WITHDRAWAL ledger row."""
+def withdrawal_approve(
+    *, withdrawal_id: int, tx_hash: str, by: User | None, sent_by_chain: bool = False
+) -> Transfer:
+    """Staff sent the funds (or, `sent_by_chain`, the vault contract paid a SENDING
+    withdrawal): the lock becomes a WITHDRAWAL ledger row."""
     tx_hash = tx_hash_parse(tx_hash)
+    status = TransferStatus.SENDING if sent_by_chain else TransferStatus.PENDING
     with transaction.atomic():
-        withdrawal = _locked_transfer(TransferKind.WITHDRAWAL, pk=withdrawal_id)
+        withdrawal = _locked_transfer(TransferKind.WITHDRAWAL, status, pk=withdrawal_id)
         if Transfer.objects.filter(
             ~Q(pk=withdrawal.pk), kind=TransferKind.WITHDRAWAL, tx_hash=tx_hash
         ).exists():
@@ -284,8 +319,59 @@ def withdrawal_approve(*, withdrawal_id: int, tx_hash: str, by: User | None) -> 
             rows,
         )
         Balance.objects.bulk_update(rows.values(), ["total", "locked", "withdrawing"])
+        if sent_by_chain:
+            # Staff decided when they queued it; the chain only carried it out.
+            by = withdrawal.decided_by
         _decide(withdrawal, TransferStatus.APPROVED, by, tx_hash=tx_hash)
         _notify_balances(list(rows.values()))
+    return withdrawal
+
+
+# -- withdrawals paid by the vault contract (settings.VAULT_CHAIN_ADAPTER sends them) ----
+
+
+@retrying
+def withdrawal_send_approve(*, withdrawal_id: int, by: User | None) -> Transfer:
+    """Staff approved: the watcher's signer pays it from the vault contract. The amount
+    stays locked until the chain has paid it (`withdrawal_approve(sent_by_chain=True)`)
+    or the send failed and staff decide again (`withdrawal_send_failed`). A SENDING
+    withdrawal cannot be rejected: that would free funds a transaction in flight may
+    still pay."""
+    with transaction.atomic():
+        withdrawal = _locked_transfer(TransferKind.WITHDRAWAL, pk=withdrawal_id)
+        withdrawal.note = ""
+        _decide(withdrawal, TransferStatus.SENDING, by)
+        withdrawal.save(update_fields=["note"])
+    return withdrawal
+
+
+@retrying
+def withdrawal_send_recorded(*, withdrawal_id: int, tx_hash: str) -> Transfer:
+    """The signer's transaction, recorded as it is broadcast, for the trader to follow
+    and for a restarted signer to find."""
+    with transaction.atomic():
+        withdrawal = _locked_transfer(
+            TransferKind.WITHDRAWAL, TransferStatus.SENDING, pk=withdrawal_id
+        )
+        withdrawal.tx_hash = tx_hash_parse(tx_hash)
+        withdrawal.save(update_fields=["tx_hash"])
+    return withdrawal
+
+
+@retrying
+def withdrawal_send_failed(*, withdrawal_id: int, note: str) -> Transfer:
+    """The chain did not pay it (the vault holds too little, the transaction reverted):
+    back to staff, the amount still locked, so that a rejection releases it once."""
+    with transaction.atomic():
+        withdrawal = _locked_transfer(
+            TransferKind.WITHDRAWAL, TransferStatus.SENDING, pk=withdrawal_id
+        )
+        withdrawal.status, withdrawal.tx_hash, withdrawal.note = (
+            TransferStatus.PENDING,
+            None,
+            note[:200],
+        )
+        withdrawal.save(update_fields=["status", "tx_hash", "note"])
     return withdrawal
 
 

@@ -403,6 +403,8 @@ MATRIX: dict[str, list[Op]] = {
             other_ok=frozenset({400}),
         )
     ],
+    # Where a wallet sends deposits: the same for every signed-in trader.
+    "api/v1/vault": [Op("GET", "self", p("/api/v1/vault"))],
     "api/v1/vault/transfers": [Op("GET", "self", p("/api/v1/vault/transfers"), ids=a_transfer_ids)],
     "api/v1/api-keys": [
         Op("GET", "self", p("/api/v1/api-keys"), ids=a_key_ids),

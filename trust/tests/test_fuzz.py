@@ -157,7 +157,7 @@ def trader(_connection_kept, settings) -> dict[str, str]:
         }
     }
     caches["default"].clear()
-    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", history_days=0, stdout=io.StringIO())
     user = UserFactory()
     for mode in ("REAL", "PAPER"):
         fund(user, Decimal("1000000"), "USDC", mode)

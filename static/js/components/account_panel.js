@@ -6,17 +6,18 @@
 import { $, h, setText, dateTimeOf } from '../lib/dom.js';
 import { del, get, post } from '../lib/api.js';
 import { cmp, divFloor, format, isZero, min, mul, sign, sub } from '../lib/decimal.js';
+import { amount, money, percent, price, size } from '../lib/format.js';
 import { triggerRises } from '../lib/validate.js';
 import { DataTable } from './datatable.js';
 import { Tabs } from './tabs.js';
-import { busy } from './loading.js';
+import { busy, skeletonNumber } from './loading.js';
 
 export const isOpen = (o) => o.status === 'NEW' || o.status === 'PARTIALLY_FILLED' || o.status === 'UNTRIGGERED';
 const HISTORY_PAGE = 20;
 
-function signed(value, dp = 2) {
+function signed(value) {
   const s = value ? sign(value) : 0;
-  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: format(value, { dp, plus: true }) });
+  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: money(value, { plus: true }) });
 }
 
 function actionButton(td, label, className, onClick, aria) {
@@ -50,10 +51,10 @@ export class AccountPanel {
         { key: 'market', label: 'Market', sortable: true },
         { key: 'side', label: 'Side', sortable: true, className: (o) => (o.side === 'BUY' ? 'buy' : 'sell') },
         { key: 'type', label: 'Type', render: (o) => o.type.replaceAll('_', ' ') },
-        { key: 'price', label: 'Price', num: true, sortable: true, render: (o) => format(o.price) },
+        { key: 'price', label: 'Price', num: true, sortable: true, render: (o) => price(o.price, o.market) },
         { key: 'triggerPrice', label: 'Trigger', num: true, render: (o) => triggerText(o) },
-        { key: 'qty', label: 'Qty', num: true, sortable: true, render: (o) => format(o.qty) },
-        { key: 'filledQty', label: 'Filled', num: true, render: (o) => format(o.filledQty) },
+        { key: 'qty', label: 'Qty', num: true, sortable: true, render: (o) => size(o.qty, o.market) },
+        { key: 'filledQty', label: 'Filled', num: true, render: (o) => size(o.filledQty, o.market) },
         { key: 'timeInForce', label: 'TIF' },
         { key: 'createdAt', label: 'Time', sortable: true, render: (o) => dateTimeOf(o.createdAt) },
         {
@@ -70,19 +71,19 @@ export class AccountPanel {
         { key: 'market', label: 'Market', sortable: true },
         {
           key: 'size', label: 'Size', num: true, sortable: true,
-          render: (p) => `${p.side} ${format(p.size)}`,
+          render: (p) => `${p.side} ${size(p.size, p.market)}`,
           className: (p) => (p.side === 'LONG' ? 'buy' : 'sell'),
         },
-        { key: 'entryPrice', label: 'Entry', num: true, render: (p) => format(p.entryPrice, { dp: 2 }) },
-        { key: 'markPrice', label: 'Mark', num: true, render: (p) => format(p.markPrice, { dp: 2 }) },
+        { key: 'entryPrice', label: 'Entry', num: true, render: (p) => price(p.entryPrice, p.market) },
+        { key: 'markPrice', label: 'Mark', num: true, render: (p) => price(p.markPrice, p.market) },
         { key: 'unrealizedPnl', label: 'Unrealized', num: true, sortable: true, render: (p) => signed(p.unrealizedPnl) },
         { key: 'roe', label: 'ROE', num: true, render: (p) => roe(p) },
         { key: 'realizedPnl', label: 'Realized', num: true, render: (p) => signed(p.realizedPnl) },
         {
           key: 'margin', label: 'Margin', num: true,
-          render: (p) => `${format(p.margin, { dp: 2 })}${p.leverage ? ` (${format(p.leverage)}×)` : ''}`,
+          render: (p) => `${money(p.margin)}${p.leverage ? ` (${format(p.leverage)}×)` : ''}`,
         },
-        { key: 'liquidationPrice', label: 'Liq. price', num: true, render: (p) => format(p.liquidationPrice, { dp: 2 }), className: () => 'warn' },
+        { key: 'liquidationPrice', label: 'Liq. price', num: true, render: (p) => price(p.liquidationPrice, p.market), className: () => 'warn' },
         {
           key: 'tpsl', label: 'TP / SL',
           render: (p, td) => this.tpslCell(p, td),
@@ -103,9 +104,9 @@ export class AccountPanel {
       empty: 'No balances yet.',
       columns: [
         { key: 'asset', label: 'Asset', sortable: true },
-        { key: 'total', label: 'Total', num: true, sortable: true, render: (b) => format(b.total, { dp: 4 }) },
-        { key: 'available', label: 'Available', num: true, sortable: true, render: (b) => format(b.available, { dp: 4 }) },
-        { key: 'locked', label: 'In orders', num: true, render: (b) => format(b.locked, { dp: 4 }) },
+        { key: 'total', label: 'Total', num: true, sortable: true, render: (b) => amount(b.total, b.asset) },
+        { key: 'available', label: 'Available', num: true, sortable: true, render: (b) => amount(b.available, b.asset) },
+        { key: 'locked', label: 'In orders', num: true, render: (b) => amount(b.locked, b.asset) },
       ],
     });
     this.history = new DataTable($('[data-table=history]', root), {
@@ -115,13 +116,14 @@ export class AccountPanel {
         { key: 'ts', label: 'Time', sortable: true, render: (f) => dateTimeOf(f.ts) },
         { key: 'market', label: 'Market', sortable: true },
         { key: 'side', label: 'Side', className: (f) => (f.side === 'BUY' ? 'buy' : 'sell') },
-        { key: 'px', label: 'Price', num: true, render: (f) => format(f.px) },
-        { key: 'qty', label: 'Qty', num: true, render: (f) => format(f.qty) },
-        { key: 'fee', label: 'Fee', num: true, render: (f) => format(f.fee, { dp: 6 }) },
+        { key: 'px', label: 'Price', num: true, render: (f) => price(f.px, f.market) },
+        { key: 'qty', label: 'Qty', num: true, render: (f) => size(f.qty, f.market) },
+        { key: 'fee', label: 'Fee', num: true, render: (f) => money(f.fee, { dp: 4 }) },
         { key: 'liquidity', label: 'Role' },
       ],
     });
-    this.summary = $('[data-account-summary]', root);
+    // The summary sits under the order form, outside this panel.
+    this.summary = $('[data-account-summary]');
     this.moreBtn = $('[data-action=load-more]', root);
     this.moreBtn.addEventListener('click', () => this.loadMore());
     $('[data-action=cancel-all]', root).addEventListener('click', (e) => this.cancelAll(e.currentTarget));
@@ -133,6 +135,10 @@ export class AccountPanel {
 
   async load(mode) {
     this.mode = mode;
+    // Until this mode's figures arrive, placeholders: never the other mode's.
+    for (const el of this.summary ? this.summary.querySelectorAll('[data-field]:not([data-field=marginGauge])') : []) {
+      el.replaceChildren(skeletonNumber());
+    }
     for (const t of [this.orders, this.positions, this.balances, this.history]) {
       t.rows = [];
       t.setLoading(true);
@@ -203,12 +209,12 @@ export class AccountPanel {
     if (a.mode !== this.mode || !this.summary) return;
     const field = (name) => $(`[data-field=${name}]`, this.summary);
     for (const name of ['equity', 'initialMargin', 'availableToTrade', 'availableToWithdraw']) {
-      setText(field(name), format(a[name], { dp: 2 }));
+      setText(field(name), money(a[name]));
     }
     field('unrealizedPnl').replaceChildren(signed(a.unrealizedPnl));
     // Past bankruptcy the ratio has no finite value (null): liquidation is due.
     const ratio = a.marginRatio === null ? '1' : min(a.marginRatio, '1');
-    setText(field('marginRatio'), a.marginRatio === null ? '≥ 100%' : `${format(mul(a.marginRatio, '100'), { dp: 2 })}%`);
+    setText(field('marginRatio'), a.marginRatio === null ? '≥ 100%' : percent(mul(a.marginRatio, '100')));
     const gauge = field('marginGauge');
     gauge.style.width = `${format(mul(ratio, '100'), { dp: 2, grouping: false })}%`;
     const level = cmp(ratio, '0.8') >= 0 ? 'down' : cmp(ratio, '0.5') >= 0 ? 'warn' : '';
@@ -273,7 +279,7 @@ export class AccountPanel {
 
   tpslCell(p, td) {
     const { takeProfit, stopLoss } = this.tpslOf(p);
-    const text = `${takeProfit ? format(takeProfit.triggerPrice) : '—'} / ${stopLoss ? format(stopLoss.triggerPrice) : '—'}`;
+    const text = `${takeProfit ? price(takeProfit.triggerPrice, p.market) : '—'} / ${stopLoss ? price(stopLoss.triggerPrice, p.market) : '—'}`;
     let wrap = td.firstChild;
     if (!wrap || wrap.dataset.market !== p.market) {
       const edit = h('button.btn.btn-sm.btn-ghost', { type: 'button', 'aria-label': `Set take profit and stop loss of ${p.market}` }, 'Edit');
@@ -303,19 +309,19 @@ export class AccountPanel {
 export function closeToast(position, order) {
   const { market } = position;
   if (isZero(order.filledQty)) {
-    return { title: `${market} not closed`, message: `Nothing filled at market; the position is still ${format(position.size)}.`, kind: 'error' };
+    return { title: `${market} not closed`, message: `Nothing filled at market; the position is still ${size(position.size, market)}.`, kind: 'error' };
   }
   const left = sub(position.size, order.filledQty);
   if (cmp(order.filledQty, order.qty) < 0) {
     return {
       title: `${market} closed in part`,
-      message: `Closed ${format(order.filledQty)} of ${format(order.qty)} at market; ${format(left)} still open.`,
+      message: `Closed ${size(order.filledQty, market)} of ${size(order.qty, market)} at market; ${size(left, market)} still open.`,
       kind: 'info',
     };
   }
   return {
     title: `${market} ${isZero(left) ? 'closed' : 'reduced'}`,
-    message: isZero(left) ? `Closed ${format(order.filledQty)} at market.` : `Closed ${format(order.filledQty)} at market; ${format(left)} still open.`,
+    message: isZero(left) ? `Closed ${size(order.filledQty, market)} at market.` : `Closed ${size(order.filledQty, market)} at market; ${size(left, market)} still open.`,
     kind: 'info',
   };
 }
@@ -325,7 +331,7 @@ function triggerText(o) {
   if (!o.triggerPrice) return '—';
   const rising = triggerRises(o.type, o.side);
   const by = o.triggerBy === 'LAST' ? 'last' : 'mark';
-  return `${rising ? '≥' : '≤'} ${format(o.triggerPrice)} ${by}`;
+  return `${rising ? '≥' : '≤'} ${price(o.triggerPrice, o.market)} ${by}`;
 }
 
 /** Return on equity: the unrealized PnL over the margin the position holds. */
@@ -333,7 +339,7 @@ function roe(p) {
   if (!p.margin || cmp(p.margin, '0') <= 0) return h('span.muted', { text: '—' });
   const pct = mul(divFloor(p.unrealizedPnl, p.margin, 6), '100');
   const s = sign(pct);
-  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: `${format(pct, { dp: 2, plus: true })}%` });
+  return h(`span.${s > 0 ? 'up' : s < 0 ? 'down' : 'muted'}`, { text: percent(pct, { plus: true }) });
 }
 
 const CLOSE_PARTS = [['0.25', '25%'], ['0.5', '50%'], ['0.75', '75%'], ['1', '100%']];

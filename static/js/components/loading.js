@@ -11,6 +11,11 @@ export function skeleton(lines = 3) {
   return box;
 }
 
+/** A placeholder where a figure will be, until it is known. */
+export function skeletonNumber() {
+  return h('span.skeleton.skeleton-num', { 'aria-hidden': 'true' });
+}
+
 /** Buttons: disable while a request is under way, with a spinner; returns restore(). */
 export function busy(button, label = null) {
   const before = button.innerHTML;

@@ -1,7 +1,8 @@
 // MarketInfoBar: symbol, mark/index/last, 24 h change, volume, open interest, funding
 // with its countdown (perps), expiry (futures, options), IV and greeks (options).
 import { $, countdown, dateTimeOf, setText, setClass } from '../lib/dom.js';
-import { compact, decimalsOf, format, mul, sign, toFixed } from '../lib/decimal.js';
+import { sign } from '../lib/decimal.js';
+import { fixed, percent, price, rate, volume } from '../lib/format.js';
 
 export class MarketInfoBar {
   constructor(root) {
@@ -21,7 +22,6 @@ export class MarketInfoBar {
 
   setMarket(market) {
     this.market = { ...market };
-    this.pxDp = decimalsOf(market.tickSize);
     setText(this.field('symbol'), market.symbol);
     setText(this.field('kind'), market.kind);
     this.show('mark', market.markPrice !== null || market.kind !== 'SPOT');
@@ -40,25 +40,21 @@ export class MarketInfoBar {
 
   render() {
     const m = this.market;
-    const px = (v) => format(v, { dp: this.pxDp });
+    const px = (v) => price(v, m);
     setText(this.field('last'), px(m.lastPrice));
     setText(this.field('mark'), px(m.markPrice));
     setText(this.field('index'), px(m.indexPrice));
     const ch = this.field('change');
-    setText(ch, m.change24h === null || m.change24h === undefined ? '—' : `${format(m.change24h, { dp: 2, plus: true })}%`);
+    setText(ch, percent(m.change24h, { plus: true }));
     const s = m.change24h ? sign(m.change24h) : 0;
     setClass(ch, 'up', s > 0);
     setClass(ch, 'down', s < 0);
-    setText(this.field('volume'), compact(m.volume24h));
-    setText(this.field('oi'), m.openInterest === null ? '—' : compact(m.openInterest));
-    if (m.fundingRate !== null && m.fundingRate !== undefined) {
-      setText(this.field('funding'), `${toFixed(mul(m.fundingRate, '100'), 4)}%`);
-    } else {
-      setText(this.field('funding'), '—');
-    }
+    setText(this.field('volume'), volume(m.volume24h));
+    setText(this.field('oi'), volume(m.openInterest));
+    setText(this.field('funding'), rate(m.fundingRate));
     setText(this.field('expiry'), m.expiryTs ? dateTimeOf(m.expiryTs) : '—');
-    setText(this.field('iv'), m.markIv ? `${toFixed(mul(m.markIv, '100'), 1)}%` : '—');
-    for (const k of ['delta', 'gamma', 'vega', 'theta']) setText(this.field(k), m[k] ? toFixed(m[k], 4) : '—');
+    setText(this.field('iv'), m.markIv ? rate(m.markIv, { dp: 1 }) : '—');
+    for (const k of ['delta', 'gamma', 'vega', 'theta']) setText(this.field(k), m[k] ? fixed(m[k], 4) : '—');
     const status = this.field('status');
     status.hidden = !m.status || m.status === 'ACTIVE';
     setText(status, m.status || '');

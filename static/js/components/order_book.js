@@ -1,12 +1,16 @@
 // OrderBook: bids and asks with depth bars, spread, grouping by tick multiples.
 // Book messages only mark the view dirty; one requestAnimationFrame repaints it, so a
-// burst of deltas costs one paint. Rows are a fixed pool patched in place.
+// burst of deltas costs one paint. Rows are a fixed pool patched in place, as many a
+// side as the column holds (the pool is rebuilt only when the column's height changes).
 import { $, h, setText, setClass } from '../lib/dom.js';
-import { decimalsOf, format, mul, ratio, toFixed, divFloor, add, cmp } from '../lib/decimal.js';
+import { decimalsOf, mul, ratio, divFloor, add, cmp } from '../lib/decimal.js';
+import { percent, price, size } from '../lib/format.js';
 
 export class OrderBook {
   constructor(root, { book, onPick, rows = 16 }) {
     this.root = root;
+    // The grouping select and the status sit in the head of the panel around the book.
+    const panel = root.closest('.panel') || root;
     this.book = book;
     this.onPick = onPick;
     this.rowCount = rows;
@@ -17,8 +21,8 @@ export class OrderBook {
     this.asksEl = $('.side.asks', root);
     this.bidsEl = $('.side.bids', root);
     this.spreadEl = $('.spread', root);
-    this.groupSelect = $('select[name=group]', root);
-    this.status = $('.book-status', root);
+    this.groupSelect = $('select[name=group]', panel);
+    this.status = $('.book-status', panel);
     this.pools = { asks: [], bids: [] };
     this.groupSelect.addEventListener('change', () => {
       this.group = this.groupSelect.value || null;
@@ -33,6 +37,19 @@ export class OrderBook {
       el.addEventListener('keydown', (e) => this.onKey(e));
     }
     this.buildPools();
+    if (window.ResizeObserver) new ResizeObserver(() => this.fit()).observe(this.asksEl);
+  }
+
+  /** As many rows a side as the asks' half of the column holds (hidden: no change). */
+  fit() {
+    const height = this.asksEl.clientHeight;
+    const row = parseFloat(getComputedStyle(this.root).getPropertyValue('--book-row')) || 20;
+    if (!height) return;
+    const rows = Math.max(3, Math.floor(height / row));
+    if (rows === this.rowCount) return;
+    this.rowCount = rows;
+    this.buildPools();
+    this.paint();
   }
 
   buildPools() {
@@ -61,13 +78,11 @@ export class OrderBook {
 
   setMarket(market) {
     this.market = market;
-    this.pxDp = decimalsOf(market.tickSize);
-    this.qtyDp = decimalsOf(market.lotSize);
     this.group = null;
     const options = [h('option', { value: '' }, market.tickSize)];
     for (const k of ['10', '100', '1000']) {
       const step = mul(market.tickSize, k);
-      options.push(h('option', { value: step }, format(step)));
+      options.push(h('option', { value: step }, price(step, market, { step })));
     }
     this.groupSelect.replaceChildren(...options);
     this.setStatus('Loading…');
@@ -95,26 +110,25 @@ export class OrderBook {
     const bids = this.book.rows('bids', n, this.group);
     const deepest = [asks.at(-1), bids.at(-1)].filter(Boolean).map((r) => r.total);
     const scale = deepest.length ? deepest.reduce((a, b) => (cmp(a, b) >= 0 ? a : b)) : '0';
-    const pxDp = this.group ? decimalsOf(this.group) : this.pxDp;
     // Asks are shown best at the bottom, next to the spread.
-    this.fill(this.pools.asks, asks.slice().reverse(), n - asks.length, scale, pxDp);
-    this.fill(this.pools.bids, bids, 0, scale, pxDp);
+    this.fill(this.pools.asks, asks.slice().reverse(), n - asks.length, scale);
+    this.fill(this.pools.bids, bids, 0, scale);
     const bid = this.book.bestBid();
     const ask = this.book.bestAsk();
     const [midEl, spreadEl] = this.spreadEl.children;
     if (bid !== null && ask !== null) {
       const spread = this.book.spread();
-      const mid = divFloor(add(bid, ask), '2', this.pxDp + 1);
-      setText(midEl, `Mid ${format(mid, { dp: this.pxDp + 1 })}`);
+      const mid = divFloor(add(bid, ask), '2', decimalsOf(this.market.tickSize) + 1);
+      setText(midEl, price(mid, this.market, { step: mul(this.market.tickSize, '0.1') }));
       const pct = divFloor(mul(spread, '100'), mid, 4);
-      setText(spreadEl, `Spread ${format(spread, { dp: this.pxDp })} (${toFixed(pct, 3)}%)`);
+      setText(spreadEl, `Spread ${price(spread, this.market)} (${percent(pct, { dp: 3 })})`);
     } else {
       setText(midEl, '—');
       setText(spreadEl, bid === null && ask === null ? 'Empty book' : 'One-sided book');
     }
   }
 
-  fill(pool, rows, offset, scale, pxDp) {
+  fill(pool, rows, offset, scale) {
     for (let i = 0; i < pool.length; i++) {
       const cells = pool[i];
       const r = i >= offset ? rows[i - offset] : undefined;
@@ -132,9 +146,9 @@ export class OrderBook {
       cells.text = text;
       setClass(cells.row, 'empty', false);
       cells.row.dataset.px = r.px;
-      setText(cells.px, format(r.px, { dp: pxDp }));
-      setText(cells.qty, format(r.qty, { dp: this.qtyDp }));
-      setText(cells.total, format(r.total, { dp: this.qtyDp }));
+      setText(cells.px, price(r.px, this.market, { step: this.group }));
+      setText(cells.qty, size(r.qty, this.market));
+      setText(cells.total, size(r.total, this.market));
       cells.bar.style.transform = `scaleX(${ratio(r.total, scale).toFixed(4)})`;
     }
     // One tab stop per side: the best level; arrows move between levels.

@@ -3,11 +3,13 @@
 // cost/margin preview, and the API's refusals shown on the field they concern.
 import { $, $$, setText } from '../lib/dom.js';
 import { post } from '../lib/api.js';
-import { add, decimalsOf, divFloor, floorToStep, format, isValid, mul, sign } from '../lib/decimal.js';
-import { errorForForm, validateOrder, triggerRises } from '../lib/validate.js';
-import { busy } from './loading.js';
+import { add, cmp, decimalsOf, divFloor, floorToStep, format, isValid, mul, sign } from '../lib/decimal.js';
+import { errorForForm, readNumber, validateOrder, triggerRises } from '../lib/validate.js';
+import { amount, money, size } from '../lib/format.js';
+import { busy, skeletonNumber } from './loading.js';
 
 const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice'];
+const CHECK_AFTER_MS = 500;
 
 export class OrderEntry extends EventTarget {
   constructor(root, { onPlaced, onRejected, bestPrices }) {
@@ -56,6 +58,21 @@ export class OrderEntry extends EventTarget {
         this.preview();
       });
     }
+    // Numbers are checked as they are typed (once the typing pauses, so that "0." on
+    // the way to "0.05" is not refused), and written out plainly when the field is left.
+    this.checkTimers = {};
+    for (const el of [this.price, this.qty, this.trigger]) {
+      el.addEventListener('input', () => {
+        clearTimeout(this.checkTimers[el.name]);
+        this.checkTimers[el.name] = setTimeout(() => this.checkField(el.name), CHECK_AFTER_MS);
+      });
+      el.addEventListener('blur', () => {
+        clearTimeout(this.checkTimers[el.name]);
+        const { value, error } = readNumber(el.value);
+        if (!error && value !== el.value.trim()) el.value = value;
+        this.checkField(el.name);
+      });
+    }
     this.leverageInput.addEventListener('input', () => {
       setText($('output[name=leverageOut]', root), `${this.leverageInput.value}×`);
       this.preview();
@@ -80,6 +97,12 @@ export class OrderEntry extends EventTarget {
   }
 
   setMarket(market, mode) {
+    if (mode !== this.mode || !this.market) {
+      // Another mode's balances are not this one's: nothing is said of the funds until
+      // this mode's arrive (no "0.00, no funds" for a funded account meanwhile).
+      this.balances = [];
+      this.balancesKnown = false;
+    }
     this.market = market;
     this.mode = mode;
     if (!this.form) return;
@@ -118,8 +141,15 @@ export class OrderEntry extends EventTarget {
   }
 
   setBalances(balances) {
+    const before = this.balancesKnown ? this.available(this.market?.quote) : null;
     this.balances = balances;
     this.balancesKnown = true;
+    // A refusal for want of funds no longer holds once more funds arrive.
+    if (this.fundsRefused && (before === null || cmp(this.available(this.market?.quote), before) > 0)) {
+      this.fundsRefused = false;
+      this.clearError('qty');
+      this.clearError('form');
+    }
     this.preview();
   }
 
@@ -147,6 +177,24 @@ export class OrderEntry extends EventTarget {
     this.clearError('price');
     this.updateSubmitLabel();
     this.preview();
+  }
+
+  /** A number field's value as the API wants it ("70,000" → "70000", "1e5" → "100000"). */
+  num(input) {
+    return readNumber(input.value).value;
+  }
+
+  /** The checks of the order form for one field, as it is typed: its own message, or
+   * none. An empty field is not refused until the order is sent. */
+  checkField(name) {
+    const input = this.form.elements[name];
+    if (!input || !this.market) return;
+    const { value, error } = readNumber(input.value);
+    if (value === '') return this.clearError(name);
+    if (error) return this.showError(name, error);
+    const errors = this.check().errors;
+    if (errors[name] && errors[name].code !== 'MISSING_FIELD') this.showError(name, errors[name].message);
+    else this.clearError(name);
   }
 
   /** How the order trades: MARKET or LIMIT (a stop: once its trigger is crossed). */
@@ -190,12 +238,13 @@ export class OrderEntry extends EventTarget {
   refPrice() {
     if (this.type === 'STOP' && this.tradesAs() === 'MARKET') {
       // A stop market is valued at its trigger, where it will trade.
-      const t = this.trigger.value.trim();
+      const t = this.num(this.trigger);
       return isValid(t) && sign(t) > 0 ? t : null;
     }
-    if (this.tradesAs() === 'LIMIT' && this.price.value.trim() !== '') {
+    const px = this.num(this.price);
+    if (this.tradesAs() === 'LIMIT' && px !== '') {
       // What was typed, or nothing: a preview never prices an order at a price it won't have.
-      return isValid(this.price.value) && sign(this.price.value) > 0 ? this.price.value.trim() : null;
+      return isValid(px) && sign(px) > 0 ? px : null;
     }
     const { bestBid, bestAsk } = this.bestPrices();
     return (this.side === 'BUY' ? bestAsk : bestBid) || this.market.markPrice || this.market.lastPrice || null;
@@ -228,15 +277,20 @@ export class OrderEntry extends EventTarget {
     if (!this.form || !this.market) return;
     const m = this.market;
     const price = this.refPrice();
-    const qty = this.qty.value.trim();
+    const qty = this.num(this.qty);
     const out = (name, text) => setText($(`[data-preview=${name}]`, this.root), text);
+    const availEl = $('[data-preview=available]', this.root);
     const avail = !this.derivative && this.side === 'SELL' ? this.available(m.base) : this.available(m.quote);
     setText($('[data-preview-label=cost]', this.root), this.derivative ? 'Margin required' : this.side === 'BUY' ? 'Cost' : 'You sell');
     const quoteFunds = this.available(m.quote);
     const broke = this.balancesKnown && sign(quoteFunds) <= 0 && sign(this.available(m.base)) <= 0;
     this.fundHint.hidden = !broke;
+    if (!this.balancesKnown) {
+      if (!availEl.querySelector('.skeleton')) availEl.replaceChildren(skeletonNumber());
+    }
     setText($('[data-action=fund]', this.root), this.mode === 'REAL' ? 'Deposit' : 'Get paper funds');
-    out('available', `${format(avail, { dp: decimalsOf(m.lotSize) > 4 ? 8 : 2 })} ${!this.derivative && this.side === 'SELL' ? m.base : m.quote}`);
+    const availAsset = !this.derivative && this.side === 'SELL' ? m.base : m.quote;
+    if (this.balancesKnown) out('available', `${amount(avail, availAsset)} ${availAsset}`);
     if (!price || !isValid(qty) || sign(qty) <= 0 || !isValid(price)) {
       out('notional', '—');
       out('cost', '—');
@@ -245,13 +299,13 @@ export class OrderEntry extends EventTarget {
     }
     const notional = mul(price, qty);
     const fee = mul(notional, m.takerFee || '0');
-    out('notional', `${format(notional, { dp: 2 })} ${m.quote}`);
-    out('fee', `${format(fee, { dp: 4 })} ${m.quote}`);
+    out('notional', `${money(notional)} ${m.quote}`);
+    out('fee', `${money(fee, { dp: 4 })} ${m.quote}`);
     if (this.derivative) {
       const margin = add(divFloor(notional, this.leverage || '1', 8), fee);
-      out('cost', `${format(margin, { dp: 2 })} ${m.quote}`);
+      out('cost', `${money(margin)} ${m.quote}`);
     } else {
-      out('cost', this.side === 'BUY' ? `${format(add(notional, fee), { dp: 4 })} ${m.quote}` : `${format(qty)} ${m.base}`);
+      out('cost', this.side === 'BUY' ? `${money(add(notional, fee), { dp: 4 })} ${m.quote}` : `${size(qty, m)} ${m.base}`);
     }
   }
 
@@ -297,27 +351,42 @@ export class OrderEntry extends EventTarget {
     this.preview();
   }
 
-  async submit() {
-    for (const f of [...FIELDS, 'form']) this.clearError(f);
+  /** The whole form checked as the API would: {ok, errors, form}. */
+  check() {
     const { bestBid, bestAsk } = this.bestPrices();
     const trades = this.tradesAs();
     const form = {
       type: trades,
       side: this.side,
-      price: trades === 'LIMIT' ? this.price.value.trim() : undefined,
-      qty: this.qty.value.trim(),
+      price: trades === 'LIMIT' ? this.num(this.price) : undefined,
+      qty: this.num(this.qty),
       timeInForce: this.tif.value,
     };
     // A stop's limit is judged at its trigger, not against today's book.
     const check = validateOrder(form, this.market, this.type === 'STOP' ? {} : { bestBid, bestAsk });
     if (this.type === 'STOP') {
-      const trigger = validateOrder({ ...form, type: 'LIMIT', price: this.trigger.value.trim() }, this.market, {});
+      const trigger = validateOrder({ ...form, type: 'LIMIT', price: this.num(this.trigger) }, this.market, {});
       if (trigger.errors.price) {
         check.ok = false;
         const message = trigger.errors.price.message.replace('Enter a price', 'Enter a trigger price').replace(/^Price/, 'Trigger price');
         check.errors.triggerPrice = { ...trigger.errors.price, message };
       }
     }
+    for (const input of [this.price, this.qty, this.trigger]) {
+      const { error } = readNumber(input.value);
+      if (error && !input.closest('[hidden]')) {
+        check.ok = false;
+        check.errors[input.name] = { code: 'INVALID_NUMBER', message: error };
+      }
+    }
+    return { ...check, form };
+  }
+
+  async submit() {
+    for (const f of [...FIELDS, 'form']) this.clearError(f);
+    const check = this.check();
+    const trades = this.tradesAs();
+    const form = check.form;
     if (!check.ok) {
       for (const [field, e] of Object.entries(check.errors)) this.showError(field, e.message);
       const first = Object.keys(check.errors).find((f) => this.form.elements[f]);
@@ -336,7 +405,7 @@ export class OrderEntry extends EventTarget {
     };
     if (trades === 'LIMIT') body.price = form.price;
     if (this.type === 'STOP') {
-      body.triggerPrice = this.trigger.value.trim();
+      body.triggerPrice = this.num(this.trigger);
       body.triggerBy = this.triggerBy.value;
     }
     const restore = busy(this.submitBtn, 'Placing…');
@@ -348,6 +417,7 @@ export class OrderEntry extends EventTarget {
       restore();
       // Said once, where it belongs: on the field it names (focused), else above the form.
       const e = errorForForm(err);
+      this.fundsRefused = e.code === 'INSUFFICIENT_MARGIN' || e.code === 'INSUFFICIENT_BALANCE';
       this.showError(e.field, e.message);
       this.form.elements[e.field]?.focus?.();
       this.onRejected(err, body);

@@ -1,13 +1,13 @@
 // RecentTrades: the market's prints, newest first, coloured by the taker's side.
 import { h, timeOf } from '../lib/dom.js';
-import { decimalsOf, format } from '../lib/decimal.js';
+import { price, size } from '../lib/format.js';
 
 const KEEP = 60;
 
 export class RecentTrades {
   constructor(root) {
     this.root = root;
-    this.list = root.querySelector('.trades-list');
+    this.list = root;
     this.body = root.querySelector('.trades-body');
     this.ids = new Set();
     this.pending = [];
@@ -15,8 +15,7 @@ export class RecentTrades {
   }
 
   setMarket(market) {
-    this.pxDp = decimalsOf(market.tickSize);
-    this.qtyDp = decimalsOf(market.lotSize);
+    this.market = market;
     this.ids.clear();
     this.pending = [];
     this.body.replaceChildren(h('div.row.muted', {}, h('span', { text: 'Loading…' })));
@@ -55,8 +54,8 @@ export class RecentTrades {
     return h(
       'div.row',
       { dataset: { id: String(t.id) } },
-      h(`span.${side}`, { text: format(t.px, { dp: this.pxDp }) }),
-      h('span', { text: format(t.qty, { dp: this.qtyDp }) }),
+      h(`span.${side}`, { text: price(t.px, this.market) }),
+      h('span', { text: size(t.qty, this.market) }),
       h('span.t', { text: timeOf(t.ts) }),
     );
   }

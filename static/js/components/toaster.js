@@ -27,7 +27,9 @@ export class Toaster {
     const remove = () => toast.remove();
     close.addEventListener('click', remove);
     this.root.append(toast);
-    while (this.root.children.length > 3) this.root.firstElementChild.remove();
+    // At most three at once; two on a phone, where they sit over the header.
+    const most = window.matchMedia('(max-width: 767px)').matches ? 2 : 3;
+    while (this.root.children.length > most) this.root.firstElementChild.remove();
     if (shown) setTimeout(remove, shown);
     return toast;
   }

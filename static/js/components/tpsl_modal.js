@@ -2,7 +2,8 @@
 // Each is a trigger that closes the whole position at market; one cancels the other.
 import { $, setText } from '../lib/dom.js';
 import { post } from '../lib/api.js';
-import { format, isValid, sign } from '../lib/decimal.js';
+import { isValid, sign } from '../lib/decimal.js';
+import { price, size } from '../lib/format.js';
 import { FormModal, clearErrors, fieldError, showApiError } from './modal.js';
 import { busy } from './loading.js';
 
@@ -19,7 +20,7 @@ export class TpslModal extends FormModal {
     f.stopLoss.value = current.stopLoss?.triggerPrice ?? '';
     f.triggerBy.value = (current.takeProfit || current.stopLoss)?.triggerBy ?? 'MARK';
     const p = position;
-    setText($('[data-field=position]', this.dialog), `${p.market} ${p.side} ${format(p.size)} · entry ${format(p.entryPrice)} · mark ${format(p.markPrice)}`);
+    setText($('[data-field=position]', this.dialog), `${p.market} ${p.side} ${size(p.size, p.market)} · entry ${price(p.entryPrice, p.market)} · mark ${price(p.markPrice, p.market)}`);
     this.modal.open(opener);
   }
 
@@ -43,7 +44,7 @@ export class TpslModal extends FormModal {
     const restore = busy($('button[type=submit]', this.form), 'Saving…');
     try {
       const r = await post(`positions/${encodeURIComponent(this.position.market)}/tpsl`, body);
-      const said = [r.takeProfit && `TP ${format(r.takeProfit.triggerPrice)}`, r.stopLoss && `SL ${format(r.stopLoss.triggerPrice)}`];
+      const said = [r.takeProfit && `TP ${price(r.takeProfit.triggerPrice, r.takeProfit.market)}`, r.stopLoss && `SL ${price(r.stopLoss.triggerPrice, r.stopLoss.market)}`];
       this.toaster.show({ title: `${this.position.market} TP/SL saved`, message: said.filter(Boolean).join(', ') || 'None set.', kind: 'success' });
       restore();
       this.modal.close();

@@ -3,7 +3,10 @@
 // with numbers, so prices become numbers here, for drawing only.
 import { get } from '../lib/api.js';
 import { add, cmp } from '../lib/decimal.js';
+import { chartPrice } from '../lib/format.js';
 
+// Candles shown at once when there are more: readable bodies on a desktop's chart.
+const VISIBLE_BARS = 150;
 const SECONDS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3600, '4h': 14400, '1d': 86400 };
 let library = null;
 
@@ -52,6 +55,8 @@ export class TradingChart {
       timeScale: { borderColor: '#2a3447', timeVisible: true, secondsVisible: false, tickMarkFormatter: tickMark },
       localization: {
         timeFormatter: (t) => localTime(t).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
+        // The axis, the crosshair and the lines' labels show prices as every panel does.
+        priceFormatter: (n) => chartPrice(n, this.market),
       },
       crosshair: { mode: 0 },
     });
@@ -101,7 +106,15 @@ export class TradingChart {
     this.last = rows.length ? { ...rows[rows.length - 1] } : null;
     this.loading.hidden = true;
     this.legend.textContent = `${this.market.symbol} · ${this.interval}${rows.length ? '' : ' · no trades yet'}`;
-    this.chart.timeScale().scrollToRealTime();
+    this.fit(rows.length);
+  }
+
+  /** The chart fits its content: every candle where there are few, else the latest
+   * VISIBLE_BARS of them, with room for the next few on the right. */
+  fit(count) {
+    const scale = this.chart.timeScale();
+    if (count <= VISIBLE_BARS) scale.fitContent();
+    else scale.setVisibleLogicalRange({ from: count - VISIBLE_BARS, to: count + 4 });
   }
 
   tickDecimals() {

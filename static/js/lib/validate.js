@@ -1,7 +1,32 @@
 // Order-form checks, the same the API makes, so that most mistakes show before a
 // round trip. Codes are the API's (docs/api.md); the server still has the last word.
 
-import { cmp, isMultipleOf, mul, parse, sign, format } from './decimal.js';
+import { cmp, isMultipleOf, mul, parse, sign, toString } from './decimal.js';
+import { money } from './format.js';
+
+const GROUPED = /^\d{1,3}([, ]\d{3})+(\.\d*)?$/;
+const SCIENTIFIC = /^(\d+\.?\d*|\.\d+)[eE]([+-]?\d{1,3})$/;
+export const DECIMAL_COMMA = 'Use a point for decimals (0.5); a comma only between thousands (70,000).';
+
+/**
+ * A number as people type it, as the API wants it: thousands separators dropped
+ * ("70,000" → "70000") and an exponent written out ("1e5" → "100000"). A comma that
+ * cannot separate thousands ("0,5") is explained instead. Returns {value, error}; what
+ * is not a number at all is returned as typed, for the field's own check to refuse.
+ */
+export function readNumber(text) {
+  const t = String(text ?? '').trim();
+  if (GROUPED.test(t)) return { value: t.replace(/[, ]/g, ''), error: null };
+  const sci = SCIENTIFIC.exec(t);
+  if (sci) {
+    const m = parse(sci[1]);
+    const scale = m.s - Number(sci[2]);
+    const n = scale >= 0 ? m.n : m.n * 10n ** BigInt(-scale);
+    return { value: toString({ n, s: Math.max(scale, 0) }), error: null };
+  }
+  if (t.includes(',')) return { value: t, error: DECIMAL_COMMA };
+  return { value: t, error: null };
+}
 
 const POSITIVE = /^\d*\.?\d*$/;
 
@@ -62,7 +87,7 @@ export function validateOrder(form, market, ref = {}) {
       if (cmp(notional, market.minNotional) < 0) {
         errors.qty = {
           code: 'MIN_NOTIONAL',
-          message: `Order value ${format(notional)} is below the minimum of ${format(market.minNotional)}.`,
+          message: `Order value ${money(notional)} is below the minimum of ${money(market.minNotional)}.`,
         };
       }
     }

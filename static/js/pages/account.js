@@ -173,7 +173,7 @@ linker.addEventListener('linked', (e) => {
   if (!linked.includes(e.detail.address)) linked.push(e.detail.address);
   showWallets();
 });
-const deposit = new DepositModal($('#deposit-modal'), { toaster });
+const deposit = new DepositModal($('#deposit-modal'), { toaster, wallet, traderId: config.user.traderId });
 deposit.addEventListener('done', () => loadTransfers());
 const withdraw = new WithdrawModal($('#withdraw-modal'), {
   toaster,
@@ -182,6 +182,7 @@ const withdraw = new WithdrawModal($('#withdraw-modal'), {
   onLinkWallet: (opener) => linker.open(opener),
 });
 withdraw.addEventListener('done', () => Promise.all([loadTransfers(), loadBalances()]));
+withdraw.addEventListener('update', () => Promise.all([loadTransfers(), loadBalances()]));
 $('[data-action=link-wallet]').addEventListener('click', (e) => linker.open(e.currentTarget));
 $('[data-action=deposit]').addEventListener('click', (e) => deposit.open(e.currentTarget));
 $('[data-action=withdraw]').addEventListener('click', async (e) => {

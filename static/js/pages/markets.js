@@ -1,6 +1,7 @@
 // Market list with live tickers: one socket, one channel per market.
 import { $, readJson, setText, setClass } from '../lib/dom.js';
-import { cmp, compact, decimalsOf, format, mul, sign, toFixed } from '../lib/decimal.js';
+import { cmp, sign } from '../lib/decimal.js';
+import { percent, price, rate, volume } from '../lib/format.js';
 import { ExchangeSocket } from '../lib/ws.js';
 import { ConnectionStatus } from '../components/connection_status.js';
 
@@ -13,10 +14,9 @@ function render(symbol, previousLast = null) {
   const m = markets.get(symbol);
   const row = $(`tr[data-symbol="${symbol}"]`);
   if (!row) return;
-  const dp = decimalsOf(m.tickSize);
   const cell = (f) => row.querySelector(`[data-field=${f}]`);
   const last = cell('lastPrice');
-  setText(last, format(m.lastPrice, { dp }));
+  setText(last, price(m.lastPrice, m));
   if (previousLast && m.lastPrice && cmp(previousLast, m.lastPrice) !== 0) {
     const up = cmp(m.lastPrice, previousLast) > 0;
     last.classList.remove('flash-up', 'flash-down');
@@ -24,13 +24,13 @@ function render(symbol, previousLast = null) {
     last.classList.add(up ? 'flash-up' : 'flash-down');
   }
   const ch = cell('change24h');
-  setText(ch, m.change24h ? `${format(m.change24h, { dp: 2, plus: true })}%` : '—');
+  setText(ch, percent(m.change24h, { plus: true }));
   setClass(ch, 'up', m.change24h ? sign(m.change24h) > 0 : false);
   setClass(ch, 'down', m.change24h ? sign(m.change24h) < 0 : false);
-  setText(cell('volume24h'), compact(m.volume24h));
-  setText(cell('markPrice'), format(m.markPrice, { dp }));
-  setText(cell('openInterest'), m.openInterest === null ? '—' : compact(m.openInterest));
-  setText(cell('fundingRate'), m.fundingRate ? `${toFixed(mul(m.fundingRate, '100'), 4)}%` : '—');
+  setText(cell('volume24h'), volume(m.volume24h));
+  setText(cell('markPrice'), price(m.markPrice, m));
+  setText(cell('openInterest'), volume(m.openInterest));
+  setText(cell('fundingRate'), rate(m.fundingRate));
   setText(cell('status'), m.status);
 }
 

@@ -6,6 +6,7 @@ import { OrderBookState } from '../lib/book.js';
 import { ExchangeSocket } from '../lib/ws.js';
 import { BrowserWallet } from '../lib/wallet.js';
 import { triggerRises } from '../lib/validate.js';
+import { money, percent, price, rate, registerMarkets, size } from '../lib/format.js';
 import { Toaster } from '../components/toaster.js';
 import { installTooltips } from '../components/tooltip.js';
 import { OrderBook } from '../components/order_book.js';
@@ -24,6 +25,7 @@ import { DepositModal, WithdrawModal } from '../components/vault_modals.js';
 import { TpslModal } from '../components/tpsl_modal.js';
 import { CloseLimitModal } from '../components/close_limit_modal.js';
 import { TradingLayout } from '../components/trading_layout.js';
+import { Tabs } from '../components/tabs.js';
 
 const GAP_RETRY_MS = 3000;
 
@@ -34,6 +36,7 @@ class TradeDashboard {
     this.config = config;
     this.user = config.user;
     this.markets = config.markets;
+    registerMarkets(this.markets);
     this.mode = config.mode;
     this.market = null;
     this.channel = null;
@@ -54,6 +57,11 @@ class TradeDashboard {
       },
     });
     this.trades = new RecentTrades($('#recent-trades'));
+    // The book and the trades share their column: one shown at a time.
+    this.depthTabs = new Tabs($('#depth-panel [role=tablist]'));
+    this.depthTabs.addEventListener('select', (e) => {
+      $('[data-book-tools]').hidden = e.detail !== 'book';
+    });
     this.chart = new TradingChart($('#trading-chart'));
     this.info = new MarketInfoBar($('#market-info'));
     this.entry = new OrderEntry($('#order-entry'), {
@@ -112,7 +120,7 @@ class TradeDashboard {
     this.linker.addEventListener('linked', (e) => {
       if (!this.linkedWallets.includes(e.detail.address)) this.linkedWallets.push(e.detail.address);
     });
-    this.deposit = new DepositModal($('#deposit-modal'), { toaster: this.toaster });
+    this.deposit = new DepositModal($('#deposit-modal'), { toaster: this.toaster, wallet, traderId: this.user.traderId });
     this.withdraw = new WithdrawModal($('#withdraw-modal'), {
       toaster: this.toaster,
       balances: () => this.realBalances || [],
@@ -151,6 +159,7 @@ class TradeDashboard {
     if (modeChanged && !first) {
       try {
         this.markets = await get('markets', { mode });
+        registerMarkets(this.markets);
         this.selector.markets = this.markets;
       } catch {
         // Keep the previous figures; the ticker will bring fresh ones.
@@ -205,7 +214,7 @@ class TradeDashboard {
     if (this.mode !== 'PAPER') return;
     try {
       const me = await get('me');
-      setText($('[data-field=paperPoints]'), format(me.paperPoints, { dp: 2, plus: true }));
+      setText($('[data-field=paperPoints]'), money(me.paperPoints, { plus: true }));
       this.linkedWallets = me.linkedWallets;
     } catch {
       // paperPoints is a nicety; the balances still show.
@@ -346,7 +355,7 @@ class TradeDashboard {
         return;
       case 'funding':
         if (msg.mode && msg.mode !== this.mode) return;
-        this.toaster.show({ title: `Funding ${msg.market}`, message: `${format(msg.amount, { plus: true })} USDC at rate ${msg.rate}`, kind: 'info' });
+        this.toaster.show({ title: `Funding ${msg.market}`, message: `${money(msg.amount, { plus: true, dp: 4 })} USDC at rate ${rate(msg.rate)}`, kind: 'info' });
         return;
       default:
     }
@@ -363,13 +372,13 @@ class TradeDashboard {
       const type = o.orderType ?? o.type;
       if (o.triggerPrice) {
         const name = o.attached || (type.startsWith('STOP') ? 'Stop' : 'Take profit');
-        lines.push({ key: `t${o.id}`, price: o.triggerPrice, title: `${name} ${format(o.qty)}`, kind: 'trigger' });
+        lines.push({ key: `t${o.id}`, price: o.triggerPrice, title: `${name} ${size(o.qty, symbol)}`, kind: 'trigger' });
       } else if (o.price) {
-        lines.push({ key: `o${o.id}`, price: o.price, title: `${o.side} ${format(o.qty)}`, kind: o.side === 'BUY' ? 'buy' : 'sell' });
+        lines.push({ key: `o${o.id}`, price: o.price, title: `${o.side} ${size(o.qty, symbol)}`, kind: o.side === 'BUY' ? 'buy' : 'sell' });
       }
     }
     const p = this.account.positions.rows.find((x) => x.market === symbol);
-    if (p && p.entryPrice) lines.push({ key: 'entry', price: p.entryPrice, title: `Entry ${p.side} ${format(p.size)}`, kind: 'entry' });
+    if (p && p.entryPrice) lines.push({ key: 'entry', price: p.entryPrice, title: `Entry ${p.side} ${size(p.size, symbol)}`, kind: 'entry' });
     if (p && p.liquidationPrice) lines.push({ key: 'liq', price: p.liquidationPrice, title: 'Liquidation', kind: 'liquidation' });
     this.chart.setLines(lines);
   }
@@ -384,13 +393,13 @@ class TradeDashboard {
   }
 
   orderEvent(o) {
-    const what = `${o.side} ${format(o.qty)} ${o.market}${o.price ? ` @ ${format(o.price)}` : ''}`;
+    const what = `${o.side} ${size(o.qty, o.market)} ${o.market}${o.price ? ` @ ${price(o.price, o.market)}` : ''}`;
     // On the socket the message's `type` is the event's; the order's own is `orderType`.
     const type = o.orderType ?? o.type;
     if (o.status === 'UNTRIGGERED') {
       const rising = triggerRises(type, o.side);
       const by = o.triggerBy === 'LAST' ? 'the last trade' : 'the mark';
-      const when = `when ${by} ${rising ? 'rises to' : 'falls to'} ${format(o.triggerPrice)}`;
+      const when = `when ${by} ${rising ? 'rises to' : 'falls to'} ${price(o.triggerPrice, o.market)}`;
       this.toaster.show({ key: `order:${o.id}:held`, title: `${type.replaceAll('_', ' ').toLowerCase()} placed`, message: `${what}, sent ${when}`, kind: 'success' });
     } else if (o.status === 'NEW') {
       this.toaster.show({ key: `order:${o.id}:accepted`, title: 'Order accepted', message: what, kind: 'success' });
@@ -407,7 +416,7 @@ class TradeDashboard {
     this.toaster.show({
       key: `fill:${f.id}`,
       title: 'Order filled',
-      message: `${f.side} ${format(f.qty)} ${f.market} @ ${format(f.px)} (${(f.liquidity || '').toLowerCase()})`,
+      message: `${f.side} ${size(f.qty, f.market)} ${f.market} @ ${price(f.px, f.market)} (${(f.liquidity || '').toLowerCase()})`,
       kind: 'success',
     });
   }
@@ -420,7 +429,7 @@ class TradeDashboard {
       this.toaster.show({
         key: `liq:${p.mode}:${p.market}:${p.size}`,
         title: `Liquidation risk: ${p.market}`,
-        message: `Mark ${format(p.markPrice)} is within ${format(mul(distance, '100'), { dp: 1 })}% of liquidation at ${format(p.liquidationPrice)}.`,
+        message: `Mark ${price(p.markPrice, p.market)} is within ${percent(mul(distance, '100'), { dp: 1 })} of liquidation at ${price(p.liquidationPrice, p.market)}.`,
         kind: 'warning',
         timeout: 12000,
       });

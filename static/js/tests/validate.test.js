@@ -61,3 +61,18 @@ test('which way a conditional order fires', async () => {
   assert.equal(triggerRises('TAKE_PROFIT_MARKET', 'SELL'), true); // a long's take-profit: on a rise
   assert.equal(triggerRises('TAKE_PROFIT_LIMIT', 'BUY'), false);
 });
+
+test('numbers as people type them: thousands separators and exponents read, a decimal comma explained', async () => {
+  const { readNumber, DECIMAL_COMMA } = await import('../lib/validate.js');
+  assert.deepEqual(readNumber('70,000'), { value: '70000', error: null });
+  assert.deepEqual(readNumber('1,234,567.5'), { value: '1234567.5', error: null });
+  assert.deepEqual(readNumber('70 000'), { value: '70000', error: null });
+  assert.deepEqual(readNumber('1e5'), { value: '100000', error: null });
+  assert.deepEqual(readNumber('1.5E3'), { value: '1500', error: null });
+  assert.deepEqual(readNumber('2e-3'), { value: '0.002', error: null });
+  assert.deepEqual(readNumber(' 64000.5 '), { value: '64000.5', error: null });
+  assert.deepEqual(readNumber('0,5'), { value: '0,5', error: DECIMAL_COMMA });
+  assert.deepEqual(readNumber('70,00'), { value: '70,00', error: DECIMAL_COMMA });
+  assert.deepEqual(readNumber('abc'), { value: 'abc', error: null });
+  assert.deepEqual(readNumber(''), { value: '', error: null });
+});

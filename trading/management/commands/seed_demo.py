@@ -1,4 +1,5 @@
-"""Demo markets (both modes' books) and a funded demo trader. Safe to run twice."""
+"""Demo markets (both modes' books), a funded demo trader and a few days of prints on
+every book (the charts' history). Safe to run twice."""
 
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from ledger.services import (
     system_account,
 )
 from trading.models import IndexPrice
+from trading.services.demo_history import demo_history_backfill
 from trading.services.prices import index_set
 from trading.services.series import dated_specs, market_ensure
 
@@ -71,10 +73,21 @@ def demo_markets() -> list[dict]:
 
 
 class Command(BaseCommand):
-    help = "Create the demo markets and a funded demo trader (idempotent)."
+    help = (
+        "Create the demo markets, a funded demo trader and a few days of prints on each "
+        "book that has none (idempotent)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--history-days",
+            type=int,
+            default=7,
+            help="days of prints to write on each book without trades (0: none)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args, history_days: int = 7, **options) -> None:
         system_account(FEE_ACCOUNT)
         system_account(INSURANCE_ACCOUNT)
         for spec in demo_markets():
@@ -106,6 +119,9 @@ class Command(BaseCommand):
                 rows,
             )
             Balance.objects.bulk_update(rows.values(), ["total"])
+        if history_days > 0:
+            written = demo_history_backfill(days=history_days)
+            self.stdout.write(f"{written} past trades written ({history_days} days)")
         self.stdout.write(
             self.style.SUCCESS("demo markets ready; demo trader: demo / demo-password")
         )

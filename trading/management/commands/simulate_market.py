@@ -1,6 +1,7 @@
 """Demo bots that make a live market through the public API, like real clients: a
-maker quotes a ladder around a drifting fair price, a taker crosses it now and then, and
-both follow the book over the WebSocket feed (snapshot, then deltas by seq)."""
+maker quotes a ladder of 25 levels a side around a drifting fair price (the mark, or the
+index on spot), a taker crosses it most rounds, and both follow the book over the
+WebSocket feed (snapshot, then deltas by seq)."""
 
 from __future__ import annotations
 
@@ -73,37 +74,38 @@ class Bot:
         return r
 
 
-def fund_real(usernames: list[str]) -> None:
-    """REAL funds for the demo bots. Real money enters through vault deposits; a demo
-    install has no chain to deposit from, so the bots get a ledger credit once."""
+def fund_bots(usernames: list[str]) -> None:
+    """Funds for the demo bots in both modes, once: enough to quote deep ladders on every
+    book. Real money enters through vault deposits; a demo install has no chain to
+    deposit from, so the bots get a ledger credit."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
     from ledger.models import Balance, LedgerEntry, LedgerReason
     from ledger.services import Posting, balances_ensure, balances_lock, ledger_apply
 
+    grants = {"USDC": D("5000000"), "CXPT": D("500000")}
     with transaction.atomic():
         for name in usernames:
             user = get_user_model().objects.filter(username=name).first()
-            if (
-                user is None
-                or LedgerEntry.objects.filter(
-                    trader=user, mode="REAL", reason=LedgerReason.DEPOSIT
-                ).exists()
-            ):
+            if user is None:
                 continue
-            grants = {"USDC": D("5000000"), "CXPT": D("500000")}
-            keys = [(user.pk, a, "REAL") for a in grants]
-            balances_ensure(keys)
-            rows = balances_lock(keys)
-            ledger_apply(
-                [
-                    Posting(user.pk, a, "REAL", v, LedgerReason.DEPOSIT, "demo")
-                    for a, v in grants.items()
-                ],
-                rows,
-            )
-            Balance.objects.bulk_update(rows.values(), ["total"])
+            for mode in ("REAL", "PAPER"):
+                if LedgerEntry.objects.filter(
+                    trader=user, mode=mode, reason=LedgerReason.DEPOSIT
+                ).exists():
+                    continue
+                keys = [(user.pk, a, mode) for a in grants]
+                balances_ensure(keys)
+                rows = balances_lock(keys)
+                ledger_apply(
+                    [
+                        Posting(user.pk, a, mode, v, LedgerReason.DEPOSIT, "demo")
+                        for a, v in grants.items()
+                    ],
+                    rows,
+                )
+                Balance.objects.bulk_update(rows.values(), ["total"])
 
 
 def on_grid(value: Decimal, step: Decimal) -> Decimal:
@@ -135,6 +137,42 @@ async def follow_book(
             await asyncio.sleep(1)
 
 
+# Per level, the notional a maker quotes is this many times a kind's unit (grows with
+# the distance from the touch, as in real books), and a taker's order a share of it.
+LEVELS = 25
+LEVEL_SPACING = D("0.0002")  # 2 bp between levels, at least one tick
+QUOTE_UNIT = {"PERP": D("4000"), "FUTURE": D("3000"), "OPTION": D("1500"), "SPOT": D("400")}
+
+
+def level_step(market: dict, price: Decimal) -> Decimal:
+    """The distance between two of the maker's levels near `price`: on the tick grid."""
+    tick = D(market["tickSize"])
+    return max(tick, on_grid(price * LEVEL_SPACING, tick))
+
+
+def ladder(
+    market: dict, fair: Decimal, step: Decimal, rng: random.Random, levels: int = LEVELS
+) -> dict[tuple[str, Decimal], Decimal]:
+    """The maker's wanted quotes around `fair`: {(side, price): qty}, `levels` a side
+    `step` apart, sizes that grow away from the touch with some noise, each above the
+    minimum order."""
+    lot = D(market["lotSize"])
+    min_notional = D(market["minNotional"])
+    unit = QUOTE_UNIT.get(market["kind"], D("1000"))
+    out: dict[tuple[str, Decimal], Decimal] = {}
+    for i in range(1, levels + 1):
+        for side, sign in (("BUY", -1), ("SELL", 1)):
+            price = fair + sign * step * i
+            if price <= 0:
+                continue
+            notional = unit * (1 + D(i) / 6) * D(rng.randint(2, 30)) / 10
+            qty = max(lot, on_grid(notional / price, lot))
+            while qty * price < min_notional:
+                qty += lot
+            out[(side, price)] = qty
+    return out
+
+
 async def run_market(
     maker: Bot,
     taker: Bot,
@@ -147,16 +185,20 @@ async def run_market(
     """Requote and trade one book every `period` seconds until `stop`. A server that is
     down or restarting is waited for: the bots go on once it answers again."""
     symbol = market["symbol"]
-    tick = D(market["tickSize"])
-    seed = market.get("lastPrice") or market.get("markPrice") or market.get("indexPrice") or "100"
-    fair = on_grid(D(seed), tick)
+    seed = market.get("markPrice") or market.get("lastPrice") or market.get("indexPrice") or "100"
+    # The ladder's grid is fixed for the run: when the fair price moves a step, one
+    # level leaves each side and one comes, the others rest where they are.
+    step = level_step(market, D(seed))
+    fair = on_grid(D(seed), step)
     rng = random.Random(f"{symbol}:{mode}")
     book = Book()
     feed = asyncio.create_task(follow_book(ws_base, symbol, mode, book, stop))
     try:
+        # A clean slate: what a previous run left on this book goes.
+        await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
         while not stop.is_set():
             try:
-                fair = await _one_round(maker, taker, market, mode, book, rng, fair)
+                fair = await _one_round(maker, taker, market, mode, book, rng, fair, step)
             except httpx.TransportError as e:
                 log.info("%s %s: server unreachable (%s); trying again", symbol, mode, e)
             with contextlib.suppress(TimeoutError):
@@ -173,45 +215,56 @@ async def _one_round(
     book: Book,
     rng: random.Random,
     fair: Decimal,
-    levels: int = 5,
+    step: Decimal,
 ) -> Decimal:
-    """The maker's ladder requoted around a fair price that wandered, and most times one
-    taker order at the touch; returns the new fair price."""
+    """The maker's ladder moved to a fair price that wandered, and most times one taker
+    order at the touch; returns the new fair price.
+
+    Only the levels that changed are cancelled and placed (not the whole ladder), so
+    that the book moves as a real one does instead of emptying and filling again."""
     symbol = market["symbol"]
-    tick, lot = D(market["tickSize"]), D(market["lotSize"])
-    min_notional = D(market["minNotional"])
-    step_ticks = max(1, int(fair * D("0.0005") / tick))
+    lot = D(market["lotSize"])
     # The fair price wanders, pulled a fifth of the way back to the mark (the index on
     # spot) each round: quotes stay inside the market's price band as the index moves.
     anchor = await _reference(maker, symbol)
     if anchor is not None:
-        fair = on_grid(fair + (anchor - fair) / 5, tick)
-    fair = max(tick * 10, fair + tick * step_ticks * rng.randint(-2, 2))
-    base_qty = max(lot, on_grid(min_notional * 3 / fair, lot))
-    await maker.call("DELETE", f"/api/v1/orders?market={symbol}&mode={mode}")
-    orders = []
-    for i in range(1, levels + 1):
-        qty = str(base_qty * rng.randint(1, 4))
-        for side, sign in (("BUY", -1), ("SELL", 1)):
-            price = fair + sign * tick * step_ticks * i
-            if price > 0:
-                orders.append(
-                    {
-                        "market": symbol,
-                        "mode": mode,
-                        "side": side,
-                        "type": "LIMIT",
-                        "price": str(price),
-                        "qty": qty,
-                        "timeInForce": "POST_ONLY",
-                    }
-                )
-    await maker.call("POST", "/api/v1/trade/batch", json={"orders": orders})
+        fair = on_grid(fair + (anchor - fair) / 5, step)
+    fair = max(step * 10, fair + step * rng.randint(-2, 2))
+    wanted = ladder(market, fair, step, rng)
+    r = await maker.call("GET", f"/api/v1/orders?market={symbol}&mode={mode}&status=open")
+    resting = r.json() if r.status_code == 200 else []
+    have: set[tuple[str, Decimal]] = set()
+    for o in resting:
+        key = (o["side"], D(o["price"]))
+        if key in wanted and key not in have:
+            have.add(key)
+        else:
+            await maker.call("DELETE", f"/api/v1/orders/{o['id']}")
+    orders = [
+        {
+            "market": symbol,
+            "mode": mode,
+            "side": side,
+            "type": "LIMIT",
+            "price": str(price),
+            "qty": str(wanted[(side, price)]),
+            "timeInForce": "POST_ONLY",
+        }
+        for side, price in sorted(wanted)
+        if (side, price) not in have
+    ]
+    for at in range(0, len(orders), 20):  # the batch endpoint's limit
+        await maker.call("POST", "/api/v1/trade/batch", json={"orders": orders[at : at + 20]})
     if rng.random() < 0.7:
         bid, ask = book.best()
         side = rng.choice(["BUY", "SELL"])
         edge = ask if side == "BUY" else bid
         if edge is not None:
+            unit = QUOTE_UNIT.get(market["kind"], D("1000"))
+            qty = max(lot, on_grid(unit * D(rng.randint(1, 12)) / 10 / edge, lot))
+            # Now and then a larger order walks a few levels into the book.
+            reach = step * rng.choice([0, 0, 0, 1, 3])
+            limit = edge + reach if side == "BUY" else edge - reach
             await taker.call(
                 "POST",
                 "/api/v1/trade",
@@ -220,8 +273,8 @@ async def _one_round(
                     "mode": mode,
                     "side": side,
                     "type": "LIMIT",
-                    "price": str(edge),
-                    "qty": str(base_qty * rng.randint(1, 3)),
+                    "price": str(limit),
+                    "qty": str(qty * (3 if reach else 1)),
                     "timeInForce": "IOC",
                 },
             )
@@ -269,7 +322,7 @@ class Command(BaseCommand):
                 await asyncio.sleep(1)
         from asgiref.sync import sync_to_async
 
-        await sync_to_async(fund_real)(["sim-maker", "sim-taker"])
+        await sync_to_async(fund_bots)(["sim-maker", "sim-taker"])
         markets = (await maker.call("GET", "/api/v1/markets")).json()
         wanted = set(opts["market"] or [m["symbol"] for m in markets])
         modes = opts["mode"] or ["PAPER", "REAL"]

@@ -47,6 +47,7 @@ class Server:
     def __init__(self, base: str) -> None:
         self.base = base
         self.http = httpx.Client(base_url=base, timeout=20)
+        self.env: dict[str, str] = {}
 
     def signup(self, prefix: str = "bot") -> dict:
         name = f"{prefix}{uuid.uuid4().hex[:8]}"
@@ -85,8 +86,26 @@ class Server:
         assert r.status_code == 200, r.text
 
 
+def signup_in_page(page, base: str, prefix: str) -> str:
+    """A new trader signed up (and so logged in) through the page; returns the name."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    page.goto(f"{base}/accounts/signup/")
+    page.fill("#id_username", name)
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    return name
+
+
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker):
+    yield from run_server(django_db_blocker)
+
+
+def run_server(django_db_blocker, extra_env: dict | None = None):
+    """Start the server (with `extra_env` added to its environment), yield it, then stop
+    it and flush the database. `Server.env` is its environment, for other processes."""
     if connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None):
         pytest.skip("the browser tests run a server on the test PostgreSQL database and Redis")
     missing = [
@@ -115,6 +134,7 @@ def server(django_db_setup, django_db_blocker):
         THROTTLE_RATE_SIGNUP="10000/hour",
         THROTTLE_RATE_LOGIN_IP="10000/hour",
         THROTTLE_RATE_LOGIN_ACCOUNT="10000/hour",
+        **(extra_env or {}),
     )
     # The resume buffer outlives a run; an old run's deltas must not be replayed.
     redis_client = redis.Redis.from_url(env["REDIS_URL"])
@@ -156,6 +176,7 @@ def server(django_db_setup, django_db_blocker):
                 raise RuntimeError("the server did not start; see .pytest_cache/browser-server.log")
             time.sleep(0.2)
     srv = Server(base)
+    srv.env = env
     try:
         yield srv
     finally:

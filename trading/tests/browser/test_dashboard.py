@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +16,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from trading.tests.browser.conftest import CHROMIUM, PASSWORD
+from trading.tests.browser.conftest import CHROMIUM, PASSWORD, signup_in_page
 
 pytestmark = [
     pytest.mark.skipif(
@@ -47,22 +46,21 @@ def toast(page, text: str):
 
 @pytest.fixture(scope="module")
 def ladder(server):
-    """A live-looking BTC-PERP PAPER book: eight levels a side and a few prints."""
+    """A live-looking BTC-PERP PAPER book: twenty levels a side and a few prints."""
     maker, taker = server.signup("maker"), server.signup("taker")
     for t in (maker, taker):
         server.faucet(t["token"])
     sizes = ["0.120", "0.045", "0.300", "0.080", "0.210", "0.050", "0.400", "0.150"]
-    server.batch(
-        maker["token"],
-        [
-            {"market": "BTC-PERP", "side": "BUY", "price": str(63990 - 10 * i), "qty": q}
-            for i, q in enumerate(sizes)
-        ]
-        + [
-            {"market": "BTC-PERP", "side": "SELL", "price": str(64010 + 10 * i), "qty": q}
-            for i, q in enumerate(reversed(sizes))
-        ],
-    )
+    deeper = ["0.260", "0.090", "0.510", "0.180", "0.330", "0.070"] * 2
+    bids, asks = sizes + deeper, list(reversed(sizes)) + deeper[::-1]
+    for side, levels, first, step in (("BUY", bids, 63990, -10), ("SELL", asks, 64010, 10)):
+        server.batch(
+            maker["token"],
+            [
+                {"market": "BTC-PERP", "side": side, "price": str(first + step * i), "qty": q}
+                for i, q in enumerate(levels)
+            ],
+        )
     for qty in ("0.010", "0.004"):
         server.order(
             taker["token"], market="BTC-PERP", side="BUY", type="MARKET", qty=qty, timeInForce="IOC"
@@ -91,13 +89,7 @@ def trader(server, browser, ladder):
         "websocket",
         lambda ws: ws.on("framesent", lambda payload: frames.append(json.loads(payload))),
     )
-    name = f"ui{uuid.uuid4().hex[:8]}"
-    page.goto(f"{server.base}/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("form button[type=submit]")
-    page.wait_for_url(f"{server.base}/")
+    name = signup_in_page(page, server.base, "ui")
     expect()(page.locator(".site-header .user")).to_contain_text(name)
     token = server.token(name)
     me = server.call("GET", "me", token).json()
@@ -170,7 +162,7 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
 
     page.fill("#oe-qty", "0.1")
     page.click("#order-entry button[type=submit]")
-    x(toast(page, "Order accepted")).to_contain_text("BUY 0.1 ETH-PERP @ 3,050")
+    x(toast(page, "Order accepted")).to_contain_text("BUY 0.10 ETH-PERP @ 3,050.00")
     orders = page.locator("[data-table=orders] tbody tr")
     x(orders).to_have_count(1)
     x(orders.first).to_contain_text("ETH-PERP")
@@ -200,7 +192,7 @@ def test_faucet_order_cancel_fill_click_to_fill_and_history(server, trader):
     other = server.signup("crosser")
     server.faucet(other["token"])
     server.order(other["token"], market="ETH-PERP", side="SELL", price="3050", qty="0.1")
-    x(toast(page, "Order filled")).to_contain_text("BUY 0.1 ETH-PERP @ 3,050 (maker)")
+    x(toast(page, "Order filled")).to_contain_text("BUY 0.10 ETH-PERP @ 3,050.00 (maker)")
     # The account follows the fill on the socket (`accountUpdate`): margin is in use.
     x(summary.locator("[data-field=initialMargin]")).not_to_have_text("0.00")
     x(page.locator("#recent-trades .trades-body .row").first).to_contain_text("3,050.00")
@@ -265,7 +257,12 @@ def test_switch_market_and_mode_and_vault_modals(server, trader):
     x(page.locator("#market-info [data-field=symbol]")).to_have_text("BTC-PERP")
     x(page.locator("#order-entry button[type=submit]")).to_have_text(re.compile(r"BTC"))
     x(page.locator("#order-book .side.bids .row[data-px='63990']")).to_contain_text("0.114")
+    # The trades share the book's column: one shown at a time.
+    page.click("#tab-trades")
     x(page.locator("#recent-trades .trades-body .row").first).to_be_visible()
+    x(page.locator("#order-book")).to_be_hidden()
+    page.click("#tab-book")
+    x(page.locator("#order-book")).to_be_visible()
     assert sockets_before == page.evaluate("window.dex.socket.ws && 1")
     assert {"action": "unsubscribe", "channel": "market.ETH-PERP.paper"} in trader.frames
     assert {"action": "subscribe", "channel": "market.BTC-PERP.paper"} in trader.frames
@@ -629,7 +626,7 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     print("\nfirst meaningful paint (cold, warm):", json.dumps(cold), json.dumps(warm))
     assert warm["firstMeaningfulPaintMs"] < 1000, warm
 
-    # Desktop: three columns side by side, every panel on screen.
+    # Desktop: chart, book and order entry side by side, every panel on screen.
     x(page.locator("#order-book .side.asks .row[data-px='64010']")).to_be_visible()
     page.wait_for_selector("#trading-chart canvas")
     x(page.locator("#trading-chart .chart-loading")).to_be_hidden()
@@ -641,8 +638,7 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
             ("entry", "#order-entry"),
         )
     }
-    assert boxes["book"]["x"] < boxes["chart"]["x"] < boxes["entry"]["x"]
-    assert abs(boxes["book"]["y"] - boxes["entry"]["y"]) < 2
+    assert boxes["chart"]["x"] < boxes["book"]["x"] < boxes["entry"]["x"]
     x(page.locator("#layout-tabs")).to_be_hidden()
     page.click("#tab-positions")
     contrast = page.evaluate(CONTRAST_JS)
@@ -692,6 +688,81 @@ def test_layouts_paint_contrast_and_screenshots(server, trader, ladder, screensh
     assert trader.errors == []
 
 
+LAYOUT_JS = """
+() => {
+  const box = (sel) => {
+    const el = document.querySelector(sel);
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    return { top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height };
+  };
+  const onScreen = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;
+  };
+  return {
+    pageHeight: document.documentElement.scrollHeight,
+    pageWidth: document.documentElement.scrollWidth,
+    header: box('.site-header'),
+    book: box('#order-book'),
+    chart: box('#trading-chart'),
+    entry: box('#order-entry'),
+    account: box('#account-panel'),
+    // Levels a side the book has room for on screen (its pool of rows, empty or not).
+    asks: Array.from(document.querySelectorAll('#order-book .asks .row')).filter(onScreen).length,
+    bids: Array.from(document.querySelectorAll('#order-book .bids .row')).filter(onScreen).length,
+  };
+}
+"""
+
+
+def layout_of(page, base: str, width: int, height: int) -> dict:
+    page.set_viewport_size({"width": width, "height": height})
+    open_trade(page, base, "BTC-PERP")
+    page.wait_for_timeout(200)  # the book's rows follow its column's height
+    return page.evaluate(LAYOUT_JS)
+
+
+def test_the_trade_screen_fits_the_window(server, trader, screenshots_dir):
+    """The whole trading screen in the window, as on the big venues: at 1440x900 no page
+    scroll, the book with 15+ levels a side, the account panel fixed at the bottom; at
+    1024x768 the book above the fold; on a phone a one-row header and nothing wider
+    than the screen."""
+    page = trader.page
+    desktop = layout_of(page, server.base, 1440, 900)
+    print("\n1440x900:", json.dumps(desktop))
+    assert desktop["pageHeight"] <= 900 and desktop["pageWidth"] <= 1440, desktop
+    assert desktop["asks"] >= 15 and desktop["bids"] >= 15, desktop
+    assert desktop["account"]["bottom"] <= 900 and desktop["account"]["top"] > 600, desktop
+    assert desktop["chart"]["right"] <= desktop["book"]["left"] < desktop["entry"]["left"]
+    # The order column runs the full height, beside the book and the account panel.
+    assert desktop["entry"]["bottom"] >= desktop["account"]["bottom"] - 1, desktop
+
+    tablet = layout_of(page, server.base, 1024, 768)
+    print("1024x768:", json.dumps(tablet))
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(screenshots_dir / "dashboard-tablet.png"))
+    assert tablet["pageHeight"] <= 768 and tablet["pageWidth"] <= 1024, tablet
+    assert tablet["book"]["top"] > 0 and tablet["book"]["bottom"] <= 768, tablet
+    assert tablet["asks"] >= 10 and tablet["bids"] >= 10, tablet
+
+    phone = layout_of(page, server.base, 390, 844)
+    print("390x844:", json.dumps(phone))
+    assert phone["pageWidth"] <= 390 and phone["pageHeight"] <= 844, phone
+    assert phone["header"]["height"] < 56, phone  # one row
+    page.click("#layout-tabs [data-tab=book]")
+    page.wait_for_timeout(200)
+    phone_book = page.evaluate(LAYOUT_JS)
+    assert phone_book["asks"] >= 10 and phone_book["bids"] >= 10, phone_book
+    # The longest symbols (an option's) fit too: shortened in the header, whole below.
+    markets = server.http.get("/api/v1/markets").json()
+    option = next(m["symbol"] for m in markets if m["kind"] == "OPTION")
+    open_trade(page, server.base, option, mode="REAL")
+    fits = page.evaluate(LAYOUT_JS)
+    assert fits["pageWidth"] <= 390 and fits["header"]["height"] < 56, fits
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+
 def test_time_in_force_follows_the_order_type(server, trader):
     """A market order's IOC never sticks to the limit orders after it: back on Limit (by
     its button or by a click in the book) the time in force is the limit's own again,
@@ -729,7 +800,7 @@ def test_time_in_force_follows_the_order_type(server, trader):
     page.fill("#oe-price", "60000")
     page.fill("#oe-qty", "0.01")
     page.click("#order-entry button[type=submit]")
-    x(toast(page, "Order accepted")).to_contain_text("BUY 0.01 BTC-PERP @ 60,000")
+    x(toast(page, "Order accepted")).to_contain_text("BUY 0.010 BTC-PERP @ 60,000.0")
     row = page.locator("[data-table=orders] tbody tr", has_text="60,000")
     x(row).to_have_count(1)
     x(row).to_contain_text("GTC")
@@ -800,16 +871,16 @@ def test_a_stop_loss_from_the_order_entry(server, trader):
     page.click("#tab-orders")
     row = page.locator("[data-table=orders] tbody tr", has_text="STOP MARKET")
     x(row).to_have_count(1)
-    x(row).to_contain_text("≤ 60,000 mark")
+    x(row).to_contain_text("≤ 60,000.0 mark")
     # The chart draws it, and the open position's entry, as price lines.
     lines = (
         "() => [...(window.dex.chart.priceLines || new Map()).values()].map((l) => l.spec.title)"
     )
-    page.wait_for_function(f"({lines})().includes('Stop 0.01')")
+    page.wait_for_function(f"({lines})().includes('Stop 0.010')")
     titles = page.evaluate(lines)
     assert any(t.startswith("Entry LONG") for t in titles), titles
     row.locator("button[aria-label^='Cancel order']").click()
-    page.wait_for_function(f"!({lines})().includes('Stop 0.01')")
+    page.wait_for_function(f"!({lines})().includes('Stop 0.010')")
     x(row).to_have_count(0)
     # A stop limit shows its price again.
     page.select_option("#oe-stop-kind", "STOP_LIMIT")
@@ -835,9 +906,9 @@ def test_a_positions_tp_and_sl_set_from_its_row(server, trader):
     x(page.locator("#tpsl-tp-error")).to_contain_text("already crossed")
     page.fill("#tpsl-tp", "70000")
     dialog.locator("button[type=submit]").click()
-    x(toast(page, "TP/SL saved")).to_contain_text("TP 70,000, SL 58,000")
+    x(toast(page, "TP/SL saved")).to_contain_text("TP 70,000.0, SL 58,000.0")
     x(dialog).to_be_hidden()
-    x(row).to_contain_text("70,000 / 58,000")
+    x(row).to_contain_text("70,000.0 / 58,000.0")
     lines = (
         "() => [...(window.dex.chart.priceLines || new Map()).values()].map((l) => l.spec.title)"
     )
@@ -870,7 +941,7 @@ def test_a_position_closes_at_a_limit_from_its_row(server, trader):
     page.fill("#cl-price", "66000")
     page.select_option("#cl-fraction", "0.5")
     dialog.locator("button[type=submit]").click()
-    x(toast(page, "Limit close placed")).to_contain_text("@ 66,000, reduce-only")
+    x(toast(page, "Limit close placed")).to_contain_text("@ 66,000.0, reduce-only")
     x(dialog).to_be_hidden()
     page.click("#tab-orders")
     placed = page.locator("[data-table=orders] tbody tr", has_text="66,000")
@@ -878,3 +949,124 @@ def test_a_position_closes_at_a_limit_from_its_row(server, trader):
     x(placed).to_contain_text("SELL")
     placed.locator("button[aria-label^='Cancel order']").click()
     x(placed).to_have_count(0)
+
+
+def test_numbers_are_checked_as_typed(server, trader):
+    """Each number field says what is wrong with it as it is typed, without a submit;
+    "70,000" and "1e-2" are read as the numbers they are, a decimal comma is explained."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    price, qty = page.locator("#oe-price"), page.locator("#oe-qty")
+    price.fill("64000.3")
+    x(page.locator("#oe-price-error")).to_have_text("Price must be a multiple of 0.5.")
+    x(price).to_have_attribute("aria-invalid", "true")
+    price.fill("70,000")
+    x(page.locator("#oe-price-error")).to_be_hidden()
+    qty.focus()
+    x(price).to_have_value("70000")  # written out plainly once the field is left
+    qty.fill("0,5")
+    x(page.locator("#oe-qty-error")).to_contain_text("Use a point for decimals (0.5)")
+    qty.fill("1e-2")
+    price.focus()
+    x(qty).to_have_value("0.01")
+    x(page.locator("#oe-qty-error")).to_be_hidden()
+    # The preview prices what was read.
+    x(page.locator("[data-preview=notional]")).to_have_text("700.00 USDC")
+    qty.fill("0.0001")
+    x(page.locator("#oe-qty-error")).to_have_text("Quantity must be a multiple of 0.001.")
+    qty.fill("")
+    price.fill("")
+    x(page.locator("#oe-qty-error")).to_be_hidden()
+
+
+def test_no_wrong_state_is_painted_while_data_loads(server, trader):
+    """Until a mode's account data arrives the page shows placeholders, never another
+    mode's figures nor "no funds"; the first paint has no raw numbers and no option
+    fields on a perp."""
+    page, x = trader.page, expect()
+    html = server.http.get("/trade/BTC-PERP/?mode=PAPER").text
+    info = html[
+        html.index('id="market-info"') : html.index("</section>", html.index('id="market-info"'))
+    ]
+    assert "64000" not in info and "skeleton" in info, info
+    for stat in ("expiry", "iv", "delta", "gamma", "vega", "theta"):
+        assert f'data-stat="{stat}" hidden' in info, stat
+
+    open_trade(page, server.base, "BTC-PERP")
+    held = []
+    real_account = re.compile(r".*/api/v1/(balances|account)\?mode=REAL.*")
+
+    def hold(route):
+        held.append(route)
+
+    page.route(real_account, hold)
+    page.click("#mode-switcher [data-mode=REAL]")
+    page.wait_for_function("document.body.dataset.mode === 'REAL'")
+    x(page.locator("[data-preview=available] .skeleton")).to_be_visible()
+    x(page.locator("[data-fund-hint]")).to_be_hidden()
+    x(page.locator("[data-account-summary] [data-field=equity] .skeleton")).to_be_visible()
+    x(page.locator("#market-info .mode-badge", has_text="Real funds")).to_be_visible()
+    page.wait_for_timeout(300)
+    assert len(held) >= 2
+    for route in held:
+        route.continue_()
+    page.unroute(real_account, hold)
+    # This trader has no REAL funds: now, and only now, the page says so.
+    x(page.locator("[data-preview=available]")).to_have_text("0.00 USDC")
+    x(page.locator("[data-fund-hint]")).to_be_visible()
+    x(page.locator("[data-account-summary] [data-field=equity]")).to_have_text("0.00")
+    page.click("#mode-switcher [data-mode=PAPER]")
+    x(page.locator("#market-info .mode-badge", has_text="Paper")).to_be_visible()
+
+
+def test_a_refusal_for_want_of_funds_goes_when_funds_arrive(server, browser):
+    """A new trader's order is refused for want of margin, on its field; the paper funds
+    that arrive next clear the refusal."""
+    x = expect()
+    newcomer = server.signup("newcomer")
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server.base}/accounts/login/")
+    page.fill("#id_username", newcomer["username"])
+    page.fill("#id_password", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(f"{server.base}/")
+    open_trade(page, server.base, "BTC-PERP")
+    x(page.locator("[data-preview=available]")).to_have_text("0.00 USDC")
+    page.fill("#oe-price", "60000")
+    page.fill("#oe-qty", "0.1")
+    page.click("#order-entry button[type=submit]")
+    x(page.locator("#oe-qty-error")).to_contain_text("Not enough free margin")
+    page.click("#faucet-button")
+    x(page.locator("[data-preview=available]")).to_have_text("100,000.00 USDC")
+    x(page.locator("#oe-qty-error")).to_be_hidden()
+    x(page.locator("#oe-qty")).not_to_have_attribute("aria-invalid", "true")
+    context.close()
+
+
+TOAST_OVERLAP_JS = """
+() => {
+  for (let i = 0; i < 3; i++) {
+    window.dex.toaster.show({ title: `Order rejected ${i}`, message: 'BUY 0.010 BTC-PERP @ 60,000.0 (price band), a message long enough to wrap', kind: 'error' });
+  }
+  const toasts = [...document.querySelectorAll('#toaster .toast')].map((t) => t.getBoundingClientRect());
+  const controls = [...document.querySelectorAll('#account-panel button, #account-panel [role=tab], #order-entry button[type=submit]')]
+    .filter((el) => el.getClientRects().length);
+  const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const covered = controls.filter((c) => toasts.some((t) => hit(t, c.getBoundingClientRect())));
+  return { toasts: toasts.length, controls: controls.length, covered: covered.map((c) => c.textContent.trim()) };
+}
+"""
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (1024, 768), (390, 844)])
+def test_toasts_never_cover_the_account_panels_controls(server, trader, width, height):
+    page = trader.page
+    page.set_viewport_size({"width": width, "height": height})
+    open_trade(page, server.base, "BTC-PERP")
+    if width < 768:
+        page.click("#layout-tabs [data-tab=account]")
+    found = page.evaluate(TOAST_OVERLAP_JS)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    assert found["toasts"] == (2 if width < 768 else 3) and found["controls"] > 3, found
+    assert found["covered"] == [], found
