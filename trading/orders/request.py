@@ -142,9 +142,10 @@ def attached_tpsl_check(market: Market, request: OrderRequest, reference: Decima
         above = (field == "takeProfit") == (request.side == Side.BUY)
         if (price <= base) if above else (price >= base):
             where = "above" if above else "below"
+            what = "take-profit" if field == "takeProfit" else "stop-loss"
             raise ExchangeError(
                 "INVALID_TRIGGER_PRICE",
-                f"a {request.side.lower()}'s {field} must be {where} {dec(base)}",
+                f"A {request.side.lower()}'s {what} must be {where} {dec(base)}",
                 field=field,
             )
 

@@ -8,7 +8,10 @@ import { errorForForm, readNumber, validateOrder, triggerRises } from '../lib/va
 import { amount, money, size } from '../lib/format.js';
 import { busy, skeletonNumber } from './loading.js';
 
-const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice'];
+const FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice', 'callbackRate', 'takeProfit', 'stopLoss'];
+// A trailing stop's callbackRate, in percent, as the API takes it.
+const CALLBACK_MIN = 0.1;
+const CALLBACK_MAX = 10;
 const CHECK_AFTER_MS = 500;
 
 export class OrderEntry extends EventTarget {
@@ -35,9 +38,16 @@ export class OrderEntry extends EventTarget {
     this.trigger = this.form.elements.triggerPrice;
     this.stopKind = this.form.elements.stopKind;
     this.triggerBy = this.form.elements.triggerBy;
-    for (const el of [this.stopKind, this.triggerBy, this.trigger]) {
+    this.callback = this.form.elements.callbackRate;
+    this.withTpsl = this.form.elements.withTpsl;
+    this.takeProfit = this.form.elements.takeProfit;
+    this.stopLoss = this.form.elements.stopLoss;
+    this.withTpsl.addEventListener('change', () => this.setType(this.type));
+    for (const el of [this.takeProfit, this.stopLoss]) el.addEventListener('input', () => this.clearError(el.name));
+    for (const el of [this.stopKind, this.triggerBy, this.trigger, this.callback]) {
       el.addEventListener('input', () => {
         this.clearError('triggerPrice');
+        this.clearError('callbackRate');
         if (el === this.stopKind) this.setType('STOP');
         this.triggerHint();
       });
@@ -61,7 +71,7 @@ export class OrderEntry extends EventTarget {
     // Numbers are checked as they are typed (once the typing pauses, so that "0." on
     // the way to "0.05" is not refused), and written out plainly when the field is left.
     this.checkTimers = {};
-    for (const el of [this.price, this.qty, this.trigger]) {
+    for (const el of [this.price, this.qty, this.trigger, this.callback, this.takeProfit, this.stopLoss]) {
       el.addEventListener('input', () => {
         clearTimeout(this.checkTimers[el.name]);
         this.checkTimers[el.name] = setTimeout(() => this.checkField(el.name), CHECK_AFTER_MS);
@@ -121,6 +131,10 @@ export class OrderEntry extends EventTarget {
     this.price.value = '';
     this.qty.value = '';
     this.reduceOnly.checked = false;
+    // A take-profit and a stop-loss are prices of one market: not carried to another.
+    this.takeProfit.value = '';
+    this.stopLoss.value = '';
+    this.setType(this.type);
     const max = Number(market.maxLeverage || 1);
     this.leverageInput.max = String(max);
     this.setLeverage(null);
@@ -170,6 +184,12 @@ export class OrderEntry extends EventTarget {
     const trades = this.tradesAs();
     $('[data-field-wrap=price]', this.root).hidden = trades === 'MARKET';
     $('[data-field-wrap=trigger]', this.root).hidden = type !== 'STOP';
+    $('[data-trigger-price-wrap]', this.root).hidden = this.trailing();
+    $('[data-callback-wrap]', this.root).hidden = !this.trailing();
+    // TP/SL attach to the position an order opens: a limit or market order on a perp or a future.
+    const tpslToggle = $('[data-tpsl-toggle]', this.root);
+    tpslToggle.hidden = type === 'STOP' || !this.attachable();
+    $('[data-field-wrap=tpsl]', this.root).hidden = tpslToggle.hidden || !this.withTpsl.checked;
     const options = trades === 'MARKET' ? ['IOC', 'FOK'] : ['GTC', 'POST_ONLY', 'IOC', 'FOK'];
     for (const o of this.tif.options) o.hidden = !options.includes(o.value);
     const chosen = this.tifByType[type];
@@ -197,6 +217,16 @@ export class OrderEntry extends EventTarget {
     else this.clearError(name);
   }
 
+  /** A trailing stop: its trigger follows the price at callbackRate %. */
+  trailing() {
+    return this.type === 'STOP' && this.stopKind.value === 'TRAILING_STOP_MARKET';
+  }
+
+  /** Whether the market's orders take a take-profit and a stop-loss. */
+  attachable() {
+    return !!this.market && (this.market.kind === 'PERP' || this.market.kind === 'FUTURE');
+  }
+
   /** How the order trades: MARKET or LIMIT (a stop: once its trigger is crossed). */
   tradesAs() {
     if (this.type !== 'STOP') return this.type;
@@ -210,6 +240,12 @@ export class OrderEntry extends EventTarget {
     const rising = triggerRises(this.stopKind.value, this.side);
     const px = this.trigger.value.trim() || '…';
     const watched = this.triggerBy.value === 'LAST' ? 'the last trade' : 'the mark price';
+    if (this.trailing()) {
+      const pct = this.callback.value.trim() || '…';
+      const best = rising ? 'lowest' : 'highest';
+      setText(hint, `Sent when ${watched} ${rising ? 'rises' : 'falls'} ${pct}% from its ${best} since the order was placed.`);
+      return;
+    }
     setText(hint, `Sent when ${watched} ${rising ? 'rises to' : 'falls to'} ${px} or ${rising ? 'above' : 'below'}.`);
   }
 
@@ -236,6 +272,7 @@ export class OrderEntry extends EventTarget {
   }
 
   refPrice() {
+    if (this.trailing()) return this.market.markPrice || this.market.lastPrice || null;
     if (this.type === 'STOP' && this.tradesAs() === 'MARKET') {
       // A stop market is valued at its trigger, where it will trade.
       const t = this.num(this.trigger);
@@ -364,7 +401,16 @@ export class OrderEntry extends EventTarget {
     };
     // A stop's limit is judged at its trigger, not against today's book.
     const check = validateOrder(form, this.market, this.type === 'STOP' ? {} : { bestBid, bestAsk });
-    if (this.type === 'STOP') {
+    if (this.trailing()) {
+      const rate = Number(this.num(this.callback));
+      if (this.num(this.callback) === '' || !(rate >= CALLBACK_MIN && rate <= CALLBACK_MAX)) {
+        check.ok = false;
+        check.errors.callbackRate = {
+          code: this.num(this.callback) === '' ? 'MISSING_FIELD' : 'INVALID_CALLBACK_RATE',
+          message: `Trail by ${CALLBACK_MIN} to ${CALLBACK_MAX} %`,
+        };
+      }
+    } else if (this.type === 'STOP') {
       const trigger = validateOrder({ ...form, type: 'LIMIT', price: this.num(this.trigger) }, this.market, {});
       if (trigger.errors.price) {
         check.ok = false;
@@ -372,7 +418,7 @@ export class OrderEntry extends EventTarget {
         check.errors.triggerPrice = { ...trigger.errors.price, message };
       }
     }
-    for (const input of [this.price, this.qty, this.trigger]) {
+    for (const input of [this.price, this.qty, this.trigger, this.callback, this.takeProfit, this.stopLoss]) {
       const { error } = readNumber(input.value);
       if (error && !input.closest('[hidden]')) {
         check.ok = false;
@@ -404,9 +450,16 @@ export class OrderEntry extends EventTarget {
       clientOrderId: `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
     };
     if (trades === 'LIMIT') body.price = form.price;
-    if (this.type === 'STOP') {
+    if (this.trailing()) {
+      body.callbackRate = this.num(this.callback);
+      body.triggerBy = this.triggerBy.value;
+    } else if (this.type === 'STOP') {
       body.triggerPrice = this.num(this.trigger);
       body.triggerBy = this.triggerBy.value;
+    }
+    if (!$('[data-field-wrap=tpsl]', this.root).hidden) {
+      if (this.num(this.takeProfit) !== '') body.takeProfit = this.num(this.takeProfit);
+      if (this.num(this.stopLoss) !== '') body.stopLoss = this.num(this.stopLoss);
     }
     const restore = busy(this.submitBtn, 'Placing…');
     try {

@@ -106,6 +106,7 @@ const FIELD_OF_CODE = {
   REDUCE_ONLY_REJECTED: 'reduceOnly',
   INVALID_LEVERAGE: 'leverage',
   INVALID_TIME_IN_FORCE: 'timeInForce',
+  INVALID_TRIGGER_PRICE: 'triggerPrice',
 };
 
 const FRIENDLY = {
@@ -125,11 +126,17 @@ const FRIENDLY = {
 };
 
 /** Where an API error belongs in the form, and what to say: {field, code, message}. */
+// The order form's fields that a refusal can be said on.
+const FORM_FIELDS = ['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice', 'callbackRate', 'takeProfit', 'stopLoss'];
+
 export function errorForForm(error) {
   const code = error.code || 'ERROR';
   let field = error.field || FIELD_OF_CODE[code] || 'form';
-  if (!['price', 'qty', 'leverage', 'reduceOnly', 'timeInForce', 'triggerPrice'].includes(field)) field = 'form';
-  return { field, code, message: FRIENDLY[code] || error.message || code };
+  if (!FORM_FIELDS.includes(field)) field = 'form';
+  // A code's own sentence where it speaks of the field the server named (an invalid
+  // trigger price may be a take-profit's or a stop-loss's: the server's words then).
+  const own = FRIENDLY[code] && (!error.field || !FIELD_OF_CODE[code] || FIELD_OF_CODE[code] === error.field);
+  return { field, code, message: (own && FRIENDLY[code]) || error.message || code };
 }
 
 /**
@@ -138,5 +145,6 @@ export function errorForForm(error) {
  * The server's rule is `trading.orders.request.fires`.
  */
 export function triggerRises(type, side) {
-  return type.startsWith('STOP') === (side === 'BUY');
+  const stop = type.startsWith('STOP') || type === 'TRAILING_STOP_MARKET';
+  return stop === (side === 'BUY');
 }

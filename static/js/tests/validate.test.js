@@ -58,6 +58,7 @@ test('which way a conditional order fires', async () => {
   const { triggerRises } = await import('../lib/validate.js');
   assert.equal(triggerRises('STOP_MARKET', 'SELL'), false); // a long's stop-loss: on a fall
   assert.equal(triggerRises('STOP_LIMIT', 'BUY'), true);
+  assert.equal(triggerRises('TRAILING_STOP_MARKET', 'SELL'), false); // follows the highs, fires on a fall
   assert.equal(triggerRises('TAKE_PROFIT_MARKET', 'SELL'), true); // a long's take-profit: on a rise
   assert.equal(triggerRises('TAKE_PROFIT_LIMIT', 'BUY'), false);
 });

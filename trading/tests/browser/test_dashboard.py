@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1070,3 +1071,49 @@ def test_toasts_never_cover_the_account_panels_controls(server, trader, width, h
     page.set_viewport_size({"width": 1440, "height": 900})
     assert found["toasts"] == (2 if width < 768 else 3) and found["controls"] > 3, found
     assert found["covered"] == [], found
+
+
+def test_take_profit_and_stop_loss_on_an_order_and_a_trailing_stop(server, trader):
+    """The order entry attaches a take-profit and a stop-loss to a limit order (a refusal
+    said on its field), and places a trailing stop by its distance, explained in words."""
+    page, x = trader.page, expect()
+    open_trade(page, server.base, "BTC-PERP")
+    long_btc(server, trader, "0.01")
+    entry = page.locator("#order-entry")
+    mark = Decimal(server.http.get("/api/v1/markets/BTC-PERP").json()["markPrice"])
+    # A bid resting 2 % under the mark, its TP and SL 5 % above and under it.
+    price, tp, sl = (int(mark * Decimal(f)) for f in ("0.98", "1.05", "0.93"))
+    x(page.locator("#oe-tp")).to_be_hidden()
+    page.check("#order-entry input[name=withTpsl]")
+    page.fill("#oe-price", str(price))
+    page.fill("#oe-qty", "0.01")
+    page.fill("#oe-tp", str(price - 500))  # a buy takes its profit above its price
+    page.fill("#oe-sl", str(sl))
+    page.click("#order-entry button[type=submit]")
+    x(page.locator("#oe-tp-error")).to_contain_text(f"above {price}")
+    page.fill("#oe-tp", str(tp))
+    page.click("#order-entry button[type=submit]")
+    page.click("#tab-orders")
+    x(page.locator("[data-table=orders] tbody tr", has_text="LIMIT")).to_have_count(1)
+    orders = server.call("GET", "orders?mode=PAPER&status=open", trader.token).json()
+    placed = next(o for o in orders if o["type"] == "LIMIT")
+    assert (placed["takeProfit"], placed["stopLoss"]) == (str(tp), str(sl))
+    # Not offered for a stop: it attaches to the position instead.
+    entry.locator("[data-type=STOP]").click()
+    x(entry.locator("[data-tpsl-toggle]")).to_be_hidden()
+    page.select_option("#oe-stop-kind", "TRAILING_STOP_MARKET")
+    x(page.locator("#oe-trigger")).to_be_hidden()
+    entry.locator("[data-side=SELL]").click()
+    page.fill("#oe-qty", "0.01")
+    page.fill("#oe-callback", "20")
+    page.click("#order-entry button[type=submit]")
+    x(page.locator("#oe-callback-error")).to_contain_text("0.1 to 10")
+    page.fill("#oe-callback", "1.5")
+    x(entry.locator("[data-trigger-hint]")).to_have_text(
+        "Sent when the mark price falls 1.5% from its highest since the order was placed."
+    )
+    page.click("#order-entry button[type=submit]")
+    x(page.locator("[data-table=orders] tbody tr", has_text="TRAILING")).to_have_count(1)
+    orders = server.call("GET", "orders?mode=PAPER&status=open", trader.token).json()
+    trail = next(o for o in orders if o["type"] == "TRAILING_STOP_MARKET")
+    assert (trail["status"], trail["callbackRate"]) == ("UNTRIGGERED", "1.5")
