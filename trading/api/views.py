@@ -423,8 +423,6 @@ class PositionTpslSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=MODE_CHOICES)
     takeProfit = Money(required=False, allow_null=True)
     stopLoss = Money(required=False, allow_null=True)
-    # TRAILING_STOP_MARKET: how far behind the best price its trigger follows, in %.
-    callbackRate = Money(required=False, allow_null=True)
     triggerBy = serializers.ChoiceField(choices=TriggerBy.choices, default=TriggerBy.MARK)
 
 

@@ -544,3 +544,14 @@ def test_a_trailing_stop_needs_a_callback_rate_in_range(perp, api_alice, extra, 
 def test_a_limit_order_takes_no_callback_rate(perp, api_alice):
     r = api_alice.post(TRADE, order(price="63000", qty="0.1", callbackRate="1"), format="json")
     assert r.json()["error"]["code"] == "INVALID_CALLBACK_RATE"
+
+
+def test_a_positions_tpsl_takes_no_callback_rate(perp, alice, bob, api_alice, api_bob):
+    """A trailing distance means nothing to a position's TP/SL: refused, not ignored."""
+    long_of(api_bob, api_alice)
+    r = api_bob.post(
+        TPSL, {"mode": "PAPER", "stopLoss": "62000", "callbackRate": "1"}, format="json"
+    )
+    assert r.status_code == 400, r.content
+    assert r.json()["error"]["field"] == "callbackRate"
+    assert not Order.objects.filter(trader=bob, status="UNTRIGGERED").exists()
