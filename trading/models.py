@@ -270,10 +270,12 @@ class Order(models.Model):
                 condition=Q(status="UNTRIGGERED"),
                 name="order_untriggered",
             ),
-            # The clock's look for filled orders whose TP/SL is still to be set.
+            # The clock's look for filled orders whose TP/SL is still to be set: an order
+            # enters it with its first fill and leaves it when armed, so one that never
+            # fills (cancelled, expired) is never read again.
             models.Index(
                 fields=["id"],
-                condition=Q(tpsl_armed=False)
+                condition=Q(tpsl_armed=False, filled_qty__gt=0)
                 & (Q(take_profit__isnull=False) | Q(stop_loss__isnull=False)),
                 name="order_tpsl_pending",
             ),

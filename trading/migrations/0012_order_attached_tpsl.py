@@ -30,6 +30,7 @@ class Migration(migrations.Migration):
             model_name="order",
             index=models.Index(
                 condition=models.Q(
+                    ("filled_qty__gt", 0),
                     ("tpsl_armed", False),
                     models.Q(
                         ("take_profit__isnull", False),
