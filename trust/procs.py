@@ -135,34 +135,54 @@ def procfile_web() -> str:
     return procfile_role("web")
 
 
-def _role_start(role: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    with log_path.open("a") as out:
-        # `exec`: the pid is the process's own.
-        return subprocess.Popen(  # noqa: S603
-            [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_role(role)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+class RoleProcess:
+    """One process of a Procfile role, started as the Procfile starts it; `kill9` and
+    `start` crash and replace it."""
+
+    role = ""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start_env(self) -> dict[str, str]:
+        return self.env
+
+    def start(self) -> None:
+        with self.log_path.open("a") as out:
+            # `exec`: the pid is the process's own.
+            self.proc = subprocess.Popen(  # noqa: S603
+                [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_role(self.role)],
+                cwd=ROOT,
+                env=self.start_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            process_group_stop(self.proc)
 
 
-class MatcherProcess:
-    """The Procfile's `matcher` role; `kill9` and `start` crash and replace it."""
+class MatcherProcess(RoleProcess):
+    """The Procfile's `matcher` role."""
+
+    role = "matcher"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         # Its database sessions named apart from the web processes' (the scenarios wait
         # for a killed web process's sessions to end).
         url = env["DATABASE_URL"].replace("application_name=", "application_name=matcher-")
-        self.env = dict(env, DATABASE_URL=url)
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.proc = _role_start("matcher", self.env, self.log_path)
-        self.starts += 1
+        super().__init__(dict(env, DATABASE_URL=url), log_path)
 
     def wait_ready(self, timeout: float = 60) -> float:
         """Seconds until it holds the lease of every book."""
@@ -186,30 +206,20 @@ class MatcherProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"matcher not ready after {timeout}s; see {self.log_path}")
 
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            process_group_stop(self.proc)
-
 
 # trading.matcher.server.LEASE_CLASS (not imported: Django may not be set up here).
 MATCHER_LEASE_CLASS = 0x4D41
 
 
-class WebServer:
-    """One `web` process of the Procfile on a port of its own; `kill9` and `restart`
+class WebServer(RoleProcess):
+    """One `web` process of the Procfile on a port of its own; `kill9` and `start`
     crash and replace it on the same port."""
 
+    role = "web"
+
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
-        self.env = env
+        super().__init__(env, log_path)
         self.port = port or free_port()
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
 
     @property
     def url(self) -> str:
@@ -220,9 +230,8 @@ class WebServer:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> None:
-        self.proc = _role_start("web", dict(self.env, WEB_PORT=str(self.port)), self.log_path)
-        self.starts += 1
+    def start_env(self) -> dict[str, str]:
+        return dict(self.env, WEB_PORT=str(self.port))
 
     def wait_ready(self, timeout: float = 60) -> float:
         """Seconds until the server answers a read that goes to the database."""
@@ -236,15 +245,6 @@ class WebServer:
                     return time.monotonic() - t0
             time.sleep(0.05)
         raise RuntimeError(f"web process not ready after {timeout}s; see {self.log_path}")
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            process_group_stop(self.proc)
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children."""

@@ -93,13 +93,7 @@ def trigger_check(
         raise ExchangeError(
             "MISSING_FIELD", f"a {type} order needs a triggerPrice", field="triggerPrice"
         )
-    ticks = to_ticks(trigger_price, market)
-    if ticks is None or ticks <= 0:
-        raise ExchangeError(
-            "INVALID_TRIGGER_PRICE",
-            f"triggerPrice must be a positive multiple of {dec(market.tick_size)}",
-            field="triggerPrice",
-        )
+    price_ticks(market, trigger_price, code="INVALID_TRIGGER_PRICE", field="triggerPrice")
     if price_now is not None and fires(type, side, trigger_price, price_now):
         raise ExchangeError(
             "WOULD_TRIGGER",
@@ -130,13 +124,7 @@ def attached_tpsl_check(market: Market, request: OrderRequest, reference: Decima
         )
     base = request.price if request.exec_type == OrderType.LIMIT else reference
     for field, price in attached:
-        ticks = to_ticks(price, market)
-        if ticks is None or ticks <= 0:
-            raise ExchangeError(
-                "INVALID_TRIGGER_PRICE",
-                f"{field} must be a positive multiple of {dec(market.tick_size)}",
-                field=field,
-            )
+        price_ticks(market, price, code="INVALID_TRIGGER_PRICE", field=field)
         if base is None:
             continue
         above = (field == "takeProfit") == (request.side == Side.BUY)
@@ -193,6 +181,17 @@ def trailing_check(
         )
 
 
+def price_ticks(market: Market, price: Decimal, *, code: str, field: str) -> int:
+    """A price (a limit, a trigger, a take-profit ...) in ticks: refused with `code` on
+    `field` where it is not a positive multiple of the tick."""
+    ticks = to_ticks(price, market)
+    if ticks is None or ticks <= 0:
+        raise ExchangeError(
+            code, f"{field} must be a positive multiple of {dec(market.tick_size)}", field=field
+        )
+    return ticks
+
+
 def engine_tif(request: OrderRequest) -> str:
     """A market order never rests: it runs as IOC (or FOK if asked)."""
     if request.exec_type == OrderType.MARKET and request.tif != TimeInForce.FOK:
@@ -240,13 +239,7 @@ def order_shape(
     else:
         if price is None:
             raise ExchangeError("INVALID_PRICE", "a LIMIT order needs a price", field="price")
-        ticks = to_ticks(price, market)
-        if ticks is None or ticks <= 0:
-            raise ExchangeError(
-                "INVALID_PRICE",
-                f"price must be a positive multiple of {dec(market.tick_size)}",
-                field="price",
-            )
+        ticks = price_ticks(market, price, code="INVALID_PRICE", field="price")
     lots = to_lots(qty, market)
     if lots is None or lots <= 0:
         raise ExchangeError(
