@@ -148,6 +148,14 @@ def test_concurrent_orders_cannot_overspend_margin():
     assert check_invariants() == []
 
 
+def _market_maker_trader() -> tuple:
+    """A perp and two funded accounts: one to make the book, one to trade on it."""
+    maker, trader = UserFactory(), UserFactory()
+    fund(maker, "1000000")
+    fund(trader, "1000000")
+    return MarketFactory(), maker, trader
+
+
 @requires_postgres
 def test_a_trigger_swept_by_many_clocks_at_once_fires_once():
     """Clocks racing on one crossed trigger: one places the order, the others find it
@@ -155,10 +163,7 @@ def test_a_trigger_swept_by_many_clocks_at_once_fires_once():
     from trading.orders.conditional import order_trigger
     from trading.tests.test_conditional import mark
 
-    market = MarketFactory()
-    maker, trader = UserFactory(), UserFactory()
-    fund(maker, "1000000")
-    fund(trader, "1000000")
+    market, maker, trader = _market_maker_trader()
     order_place(trader=maker, market=market.symbol, mode="PAPER", side="BUY", type="LIMIT",
                 price=D("62000"), qty=D("1"))  # fmt: skip
     held, _ = order_place(trader=trader, market=market.symbol, mode="PAPER", side="SELL",
@@ -184,10 +189,7 @@ def test_a_cancel_racing_the_trigger_either_cancels_it_or_finds_it_fired():
     from trading.orders.conditional import order_trigger
     from trading.tests.test_conditional import mark
 
-    market = MarketFactory()
-    maker, trader = UserFactory(), UserFactory()
-    fund(maker, "1000000")
-    fund(trader, "1000000")
+    market, maker, trader = _market_maker_trader()
     order_place(trader=maker, market=market.symbol, mode="PAPER", side="BUY", type="LIMIT",
                 price=D("62000"), qty=D("1"))  # fmt: skip
     for _ in range(5):
@@ -215,4 +217,24 @@ def test_a_cancel_racing_the_trigger_either_cancels_it_or_finds_it_fired():
             assert outcome == {"trigger": "PLACED", "cancel": "ORDER_NOT_OPEN"}
             assert (row.status, fills) == ("FILLED", 1)
         mark(market, "64000")
+    assert check_invariants() == []
+
+
+@requires_postgres
+def test_an_orders_take_profit_and_stop_loss_armed_by_many_clocks_at_once_arm_once():
+    """Clocks racing to arm a filled order's TP/SL: one claims it, the position ends
+    with one take-profit and one stop-loss (not one per clock, each closing it whole)."""
+    from trading.orders.conditional import orders_tpsl_arm
+
+    market, maker, trader = _market_maker_trader()
+    rests, _ = order_place(trader=trader, market=market.symbol, mode="PAPER", side="BUY",
+                           type="LIMIT", price=D("63500"), qty=D("0.1"),
+                           take_profit=D("66000"), stop_loss=D("61000"))  # fmt: skip
+    order_place(trader=maker, market=market.symbol, mode="PAPER", side="SELL", type="MARKET",
+                qty=D("0.1"), time_in_force="IOC")  # fmt: skip
+    armed: list[list[int]] = []
+    assert run_threads(6, lambda i: armed.append(orders_tpsl_arm())) == []
+    assert sorted(armed) == [[]] * 5 + [[rests["id"]]]
+    waiting = Order.objects.filter(trader=trader, status="UNTRIGGERED").exclude(attached="")
+    assert sorted(waiting.values_list("attached", flat=True)) == ["SL", "TP"]
     assert check_invariants() == []

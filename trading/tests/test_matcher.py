@@ -274,3 +274,32 @@ def test_the_clocks_triggers_are_placed_by_the_books_matcher(remote, book_and_tr
     remote()
     _wait(lambda: book.pk in _leases(), "the new matcher's lease")
     assert matcher.triggers_fire() == [(later["id"], "PLACED")]
+
+
+def test_one_client_order_id_raced_through_the_matcher_places_one_order(remote, book_and_traders):
+    """Eight requests with one clientOrderId at once (a bot retrying over a flaky link):
+    they share the matcher's batches, and one order is placed, every answer naming it."""
+    import threading
+
+    book, alice, _ = book_and_traders
+    remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    answers: list[tuple[dict, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def send() -> None:
+        barrier.wait()
+        try:
+            answers.append(matcher.order_submit(trader=alice, **_order(client_order_id="once")))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 8
+    assert len({order["id"] for order, _ in answers}) == 1
+    assert sum(created for _, created in answers) == 1
+    assert Order.objects.filter(trader=alice).count() == 1
