@@ -10,16 +10,58 @@ have sent them.
 
 It uses the layer's own shard connection, naming and serializer (channels-redis 4.3,
 pinned in requirements.txt): the parts `group_send` itself is made of.
+
+`group_send_many_blocking` does the same from a thread with no event loop, over
+blocking connections of redis-py (one pool per shard, safe across threads): what the
+publishing thread of processes without a server uses (`realtime.broadcast`).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from channels_redis.pubsub import RedisPubSubChannelLayer
+import redis
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.utils import _consistent_hash
 
 
 class PubSubChannelLayer(RedisPubSubChannelLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._blocking: tuple[RedisPubSubLoopLayer, list[redis.Redis]] | None = None
+        self._blocking_lock = threading.Lock()
+
+    def _blocking_shards(self) -> tuple[RedisPubSubLoopLayer, list[redis.Redis]]:
+        """The layer's naming and sharding (a loop layer never connected) and a blocking
+        client per shard."""
+        with self._blocking_lock:
+            if self._blocking is None:
+                naming = RedisPubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+                clients = []
+                for shard in naming._shards:
+                    host = dict(shard.host)
+                    address = host.pop("address", None)
+                    clients.append(
+                        redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
+                    )
+                self._blocking = (naming, clients)
+            return self._blocking
+
+    def group_send_many_blocking(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """`group_send_many`, blocking, from any thread."""
+        naming, clients = self._blocking_shards()
+        pipes: dict[int, Any] = {}
+        for group, message in messages:
+            channel = naming._get_group_channel_name(group)
+            shard = _consistent_hash(channel, len(clients))
+            pipe = pipes.get(shard)
+            if pipe is None:
+                pipe = pipes[shard] = clients[shard].pipeline(transaction=False)
+            pipe.publish(channel, self.serialize(message))
+        for pipe in pipes.values():
+            pipe.execute()
+
     async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         """`group_send` of each (group, message), in order, one round trip per shard."""
         layer = self._get_layer()

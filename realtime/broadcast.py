@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import json
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -71,40 +71,80 @@ def _server_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is not None and loop.is_running() else None
 
 
-class _PublisherLoop:
-    """One long-lived event loop for publishing from outside the server (management
-    commands, the clock, the order path called from Python or a WSGI worker): a fresh
-    loop per call would open a fresh Redis connection per call. Batches are handed to
-    it and sent in order, as on the server's loop; the caller does not wait for them.
-    Whatever is still queued when the process exits is sent first (`flush`, at exit)."""
+Deltas = list[tuple[str, int, str]]  # (book, seq, depth delta's socket text)
+
+
+class _Publisher:
+    """One thread that publishes for everything outside the server (the matcher, the
+    clock, management commands, the order path called from Python or a WSGI worker):
+    batches are handed to it and sent in order; the caller does not wait for them.
+    Whatever is still queued when the process exits is sent first (`flush`, at exit).
+
+    Where the layer can (`dexsite.channel_layer`: Redis), batches are sent with blocking
+    pipelines from this thread, every batch that waits taken in one go: in the matcher
+    an asyncio loop's pipeline cost 0.66 ms of CPU an order (bench/matcher.py), which
+    its one thread shares the GIL with. Otherwise (the in-memory layer) from an event
+    loop of this thread's own, kept between batches with its connections."""
+
+    # Batches sent together at most (a backlog after a stall goes out in a few rounds).
+    MAX_TAKEN = 64
 
     def __init__(self) -> None:
+        self.queue: collections.deque[tuple[list[dict[str, Any]], Deltas]] = collections.deque()
+        self.changed = threading.Condition()
+        self.unsent = 0  # batches handed over and not yet sent
+        self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.lock = threading.Lock()
 
-    def submit(self, send_all: Callable[[], Awaitable[None]]) -> None:
-        with self.lock:
-            if self.loop is None or not self.loop.is_running():
-                self.loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=self.loop.run_forever, name="realtime-publisher", daemon=True
-                ).start()
-            loop = self.loop
-        loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
+    def submit(self, events: list[dict[str, Any]], deltas: Deltas) -> None:
+        with self.changed:
+            self.queue.append((events, deltas))
+            self.unsent += 1
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self.run, name="realtime-publisher", daemon=True
+                )
+                self.thread.start()
+            self.changed.notify_all()
+
+    def run(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.queue)
+                taken = [self.queue.popleft() for _ in range(min(len(self.queue), self.MAX_TAKEN))]
+            try:
+                self.send(
+                    [e for events, _ in taken for e in events],
+                    [d for _, deltas in taken for d in deltas],
+                )
+            except Exception:
+                log.exception("publishing realtime events failed")
+            finally:
+                with self.changed:
+                    self.unsent -= len(taken)
+                    self.changed.notify_all()
+
+    def send(self, events: list[dict[str, Any]], deltas: Deltas) -> None:
+        layer = get_channel_layer()
+        buffer = delta_buffer()
+        send_many = getattr(layer, "group_send_many_blocking", None)
+        add_many = getattr(buffer, "add_many_blocking", None)
+        if send_many is not None and add_many is not None:
+            add_many(deltas)
+            send_many([(event["channel"], event) for event in events])
+            return
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(send_all(layer, events, deltas))
 
     def flush(self, timeout: float = 10) -> None:
         """Wait until every batch handed over so far has been sent (or `timeout`)."""
-        loop = self.loop
-        if loop is None or not loop.is_running():
-            return
-        done = asyncio.run_coroutine_threadsafe(_in_order(loop).join(), loop)
-        try:
-            done.result(timeout)
-        except TimeoutError:
-            log.warning("realtime events still unsent after %.0f s", timeout)
+        with self.changed:
+            if not self.changed.wait_for(lambda: not self.unsent, timeout):
+                log.warning("realtime events still unsent after %.0f s", timeout)
 
 
-_publisher = _PublisherLoop()
+_publisher = _Publisher()
 atexit.register(_publisher.flush)
 
 
@@ -135,49 +175,36 @@ def release(sender, **kw) -> None:
         publish(events, deltas)
 
 
-def publish(events: list[dict[str, Any]], deltas: list[tuple[str, int, str]] = ()) -> None:
+def publish(events: list[dict[str, Any]], deltas: Deltas = ()) -> None:
     """Store the depth deltas in the resume buffer, then send every event, in order,
-    from one coroutine: per process, a channel sees events in commit order. Between
+    from one sender: per process, a channel sees events in commit order. Between
     `events_started` and `events_finished` (one commit's events), hold them and send
     them all at the end."""
     if _held.events is not None:
         _held.events += events
         _held.deltas += deltas
         return
-    layer = get_channel_layer()
-    if layer is None or not events:
-        return
-
-    async def send_all() -> None:
-        buffer = delta_buffer()
-        for book, seq, text in deltas:
-            await buffer.add(book, seq, text)
-        await group_send_all(layer, events)
-
-    # Hand the batch to the publishing loop (the server's, in the server) and return at
-    # once: the committing thread does not wait for Redis round trips. Delivery is best
-    # effort (the order is committed whatever happens there, and the book's seq lets
-    # every subscriber detect what it missed).
-    _hand_over(send_all, _server_loop())
+    # Hand the batch to the publishing loop (the server's, in the server) or thread and
+    # return at once: the committing thread does not wait for Redis round trips.
+    # Delivery is best effort (the order is committed whatever happens there, and the
+    # book's seq lets every subscriber detect what it missed).
+    _hand_over(events, list(deltas), _server_loop())
 
 
 def publish_later(events: list[dict[str, Any]], loop: asyncio.AbstractEventLoop | None) -> None:
     """Send `events` from a thread that committed nothing (realtime.account_updates'),
     on `loop`: the server's loop that the thread which noted the change ran for, while
-    it runs; else on the publishing loop."""
-    layer = get_channel_layer()
-    if layer is None or not events:
-        return
-
-    async def send_all() -> None:
-        await group_send_all(layer, events)
-
-    _hand_over(send_all, loop)
+    it runs; else by the publishing thread."""
+    _hand_over(events, [], loop)
 
 
-async def group_send_all(layer: Any, events: list[dict[str, Any]]) -> None:
-    """Each event to its channel's group, in order: in one pipeline where the layer can
-    (`dexsite.channel_layer`), else one `group_send` after another."""
+async def send_all(layer: Any, events: list[dict[str, Any]], deltas: Deltas) -> None:
+    """The deltas into the resume buffer, then each event to its channel's group, in
+    order: in one pipeline where the layer can (`dexsite.channel_layer`), else one
+    `group_send` after another."""
+    buffer = delta_buffer()
+    for book, seq, text in deltas:
+        await buffer.add(book, seq, text)
     send_many = getattr(type(layer), "group_send_many", None)
     if send_many is not None:
         await layer.group_send_many([(event["channel"], event) for event in events])
@@ -187,15 +214,17 @@ async def group_send_all(layer: Any, events: list[dict[str, Any]]) -> None:
 
 
 def _hand_over(
-    send_all: Callable[[], Awaitable[None]], loop: asyncio.AbstractEventLoop | None
+    events: list[dict[str, Any]], deltas: Deltas, loop: asyncio.AbstractEventLoop | None
 ) -> None:
+    if not events or get_channel_layer() is None:
+        return
     if loop is not None and loop.is_running():
         try:
-            loop.call_soon_threadsafe(_in_order(loop).put_nowait, send_all)
+            loop.call_soon_threadsafe(_in_order(loop).put_nowait, (events, deltas))
             return
         except RuntimeError:  # closed since it was seen running: publish elsewhere
             pass
-    _publisher.submit(send_all)
+    _publisher.submit(events, deltas)
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = (
@@ -217,9 +246,9 @@ def _in_order(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
 
 async def _drain(queue: asyncio.Queue) -> None:
     while True:
-        send_all = await queue.get()
+        events, deltas = await queue.get()
         try:
-            await send_all()
+            await send_all(get_channel_layer(), events, deltas)
         except Exception:
             log.exception("publishing realtime events failed")
         finally:

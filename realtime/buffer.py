@@ -52,6 +52,7 @@ class RedisBuffer:
         self.url = url
         self.keep = keep
         self._clients: dict[int, object] = {}
+        self._blocking = None  # a blocking client, made on first use
 
     def _client(self):
         import asyncio
@@ -71,6 +72,22 @@ class RedisBuffer:
             pipe.zadd(key, {text: seq})
             pipe.zremrangebyrank(key, 0, -self.keep - 1)
             await pipe.execute()
+
+    def add_many_blocking(self, deltas: list[tuple[str, int, str]]) -> None:
+        """`add` of each (book, seq, text) in one blocking round trip, from any thread
+        (the publishing thread of a process without a server)."""
+        if not deltas:
+            return
+        if self._blocking is None:
+            import redis
+
+            self._blocking = redis.Redis.from_url(self.url)
+        pipe = self._blocking.pipeline(transaction=False)
+        for book, seq, text in deltas:
+            pipe.zadd(_prefix() + book, {text: seq})
+        for book in {book for book, _, _ in deltas}:
+            pipe.zremrangebyrank(_prefix() + book, 0, -self.keep - 1)
+        pipe.execute()
 
     async def since(self, book: str, after: int, upto: int) -> list[str] | None:
         if upto <= after:

@@ -88,19 +88,23 @@ async def test_a_change_of_cash_alone_pushes_the_account_too(layer):
     await comm.disconnect()
 
 
-def test_changes_within_the_window_make_one_update_due_once():
+def test_changes_within_a_tick_make_one_update_due_once_at_the_tick():
     waiting = Waiting()
     key = (7, "PAPER")
-    assert waiting.note(key, now=0.0, delay=0.25)
+    assert waiting.note(key, now=0.05, delay=0.25)
     # Changes noted while it waits join it: they do not push its time back.
     assert not waiting.note(key, now=0.1, delay=0.25)
     assert not waiting.note(key, now=0.2, delay=0.25)
-    assert waiting.note((7, "REAL"), now=0.2, delay=0.25)  # the other mode: its own
+    # Another account noted within the same tick is due with it: one read for both.
+    assert waiting.note((7, "REAL"), now=0.2, delay=0.25)
     assert waiting.take_due(0.24) == {}
     assert waiting.next_due() == 0.25
-    assert list(waiting.take_due(0.25)) == [key]
+    assert sorted(waiting.take_due(0.25)) == [(7, "PAPER"), (7, "REAL")]
     assert waiting.take_due(0.3) == {}
-    # The next change after it was taken (being read, or sent) waits anew.
-    assert waiting.note(key, now=0.3, delay=0.25)
-    assert sorted(waiting.take_due(0.6)) == [(7, "PAPER"), (7, "REAL")]
+    # The next change after it was taken (being read, or sent) waits for the next tick:
+    # an account goes out at most once a tick.
+    assert waiting.note(key, now=0.25, delay=0.25)
+    assert waiting.take_due(0.49) == {}
+    assert waiting.note((8, "PAPER"), now=0.49, delay=0.25)
+    assert sorted(waiting.take_due(0.5)) == [(7, "PAPER"), (8, "PAPER")]
     assert waiting.next_due() is None

@@ -16,25 +16,32 @@ GROUP = "market.PUBTEST-PERP.paper"
 
 
 def publish_while_the_publisher_is_held(ids: range) -> bool:
-    """Publish one trade per id, each on its own, while the publishing loop is held
-    busy; let it go afterwards and wait until it has sent them. Returns whether every
-    call returned while the loop was still held: a caller that waited for the loop
-    could return only after it was let go (here: after the hold gave up, 10 s on)."""
-    broadcast.publish([broadcast.message("trade", GROUP, {"id": -1})])  # (starts the loop)
+    """Publish one trade per id, each on its own, while the publishing thread is held
+    busy sending the first; let it go afterwards and wait until it has sent them.
+    Returns whether every call returned while the thread was still held: a caller that
+    waited for it could return only after it was let go (here: after the hold gave up,
+    10 s on)."""
     held, release, let_go = threading.Event(), threading.Event(), threading.Event()
+    send = broadcast._publisher.send
 
-    def hold() -> None:
-        held.set()
-        release.wait(10)
-        let_go.set()
+    def held_send(events, deltas) -> None:
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+            let_go.set()
+        send(events, deltas)
 
-    broadcast._publisher.loop.call_soon_threadsafe(hold)
-    assert held.wait(10), "the publishing loop did not run"
-    for i in ids:
-        broadcast.publish([broadcast.message("trade", GROUP, {"id": i})])
-    returned_while_held = not let_go.is_set()
-    release.set()
-    broadcast._publisher.flush()
+    broadcast._publisher.send = held_send
+    try:
+        broadcast.publish([broadcast.message("trade", GROUP, {"id": -1})])
+        assert held.wait(10), "the publishing thread did not run"
+        for i in ids:
+            broadcast.publish([broadcast.message("trade", GROUP, {"id": i})])
+        returned_while_held = not let_go.is_set()
+        release.set()
+        broadcast._publisher.flush()
+    finally:
+        del broadcast._publisher.send
     return returned_while_held
 
 
