@@ -5,6 +5,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from dexsite.admin import ReadOnly
+from dexsite.errors import ExchangeError
 from trading.models import Book, Fill, IndexPrice, Market, Order, Position, Trade
 from trading.services import markets as market_services
 
@@ -53,7 +54,17 @@ class MarketAdmin(admin.ModelAdmin):
     def delist(self, request: HttpRequest, queryset: QuerySet) -> None:
         total = 0
         for market in queryset:
-            total += len(market_services.market_delist(market=market))
+            try:
+                total += len(market_services.market_delist(market=market))
+            except ExchangeError as e:
+                # Delisted (new orders refused), its resting orders not yet cancelled:
+                # delisting it again finishes it.
+                self.message_user(
+                    request,
+                    f"{market.symbol} is delisted, but its open orders were not all "
+                    f"cancelled ({e.code}: {e.message}). Delist it again to finish.",
+                    messages.ERROR,
+                )
         self.message_user(
             request,
             f"Delisted {queryset.count()} market(s), cancelled {total} order(s).",

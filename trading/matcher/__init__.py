@@ -26,6 +26,7 @@ from dexsite.errors import ExchangeError, NotFound
 from trading.matcher.requests import (
     CANCEL,
     CANCEL_ALL,
+    DELIST,
     PLACE,
     TRIGGER,
     MatcherRequest,
@@ -115,6 +116,21 @@ def orders_cancel_all_submit(
             },
         )
         (ids,) = _send(symbol, book_mode, request)
+        canceled += ids
+    return canceled
+
+
+def market_orders_cancel_submit(*, symbol: str) -> list[int]:
+    """Cancel every open order of a delisted market (`market_delist`), each book's by
+    its matcher: behind the requests it already holds, so that an order it placed
+    before it saw the market delisted is cancelled too."""
+    from trading.models import Book
+
+    canceled: list[int] = []
+    modes = Book.objects.filter(market__symbol=symbol).order_by("pk").values_list("mode", flat=True)
+    for mode in modes:
+        request = MatcherRequest(DELIST, None, cancel_all={"mode": mode, "market": symbol})
+        (ids,) = _send(symbol, mode, request)
         canceled += ids
     return canceled
 

@@ -5,7 +5,8 @@ place (one, or a batch's run on that book), one order to cancel, or a cancel-all
 that book; or, from the clock, a conditional order whose trigger was crossed. `request_run` is the one place requests are carried out, in the matcher
 process or, in the embedded run, in the web process that received them: consecutive
 placings share one transaction (`orders_place_each`, which groups them by book), the
-others run in turn, in the order they came.
+others run in turn, in the order they came. A DELIST (the operator's) cancels every open
+order of a book whose market is delisted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError
 
-PLACE, CANCEL, CANCEL_ALL, TRIGGER = "place", "cancel", "cancel_all", "trigger"
+PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST = "place", "cancel", "cancel_all", "trigger", "delist"
+# The kinds no trader asks for: the clock's triggers, the operator's delisting.
+_NO_TRADER = (TRIGGER, DELIST)
 
 # The order arguments that are amounts: sent as strings, read back as Decimal.
 _DECIMALS = ("qty", "price", "trigger_price", "take_profit", "stop_loss", "callback_rate")
@@ -33,7 +36,7 @@ class MatcherRequest:
     trader: AbstractBaseUser | None
     # PLACE: the orders, as `order_place` takes them (without `trader`).
     orders: list[dict[str, Any]] = field(default_factory=list)
-    # CANCEL, TRIGGER: the order; CANCEL_ALL: what to cancel of the book.
+    # CANCEL, TRIGGER: the order; CANCEL_ALL, DELIST: what to cancel of the book.
     order_id: int | None = None
     cancel_all: dict[str, Any] = field(default_factory=dict)
     # Set for a request carried over Redis: its id, and where its answer goes.
@@ -41,7 +44,7 @@ class MatcherRequest:
 
 
 # An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
-# it), one for a CANCEL (the order), a CANCEL_ALL (the cancelled ids) or a TRIGGER
+# it), one for a CANCEL (the order), a CANCEL_ALL or DELIST (the cancelled ids) or a TRIGGER
 # (PLACED, GONE, or the code of the refusal).
 Outcomes = list[Any]
 
@@ -57,7 +60,7 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
     i = 0
     while i < len(requests):
         request = requests[i]
-        if request.trader is None and request.kind != TRIGGER:
+        if request.trader is None and request.kind not in _NO_TRADER:
             # Its account is gone (deleted while the request waited).
             answers.append(ExchangeError("NOT_FOUND", "trader not found", status_code=404))
             i += 1
@@ -89,6 +92,10 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
                 answers.append([orders_cancel_all(trader=request.trader, **request.cancel_all)])
             elif request.kind == TRIGGER:
                 answers.append([order_trigger(request.order_id)])
+            elif request.kind == DELIST:
+                answers.append(
+                    [orders_cancel_all(trader=None, reason="DELISTED", **request.cancel_all)]
+                )
             else:
                 raise ValueError(f"unknown matcher request {request.kind!r}")
         except Exception as e:

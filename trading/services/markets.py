@@ -51,15 +51,22 @@ def market_resume(*, market: Market) -> bool:
 
 def market_delist(*, market: Market) -> list[int]:
     """Stop the market for good: refuse new orders, cancel every resting one and release
-    what it reserved. The status is set first, under each book's lock taken by the
-    cancel, so that no order can slip in between. A delisted market stays so: no pause
-    or resume moves it again."""
+    what it reserved. The status is set first, and the orders cancelled after it under
+    each book's lock, so that no order can slip in between: in one transaction here, or,
+    where matchers own the books, by each book's matcher, after the orders it was
+    already placing (which may have seen the market before it was delisted). A
+    delisted market stays so: no pause or resume moves it again; delisting it again
+    cancels what is left (a delisting whose matcher did not answer is finished so)."""
+    from trading import matcher
+
     with transaction.atomic():
         market_lock(market.pk)
         market_status_move(
             market, (MarketStatus.ACTIVE, MarketStatus.PAUSED), MarketStatus.DELISTED
         )
-        return orders_cancel_all(trader=None, market=market.symbol, reason="DELISTED")
+        if not matcher.remote():
+            return orders_cancel_all(trader=None, market=market.symbol, reason="DELISTED")
+    return matcher.market_orders_cancel_submit(symbol=market.symbol)
 
 
 @retrying

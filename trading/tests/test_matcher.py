@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from dexsite.errors import ExchangeError
+from ledger.models import Balance
 from trading import matcher
 from trading.matcher import redis_queue
 from trading.matcher.requests import PLACE, MatcherRequest
@@ -303,3 +304,52 @@ def test_one_client_order_id_raced_through_the_matcher_places_one_order(remote, 
     assert len({order["id"] for order, _ in answers}) == 1
     assert sum(created for _, created in answers) == 1
     assert Order.objects.filter(trader=alice).count() == 1
+
+
+def test_a_delisting_cancels_each_books_orders_in_its_matcher(remote, book_and_traders):
+    """The status first, then each book's open orders by the book's matcher, behind the
+    orders it was placing. Without a matcher the market is delisted and its orders wait;
+    delisting again, once a matcher serves, finishes it."""
+    from trading.services.markets import market_delist
+
+    book, alice, _ = book_and_traders
+    market = book.market
+    fund(alice, "1000000", mode="REAL")
+    remote()
+    _wait(lambda: {b.pk for b in market.books.all()} <= _leases().keys(), "both leases")
+    resting = [
+        matcher.order_submit(trader=alice, **_order(mode=mode))[0] for mode in ("PAPER", "REAL")
+    ]
+    assert all(o["status"] == "NEW" for o in resting)
+    # A trigger waiting on the book is cancelled with the rest.
+    stop, _ = matcher.order_submit(
+        trader=alice, **_order(type="STOP_MARKET", price=None, trigger_price=Decimal("70000"))
+    )
+    assert sorted(market_delist(market=market)) == sorted([o["id"] for o in resting] + [stop["id"]])
+    market.refresh_from_db()
+    assert market.status == "DELISTED"
+    assert set(Order.objects.filter(market=market).values_list("status", "cancel_reason")) == {
+        ("CANCELED", "DELISTED")
+    }
+    assert all(b.locked == 0 for b in Balance.objects.filter(trader=alice))
+    with pytest.raises(ExchangeError) as refused:
+        matcher.order_submit(trader=alice, **_order())
+    assert refused.value.code == "MARKET_DELISTED"
+
+
+def test_a_delisting_without_a_matcher_is_finished_by_delisting_again(remote, book_and_traders):
+    from trading.orders.place import order_place
+    from trading.services.markets import market_delist
+
+    book, alice, _ = book_and_traders
+    resting, _ = order_place(trader=alice, **_order())  # placed before matchers ran
+    with pytest.raises(ExchangeError) as e:
+        market_delist(market=book.market)
+    assert e.value.code == "MATCHER_UNAVAILABLE"
+    book.market.refresh_from_db()
+    assert book.market.status == "DELISTED"
+    assert Order.objects.get(pk=resting["id"]).status == "NEW"
+    remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    assert market_delist(market=book.market) == [resting["id"]]
+    assert Order.objects.get(pk=resting["id"]).cancel_reason == "DELISTED"
