@@ -19,9 +19,6 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from accounts.models import LinkedWallet, Transfer, TransferKind, TransferStatus, User
 from accounts.models import WalletChallenge as Challenge
@@ -34,6 +31,11 @@ NONCE_LENGTH = 24  # EIP-4361 asks for at least 8 alphanumerics
 def address_parse(raw: object, field: str = "address") -> str:
     """An address as stored: EIP-55 checksummed. Lower- or upper-case hex is accepted;
     mixed case must carry a valid checksum (a typo then shows as a bad checksum)."""
+    # Imported when first needed (here and below): eth-account and eth-utils take about
+    # a second to import, which every process (a matcher, the clock, each web process)
+    # paid at start through the admin's imports, whether it ever saw an address or not.
+    from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
+
     digits = raw[2:] if isinstance(raw, str) and raw.startswith("0x") else ""
     well_formed = is_hex_address(raw) if digits else False
     single_case = digits in (digits.lower(), digits.upper())
@@ -117,6 +119,9 @@ def wallet_challenge_issue(
 
 def signature_signer(message: str, signature: object) -> str:
     """The address whose key made this EIP-191 personal_sign signature of `message`."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     if not isinstance(signature, str):
         raise ExchangeError("INVALID_SIGNATURE", "signature must be hex", field="signature")
     try:
