@@ -13,6 +13,8 @@ import threading
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import BigIntegerField, F, Value
+from django.db.models.functions import Cast, Round
 
 from dexsite import sql
 from trading.engine import OrderBook
@@ -46,17 +48,20 @@ def engine_book_take(book: Book) -> OrderBook:
 def engine_book_build(book: Book) -> OrderBook:
     market = book.market
     engine = OrderBook()
+    tick, lot = market.tick_size, market.lot_size
+    # Ticks and lots worked out by the database: prices and sizes lie on the grid, so
+    # the rounded quotient is exact. Dividing Decimals here cost 12-15 µs an order (a
+    # matcher's restart with 100,000 resting orders spent 1.2-1.5 s on it).
+    ticks = Cast(Round(F("price") / Value(tick)), BigIntegerField())
+    lots = Cast(Round((F("qty") - F("filled_qty")) / Value(lot)), BigIntegerField())
     rows = (
         Order.objects.filter(market_id=book.market_id, mode=book.mode, status__in=OPEN_STATUSES)
         .order_by("id")
-        .values_list(
-            "id", "trader_id", "side", "price", "qty", "filled_qty", "reduce_only", "covered"
-        )
+        .values_list("id", "trader_id", "side", ticks, lots, "reduce_only", "covered")
     )
-    tick, lot = market.tick_size, market.lot_size
-    for oid, trader_id, side, price, qty, filled, reduce_only, covered in rows:
-        lots = int((qty - filled) / lot)
-        engine.add_resting(oid, trader_id, side, int(price / tick), lots, reduce_only or covered)
+    add = engine.add_resting
+    for oid, trader_id, side, price_ticks, size_lots, reduce_only, covered in rows:
+        add(oid, trader_id, side, price_ticks, size_lots, reduce_only or covered)
     return engine
 
 
