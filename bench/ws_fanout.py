@@ -46,12 +46,14 @@ Usage::
     python bench/ws_fanout.py [--quick] [--sockets 1000,5000] [--duration 20]
         [--rate 20] [--repeat 3] [--layers pubsub,core] [--no-baseline]
         [--idle 10000] [--idle-rounds 10] [--idle-round-sockets 2000] [--no-idle]
-        [--idle-server web] [--no-fanout] [--profile] [--variants web,uvloop,x2]
+        [--idle-server web] [--no-fanout] [--profile] [--variants web,web-x2,uvloop,x2]
         [--server-root DIR] [--png PATH]
 
 Scenarios: ``baseline``; a layer name (``pubsub``, ``core``): daphne on that layer;
-``pubsub-<variant>``: ``web`` (the web role), ``uvloop`` (daphne on uvloop), ``x2``
-(two daphne processes), each on the pub/sub layer.
+``pubsub-<variant>``: ``web`` (the web role), ``web-x2`` (two web-role processes),
+``uvloop`` (daphne on uvloop), ``x2`` (two daphne processes), each on the pub/sub layer.
+With two processes each listens on its own port, the client processes take the ports in
+turn (2 client processes: half the sockets each), and their CPU is summed.
 """
 
 from __future__ import annotations
@@ -299,10 +301,10 @@ def server_env(args, layer: str | None) -> dict[str, str]:
 
 
 def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Server:
-    """kind: baseline, baseline-uvloop, web (the Procfile's web role), daphne,
-    daphne-uvloop, daphne-x2 (two daphne processes)."""
+    """kind: baseline, baseline-uvloop, web (the Procfile's web role), web-x2 (two of
+    them), daphne, daphne-uvloop, daphne-x2 (two daphne processes)."""
     procs, ports, logs = [], [], []
-    count = 2 if kind == "daphne-x2" else 1
+    count = 2 if kind.endswith("-x2") else 1
     for i in range(count):
         port = free_port()
         logf = out / f"server-{tag}-{i}.log"
@@ -314,7 +316,7 @@ def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Ser
         else:
             head = {"web": [PY, "-m", "dexsite.serve"], "daphne-uvloop": [PY, "-c", UVLOOP_DAPHNE]}
             argv = [
-                *head.get(kind, [PY, "-m", "daphne"]),
+                *head.get(kind.removesuffix("-x2"), [PY, "-m", "daphne"]),
                 *("-b", HOST, "-p", str(port), "dexsite.asgi:application"),
             ]
             env, cwd = server_env(args, layer), args.server_root
@@ -504,10 +506,13 @@ def load_samples(paths: list[Path]) -> tuple[array, array]:
 
 def scenario_server(scenario: str) -> tuple[str, str | None]:
     """scenario name -> (server kind, channel layer): `pubsub` is daphne on the pub/sub
-    layer, `pubsub-web` the web role on it, `pubsub-uvloop` daphne on uvloop."""
+    layer, `pubsub-web` the web role on it, `pubsub-web-x2` two web-role processes,
+    `pubsub-uvloop` daphne on uvloop."""
     if scenario.startswith("baseline"):
         return scenario, None
     layer, _, variant = scenario.partition("+")[0].partition("-")
+    if variant == "web-x2" or variant.startswith("web-x2-"):
+        return "web-x2", layer
     if variant == "web" or variant.startswith("web-"):
         return "web", layer
     return ("daphne-" + variant if variant else "daphne"), layer
@@ -624,7 +629,7 @@ def run_fanout(scenario: str, n: int, rep: int, args, tokens, out: Path) -> Fano
             )
         if profiler is not None:
             run.profile = finish_profile(profiler)
-        run.server_rss_mb = proc_rss_kb(server.pid) / 1024
+        run.server_rss_mb = sum(proc_rss_kb(p.pid) for p in server.procs) / 1024
 
         paths = [out / f"samples-{tag}-c{i}.bin" for i in range(len(clients.procs))]
         replies = clients.all(
@@ -944,7 +949,7 @@ def run_idle(args, tokens: list[str], out: Path, layer: str) -> dict:
 
 
 def server_cpu_pct(r: FanoutRun) -> float:
-    """All the server's processes (daphne-x2 has two), % of one core."""
+    """All the server's processes (web-x2 and daphne-x2 have two), % of one core."""
     return sum(v for k, v in r.cpu.items() if k.startswith("server") and k.endswith("_cpu_pct"))
 
 
@@ -1226,8 +1231,8 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variants",
         default="web",
-        help="servers on pubsub besides daphne: web (the web role), uvloop (daphne on "
-        "uvloop), x2 (two daphne processes)",
+        help="servers on pubsub besides daphne: web (the web role), web-x2 (two web-role "
+        "processes), uvloop (daphne on uvloop), x2 (two daphne processes)",
     )
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--baseline-uvloop", action="store_true", help="also the baseline on uvloop")
