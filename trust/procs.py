@@ -309,6 +309,96 @@ def web_and_matcher(
         matcher.stop()
 
 
+# -- the router -------------------------------------------------------------------------
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+
+def nginx_config(prefix: Path, port: int, http_ports: list[int], ws_ports: list[int]) -> Path:
+    """deploy/nginx.conf with its ports replaced: listening on `port`, `/ws/` to the
+    `ws` processes on `ws_ports`, the rest to the `http` processes on `http_ports`;
+    written to `prefix`/nginx.conf (nginx's prefix: its pid and temporary files)."""
+    text = NGINX_CONF.read_text()
+
+    def servers(ports: list[int]) -> str:
+        return "\n        ".join(f"server {HOST}:{p};" for p in ports)
+
+    for old, new in (
+        ("listen 127.0.0.1:8000;", f"listen {HOST}:{port};"),
+        ("server 127.0.0.1:8001;", servers(http_ports)),
+        ("server 127.0.0.1:8002;", servers(ws_ports)),
+    ):
+        if old not in text:
+            raise RuntimeError(f"{NGINX_CONF}: no '{old}' to replace")
+        text = text.replace(old, new)
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def nginx_argv(conf: Path) -> list[str]:
+    """nginx in the foreground on `conf`, its prefix the folder `conf` is in."""
+    return [
+        _tool("nginx"),
+        "-p",
+        str(conf.parent),
+        "-c",
+        str(conf),
+        "-e",
+        "stderr",
+        "-g",
+        "daemon off;",
+    ]
+
+
+class Router:
+    """nginx as the Procfile's `router` role runs it, on a port of its own in front of
+    the given `http` and `ws` processes."""
+
+    def __init__(self, prefix: Path, http_ports: list[int], ws_ports: list[int]) -> None:
+        self.port = free_port()
+        self.conf = nginx_config(prefix, self.port, http_ports, ws_ports)
+        self.log_path = prefix / "nginx.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log_path.open("a") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                nginx_argv(self.conf),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        """Seconds until it answers a read through to the HTTP role."""
+        t0 = time.monotonic()
+        url = f"{self.url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
+        while time.monotonic() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited; see {self.log_path}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return time.monotonic() - t0
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            process_group_stop(self.proc)
+
+
 # -- PostgreSQL -------------------------------------------------------------------------
 
 
