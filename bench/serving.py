@@ -22,6 +22,12 @@ of 1-40 lots around 64,000 from 64 funded PAPER traders on one book, half of the
 crossing. Every round starts from the same state; after it every acknowledged order
 must be in the database and `check_invariants()` empty.
 
+Besides the order path (`order`), two of bench/http_floor.py's requests that never
+reach the matcher, in rounds half as long (not in --quick): `refused` (the same
+request with an unknown `timeInForce`: the token checked, the body parsed and
+validated, 400) and `not-found` (`GET /api/v1/floor`, 404 from Django's URL resolver),
+where the server's own cost is a larger share of the whole.
+
 Figures: orders/s, p50/p99 latency, and CPU ms per order from /proc over the measured
 window of the server's processes (`web`), nginx (`router`), the matcher, the PostgreSQL
 backends of the bench database and the Redis server (its INFO cpu: the whole server,
@@ -31,7 +37,7 @@ the rest of the machine's load (in cores) are reported beside it.
 Usage::
 
     python bench/serving.py [--quick] [--rounds R] [--duration S] [--warmup S]
-        [--only NAME,NAME] [--db-url URL] [--redis-url URL] [--json PATH]
+        [--only NAME,NAME] [--kinds order,refused,not-found] [--db-url URL] [--redis-url URL] [--json PATH]
 
 The database (default postgres://postgres@127.0.0.1:5432/dexsite_benchs) is created if
 missing and migrated, its data overwritten; Redis (default redis://127.0.0.1:6379/7) is
@@ -105,6 +111,10 @@ ARRANGEMENTS: dict[str, tuple[str, bool]] = {
     "nginx + uvicorn": ("uvicorn", True),
 }
 QUICK = ["uvicorn (one port)", "granian 1x8", "nginx + granian 1x8"]
+# `order`: POST /api/v1/trade, the order path; `refused` and `not-found`: bench/http_floor.py's
+# requests that never reach the matcher (a 400 from the API's validation, a 404 from
+# Django's URL resolver), where the server's own cost is a larger share.
+KINDS = ["order", "refused", "not-found"]
 PARTS = ["web", "router", "matcher", "postgres", "redis"]
 
 
@@ -206,8 +216,18 @@ def servers_stop(ctx: bm.Ctx, running: dict[str, Any]) -> None:
 
 
 def http_round(
-    ctx: bm.Ctx, running: dict[str, Any], arrangement: str, rep: int, warmup: float, duration: float
+    ctx: bm.Ctx,
+    running: dict[str, Any],
+    arrangement: str,
+    rep: int,
+    warmup: float,
+    duration: float,
+    kind: str = "order",
 ) -> bm.Round:
+    """One round of `kind` requests against `arrangement`: `order` (the order path) or
+    one of bench/http_floor.py's requests that never reach the matcher."""
+    from bench import http_floor
+
     fx = ctx.fx
     bm.reset(fx)
     server_name, routed = ARRANGEMENTS[arrangement]
@@ -222,12 +242,15 @@ def http_round(
     start = time.perf_counter() + 0.1
     t_measure, t_end = start + warmup, start + warmup + duration
     snaps: list = []
-    results = bm._run_async(
-        common._http_clients(
-            [port], fx, fx.symbols[:1], CLIENTS, 1000 * rep + 9, t_measure, t_end, meter, snaps
+    seed = 1000 * rep + 9
+    if kind == "order":
+        clients = common._http_clients(
+            [port], fx, fx.symbols[:1], CLIENTS, seed, t_measure, t_end, meter, snaps
         )
-    )
-    run = bm.Round("http", arrangement, 1, CLIENTS, rep, duration)
+    else:
+        clients = http_floor._clients(port, kind, fx, CLIENTS, seed, t_measure, t_end, meter, snaps)
+    results = bm._run_async(clients)
+    run = bm.Round(kind, arrangement, 1, CLIENTS, rep, duration)
     run.orders = sum(len(r.latencies) for r in results)
     cpu = meter.per_order(snaps[0], snaps[1], run.orders)
     run.redis_commands = meter.commands(snaps[0], snaps[1], run.orders)
@@ -239,10 +262,11 @@ def http_round(
     return run
 
 
-def ratios(runs: list[bm.Round], base: str) -> dict[str, dict[str, float]]:
-    """Per arrangement, the median over rounds of its orders/s and exchange CPU per order
-    over `base`'s in the same round."""
+def ratios(runs: list[bm.Round], base: str, kind: str) -> dict[str, dict[str, float]]:
+    """Per arrangement, the median over rounds of its requests/s and CPU per request
+    over `base`'s in the same round, for `kind` requests."""
     by_rep: dict[int, dict[str, bm.Round]] = collections.defaultdict(dict)
+    runs = [r for r in runs if r.path == kind]
     for r in runs:
         by_rep[r.rep][r.arrangement] = r
     out = {}
@@ -256,22 +280,36 @@ def ratios(runs: list[bm.Round], base: str) -> dict[str, dict[str, float]]:
                 "exchange_cpu_ms": statistics.median(
                     a.exchange_cpu_ms / b.exchange_cpu_ms for a, b in pairs
                 ),
+                "server_cpu_ms": statistics.median(_server(a) / _server(b) for a, b in pairs),
             }
     return out
 
 
-def table(rows: list[dict[str, Any]], rel: dict[str, dict[str, float]]) -> str:
+def _server(run: bm.Round) -> float:
+    """CPU ms per order of the server and the router in front of it."""
+    return run.cpu.get("web", 0.0) + run.cpu.get("router", 0.0)
+
+
+def table(rows: list[dict[str, Any]], rel: dict[str, dict[str, float]], kind: str) -> str:
+    unit = "order" if kind == "order" else "request"
     out = [
-        "| arrangement | orders/s | p50 ms | p99 ms | CPU ms/order: "
+        f"| {kind}: arrangement | {unit}s/s | p50 ms | p99 ms | CPU ms/{unit}: "
         + " · ".join(PARTS)
-        + " | exchange CPU ms/order | vs uvicorn: orders/s · CPU | client CPU ms/order"
+        + " | exchange CPU ms/order | vs the first: orders/s · exchange CPU · web+router CPU"
+        f" | client CPU ms/{unit}"
         " | other load (cores) | verified |",
         "|---|--:|--:|--:|---|--:|--:|--:|--:|---|",
     ]
     for r in rows:
+        if r["path"] != kind:
+            continue
         cpu = " · ".join(f"{r['cpu'][k]:.2f}" if k in r["cpu"] else "-" for k in PARTS)
         v = rel.get(r["arrangement"])
-        vs = f"{v['orders_per_s']:.2f} · {v['exchange_cpu_ms']:.2f}" if v else "1 · 1"
+        vs = (
+            f"{v['orders_per_s']:.2f} · {v['exchange_cpu_ms']:.2f} · {v['server_cpu_ms']:.2f}"
+            if v
+            else "1 · 1 · 1"
+        )
         ok = r["verified"] and r["errors"] == 0 and r["builds"] == 0
         out.append(
             f"| {r['arrangement']} | {r['orders_per_s']:,.0f} | {r['p50_ms']:.1f} | "
@@ -289,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="measured seconds per round (8)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each (2)")
     ap.add_argument("--only", help=f"comma list of {list(ARRANGEMENTS)}")
+    ap.add_argument(
+        "--kinds", help=f"comma list of {KINDS}: requests measured (all; --quick: order)"
+    )
     ap.add_argument("--db-url", default=os.environ.get("BENCH_SERVING_DATABASE_URL", DEFAULT_DB))
     ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     ap.add_argument("--json", type=Path, help="results file (bench/results/serving-*.json)")
@@ -299,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (1.5 if quick else 8.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if quick else 2.0)
     names = args.only.split(",") if args.only else (QUICK if quick else list(ARRANGEMENTS))
+    kinds = args.kinds.split(",") if args.kinds else (["order"] if quick else KINDS)
+    if set(kinds) - set(KINDS):
+        ap.error(f"unknown kinds {sorted(set(kinds) - set(KINDS))}; known: {KINDS}")
     unknown = set(names) - set(ARRANGEMENTS)
     if unknown:
         ap.error(f"unknown arrangements {sorted(unknown)}; known: {list(ARRANGEMENTS)}")
@@ -348,12 +392,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         running = servers_start(ctx, names)
         log(f"servers ready in {time.perf_counter() - t0:.1f}s; logs in {out_dir}")
-        log(f"\n== POST /api/v1/trade, {CLIENTS} clients, one book ==")
         for rep in range(rounds):
+            log(f"\n== round {rep + 1} of {rounds}, {CLIENTS} clients ==")
             k = rep % len(names)
-            for arrangement in names[k:] + names[:k]:
-                runs.append(http_round(ctx, running, arrangement, rep, warmup, duration))
-                save()
+            for kind in kinds:
+                # The requests that never reach the matcher: shorter rounds do.
+                seconds = duration if kind == "order" else max(duration / 2, 1.0)
+                for arrangement in names[k:] + names[:k]:
+                    runs.append(http_round(ctx, running, arrangement, rep, warmup, seconds, kind))
+                    save()
     finally:
         servers_stop(ctx, running)
         for key in ctx.redis.scan_iter(f"{prefix}*"):
@@ -361,11 +408,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = sorted(bm.medians(runs), key=lambda r: names.index(r["arrangement"]))
     base = names[0]
-    rel = ratios(runs, base)
+    rel = {kind: ratios(runs, base, kind) for kind in kinds}
     report["ratios"] = {"base": base, **rel}
     save()
     log(f"\n== medians over {rounds} round(s) ==")
-    log(table(rows, rel))
+    for kind in kinds:
+        log(table(rows, rel[kind], kind) + "\n")
     ok = all(r["verified"] and r["errors"] == 0 and r["builds"] == 0 for r in rows)
     log(f"\nresults: {out_path}  ({time.perf_counter() - t_start:.0f}s)")
     log("verification: " + ("every acknowledged order found, invariants hold" if ok else "FAILED"))
