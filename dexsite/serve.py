@@ -9,8 +9,8 @@ threads, not this process's HTTP bridge (dexsite/asgi.py): measured side by side
 either (the matcher's CPU dominates it), but the server's own share of a request is
 0.83-0.91 times uvicorn's (a 404: 0.55 against 0.64 ms; a refused order: 1.64 against
 1.71 ms), and a router in front, which production needs for TLS anyway, costs
-0.06-0.10 ms a request; behind nginx, granian answered 1.16 (refused orders) and 1.63
-(404s) times the requests/s of uvicorn behind nginx.
+0.06-0.11 ms a request; behind nginx, granian answered 1.14-1.16 (refused orders) and
+1.34-1.63 (404s) times the requests/s of uvicorn behind nginx.
 
 Why uvicorn, measured against daphne on uvloop (the web role before) on this project's
 2-core machine (docs/benchmarks.md, "The HTTP floor" and "WebSocket fan-out"): 1,000
