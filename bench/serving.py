@@ -432,7 +432,11 @@ def _version(pkg: str) -> str | None:
 
 def _nginx_version() -> str | None:
     try:
-        r = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False)
+        from trust.procs import nginx_path
+
+        r = subprocess.run(
+            [nginx_path() or "nginx", "-v"], capture_output=True, text=True, check=False
+        )
     except OSError:
         return None
     return (r.stderr or r.stdout).strip().rsplit("/", 1)[-1] or None

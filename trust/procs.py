@@ -437,10 +437,18 @@ def nginx_config(prefix: Path, port: int, http_ports: list[int], ws_ports: list[
     return conf
 
 
+def nginx_path() -> str | None:
+    """Debian's nginx: on PATH, or in /usr/sbin where a user's PATH may not look."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
 def nginx_argv(conf: Path) -> list[str]:
     """nginx in the foreground on `conf`, its prefix the folder `conf` is in."""
+    nginx = nginx_path()
+    if nginx is None:
+        raise RuntimeError("nginx not found (make install-nginx)")
     return [
-        _tool("nginx"),
+        nginx,
         "-p",
         str(conf.parent),
         "-c",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
 from decimal import Decimal
 
@@ -27,7 +26,7 @@ pytestmark = [
         reason="the roles share state only through PostgreSQL and Redis",
     ),
     pytest.mark.skipif(
-        shutil.which("nginx") is None,
+        procs.nginx_path() is None,
         reason="nginx is not installed (Debian's package: make install-nginx)",
     ),
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ pytestmark = [
         reason="the matcher runs on PostgreSQL and Redis",
     ),
     pytest.mark.skipif(
-        shutil.which("nginx") is None,
+        procs.nginx_path() is None,
         reason="nginx is not installed (Debian's package: make install-nginx)",
     ),
 ]
