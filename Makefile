@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/dexsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev install-js install-browser run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk bench-triggers bench-matcher chaos soak clean
+.PHONY: help install install-dev install-js install-browser install-nginx run run-prod test screenshots lint format bench-engine bench-orders bench-instructions bench-market-data bench-depth bench-bodies bench-ws bench-risk bench-triggers bench-matcher bench-serving chaos soak clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ install-browser: ## install Debian's Chromium for the browser tests, if missing
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
+# The production router (Procfile `router`, deploy/nginx.conf): Debian's nginx, run by
+# the Procfile in the foreground (the system's own nginx service is not used).
+install-nginx: ## install Debian's nginx for the production router and its tests, if missing
+	@command -v nginx >/dev/null 2>&1 || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y nginx; }
+
 run: install install-js ## set up and run the exchange at http://127.0.0.1:$(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
@@ -50,7 +57,7 @@ run: install install-js ## set up and run the exchange at http://127.0.0.1:$(POR
 	INDEX_FEEDS=$${INDEX_FEEDS-trading.feeds.RandomWalkFeed} WEB_PORT=$(PORT) PYTHONUNBUFFERED=1 \
 		$(BIN)/honcho start -f Procfile.dev
 
-test: install-dev install-js install-browser ## set up and run lint, migration check, JS units and the whole test suite
+test: install-dev install-js install-browser install-nginx ## set up and run lint, migration check, JS units and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
@@ -100,7 +107,7 @@ bench-depth: install-dev ## depth of a 10,000-level book: old read vs new, and 1
 bench-bodies: install-dev ## oversize request bodies against the web role: what it reads, what it holds
 	$(BIN)/python bench/bodies.py
 
-run-prod: install install-js ## the production roles of Procfile against DATABASE_URL and REDIS_URL (README: Production)
+run-prod: install install-js install-nginx ## the production roles of Procfile against DATABASE_URL and REDIS_URL (README: Production)
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 1; }
 	$(BIN)/python manage.py check --deploy
 	$(BIN)/python manage.py runclock --check
@@ -122,6 +129,10 @@ bench-triggers: install-dev ## stop/take-profit: price crossing to order placed,
 bench-matcher: install-dev ## the matcher role vs the embedded path: one book, HTTP, two web processes, restart (PostgreSQL + Redis)
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/matcher.py
+
+bench-serving: install-dev install-nginx ## the order path's HTTP under uvicorn, granian, nginx in front (PostgreSQL + Redis)
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/serving.py
 
 clean: ## remove the local database and collected static files
 	rm -rf db.sqlite3 staticfiles

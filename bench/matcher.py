@@ -9,8 +9,9 @@ PostgreSQL and Redis.
    (not in --quick): the matcher with its realtime receivers disconnected, i.e. what
    publishing the events costs it. The arrangements alternate round by round.
 2. **http**: `POST /api/v1/trade`, 8 keep-alive clients (aiohttp, in this process),
-   against one web process as the Procfile starts it with one matcher, and against
-   one web process with MATCHER=embedded.
+   against one web process (`python -m dexsite.serve`, Procfile.dev's `web`: HTTP and
+   WebSockets on one port; bench/serving.py compares the servers) with one matcher,
+   and against one web process with MATCHER=embedded.
 3. **scale-out**: the same flow against two web processes (4 clients each) and the
    one matcher. All the HTTP arrangements run side by side, started once, and take
    turns round by round.

@@ -13,7 +13,7 @@ bulk writes, commit), not just the in-memory engine (that is bench/engine.py):
   server on 127.0.0.1, 1 or 8 concurrent clients (aiohttp coroutines in this process,
   one keep-alive connection each), one book or four, under several serving
   arrangements started and stopped by the script (daphne, uvicorn, uvicorn with 2
-  workers, gunicorn gthread through bench/wsgi_app.py, ...).
+  workers, gunicorn gthread through dexsite/wsgi.py, ...).
 
 The flow: GTC limit orders around a fixed mid of 64,000 on a 0.5 tick, 0.001 lot grid
 (1-40 lots), from 64 funded traders picked at random (so self-trade prevention is rare),
@@ -100,7 +100,7 @@ SERVER_ENV = {
 }
 
 
-# Serving arrangements: argv templates ({port}); gunicorn serves bench/wsgi_app.py.
+# Serving arrangements: argv templates ({port}); gunicorn serves dexsite/wsgi.py.
 def _uvicorn(*extra: str) -> list[str]:
     return [
         "uvicorn",
@@ -121,7 +121,7 @@ def _uvicorn(*extra: str) -> list[str]:
 
 
 def _gunicorn(*extra: str) -> list[str]:
-    return ["gunicorn", "bench.wsgi_app:application", "-b", f"{HOST}:{{port}}", *extra]
+    return ["gunicorn", "dexsite.wsgi:application", "-b", f"{HOST}:{{port}}", *extra]
 
 
 # The Procfile's web role: daphne on uvloop, HTTP in worker threads that each keep a

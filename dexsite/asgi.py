@@ -1,4 +1,6 @@
-"""The ASGI application of the web role: HTTP and WebSockets on one port.
+"""The ASGI application of `python -m dexsite.serve`: HTTP and WebSockets on one port.
+In production it serves the `ws` role's WebSockets (the router sends plain HTTP to the
+`http` role, dexsite/wsgi.py); in the embedded run (Procfile.dev) both.
 
 WebSockets go to the channels consumers on the server's event loop. Plain HTTP (the
 REST API, pages, admin) is served by Django's WSGI handler in a pool of HTTP_WORKERS

@@ -1,6 +1,16 @@
-"""`python -m dexsite.serve [-b HOST] [-p PORT] [APP]`: the web role, HTTP and WebSockets on
-one port, under uvicorn (uvloop's event loop, httptools for HTTP, the sans-I/O
-`websockets` implementation for WebSockets).
+"""`python -m dexsite.serve [-b HOST] [-p PORT] [APP]`: uvicorn (uvloop's event loop,
+httptools for HTTP, the sans-I/O `websockets` implementation for WebSockets) serving
+HTTP and WebSockets on one port. The Procfile's `ws` role (behind the router, which
+sends it `/ws/`) and the embedded run's one web process (Procfile.dev) are this.
+
+Production's plain HTTP is the `http` role's, granian serving `dexsite.wsgi` in 8
+threads, not this process's HTTP bridge (dexsite/asgi.py): measured side by side
+(bench/serving.py, docs/benchmarks.md "Serving"), the order path costs the same under
+either (the matcher's CPU dominates it), but the server's own share of a request is
+0.83-0.91 times uvicorn's (a 404: 0.55 against 0.64 ms; a refused order: 1.64 against
+1.71 ms), and a router in front, which production needs for TLS anyway, costs
+0.06-0.11 ms a request; behind nginx, granian answered 1.14-1.16 (refused orders) and
+1.34-1.63 (404s) times the requests/s of uvicorn behind nginx.
 
 Why uvicorn, measured against daphne on uvloop (the web role before) on this project's
 2-core machine (docs/benchmarks.md, "The HTTP floor" and "WebSocket fan-out"): 1,000

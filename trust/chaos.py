@@ -1,7 +1,10 @@
 """Concurrency and crash recovery, against real web processes, PostgreSQL and Redis.
 
-Scenario 3, concurrency: two web processes (the Procfile's `web` role, each on its own
-port) on one database and one Redis. Sixteen client coroutines share ONE account (one
+A "web process" here is the site as the Procfile serves it: the `http` and `ws` roles
+behind a router (nginx on deploy/nginx.conf) on a port of its own; killing it kills the
+`http` and `ws` processes, and the router stays.
+
+Scenario 3, concurrency: two web processes (each on its own port) on one database and one Redis. Sixteen client coroutines share ONE account (one
 API key) and place, cancel and withdraw at once on ONE book, with a counterparty account
 trading against it so that orders cross; requests alternate between the two processes.
 Then a withdrawal race: the account's orders are cancelled, its withdrawable amount W
@@ -639,7 +642,7 @@ async def _clients_started(
 
 
 async def _crash_main(
-    web: procs.WebServer,
+    web: procs.Site,
     tokens: list[str],
     db_name: str,
     kills: int,
@@ -739,7 +742,7 @@ async def _crash_main(
     }
 
 
-async def _pg_crash(state: CrashState, web: procs.WebServer, db: DbThread) -> dict[str, Any]:
+async def _pg_crash(state: CrashState, web: procs.Site, db: DbThread) -> dict[str, Any]:
     """PostgreSQL stopped in immediate mode (a crash: no checkpoint, recovery from the
     WAL at start) under load, started again a second later."""
     await asyncio.sleep(1.5)
@@ -894,7 +897,7 @@ def run_matcher_kills(
 
 
 async def _matcher_kills_main(
-    web: procs.WebServer,
+    web: procs.Site,
     matcher: procs.MatcherProcess,
     tokens: list[str],
     kills: int,

@@ -123,16 +123,17 @@ def setup_django(db_url: str, prefix: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def procfile_role(role: str) -> str:
-    """A role's command line, as the Procfile gives it."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_role(role: str, procfile: str = "Procfile") -> str:
+    """A role's command line, as the Procfile (or `procfile`) gives it."""
+    for line in (ROOT / procfile).read_text().splitlines():
         if line.startswith(f"{role}:"):
             return line.split(":", 1)[1].strip()
-    raise RuntimeError(f"no {role} role in the Procfile")
+    raise RuntimeError(f"no {role} role in {procfile}")
 
 
 def procfile_web() -> str:
-    return procfile_role("web")
+    """The production roles that serve the site (the router in front of the others)."""
+    return " | ".join(f"{r}: {procfile_role(r)}" for r in ("http", "ws"))
 
 
 class RoleProcess:
@@ -140,6 +141,7 @@ class RoleProcess:
     `start` crash and replace it."""
 
     role = ""
+    procfile = "Procfile"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
@@ -154,7 +156,11 @@ class RoleProcess:
         with self.log_path.open("a") as out:
             # `exec`: the pid is the process's own.
             self.proc = subprocess.Popen(  # noqa: S603
-                [shutil.which("bash") or "/bin/bash", "-c", "exec " + procfile_role(self.role)],
+                [
+                    shutil.which("bash") or "/bin/bash",
+                    "-c",
+                    "exec " + procfile_role(self.role, self.procfile),
+                ],
                 cwd=ROOT,
                 env=self.start_env(),
                 stdout=out,
@@ -211,11 +217,11 @@ class MatcherProcess(RoleProcess):
 MATCHER_LEASE_CLASS = 0x4D41
 
 
-class WebServer(RoleProcess):
-    """One `web` process of the Procfile on a port of its own; `kill9` and `start`
-    crash and replace it on the same port."""
+class ServedRole(RoleProcess):
+    """One process of a Procfile role that serves on a port of its own (`port_env`
+    names it); `kill9` and `start` crash and replace it on the same port."""
 
-    role = "web"
+    port_env = ""
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
         super().__init__(env, log_path)
@@ -230,37 +236,132 @@ class WebServer(RoleProcess):
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
     def start_env(self) -> dict[str, str]:
-        return dict(self.env, WEB_PORT=str(self.port))
+        return dict(self.env, **{self.port_env: str(self.port)})
 
     def wait_ready(self, timeout: float = 60) -> float:
         """Seconds until the server answers a read that goes to the database."""
-        t0 = time.monotonic()
-        url = f"{self.url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
-        while time.monotonic() - t0 < timeout:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"web process exited; see {self.log_path}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
-                if r.status == 200:
-                    return time.monotonic() - t0
-            time.sleep(0.05)
-        raise RuntimeError(f"web process not ready after {timeout}s; see {self.log_path}")
+        return _wait_answering(self.url, self.proc, self.log_path, timeout)
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children."""
-        total = 0
-        for pid in _tree(self.pid):
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        return _rss(_tree(self.pid))
 
     def log_count(self, text: str) -> int:
         try:
             return self.log_path.read_text(errors="replace").count(text)
         except OSError:
             return 0
+
+
+class HttpServer(ServedRole):
+    """The Procfile's `http` role: plain HTTP (granian, WSGI)."""
+
+    role = "http"
+    port_env = "HTTP_PORT"
+
+
+class WsServer(ServedRole):
+    """The Procfile's `ws` role: WebSockets (uvicorn; it answers plain HTTP too)."""
+
+    role = "ws"
+    port_env = "WS_PORT"
+
+
+class WebServer(ServedRole):
+    """Procfile.dev's `web` role: one process serving HTTP and WebSockets on one port,
+    as the embedded run does (MATCHER as its environment says)."""
+
+    role = "web"
+    procfile = "Procfile.dev"
+    port_env = "WEB_PORT"
+
+
+class Site:
+    """The site as production serves it: the `http` and `ws` roles behind the router,
+    on the router's port. `kill9` and `start` crash and replace the two serving
+    processes (the router stays, as a load balancer would)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        stem = log_path.with_suffix("")
+        self.http = HttpServer(env, stem.with_name(stem.name + "-http.log"))
+        self.ws = WsServer(env, stem.with_name(stem.name + "-ws.log"))
+        prefix = stem.with_name(stem.name + "-nginx")
+        self.router = Router(prefix, [self.http.port], [self.ws.port])
+        self.log_path = log_path
+        self.port = self.router.port
+        for role in (self.http, self.ws):
+            role.log_path.write_text("")
+
+    @property
+    def url(self) -> str:
+        return self.router.url
+
+    @property
+    def roles(self) -> list[Any]:
+        return [self.http, self.ws, self.router]
+
+    @property
+    def pids(self) -> list[int]:
+        return [r.pid for r in self.roles]
+
+    def start(self) -> None:
+        for role in (self.http, self.ws):
+            role.start()
+        if self.router.proc is None or self.router.proc.poll() is not None:
+            self.router.start()
+
+    def kill9(self) -> None:
+        for role in (self.http, self.ws):
+            role.kill9()
+
+    def stop(self) -> None:
+        for role in self.roles:
+            role.stop()
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds until each role answers, and the router answers from the `http` role."""
+        t0 = time.monotonic()
+        for role in self.roles:
+            role.wait_ready(max(timeout - (time.monotonic() - t0), 1))
+        return time.monotonic() - t0
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every process of the site."""
+        return _rss([p for root in self.pids for p in _tree(root)])
+
+    def log_count(self, text: str) -> int:
+        return self.http.log_count(text) + self.ws.log_count(text)
+
+
+def _wait_answering(
+    url: str, proc: subprocess.Popen | None, log_path: Path, timeout: float
+) -> float:
+    """Seconds until `url` answers a read that goes to the database."""
+    t0 = time.monotonic()
+    url = f"{url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
+    while time.monotonic() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited; see {log_path}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+            if r.status == 200:
+                return time.monotonic() - t0
+        time.sleep(0.05)
+    raise RuntimeError(f"server not ready after {timeout}s; see {log_path}")
+
+
+def _rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
 
 
 def _tree(root: int) -> list[int]:
@@ -270,13 +371,12 @@ def _tree(root: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[list[WebServer]]:
-    """`n` web processes and the matcher they hand orders to, started together and
-    stopped whatever happens."""
-    started = [WebServer(env, out_dir / f"{tag}-web{i}.log") for i in range(n)]
+def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[list[Site]]:
+    """`n` sites (each the `http` and `ws` roles behind a router) and the matcher they
+    hand orders to, started together and stopped whatever happens."""
+    started = [Site(env, out_dir / f"{tag}-web{i}.log") for i in range(n)]
     matcher = MatcherProcess(env, out_dir / f"{tag}-matcher.log")
-    for s in [*started, matcher]:
-        s.log_path.write_text("")
+    matcher.log_path.write_text("")
     try:
         matcher.start()
         for s in started:
@@ -293,12 +393,12 @@ def servers(env: dict[str, str], out_dir: Path, n: int, tag: str) -> Iterator[li
 @contextlib.contextmanager
 def web_and_matcher(
     env: dict[str, str], out_dir: Path, tag: str
-) -> Iterator[tuple[WebServer, MatcherProcess]]:
-    """One web process and its matcher, each of which a scenario may kill and restart."""
-    web = WebServer(env, out_dir / f"{tag}-web.log")
+) -> Iterator[tuple[Site, MatcherProcess]]:
+    """One site and its matcher, each of which a scenario may kill and restart."""
+    web = Site(env, out_dir / f"{tag}-web.log")
     matcher = MatcherProcess(env, out_dir / f"{tag}-matcher.log")
+    matcher.log_path.write_text("")
     for p in (web, matcher):
-        p.log_path.write_text("")
         p.start()
     try:
         matcher.wait_ready()
@@ -307,6 +407,104 @@ def web_and_matcher(
     finally:
         web.stop()
         matcher.stop()
+
+
+# -- the router -------------------------------------------------------------------------
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+
+def nginx_config(prefix: Path, port: int, http_ports: list[int], ws_ports: list[int]) -> Path:
+    """deploy/nginx.conf with its ports replaced: listening on `port`, `/ws/` to the
+    `ws` processes on `ws_ports`, the rest to the `http` processes on `http_ports`;
+    written to `prefix`/nginx.conf (nginx's prefix: its pid and temporary files)."""
+    text = NGINX_CONF.read_text()
+
+    def servers(ports: list[int]) -> str:
+        return "\n        ".join(f"server {HOST}:{p};" for p in ports)
+
+    for old, new in (
+        ("listen 8000;", f"listen {HOST}:{port};"),
+        ("server 127.0.0.1:8001;", servers(http_ports)),
+        ("server 127.0.0.1:8002;", servers(ws_ports)),
+    ):
+        if old not in text:
+            raise RuntimeError(f"{NGINX_CONF}: no '{old}' to replace")
+        text = text.replace(old, new)
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def nginx_path() -> str | None:
+    """Debian's nginx: on PATH, or in /usr/sbin where a user's PATH may not look."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+def nginx_argv(conf: Path) -> list[str]:
+    """nginx in the foreground on `conf`, its prefix the folder `conf` is in."""
+    nginx = nginx_path()
+    if nginx is None:
+        raise RuntimeError("nginx not found (make install-nginx)")
+    return [
+        nginx,
+        "-p",
+        str(conf.parent),
+        "-c",
+        str(conf),
+        "-e",
+        "stderr",
+        "-g",
+        "daemon off;",
+    ]
+
+
+class Router:
+    """nginx as the Procfile's `router` role runs it, on a port of its own in front of
+    the given `http` and `ws` processes."""
+
+    def __init__(self, prefix: Path, http_ports: list[int], ws_ports: list[int]) -> None:
+        self.port = free_port()
+        self.conf = nginx_config(prefix, self.port, http_ports, ws_ports)
+        self.log_path = prefix / "nginx.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log_path.open("a") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                nginx_argv(self.conf),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        """Seconds until it answers a read through to the HTTP role."""
+        t0 = time.monotonic()
+        url = f"{self.url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
+        while time.monotonic() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited; see {self.log_path}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return time.monotonic() - t0
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            process_group_stop(self.proc)
 
 
 # -- PostgreSQL -------------------------------------------------------------------------

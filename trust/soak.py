@@ -18,8 +18,8 @@ order resting, more than the cancels take away, so a trader that already has
 book stays at most 16 x 20 orders, and a long run measures the server, not an ever
 larger book (0: no bound). Errors are transport failures, timeouts,
 5xx and any 4xx other than ORDER_NOT_OPEN (a cancel that lost the race with a fill).
-The web process is the Procfile's `web` role; its resident memory (with children) is
-sampled every 10 s. The invariant checker runs at the end.
+The web process is the site as the Procfile serves it (the `http` and `ws` roles behind
+the router); the resident memory of all three (with children) is sampled every 10 s. The invariant checker runs at the end.
 
 Usage::
 
@@ -173,7 +173,7 @@ async def measure_peak(
 
 
 async def open_model(
-    web: procs.WebServer,
+    web: procs.Site,
     tokens: list[str],
     rate: float,
     duration: float,

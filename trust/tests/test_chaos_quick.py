@@ -1,6 +1,6 @@
 """Short versions of the trust scenarios 3, 4, 5 and 8 (trust/chaos.py, trust/soak.py):
-real web processes started as the Procfile does, on a database of their own next to
-the test database, and the test run's Redis. The two scripts run side by side as
+the site served as the Procfile serves it (router, `http` and `ws` roles), on a database
+of their own next to the test database, and the test run's Redis. The two scripts run side by side as
 subprocesses; each test asserts one scenario's figures."""
 
 from __future__ import annotations

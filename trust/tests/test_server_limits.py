@@ -1,5 +1,5 @@
-"""Bad input at the server (scenario 7): the web process (`python -m dexsite.serve`, the
-Procfile's role) refuses a request body past DATA_UPLOAD_MAX_MEMORY_SIZE before it
+"""Bad input at the server (scenario 7): the one-process web server (`python -m
+dexsite.serve`: Procfile.dev's `web`, the Procfile's `ws`) refuses a request body past DATA_UPLOAD_MAX_MEMORY_SIZE before it
 reads it, by its Content-Length or, chunked, as soon as it passes the limit; and
 WebSocket messages past dexsite.serve.WS_MAX_MESSAGE_BYTES as they arrive."""
 
