@@ -23,26 +23,25 @@ from typing import Any
 
 import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
-from channels_redis.utils import _consistent_hash
 
 
 class PubSubChannelLayer(RedisPubSubChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._blocking: tuple[RedisPubSubLoopLayer, list[redis.Redis]] | None = None
+        self._blocking: tuple[RedisPubSubLoopLayer, dict[Any, redis.Redis]] | None = None
         self._blocking_lock = threading.Lock()
 
-    def _blocking_shards(self) -> tuple[RedisPubSubLoopLayer, list[redis.Redis]]:
+    def _blocking_shards(self) -> tuple[RedisPubSubLoopLayer, dict[Any, redis.Redis]]:
         """The layer's naming and sharding (a loop layer never connected) and a blocking
-        client per shard."""
+        client per shard (by the loop layer's shard)."""
         with self._blocking_lock:
             if self._blocking is None:
                 naming = RedisPubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
-                clients = []
+                clients = {}
                 for shard in naming._shards:
                     host = dict(shard.host)
                     address = host.pop("address", None)
-                    clients.append(
+                    clients[shard] = (
                         redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
                     )
                 self._blocking = (naming, clients)
@@ -51,10 +50,10 @@ class PubSubChannelLayer(RedisPubSubChannelLayer):
     def group_send_many_blocking(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         """`group_send_many`, blocking, from any thread."""
         naming, clients = self._blocking_shards()
-        pipes: dict[int, Any] = {}
+        pipes: dict[Any, Any] = {}
         for group, message in messages:
             channel = naming._get_group_channel_name(group)
-            shard = _consistent_hash(channel, len(clients))
+            shard = naming._get_shard(channel)
             pipe = pipes.get(shard)
             if pipe is None:
                 pipe = pipes[shard] = clients[shard].pipeline(transaction=False)
