@@ -30,8 +30,6 @@ from trading import signals
 
 log = logging.getLogger(__name__)
 
-TICKER_MIN_INTERVAL = 0.25  # seconds between tickers of one book, per process
-
 # Compact JSON, one encoder for every event (`json.dumps` with options builds one per
 # call).
 to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -270,23 +268,10 @@ def on_book_quiet(sender, *, market: str, mode: str, seq: int, **kw) -> None:
     publish([{"type": "ws.seq", "channel": channel, "seq": seq}])
 
 
-_last_ticker: dict[tuple[str, str], float] = {}
-_ticker_lock = threading.Lock()
-
-
 @receiver(signals.trade_executed)
 def on_trade(sender, *, market: str, mode: str, trade: dict[str, Any], **kw) -> None:
-    channel = names.market_channel(market, mode)
-    events = [message("trade", channel, trade)]
-    key = (market, mode)
-    now = time.monotonic()
-    with _ticker_lock:
-        due = now - _last_ticker.get(key, 0) >= TICKER_MIN_INTERVAL
-        if due:
-            _last_ticker[key] = now
-    if due:
-        events.append(message("ticker", channel, ticker_body(market, mode)))
-    publish(events)
+    # The market's ticker follows, read after the commit (realtime.account_updates).
+    publish([message("trade", names.market_channel(market, mode), trade)])
 
 
 def ticker_body(symbol: str, mode: str) -> dict[str, Any]:

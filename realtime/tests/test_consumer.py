@@ -84,6 +84,24 @@ async def test_subscribe_gets_snapshot_then_contiguous_deltas_and_trades(layer):
     await comm.disconnect()
 
 
+async def test_a_trade_is_followed_by_the_markets_ticker_read_after_the_commit(layer):
+    """The ticker is read by the after-commit reader (not by the thread that committed,
+    which in a matcher writes every book it owns): it shows the trade's price and
+    volume, once for trades within one tick."""
+    a, b = await setup_market_and_traders()
+    await place(a, "SELL", "64000", "0.5")
+    comm = communicator("/ws/?market=BTC-PERP&mode=PAPER")
+    assert (await comm.connect())[0]
+    await place(b, "BUY", None, "0.1")
+    await place(b, "BUY", None, "0.2")
+    ticker = await recv_until(comm, "ticker")
+    while ticker["volume24h"] != "0.3":  # both trades (a tick may fall between them)
+        ticker = await recv_until(comm, "ticker")
+    assert (ticker["symbol"], ticker["mode"], ticker["lastPrice"]) == ("BTC-PERP", "PAPER", "64000")
+    assert ticker["channel"] == "market.BTC-PERP.paper"
+    await comm.disconnect()
+
+
 async def test_trader_channel_is_private_and_carries_private_events(layer):
     a, b = await setup_market_and_traders()
     comm = communicator(token=await token_of(a))

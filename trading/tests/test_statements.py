@@ -34,9 +34,6 @@ def statements(fn) -> list[str]:
 
 
 def test_resting_and_crossing_orders_keep_to_their_statement_budget(perp, alice, bob, monkeypatch):
-    # A trade publishes the market's ticker at most every 0.25 s: whether the measured
-    # one would is a matter of how fast the machine ran the warm-up. It is not.
-    monkeypatch.setattr(broadcast, "TICKER_MIN_INTERVAL", 3600)
     place(bob, "SELL", "64010")  # warm: balances, positions and the engine book exist
     place(alice, "BUY", "64010")
     for i in range(20):
@@ -58,9 +55,7 @@ def test_orders_wait_for_the_database_a_fixed_few_times(perp, alice, bob, monkey
     """The statements that need no answer of the one before go out together: the book's
     lock with the taker's balance rows, positions and the order's key; the makers'
     orders with their balance rows and positions; every write."""
-    # (Not the ticker, which reads the market after the commit when its turn comes, by
-    # the clock.)
-    monkeypatch.setattr(broadcast, "TICKER_MIN_INTERVAL", float("inf"))
+    # (Not the ticker, which is read after the commit by another thread.)
     place(bob, "SELL", "64010")
     place(alice, "BUY", "64010")
     for i in range(20):
