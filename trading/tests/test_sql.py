@@ -161,6 +161,7 @@ def test_a_pipeline_runs_its_statements_and_reports_a_broken_constraint():
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="sequences are PostgreSQL's")
 def test_keys_of_several_tables_in_one_statement():
+    sql.keys_reserve_each([(Position, 1), (LedgerEntry, 1)])  # (their sequences' names)
     with CaptureQueriesContext(connection) as q:
         positions, ledger = sql.keys_reserve_each([(Position, 3), (LedgerEntry, 2)])
     assert len(q.captured_queries) == 1
