@@ -13,8 +13,10 @@ through the exchange's own path, ``realtime.broadcast.publish([message("trade",
 channel, body)])`` (bench/ws_publisher.py). Per message and per socket: latency =
 receive time - publish time (the message's ``ts``, to the microsecond), reported as
 p50/p99/max, plus deliveries/s and missing messages. Both channel layers run in the
-same invocation: ``channels_redis.pubsub.RedisPubSubChannelLayer`` (the default) and
-``channels_redis.core.RedisChannelLayer`` (CHANNEL_LAYER_BACKEND). The same clients
+same invocation: the exchange's ``dexsite.channel_layer.PubSubChannelLayer``
+(channels-redis's pub/sub layer and what the publishing thread of a process without a
+server needs: the default) and ``channels_redis.core.RedisChannelLayer``
+(CHANNEL_LAYER_BACKEND). The same clients
 and N against a bare ``websockets`` broadcast server (bench/ws_baseline.py: same
 payloads, same rate, ``websockets.broadcast``, no channel layer, no Django) give the
 floor that the exchange's figures are divided by.
@@ -91,7 +93,7 @@ SYMBOL = "WSBENCH-PERP"
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/dexsite_bench_ws"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 LAYERS = {
-    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "pubsub": "dexsite.channel_layer.PubSubChannelLayer",
     "core": "channels_redis.core.RedisChannelLayer",
 }
 SERVER_ENV = {
