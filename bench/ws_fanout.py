@@ -13,8 +13,10 @@ through the exchange's own path, ``realtime.broadcast.publish([message("trade",
 channel, body)])`` (bench/ws_publisher.py). Per message and per socket: latency =
 receive time - publish time (the message's ``ts``, to the microsecond), reported as
 p50/p99/max, plus deliveries/s and missing messages. Both channel layers run in the
-same invocation: ``channels_redis.pubsub.RedisPubSubChannelLayer`` (the default) and
-``channels_redis.core.RedisChannelLayer`` (CHANNEL_LAYER_BACKEND). The same clients
+same invocation: the exchange's ``dexsite.channel_layer.PubSubChannelLayer``
+(channels-redis's pub/sub layer and what the publishing thread of a process without a
+server needs: the default) and ``channels_redis.core.RedisChannelLayer``
+(CHANNEL_LAYER_BACKEND). The same clients
 and N against a bare ``websockets`` broadcast server (bench/ws_baseline.py: same
 payloads, same rate, ``websockets.broadcast``, no channel layer, no Django) give the
 floor that the exchange's figures are divided by.
@@ -51,9 +53,12 @@ Usage::
 
 Scenarios: ``baseline``; a layer name (``pubsub``, ``core``): daphne on that layer;
 ``pubsub-<variant>``: ``web`` (the web role), ``web-x2`` (two web-role processes),
-``uvloop`` (daphne on uvloop), ``x2`` (two daphne processes), each on the pub/sub layer.
-With two processes each listens on its own port, the client processes take the ports in
-turn (2 client processes: half the sockets each), and their CPU is summed.
+``web-router`` (the web role behind nginx on deploy/nginx.conf, as the Procfile's
+``router`` and ``ws`` roles run: the clients connect to nginx's port), ``uvloop`` (daphne
+on uvloop), ``x2`` (two daphne processes), each on the pub/sub layer. With two processes
+each listens on its own port, the client processes take the ports in turn (2 client
+processes: half the sockets each), and their CPU is summed; nginx's (its master and
+workers) is counted with the server's and shown apart as the router's.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ SYMBOL = "WSBENCH-PERP"
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/dexsite_bench_ws"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 LAYERS = {
-    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "pubsub": "dexsite.channel_layer.PubSubChannelLayer",
     "core": "channels_redis.core.RedisChannelLayer",
 }
 SERVER_ENV = {
@@ -110,6 +115,8 @@ UVLOOP_DAPHNE = (
     "CommandLineInterface.entrypoint()"
 )
 CLK = os.sysconf("SC_CLK_TCK")
+# CpuWindow's names of the server's processes: the server's own, and nginx's in front.
+SERVER_PARTS = ("server", "router")
 
 
 def log(msg: str) -> None:
@@ -175,7 +182,7 @@ class CpuWindow:
         out["others_cpu_pct"] = 100 * max(0.0, busy - sum(used.values())) / wall
         out["machine_busy_pct"] = 100 * busy / (m1[1] - self.m0[1]) if m1[1] > self.m0[1] else 0
         out["wall_s"] = wall
-        out["server_cpu_s"] = sum(v for k, v in used.items() if k.startswith("server"))
+        out["server_cpu_s"] = sum(v for k, v in used.items() if k.startswith(SERVER_PARTS))
         return out
 
 
@@ -249,12 +256,24 @@ def spawn(argv: list[str], **kw) -> subprocess.Popen:
     (autogroups) fairly against each other, whatever the niceness of the processes in
     them: a server sharing one session with its clients would get that session's share
     only. With --nice, each session's autogroup gets that niceness too."""
-    proc = subprocess.Popen(argv, start_new_session=True, **kw)
+    return adopt(subprocess.Popen(argv, start_new_session=True, **kw))
+
+
+def adopt(proc: subprocess.Popen) -> subprocess.Popen:
+    """A process started in a session of its own (spawn, or elsewhere), stopped with the
+    bench's and given its niceness."""
     CHILDREN.append(proc)
     if NICE:
         with contextlib.suppress(OSError):
             Path(f"/proc/{proc.pid}/autogroup").write_text(str(NICE))
     return proc
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's children (nginx's workers), from /proc."""
+    with contextlib.suppress(OSError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
 
 
 def free_port() -> int:
@@ -269,15 +288,19 @@ class Server:
     procs: list[subprocess.Popen]
     ports: list[int]
     logs: list[Path]
+    router: Any = None  # trust.procs.Router: nginx in front, the clients' port
 
     @property
     def pid(self) -> int:
         return self.procs[0].pid
 
     def url(self, i: int = 0) -> str:
-        return f"ws://{HOST}:{self.ports[i % len(self.ports)]}/ws/"
+        port = self.router.port if self.router else self.ports[i % len(self.ports)]
+        return f"ws://{HOST}:{port}/ws/"
 
     def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop()
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -302,7 +325,8 @@ def server_env(args, layer: str | None) -> dict[str, str]:
 
 def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Server:
     """kind: baseline, baseline-uvloop, web (the Procfile's web role), web-x2 (two of
-    them), daphne, daphne-uvloop, daphne-x2 (two daphne processes)."""
+    them), web-router (one behind nginx), daphne, daphne-uvloop, daphne-x2 (two daphne
+    processes)."""
     procs, ports, logs = [], [], []
     count = 2 if kind.endswith("-x2") else 1
     for i in range(count):
@@ -316,10 +340,12 @@ def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Ser
         else:
             head = {"web": [PY, "-m", "dexsite.serve"], "daphne-uvloop": [PY, "-c", UVLOOP_DAPHNE]}
             argv = [
-                *head.get(kind.removesuffix("-x2"), [PY, "-m", "daphne"]),
+                *head.get(kind.removesuffix("-x2").removesuffix("-router"), [PY, "-m", "daphne"]),
                 *("-b", HOST, "-p", str(port), "dexsite.asgi:application"),
             ]
             env, cwd = server_env(args, layer), args.server_root
+            if kind.endswith("-router"):
+                env["NUM_PROXIES"] = "1"  # as production behind the router (README)
         with open(logf, "w") as lf:
             procs.append(spawn(argv, cwd=cwd, env=env, stdout=lf, stderr=lf))
         ports.append(port)
@@ -343,6 +369,18 @@ def start_server(kind: str, layer: str | None, args, out: Path, tag: str) -> Ser
                         f"{kind} did not start: {logf.read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.2)
+    if kind.endswith("-router"):
+        from trust.procs import Router
+
+        # `/ws/` to the web role; the rest too (it answers /metrics, the readiness check).
+        try:
+            server.router = Router(out / f"nginx-{tag}", ports, ports)
+            server.router.start()
+            adopt(server.router.proc)
+            server.router.wait_ready(30, "/metrics")
+        except Exception:
+            server.stop()
+            raise
     return server
 
 
@@ -513,6 +551,8 @@ def scenario_server(scenario: str) -> tuple[str, str | None]:
     layer, _, variant = scenario.partition("+")[0].partition("-")
     if variant == "web-x2" or variant.startswith("web-x2-"):
         return "web-x2", layer
+    if variant == "web-router" or variant.startswith("web-router-"):
+        return "web-router", layer
     if variant == "web" or variant.startswith("web-"):
         return "web", layer
     return ("daphne-" + variant if variant else "daphne"), layer
@@ -577,6 +617,9 @@ def run_fanout(scenario: str, n: int, rep: int, args, tokens, out: Path) -> Fano
         pids = {"server": server.pid, "redis": args.redis_pid}
         if len(server.procs) > 1:
             pids["server2"] = server.procs[1].pid
+        if server.router is not None:
+            for i, p in enumerate([server.router.pid, *child_pids(server.router.pid)]):
+                pids[f"router{i}"] = p
         for i, p in enumerate(clients.pids):
             pids[f"client{i}"] = p
         window = CpuWindow(pids)
@@ -948,9 +991,10 @@ def run_idle(args, tokens: list[str], out: Path, layer: str) -> dict:
 # -- report ----------------------------------------------------------------------------
 
 
-def server_cpu_pct(r: FanoutRun) -> float:
-    """All the server's processes (web-x2 and daphne-x2 have two), % of one core."""
-    return sum(v for k, v in r.cpu.items() if k.startswith("server") and k.endswith("_cpu_pct"))
+def server_cpu_pct(r: FanoutRun, parts: tuple[str, ...] = SERVER_PARTS) -> float:
+    """All the server's processes (web-x2 and daphne-x2 have two; web-router's nginx
+    counts too), % of one core."""
+    return sum(v for k, v in r.cpu.items() if k.startswith(parts) and k.endswith("_cpu_pct"))
 
 
 def medians(runs: list[FanoutRun]) -> list[dict[str, Any]]:
@@ -980,6 +1024,15 @@ def medians(runs: list[FanoutRun]) -> list[dict[str, Any]]:
                 "missing": med("missing"),
                 "server_us_per_delivery": med("server_us_per_delivery"),
                 "server_cpu_pct": statistics.median(server_cpu_pct(r) for r in rs),
+                "router_cpu_pct": statistics.median(server_cpu_pct(r, ("router",)) for r in rs),
+                "router_us_per_delivery": statistics.median(
+                    1e6
+                    * server_cpu_pct(r, ("router",))
+                    / 100
+                    * r.cpu.get("wall_s", 0)
+                    / max(1, r.received)
+                    for r in rs
+                ),
                 "clients_cpu_pct": statistics.median(
                     sum(v for k, v in r.cpu.items() if k.startswith("client")) for r in rs
                 ),
@@ -1033,7 +1086,7 @@ def _x(v: float | None) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| server / layer | sockets | p50 ms | p99 ms | max ms | deliveries/s (offered) | "
-        "missing | server CPU µs/delivery | p50 / p99 / deliveries / CPU vs baseline |\n"
+        "missing | server CPU µs/delivery (router's) | p50 / p99 / deliveries / CPU vs baseline |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
@@ -1045,20 +1098,24 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {r['scenario']} | {r['sockets']:,} | {fmt_ms(r['p50_ms'], False)} | "
             f"{fmt_ms(r['p99_ms'], False)} | {fmt_ms(r['max_ms'], False)} | "
             f"{r['deliveries_per_s']:,.0f} ({r['offered_per_s']:,.0f}) | "
-            f"{r['missing']:,.0f} | {r['server_us_per_delivery']:.1f} | {ratio} |"
+            f"{r['missing']:,.0f} | {r['server_us_per_delivery']:.1f}"
+            + (f" ({r['router_us_per_delivery']:.1f})" if r.get("router_us_per_delivery") else "")
+            + f" | {ratio} |"
         )
     return head + "\n".join(lines)
 
 
 def cpu_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| server / layer | sockets | server | clients (2 procs) | Redis | rest of machine | "
+        "| server / layer | sockets | server (router's) | clients (2 procs) | Redis | "
+        "rest of machine | "
         "server RSS MB at end | open s | publish() p99 ms | publisher behind schedule s |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     return head + "\n".join(
-        f"| {r['scenario']} | {r['sockets']:,} | {r['server_cpu_pct']:.0f}% | "
-        f"{r['clients_cpu_pct']:.0f}% | {r['redis_cpu_pct']:.0f}% | {r['others_cpu_pct']:.0f}% | "
+        f"| {r['scenario']} | {r['sockets']:,} | {r['server_cpu_pct']:.0f}%"
+        + (f" ({r['router_cpu_pct']:.0f}%)" if r.get("router_cpu_pct") else "")
+        + f" | {r['clients_cpu_pct']:.0f}% | {r['redis_cpu_pct']:.0f}% | {r['others_cpu_pct']:.0f}% | "
         f"{r.get('server_rss_mb', 0):.0f} | {r['open_seconds']:.1f} | "
         f"{r['publish_ms_p99']:.2f} | {r.get('publisher_late_s', 0):.2f} |"
         for r in rows

@@ -14,9 +14,11 @@ either (the matcher's CPU dominates it), but the server's own share of a request
 
 Why uvicorn, measured against daphne on uvloop (the web role before) on this project's
 2-core machine (docs/benchmarks.md, "The HTTP floor" and "WebSocket fan-out"): 1,000
-sockets at 20 events/s were delivered at p99 44 ms and 23.2 µs of server CPU each,
-against 315 ms and 48.1 µs (the bare `websockets` server: 36 ms, 15.1 µs); HTTP requests
-cost 0.63 to 0.81 times the server CPU each (orders 113 -> 144/s, p99 172 -> 131 ms). uvicorn
+sockets at 20 events/s are delivered at p99 29 ms and 19.7 µs of server CPU each (the
+bare `websockets` server, same run: 26 ms, 14.6 µs; behind the router, 35 ms and 34.5 µs
+with nginx's), where daphne took 315 ms and 48.1 µs (its run's baseline: 36 ms,
+15.1 µs); HTTP requests cost 0.63 to 0.81 times the server CPU each (orders 113 -> 144/s,
+p99 172 -> 131 ms). uvicorn
 also hands a request's body to the application as it arrives, with flow control, so the
 application refuses an oversized body by its Content-Length or as soon as it passes the limit, before
 it is held in memory (daphne read every body whole first).

@@ -489,10 +489,11 @@ class Router:
                 start_new_session=True,
             )
 
-    def wait_ready(self, timeout: float = 30) -> float:
-        """Seconds until it answers a read through to the HTTP role."""
+    def wait_ready(self, timeout: float = 30, path: str = "") -> float:
+        """Seconds until it answers a read through to the HTTP role (a depth read, or
+        `path`)."""
         t0 = time.monotonic()
-        url = f"{self.url}/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1"
+        url = self.url + (path or f"/api/v1/markets/{SYMBOL}/depth?mode=REAL&levels=1")
         while time.monotonic() - t0 < timeout:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited; see {self.log_path}")
