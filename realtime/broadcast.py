@@ -125,11 +125,13 @@ class _Publisher:
     def send(self, events: list[dict[str, Any]], deltas: Deltas) -> None:
         layer = get_channel_layer()
         buffer = delta_buffer()
-        send_many = getattr(layer, "group_send_many_blocking", None)
-        add_many = getattr(buffer, "add_many_blocking", None)
+        # Looked up on the classes: channels-redis's own pub/sub layer hands any attribute
+        # it lacks to its per-loop layer, which needs a running loop (there is none here).
+        send_many = getattr(type(layer), "group_send_many_blocking", None)
+        add_many = getattr(type(buffer), "add_many_blocking", None)
         if send_many is not None and add_many is not None:
-            add_many(deltas)
-            send_many([(event["channel"], event) for event in events])
+            add_many(buffer, deltas)
+            send_many(layer, [(event["channel"], event) for event in events])
             return
         if self.loop is None:
             self.loop = asyncio.new_event_loop()

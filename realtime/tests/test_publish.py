@@ -7,6 +7,8 @@ import json
 import threading
 
 import pytest
+from channels.layers import get_channel_layer
+from django.conf import settings
 
 from realtime import broadcast
 
@@ -58,3 +60,29 @@ async def test_the_publisher_does_not_hold_up_the_caller_and_keeps_the_order(lay
         for _ in range(21)
     ]
     assert got == [-1, *range(20)]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="a Redis channel layer")
+async def test_channels_redis_own_pubsub_layer_is_published_to_from_a_thread(settings):
+    """A deployment may name channels-redis's pub/sub layer (CHANNEL_LAYER_BACKEND),
+    which has no blocking sender and answers a look for one with an error when no loop
+    runs: the publishing thread sends through its own event loop instead."""
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": config}
+    }
+    layer = get_channel_layer()
+    assert type(layer).__module__ == "channels_redis.pubsub"
+    channel = await layer.new_channel()
+    await layer.group_add(GROUP, channel)
+
+    def publish_and_flush() -> None:
+        broadcast.publish([broadcast.message("trade", GROUP, {"id": 7})])
+        broadcast._publisher.flush()
+
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, publish_and_flush)
+        got = await asyncio.wait_for(layer.receive(channel), 10)
+        assert json.loads(got["text"])["id"] == 7
+    finally:
+        await layer.flush()
