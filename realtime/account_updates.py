@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.dispatch import receiver
 
 from ledger.signals import balances_changed
@@ -159,27 +159,9 @@ settle = _sender.settle
 def send(due: dict[Key, Noted]) -> None:
     """Read the `due` accounts, a mode at a time, and the due books' tickers, and publish
     them."""
-    from ledger.selectors import public_trader_ids
-    from trading.selectors import accounts_shown
-
     try:
-        by_loop: dict[Any, list[dict[str, Any]]] = {}
-        for key, noted in due.items():
-            if key[0] == TICKER:
-                _, symbol, mode = key
-                body = broadcast.ticker_body(symbol, mode)
-                if body:
-                    channel = names.market_channel(symbol, mode)
-                    by_loop.setdefault(noted.loop, []).append(
-                        broadcast.message("ticker", channel, body)
-                    )
-        accounts = [key for key in due if key[0] != TICKER]
-        uuids = public_trader_ids({t for t, _ in accounts})
-        for mode in sorted({m for _, m in accounts}):
-            ids = [t for t, m in accounts if m == mode and t in uuids]
-            for t, body in accounts_shown(trader_ids=ids, mode=mode).items():
-                event = broadcast.message("accountUpdate", names.trader_channel(uuids[t]), body)
-                by_loop.setdefault(due[t, mode].loop, []).append(event)
+        with transaction.atomic():
+            by_loop = _read(due)
         for loop, events in by_loop.items():
             broadcast.publish_later(events, loop)
     except Exception:
@@ -188,6 +170,37 @@ def send(due: dict[Key, Noted]) -> None:
         # This thread's connection is not kept between batches, which may be far
         # apart (nor left open on a test database that is about to be dropped).
         connections.close_all()
+
+
+def _read(due: dict[Key, Noted]) -> dict[Any, list[dict[str, Any]]]:
+    """The events of `due`, by the loop each leaves from, read in one snapshot: an
+    account's balances and positions as one commit left them (read one statement after
+    another at READ COMMITTED, a fill committed in between showed its position without
+    its fee). A change committed after the snapshot is noted again and sent next tick."""
+    from ledger.selectors import public_trader_ids
+    from trading.selectors import accounts_shown
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    by_loop: dict[Any, list[dict[str, Any]]] = {}
+    for key, noted in due.items():
+        if key[0] == TICKER:
+            _, symbol, mode = key
+            body = broadcast.ticker_body(symbol, mode)
+            if body:
+                channel = names.market_channel(symbol, mode)
+                by_loop.setdefault(noted.loop, []).append(
+                    broadcast.message("ticker", channel, body)
+                )
+    accounts = [key for key in due if key[0] != TICKER]
+    uuids = public_trader_ids({t for t, _ in accounts})
+    for mode in sorted({m for _, m in accounts}):
+        ids = [t for t, m in accounts if m == mode and t in uuids]
+        for t, body in accounts_shown(trader_ids=ids, mode=mode).items():
+            event = broadcast.message("accountUpdate", names.trader_channel(uuids[t]), body)
+            by_loop.setdefault(due[t, mode].loop, []).append(event)
+    return by_loop
 
 
 @receiver(signals.position_updated)
