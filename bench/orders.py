@@ -776,7 +776,34 @@ def run_service(
 # -- HTTP -----------------------------------------------------------------------------
 
 
+# Ports handed out by this process: never twice, though each is closed until its server
+# binds it.
+_ports_given: set[int] = set()
+# Not the module's generator, which runs may seed alike in several processes at once.
+_ports_random = random.SystemRandom()
+
+
 def free_port() -> int:
+    """A port for a server to listen on that nothing holds now. Taken below the kernel's
+    range for outgoing connections: a port from that range (what binding to port 0
+    gives) can be taken, between this look and the server's bind, by any client socket
+    opened meanwhile (a database connection, another test's request); and never one
+    this process gave before (several servers are started at once)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = _ports_random.randint(min(10000, low - 1000), low - 1)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
