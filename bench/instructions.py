@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -60,23 +59,7 @@ def place(orders: int, warmup: int, group: int) -> None:
     if group == 1:
         ob._one_book_orders(fx, orders, seed=2, each=None)
         return
-    # What a group commit's leader runs for `group` waiting clients (`GroupCommit._lead`),
-    # without the threads: the same transaction for the same orders on every run.
-    from trading.orders.place import _place_together
-    from trading.orders.request import OrderRequest
-
-    rng = random.Random(2)
-    symbol = fx.symbols[0]
-    for start in range(0, orders, group):
-        requests = []
-        for _ in range(min(group, orders - start)):
-            ti, _, side, price, qty = ob.next_order(rng, len(fx.traders), [symbol])
-            requests.append(
-                OrderRequest(fx.traders[ti], side, "LIMIT", qty, price, "GTC", False, None, "USER")
-            )
-        for outcome in _place_together(symbol, ob.MODE, requests):
-            if isinstance(outcome, BaseException):
-                raise outcome
+    ob.one_book_groups(fx, orders, group, seed=2)
 
 
 def counted(orders: int, warmup: int, group: int, out_dir: Path) -> int:

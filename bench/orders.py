@@ -984,6 +984,27 @@ def run_http(
 # -- profile --------------------------------------------------------------------------
 
 
+def one_book_groups(fx: Fixture, n: int, group: int, seed: int) -> None:
+    """Place n orders of the flow on one book, `group` to a transaction: what a group
+    commit's leader (or a matcher's batch) runs for `group` waiting clients, without the
+    threads, so that the same orders go into the same transactions on every run."""
+    from trading.orders.place import _place_together
+    from trading.orders.request import OrderRequest
+
+    rng = random.Random(seed)
+    symbol = fx.symbols[0]
+    for start in range(0, n, group):
+        requests = []
+        for _ in range(min(group, n - start)):
+            ti, _, side, price, qty = next_order(rng, len(fx.traders), [symbol])
+            requests.append(
+                OrderRequest(fx.traders[ti], side, "LIMIT", qty, price, "GTC", False, None, "USER")
+            )
+        for outcome in _place_together(symbol, MODE, requests):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
 def _one_book_orders(fx: Fixture, n: int, seed: int, each: Callable[[Callable], Any] | None):
     """Place n orders on one book from one client; `each(call)` wraps every order."""
     from trading.orders.place import order_place

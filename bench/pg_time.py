@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import random
 import re
 import sys
 import time
@@ -56,24 +55,6 @@ def shape(sql: str) -> str:
     return head
 
 
-def place(fx: ob.Fixture, orders: int, group: int, seed: int) -> None:
-    from trading.orders.place import _place_together
-    from trading.orders.request import OrderRequest
-
-    rng = random.Random(seed)
-    symbol = fx.symbols[0]
-    for start in range(0, orders, group):
-        requests = []
-        for _ in range(min(group, orders - start)):
-            ti, _, side, price, qty = ob.next_order(rng, len(fx.traders), [symbol])
-            requests.append(
-                OrderRequest(fx.traders[ti], side, "LIMIT", qty, price, "GTC", False, None, "USER")
-            )
-        for outcome in _place_together(symbol, ob.MODE, requests):
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", type=int, default=600)
@@ -87,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     fx = ob.make_fixture(64, with_tokens=False)
     ob.set_broadcast(False)
     ob.reset_data(fx)
-    place(fx, args.orders, args.group, seed=1)  # warm: rows, caches, prepared statements
+    ob.one_book_groups(
+        fx, args.orders, args.group, seed=1
+    )  # warm: rows, caches, prepared statements
     log = Path(args.log)
     offset = log.stat().st_size
     with connection.cursor() as cursor:
@@ -95,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         (pid,) = cursor.fetchone()
         cursor.execute("SET log_min_duration_statement = 0")
     started = time.perf_counter()
-    place(fx, args.orders, args.group, seed=2)
+    ob.one_book_groups(fx, args.orders, args.group, seed=2)
     wall = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("RESET log_min_duration_statement")
