@@ -46,6 +46,20 @@ def market_get(symbol: str) -> Market:
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", status_code=404) from None
 
 
+def account_market_ids(trader_id: int, mode: str) -> list[int]:
+    """The markets, in id order, where the account (trader, mode) holds a position or a
+    live order: the books a liquidation or a reset of it writes."""
+    held = (
+        Position.objects.filter(trader_id=trader_id, mode=mode)
+        .exclude(size=0)
+        .values_list("market_id", flat=True)
+    )
+    ordered = Order.objects.filter(
+        trader_id=trader_id, mode=mode, status__in=LIVE_STATUSES
+    ).values_list("market_id", flat=True)
+    return sorted(set(held) | set(ordered))
+
+
 def market_exists(symbol: str) -> bool:
     return Market.objects.filter(symbol=symbol).exists()
 

@@ -44,6 +44,7 @@ from trading.emit import Emitter
 from trading.models import LIVE_STATUSES, Book, Order, Position
 from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
+from trading.selectors import account_market_ids
 from trading.services.books import book_lock
 from trading.settle import position_settle
 
@@ -111,19 +112,10 @@ def paper_reset(*, trader: User) -> dict[str, Any]:
     across markets, so a rare cycle with another multi-book writer is a deadlock that
     PostgreSQL breaks and `retrying` runs again, whole."""
     with transaction.atomic():
-        market_ids = sorted(
-            set(
-                Order.objects.filter(
-                    trader=trader, mode=PAPER, status__in=LIVE_STATUSES
-                ).values_list("market_id", flat=True)
-            )
-            | set(
-                Position.objects.filter(trader=trader, mode=PAPER)
-                .exclude(size=0)
-                .values_list("market_id", flat=True)
-            )
-        )
-        books = {mid: book_lock(market_id=mid, mode=PAPER) for mid in market_ids}
+        books = {
+            mid: book_lock(market_id=mid, mode=PAPER)
+            for mid in account_market_ids(trader.pk, PAPER)
+        }
         canceled = orders_cancel_all(trader=trader, mode=PAPER, reason=CANCEL_REASON)
         positions = list(
             Position.objects.filter(trader=trader, mode=PAPER)

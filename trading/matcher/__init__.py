@@ -15,9 +15,12 @@ Either way a request ends in the same stages (`trading.matcher.requests.request_
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -27,11 +30,18 @@ from trading.matcher.requests import (
     CANCEL,
     CANCEL_ALL,
     DELIST,
+    LIQUIDATE,
     PLACE,
+    SETTLE,
     TRIGGER,
     MatcherRequest,
     Outcomes,
 )
+
+if TYPE_CHECKING:
+    from trading.models import Liquidation, Market, Settlement
+
+log = logging.getLogger("matcher")
 
 
 def remote() -> bool:
@@ -108,7 +118,7 @@ def orders_cancel_all_submit(
         request = MatcherRequest(
             CANCEL_ALL,
             trader,
-            cancel_all={
+            args={
                 "mode": book_mode,
                 "market": symbol,
                 "conditional": conditional,
@@ -129,7 +139,7 @@ def market_orders_cancel_submit(*, symbol: str) -> list[int]:
     canceled: list[int] = []
     modes = Book.objects.filter(market__symbol=symbol).order_by("pk").values_list("mode", flat=True)
     for mode in modes:
-        request = MatcherRequest(DELIST, None, cancel_all={"mode": mode, "market": symbol})
+        request = MatcherRequest(DELIST, None, args={"mode": mode, "market": symbol})
         (ids,) = _send(symbol, mode, request)
         canceled += ids
     return canceled
@@ -171,6 +181,71 @@ def triggers_fire() -> list[tuple[int, str]]:
     return fired
 
 
+def account_liquidate_submit(*, trader_id: int, mode: str) -> Liquidation | None:
+    """Liquidate the account if it is below maintenance (`liquidate_account`), by the
+    matcher of the first book it holds a position or an order in, ahead of the requests
+    waiting for it, and without making it rebuild the books it writes."""
+    from trading.models import Book, Liquidation
+    from trading.selectors import account_market_ids
+    from trading.services.liquidation import liquidate_account
+
+    def here() -> Liquidation | None:
+        return liquidate_account(trader_id=trader_id, mode=mode)
+
+    market_ids = account_market_ids(trader_id, mode)
+    if not remote() or not market_ids:
+        return here()
+    symbol = Book.objects.filter(market_id=market_ids[0], mode=mode).values_list(
+        "market__symbol", flat=True
+    )[0]
+    request = MatcherRequest(LIQUIDATE, None, args={"trader_id": trader_id, "mode": mode})
+    done = _by_matcher_or_here(symbol, mode, request, here)
+    return Liquidation.objects.get(pk=done) if isinstance(done, int) else done
+
+
+def market_settle_submit(*, market: Market, price: Decimal) -> Settlement | None:
+    """Settle an expired market (`market_settle`) by the matcher of its books."""
+    from trading.models import Book, Settlement
+    from trading.services.expiry import market_settle
+
+    def here() -> Settlement | None:
+        return market_settle(market=market, price=price)
+
+    mode = Book.objects.filter(market=market).order_by("pk").values_list("mode", flat=True).first()
+    if not remote() or mode is None:
+        return here()
+    request = MatcherRequest(SETTLE, None, args={"market": market.symbol, "price": str(price)})
+    done = _by_matcher_or_here(market.symbol, mode, request, here)
+    return Settlement.objects.get(pk=done) if isinstance(done, int) else done
+
+
+# How long work that may run outside a matcher (liquidation, expiry) is done here after
+# a book's matcher failed to answer, rather than waiting on it again: a sweep over many
+# accounts would otherwise wait MATCHER_TIMEOUT for each.
+UNANSWERED_SECONDS = 10.0
+_unanswered: dict[tuple[str, str], float] = {}
+
+
+def _by_matcher_or_here(symbol: str, mode: str, request: MatcherRequest, here: Callable[[], Any]):
+    """The outcome of `request` from the book's matcher; without one (it did not take the
+    request, or died carrying it out), `here()`'s. Safe either way: the work takes every
+    book's row lock wherever it runs, and finds the account or market as the matcher's
+    transaction, committed or rolled back, left it."""
+    if _unanswered.get((symbol, mode), 0.0) > time.monotonic():
+        return here()
+    try:
+        # Ahead of the orders waiting: what it closes is losing money while it waits.
+        (outcome,) = _send(symbol, mode, request, first=True)
+    except ExchangeError as e:
+        if e.status_code != 503:
+            raise
+        log.warning("%s of %s %s done here: %s", request.kind, symbol, mode, e.message)
+        _unanswered[(symbol, mode)] = time.monotonic() + UNANSWERED_SECONDS
+        return here()
+    _unanswered.pop((symbol, mode), None)
+    return outcome
+
+
 def _books_with_orders(
     trader: AbstractBaseUser, mode: str | None, market: str | None
 ) -> Iterable[tuple[str, str]]:
@@ -184,13 +259,13 @@ def _books_with_orders(
     return sorted(set(orders.values_list("market__symbol", "mode")))
 
 
-def _send(symbol: str, mode: str, request: MatcherRequest) -> Outcomes:
+def _send(symbol: str, mode: str, request: MatcherRequest, *, first: bool = False) -> Outcomes:
     from trading.matcher.redis_queue import request_send
 
     if not _book_known(symbol, mode):
         # No matcher would take it: refused here rather than left to time out.
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market")
-    return request_send(symbol, mode, request)
+    return request_send(symbol, mode, request, first=first)
 
 
 # The books known to exist (a book is never deleted): asked of the database once each.

@@ -70,11 +70,16 @@ def claim_key(request_id: str) -> str:
 ABANDONED = b"sender"
 
 
-def request_send(symbol: str, mode: str, request: MatcherRequest) -> Outcomes:
-    """Hand `request` to the matcher of (symbol, mode) and wait for its outcomes."""
+def request_send(
+    symbol: str, mode: str, request: MatcherRequest, *, first: bool = False
+) -> Outcomes:
+    """Hand `request` to the matcher of (symbol, mode) and wait for its outcomes. `first`
+    puts it ahead of the requests waiting (a liquidation must not wait behind a flood
+    of orders, some perhaps sent to hold it off)."""
     r = redis_client()
     request.id = uuid.uuid4().hex
-    r.rpush(queue_key(symbol, mode), request_encode(request))
+    push = r.lpush if first else r.rpush
+    push(queue_key(symbol, mode), request_encode(request))
     answer = r.blpop([answer_key(request.id)], timeout=settings.MATCHER_TIMEOUT)
     if answer is not None:
         return answer_decode(answer[1])

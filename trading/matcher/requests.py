@@ -2,11 +2,19 @@
 
 A `MatcherRequest` is one API call's worth of work on one book: a trader's orders to
 place (one, or a batch's run on that book), one order to cancel, or a cancel-all on
-that book; or, from the clock, a conditional order whose trigger was crossed. `request_run` is the one place requests are carried out, in the matcher
-process or, in the embedded run, in the web process that received them: consecutive
-placings share one transaction (`orders_place_each`, which groups them by book), the
-others run in turn, in the order they came. A DELIST (the operator's) cancels every open
-order of a book whose market is delisted.
+that book; or, from the clock, a conditional order whose trigger was crossed, an
+account to liquidate (LIQUIDATE) or a market to settle at expiry (SETTLE). `request_run`
+is the one place requests are carried out, in the matcher process or, in the embedded
+run, in the web process that received them: consecutive placings share one transaction
+(`orders_place_each`, which groups them by book), the others run in turn, in the order
+they came. A DELIST (the operator's) cancels every open order of a book whose market is
+delisted.
+
+A liquidation or a settlement may write several books: it goes to the matcher of the
+first of them (`trading.matcher`), ahead of the requests waiting there, and takes every
+book's row lock as it does anywhere. A book it writes that another matcher owns (when
+matchers are sharded) is rebuilt once by its owner, whose cached copy's `seq` no longer
+matches.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from dexsite.errors import ExchangeError
 
 PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST = "place", "cancel", "cancel_all", "trigger", "delist"
-# The kinds no trader asks for: the clock's triggers, the operator's delisting.
-_NO_TRADER = (TRIGGER, DELIST)
+LIQUIDATE, SETTLE = "liquidate", "settle"
+# The kinds no trader asks for: the clock's triggers, liquidations and settlements, the
+# operator's delisting.
+_NO_TRADER = (TRIGGER, DELIST, LIQUIDATE, SETTLE)
 
 # The order arguments that are amounts: sent as strings, read back as Decimal.
 _DECIMALS = ("qty", "price", "trigger_price", "take_profit", "stop_loss", "callback_rate")
@@ -32,29 +42,35 @@ _DECIMALS = ("qty", "price", "trigger_price", "take_profit", "stop_loss", "callb
 @dataclass(slots=True)
 class MatcherRequest:
     kind: str
-    # None for the clock's TRIGGER (the order's row names its trader).
+    # None for the kinds no trader asks for (_NO_TRADER).
     trader: AbstractBaseUser | None
     # PLACE: the orders, as `order_place` takes them (without `trader`).
     orders: list[dict[str, Any]] = field(default_factory=list)
-    # CANCEL, TRIGGER: the order; CANCEL_ALL, DELIST: what to cancel of the book.
+    # CANCEL, TRIGGER: the order.
     order_id: int | None = None
-    cancel_all: dict[str, Any] = field(default_factory=dict)
+    # CANCEL_ALL, DELIST: what to cancel of the book; LIQUIDATE: the account (`trader_id`,
+    # `mode`); SETTLE: the market (`market`, its symbol) and the settlement `price`.
+    args: dict[str, Any] = field(default_factory=dict)
     # Set for a request carried over Redis: its id, and where its answer goes.
     id: str = ""
 
 
 # An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
-# it), one for a CANCEL (the order), a CANCEL_ALL or DELIST (the cancelled ids) or a TRIGGER
-# (PLACED, GONE, or the code of the refusal).
+# it), one for a CANCEL (the order), a CANCEL_ALL or DELIST (the cancelled ids), a TRIGGER
+# (PLACED, GONE, or the code of the refusal), a LIQUIDATE (the Liquidation's id, None if
+# the account was healthy) or a SETTLE (the Settlement's id, None if already settled).
 Outcomes = list[Any]
 
 
 def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException]:
     """Carry out one book's requests, in order. Per request its outcomes, or the
     exception that failed it whole (a refusal of a cancel; a fault)."""
+    from trading.models import Market
     from trading.orders.cancel import order_cancel, orders_cancel_all
     from trading.orders.conditional import order_trigger
     from trading.orders.place import orders_place_each
+    from trading.services.expiry import market_settle
+    from trading.services.liquidation import liquidate_account
 
     answers: list[Outcomes | BaseException] = []
     i = 0
@@ -89,13 +105,18 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
             if request.kind == CANCEL:
                 answers.append([order_cancel(trader=request.trader, order_id=request.order_id)])
             elif request.kind == CANCEL_ALL:
-                answers.append([orders_cancel_all(trader=request.trader, **request.cancel_all)])
+                answers.append([orders_cancel_all(trader=request.trader, **request.args)])
             elif request.kind == TRIGGER:
                 answers.append([order_trigger(request.order_id)])
             elif request.kind == DELIST:
-                answers.append(
-                    [orders_cancel_all(trader=None, reason="DELISTED", **request.cancel_all)]
-                )
+                answers.append([orders_cancel_all(trader=None, reason="DELISTED", **request.args)])
+            elif request.kind == LIQUIDATE:
+                done = liquidate_account(**request.args)
+                answers.append([done.pk if done is not None else None])
+            elif request.kind == SETTLE:
+                market = Market.objects.get(symbol=request.args["market"])
+                done = market_settle(market=market, price=Decimal(request.args["price"]))
+                answers.append([done.pk if done is not None else None])
             else:
                 raise ValueError(f"unknown matcher request {request.kind!r}")
         except Exception as e:
@@ -119,7 +140,7 @@ def request_encode(request: MatcherRequest) -> bytes:
             "trader": request.trader.pk if request.trader is not None else None,
             "orders": orders,
             "orderId": request.order_id,
-            "cancelAll": request.cancel_all,
+            "args": request.args,
         },
         separators=(",", ":"),
     ).encode()
@@ -142,7 +163,7 @@ def requests_decode(raw: list[bytes], users: dict[int, AbstractBaseUser]) -> lis
                 for o in b["orders"]
             ],
             order_id=b["orderId"],
-            cancel_all=b["cancelAll"],
+            args=b["args"],
         )
         for b in bodies
     ]

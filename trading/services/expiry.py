@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ledger.models import LedgerReason
-from trading import pricing
+from trading import matcher, pricing
 from trading.emit import Emitter
 from trading.locks import books_lock, market_lock
 from trading.metrics import EXPIRY_FAILURES, error_label
@@ -56,7 +56,8 @@ def settle_expired(now: datetime | None = None) -> list[Settlement]:
         if price is None:
             continue
         try:
-            result = market_settle(market=market, price=price)
+            # By the matcher of the market's books (or here, without one).
+            result = matcher.market_settle_submit(market=market, price=price)
         except Exception as e:
             # Its transaction rolled back whole; the market is still due next time.
             log.exception("expiry of %s failed; retried next run", market)

@@ -56,13 +56,12 @@ from ledger.services import (
     ledger_apply,
     system_account_id,
 )
-from trading import margin, risk
+from trading import margin, matcher, risk
 from trading.candles import candles_record
 from trading.emit import Emitter
 from trading.locks import books_lock, positions_lock
 from trading.metrics import LIQUIDATION_FAILURES, error_label
 from trading.models import (
-    LIVE_STATUSES,
     OPEN_STATUSES,
     Book,
     Fill,
@@ -80,6 +79,7 @@ from trading.orders.cancel import orders_cancel_all, orders_cancel_in_book, orde
 from trading.orders.fills import fill_new
 from trading.orders.place import order_place
 from trading.presenters import dec
+from trading.selectors import account_market_ids
 from trading.services.books import book_lock
 from trading.services.prices import index_is_fresh
 from trading.services.transfers import transfers_settle
@@ -121,7 +121,8 @@ def liquidations_run(now: datetime | None = None) -> list[Liquidation]:
             left_below.append(_below(trader_id, mode, account))
             continue
         try:
-            result = liquidate_account(trader_id=trader_id, mode=mode)
+            # By the matcher of the account's first book (or here, without one).
+            result = matcher.account_liquidate_submit(trader_id=trader_id, mode=mode)
         except Exception as e:
             # Whatever it was (a refusal, the database's, a bug), the account's own
             # transaction rolled back whole and nothing of it is left to poison the
@@ -182,16 +183,7 @@ def liquidate_account(*, trader_id: int, mode: str) -> Liquidation | None:
         # locks in. Every book the account has a position or an open order in: its
         # orders are cancelled and its positions closed under these locks, so nothing
         # of its own can trade in between.
-        market_ids = set(
-            Position.objects.filter(trader_id=trader_id, mode=mode)
-            .exclude(size=0)
-            .values_list("market_id", flat=True)
-        ) | set(
-            Order.objects.filter(trader_id=trader_id, mode=mode, status__in=LIVE_STATUSES)
-            .values_list("market_id", flat=True)
-            .distinct()
-        )
-        books_lock(market_ids=market_ids, mode=mode)
+        books_lock(market_ids=account_market_ids(trader_id, mode), mode=mode)
         orders_cancel_all(trader=user, mode=mode, reason="LIQUIDATION")
         account = _account(trader_id, mode, lock=True)
         if not account.below_maintenance():

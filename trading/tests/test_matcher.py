@@ -21,10 +21,11 @@ from django.db import connection
 from dexsite.errors import ExchangeError
 from ledger.models import Balance
 from trading import matcher
+from trading.invariants import check_invariants
 from trading.matcher import redis_queue
 from trading.matcher.requests import PLACE, MatcherRequest
 from trading.matcher.server import LEASE_CLASS
-from trading.models import Book, Order
+from trading.models import Book, Order, Position
 from trading.tests.factories import MarketFactory, UserFactory, fund
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,3 +354,160 @@ def test_a_delisting_without_a_matcher_is_finished_by_delisting_again(remote, bo
     _wait(lambda: book.pk in _leases(), "the matcher's lease")
     assert market_delist(market=book.market) == [resting["id"]]
     assert Order.objects.get(pk=resting["id"]).cancel_reason == "DELISTED"
+
+
+def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote):
+    """The clock's liquidation of an account goes to the matcher of its book, which
+    closes the position into its own book (the one writer of it); without a matcher the
+    clock liquidates the account itself, as safely, since the work takes the books' row
+    locks wherever it runs."""
+    from trading.services import books
+    from trading.services.liquidation import liquidations_run
+    from trading.services.markets import leverage_set
+    from trading.services.prices import index_set, marks_refresh
+
+    market = MarketFactory(max_leverage=Decimal("20"))
+    book = Book.objects.get(market=market, mode="PAPER")
+
+    def move(price: str) -> None:
+        index_set(underlying="BTC", price=Decimal(price))
+        marks_refresh()
+
+    def long_at_64000(trader, maker) -> None:
+        fund(trader, "3300")
+        leverage_set(trader=trader, market=market, mode="PAPER", leverage=Decimal("20"))
+        matcher.order_submit(trader=maker, **_order(side="SELL", qty=Decimal("1")))
+        (placed, _) = matcher.order_submit(trader=trader, **_order(qty=Decimal("1")))
+        assert placed["status"] == "FILLED"
+        # A bid the liquidation closes the long into.
+        matcher.order_submit(trader=maker, **_order(qty=Decimal("1"), price=Decimal("61500")))
+
+    move("64000")
+    alice, carol, bob = UserFactory(), UserFactory(), UserFactory()
+    fund(bob, "1000000")
+    proc = remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    long_at_64000(alice, bob)
+    books.engine_cache_clear()
+    move("60900")
+
+    (done,) = liquidations_run()
+
+    assert done.trader_id == alice.pk
+    assert Position.objects.get(trader=alice, market=market, mode="PAPER").size == 0
+    closing = Order.objects.get(trader=alice, source="LIQUIDATION")
+    assert (closing.status, closing.filled_qty) == ("FILLED", Decimal("1"))
+    # Matched in the matcher's book: this process never took the book.
+    assert book.pk not in books._cache
+    assert liquidations_run() == []
+
+    # No matcher: the clock does it here once the matcher does not take the request.
+    move("64000")
+    long_at_64000(carol, bob)
+    proc.kill()
+    proc.wait(10)
+    move("60900")
+    (done,) = liquidations_run()
+    assert done.trader_id == carol.pk
+    assert Position.objects.get(trader=carol, market=market, mode="PAPER").size == 0
+    assert book.pk in books._cache
+    assert check_invariants() == []
+
+
+def test_an_expired_market_is_settled_by_the_matcher_of_its_books(remote):
+    """Expiry cancels the market's resting orders and closes its positions in the matcher
+    that owns its books, behind the orders it was placing."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from trading.models import Market, Settlement
+    from trading.services import books
+    from trading.services.expiry import settle_expired
+    from trading.services.prices import index_set
+
+    expiry = timezone.now() + timedelta(days=1)
+    future = MarketFactory(symbol="BTC-X-FUTURE", kind="FUTURE", expiry_at=expiry)
+    books_of = {b.mode: b for b in Book.objects.filter(market=future)}
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "100000")
+    fund(bob, "100000")
+    remote()
+    _wait(lambda: {b.pk for b in books_of.values()} <= _leases().keys(), "both leases")
+    on_future = {"market": future.symbol, "qty": Decimal("0.5"), "price": Decimal("63000")}
+    matcher.order_submit(trader=bob, **_order(side="SELL", **on_future))
+    matcher.order_submit(trader=alice, **_order(**on_future))
+    (resting, _) = matcher.order_submit(
+        trader=alice, **_order(market=future.symbol, price=Decimal("62000"))
+    )
+    books.engine_cache_clear()
+    Market.objects.filter(pk=future.pk).update(expiry_at=timezone.now())
+    for i, price in enumerate(("64000", "64100", "64200")):
+        index_set(
+            underlying="BTC",
+            price=Decimal(price),
+            at=timezone.now() - timedelta(minutes=20 - 5 * i),
+        )
+
+    (settlement,) = settle_expired()
+
+    assert settlement == Settlement.objects.get(market=future)
+    assert settlement.price == Decimal("64100")
+    assert Order.objects.get(pk=resting["id"]).status == "CANCELED"
+    assert Position.objects.get(trader=alice, market=future).size == 0
+    assert Market.objects.get(pk=future.pk).status == "SETTLED"
+    assert not {b.pk for b in books_of.values()} & books._cache.keys()
+    assert settle_expired() == []
+    assert check_invariants() == []
+
+
+def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, settings):
+    """A flood of orders on the book (an attacker's, to hold off their own liquidation
+    while the price runs away) does not stand between the account and its liquidation:
+    the clock's request is carried out before every order that was waiting."""
+    import threading
+
+    from trading.matcher.requests import request_encode
+    from trading.services.liquidation import liquidations_run
+    from trading.services.markets import leverage_set
+    from trading.services.prices import index_set, marks_refresh
+
+    settings.MATCHER_TIMEOUT = 30
+    market = MarketFactory(max_leverage=Decimal("20"))
+    book = Book.objects.get(market=market, mode="PAPER")
+    index_set(underlying="BTC", price=Decimal("64000"))
+    marks_refresh()
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "3300")
+    fund(bob, "1000000")
+    leverage_set(trader=alice, market=market, mode="PAPER", leverage=Decimal("20"))
+    proc = remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("1")))
+    matcher.order_submit(trader=alice, **_order(qty=Decimal("1")))
+    matcher.order_submit(trader=bob, **_order(qty=Decimal("1"), price=Decimal("61500")))
+    proc.kill()
+    proc.wait(10)
+    r = redis_queue.redis_client()
+    queue = redis_queue.queue_key("BTC-PERP", "PAPER")
+    flood = [
+        MatcherRequest(PLACE, bob, [_order(price=Decimal("50000"))], id=f"flood{i}")
+        for i in range(40)
+    ]
+    r.rpush(queue, *[request_encode(f) for f in flood])
+    index_set(underlying="BTC", price=Decimal("60900"))
+    marks_refresh()
+    swept: list = []
+    sweep = threading.Thread(target=lambda: (swept.extend(liquidations_run()), connection.close()))
+    sweep.start()
+    _wait(lambda: r.llen(queue) == len(flood) + 1, "the liquidation's request in the queue")
+    remote()
+    sweep.join(60)
+
+    (done,) = swept
+    assert done.trader_id == alice.pk
+    closing = Order.objects.get(trader=alice, source="LIQUIDATION")
+    flooded = Order.objects.filter(trader=bob, price=Decimal("50000"))
+    _wait(lambda: flooded.count() == len(flood), "the flood placed")
+    assert closing.pk < min(flooded.values_list("pk", flat=True))
+    assert closing.status == "FILLED"
