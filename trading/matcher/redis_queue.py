@@ -78,9 +78,13 @@ def request_send(
     of orders, some perhaps sent to hold it off)."""
     r = redis_client()
     request.id = uuid.uuid4().hex
-    push = r.lpush if first else r.rpush
+    # The request and the wait for its answer in one round trip (BLPOP blocks on the
+    # server; a pipeline that is not a transaction lets it).
+    pipe = r.pipeline(transaction=False)
+    push = pipe.lpush if first else pipe.rpush
     push(queue_key(symbol, mode), request_encode(request))
-    answer = r.blpop([answer_key(request.id)], timeout=settings.MATCHER_TIMEOUT)
+    pipe.blpop([answer_key(request.id)], timeout=settings.MATCHER_TIMEOUT)
+    _, answer = pipe.execute()
     if answer is not None:
         return answer_decode(answer[1])
     if r.set(claim_key(request.id), ABANDONED, nx=True, ex=KEEP_SECONDS):

@@ -70,6 +70,7 @@ def remote(settings) -> Iterator[Callable[..., subprocess.Popen]]:
     prefix = f"mt{uuid.uuid4().hex[:10]}"
     settings.MATCHER, settings.MATCHER_PREFIX, settings.MATCHER_TIMEOUT = "redis", prefix, 3
     matcher._books_known.clear()
+    matcher._unanswered.clear()
     started: list[subprocess.Popen] = []
 
     def start(*args: str, **extra_env: str) -> subprocess.Popen:
