@@ -57,13 +57,13 @@ class RedisBuffer:
     def _client(self):
         import asyncio
 
-        import redis.asyncio as aioredis
+        from dexsite.redis_async import redis_async
 
         # One client per event loop: asyncio connections cannot cross loops.
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = self._clients[loop_id] = aioredis.from_url(self.url)
+            client = self._clients[loop_id] = redis_async(self.url)
         return client
 
     async def add(self, book: str, seq: int, text: str) -> None:

@@ -23,6 +23,7 @@ import time
 
 from django.conf import settings
 
+from dexsite.redis_async import redis_async
 from realtime.auth import header
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,7 @@ class SocketSlots:
     def __init__(self, url: str | None) -> None:
         self.redis = None
         if url:
-            import redis.asyncio as aioredis
-
-            self.redis = aioredis.from_url(url)
+            self.redis = redis_async(url)
             self.claim_script = self.redis.register_script(_CLAIM)
         self.held: dict[str, list[str]] = {}  # member -> its sets
         self.counts: dict[str, set[str]] = {}  # without Redis: set -> members

@@ -5,6 +5,7 @@ over REST, forms posted as browsers post them.
 Both processes must deliver the same events in the same order."""
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -281,3 +282,35 @@ def test_a_socket_closed_for_flooding_ends_cleanly_and_cancels_its_orders(server
     while Order.objects.get(pk=order_id).status != "CANCELED":
         assert time.time() < deadline, "the order was not cancelled"
         time.sleep(0.1)
+
+
+def test_a_storm_of_sockets_from_one_address_is_held_to_its_limit(servers):
+    """Hundreds of handshakes at once from one address (an attacker opening sockets in
+    parallel, or a reconnect storm): each waits its turn to be counted, none goes
+    uncounted, and the address holds exactly WS_MAX_SOCKETS_PER_ADDRESS; once they all
+    close at once, every slot is free again."""
+    limit, storm = settings.WS_MAX_SOCKETS_PER_ADDRESS, 800
+    # An address of its own (all of 127/8 is this machine): no other test's sockets.
+    address = ("127.0.0.23", 0)
+
+    async def one(url: str) -> tuple[str, object]:
+        ws = await websockets.connect(url, local_addr=address, open_timeout=60)
+        # A refused socket is told why and closed at once: the ping may find it closed.
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps({"action": "ping"}))
+        said = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        return said.get("code") or said["type"], ws
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        url = f"ws://{servers[0]}/ws/"
+        opened = await asyncio.gather(*(one(url) for _ in range(storm)))
+        await asyncio.gather(*(ws.close() for _, ws in opened))
+        # Every slot freed: the address may open its whole allowance again at once.
+        again = await asyncio.gather(*(one(url) for _ in range(limit)))
+        await asyncio.gather(*(ws.close() for _, ws in again))
+        return [said for said, _ in opened], [said for said, _ in again]
+
+    first, again = asyncio.run(scenario())
+    assert first.count("pong") == limit
+    assert first.count("TOO_MANY_SOCKETS") == storm - limit
+    assert again == ["pong"] * limit

@@ -109,3 +109,27 @@ async def test_processes_share_the_count_and_a_dead_ones_slots_lapse(layer):
             if s.renewer is not None:
                 s.renewer.cancel()
             await s.redis.aclose()
+
+
+async def test_after_a_storm_of_closes_every_client_can_open_its_socket_again(layer, settings):
+    """Hundreds of sockets closing at once (a network blip, a load balancer's restart)
+    free every slot at once: each client reconnecting at once gets its socket back,
+    rather than waiting out the lease of a slot whose release failed."""
+    import asyncio
+
+    settings.WS_MAX_SOCKETS_PER_ADDRESS = 1
+    clients = [f"10.0.5.{i // 250}.{i % 250}" for i in range(400)]
+
+    async def ponged(comm) -> str:
+        assert (await comm.connect(timeout=60))[0]
+        await comm.send_json_to({"action": "ping"})
+        first = json.loads(await comm.receive_from(timeout=60))
+        return first.get("code") or first["type"]
+
+    first = [communicator(client=c) for c in clients]
+    assert set(await asyncio.gather(*(ponged(c) for c in first))) == {"pong"}
+    await asyncio.gather(*(c.disconnect() for c in first))
+    again = [communicator(client=c) for c in clients]
+    outcomes = await asyncio.gather(*(ponged(c) for c in again))
+    assert outcomes.count("pong") == len(clients), outcomes.count("TOO_MANY_SOCKETS")
+    await asyncio.gather(*(c.disconnect() for c in again))
