@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
@@ -22,6 +24,7 @@ from realtime.auth import Identity, Refused, identify, revoke_groups, still_vali
 from realtime.buffer import delta_buffer
 from realtime.fanout import GroupFanout, fanout
 from realtime.slots import SocketSlots, limits_for, socket_slots
+from realtime.snapshots import depth_shared, market_known
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,6 @@ MAX_MESSAGES_PER_SECOND = 20
 # A client may send this many at once (subscribing to every channel it may hold, say);
 # past that, MAX_MESSAGES_PER_SECOND on average.
 MAX_MESSAGES_BURST = MAX_CHANNELS + 10
-SNAPSHOT_LEVELS = 500
 # How long a delta that arrived ahead of its predecessor waits for it (web processes
 # publish independently, so two commits of one book can cross on the way) before the
 # socket gets a fresh snapshot instead.
@@ -69,20 +71,6 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
-
-
-@database_sync_to_async
-def market_symbols() -> set[str]:
-    from trading.models import Market
-
-    return set(Market.objects.values_list("symbol", flat=True))
-
-
-@database_sync_to_async
-def depth_snapshot(symbol: str, mode: str) -> dict:
-    from trading.selectors import depth_get
-
-    return depth_get(symbol=symbol, mode=mode, levels=SNAPSHOT_LEVELS)
 
 
 @database_sync_to_async
@@ -268,7 +256,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                 )
             if not await self.credential_current():
                 return
-        elif channel.symbol not in await market_symbols():
+        elif not await market_known(channel.symbol):
             return await self.send_error(
                 "UNKNOWN_CHANNEL", f"no market {channel.symbol}", channel.name
             )
@@ -302,7 +290,7 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                     sub.next_seq = current + 1
                     await self.drain(sub)
                     return
-        snap = await depth_snapshot(ch.symbol, ch.mode)
+        snap = await depth_shared(ch.symbol, ch.mode)
         await self.send_json(
             {
                 "type": "depth",
@@ -391,14 +379,22 @@ class ExchangeConsumer(AsyncWebsocketConsumer):
                 await self.forward_event(sub, event)
 
     async def dispatch(self, message: dict) -> None:
-        # Channels closes stale database connections before every handler, a hop to
-        # the sync thread and back: per socket, per message, two thirds of a fan-out's
-        # CPU. Forwarding never touches the database, so it skips it.
-        if message["type"] == "ws.forward":
-            return await self.ws_forward(message)
-        if message["type"] == "ws.seq":
-            return await self.ws_seq(message)
-        return await super().dispatch(message)
+        # Channels closes stale database connections before every handler (and after a
+        # socket closes), each a hop to the one thread that serves every consumer's
+        # database work and back: per forwarded event, two thirds of a fan-out's CPU;
+        # in a reconnect storm, a queue of hops in that thread ahead of the sockets'
+        # reads. Every read here goes through `database_sync_to_async`, which closes
+        # stale connections itself in that thread, so no handler needs the hop.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        # AsyncWebsocketConsumer's, without its hop (see `dispatch`); this consumer
+        # leaves its groups itself, in `disconnect`.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def ws_forward(self, event: dict) -> None:
         """An event of a trader or admin channel (or, sent to this socket's own
