@@ -219,30 +219,34 @@ def market_settle_submit(*, market: Market, price: Decimal) -> Settlement | None
     return Settlement.objects.get(pk=done) if isinstance(done, int) else done
 
 
-# How long work that may run outside a matcher (liquidation, expiry) is done here after
-# a book's matcher failed to answer, rather than waiting on it again: a sweep over many
-# accounts would otherwise wait MATCHER_TIMEOUT for each.
-UNANSWERED_SECONDS = 10.0
-_unanswered: dict[tuple[str, str], float] = {}
+# How long, after a matcher failed to take such work (liquidation, expiry), the clock
+# does all of it itself rather than ask again: each ask of a matcher that is gone costs
+# MATCHER_TIMEOUT, and the clock does one thing at a time. Longer than a sweep, so that
+# a sweep over many books waits once, not once a book.
+UNANSWERED_SECONDS = 30.0
+_unanswered_until = 0.0
 
 
 def _by_matcher_or_here(symbol: str, mode: str, request: MatcherRequest, here: Callable[[], Any]):
-    """The outcome of `request` from the book's matcher; without one (it did not take the
-    request, or died carrying it out), `here()`'s. Safe either way: the work takes every
-    book's row lock wherever it runs, and finds the account or market as the matcher's
-    transaction, committed or rolled back, left it."""
-    if _unanswered.get((symbol, mode), 0.0) > time.monotonic():
+    """The outcome of `request` from the book's matcher; when no matcher took it (or
+    Redis cannot be reached), `here()`'s. Safe either way: the work takes every book's
+    row lock wherever it runs, and finds the account or market as the matcher's
+    transaction, committed or rolled back, left it. A failure of the work itself in
+    the matcher is raised, as it would be here, and tried again by the next sweep."""
+    global _unanswered_until
+    import redis
+
+    if _unanswered_until > time.monotonic():
         return here()
     try:
         # Ahead of the orders waiting: what it closes is losing money while it waits.
         (outcome,) = _send(symbol, mode, request, first=True)
-    except ExchangeError as e:
-        if e.status_code != 503:
+    except (ExchangeError, redis.RedisError) as e:
+        if isinstance(e, ExchangeError) and e.code != "MATCHER_UNAVAILABLE":
             raise
-        log.warning("%s of %s %s done here: %s", request.kind, symbol, mode, e.message)
-        _unanswered[(symbol, mode)] = time.monotonic() + UNANSWERED_SECONDS
+        log.warning("%s of %s %s done here: %s", request.kind, symbol, mode, e)
+        _unanswered_until = time.monotonic() + UNANSWERED_SECONDS
         return here()
-    _unanswered.pop((symbol, mode), None)
     return outcome
 
 

@@ -32,6 +32,10 @@ from trading.matcher.requests import MatcherRequest, Outcomes, answer_decode, re
 
 # How long claims and unread answers live (seconds): past any sender's wait.
 KEEP_SECONDS = 600
+# A request that waited longer than this (a queue with no matcher for minutes) is never
+# carried out: its sender gave up long ago and may have sent it again, and the claim
+# that says so lives KEEP_SECONDS only.
+REQUEST_MAX_AGE = KEEP_SECONDS / 2
 
 # Seconds a Redis reply may take past the longest BLPOP this module sends.
 SOCKET_SLACK = 10
@@ -78,6 +82,7 @@ def request_send(
     of orders, some perhaps sent to hold it off)."""
     r = redis_client()
     request.id = uuid.uuid4().hex
+    request.sent = time.time()
     # The request and the wait for its answer in one round trip (BLPOP blocks on the
     # server; a pipeline that is not a transaction lets it).
     pipe = r.pipeline(transaction=False)

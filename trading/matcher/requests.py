@@ -20,6 +20,7 @@ matches.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,8 +30,13 @@ from django.contrib.auth.base_user import AbstractBaseUser
 
 from dexsite.errors import ExchangeError
 
+log = logging.getLogger("matcher")
+
 PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST = "place", "cancel", "cancel_all", "trigger", "delist"
 LIQUIDATE, SETTLE = "liquidate", "settle"
+KINDS = (PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST, LIQUIDATE, SETTLE)
+# What a request that could not be read is taken as: answered as a failure.
+UNREADABLE = "unreadable"
 # The kinds no trader asks for: the clock's triggers, liquidations and settlements, the
 # operator's delisting.
 _NO_TRADER = (TRIGGER, DELIST, LIQUIDATE, SETTLE)
@@ -51,8 +57,10 @@ class MatcherRequest:
     # CANCEL_ALL, DELIST: what to cancel of the book; LIQUIDATE: the account (`trader_id`,
     # `mode`); SETTLE: the market (`market`, its symbol) and the settlement `price`.
     args: dict[str, Any] = field(default_factory=dict)
-    # Set for a request carried over Redis: its id, and where its answer goes.
+    # Set for a request carried over Redis: its id (where its answer goes), and when it
+    # was sent (seconds since the epoch).
     id: str = ""
+    sent: float = 0.0
 
 
 # An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
@@ -76,6 +84,10 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
     i = 0
     while i < len(requests):
         request = requests[i]
+        if request.kind not in KINDS:
+            answers.append(ValueError(f"unknown matcher request {request.kind!r}"))
+            i += 1
+            continue
         if request.trader is None and request.kind not in _NO_TRADER:
             # Its account is gone (deleted while the request waited).
             answers.append(ExchangeError("NOT_FOUND", "trader not found", status_code=404))
@@ -117,8 +129,6 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
                 market = Market.objects.get(symbol=request.args["market"])
                 done = market_settle(market=market, price=Decimal(request.args["price"]))
                 answers.append([done.pk if done is not None else None])
-            else:
-                raise ValueError(f"unknown matcher request {request.kind!r}")
         except Exception as e:
             answers.append(e)
         i += 1
@@ -141,6 +151,10 @@ def request_encode(request: MatcherRequest) -> bytes:
             "orders": orders,
             "orderId": request.order_id,
             "args": request.args,
+            # What the previous release's matchers read `args` as: a rolling deploy runs
+            # both for a while.
+            "cancelAll": request.args,
+            "sent": request.sent,
         },
         separators=(",", ":"),
     ).encode()
@@ -148,25 +162,38 @@ def request_encode(request: MatcherRequest) -> bytes:
 
 def requests_decode(raw: list[bytes], users: dict[int, AbstractBaseUser]) -> list[MatcherRequest]:
     """The requests, with their traders (from `users`, a cache the caller keeps; the ones
-    missing are read in one query)."""
-    bodies = [json.loads(r) for r in raw]
-    missing = {b["trader"] for b in bodies} - users.keys() - {None}
+    missing are read in one query). One that cannot be read (from another release, say)
+    is there as UNREADABLE, to be answered as failed; the others as they came."""
+    bodies: list[Any] = []
+    for r in raw:
+        try:
+            bodies.append(json.loads(r))
+        except ValueError:
+            bodies.append(None)
+    missing = {b.get("trader") for b in bodies if isinstance(b, dict)} - users.keys() - {None}
     if missing:
         users.update(get_user_model().objects.in_bulk(missing))
-    return [
-        MatcherRequest(
-            id=b["id"],
-            kind=b["kind"],
-            trader=users.get(b["trader"]),
+    return [_request_of(b, users) for b in bodies]
+
+
+def _request_of(body: Any, users: dict[int, AbstractBaseUser]) -> MatcherRequest:
+    try:
+        return MatcherRequest(
+            id=body["id"],
+            kind=body["kind"],
+            trader=users.get(body.get("trader")),
             orders=[
                 {k: Decimal(v) if k in _DECIMALS and v is not None else v for k, v in o.items()}
-                for o in b["orders"]
+                for o in body.get("orders", [])
             ],
-            order_id=b["orderId"],
-            args=b["args"],
+            order_id=body.get("orderId"),
+            args=body.get("args", body.get("cancelAll", {})),
+            sent=body.get("sent", 0.0),
         )
-        for b in bodies
-    ]
+    except (KeyError, TypeError, AttributeError, ArithmeticError, ValueError):
+        log.error("matcher: a request could not be read: %.300r", body)
+        found = body.get("id") if isinstance(body, dict) else None
+        return MatcherRequest(UNREADABLE, None, id=found if isinstance(found, str) else "")
 
 
 def answer_encode(answer: Outcomes | BaseException) -> bytes:

@@ -29,6 +29,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from trading.matcher.redis_queue import (
     KEEP_SECONDS,
+    REQUEST_MAX_AGE,
     answer_key,
     claim_key,
     queue_key,
@@ -145,16 +146,18 @@ class Matcher:
         if not keys:
             time.sleep(LOOK_SECONDS / 4)
             return
-        # Rotate the keys: BLPOP serves the first non-empty one, and no book may
-        # starve behind a busy one.
-        self.turn = (self.turn + 1) % len(keys)
-        keys = keys[self.turn :] + keys[: self.turn]
-        popped = r.blpop(keys, timeout=0.5)
+        # BLPOP serves the first non-empty key it is given: the next turn starts with
+        # the book after the one served, so that every waiting book is served in turn and
+        # none waits behind a busy one (whose orders may be sent to hold it up).
+        self.turn %= len(keys)
+        popped = r.blpop(keys[self.turn :] + keys[: self.turn], timeout=0.5)
         if popped is None:
             return
         key, first = popped
+        key = key.decode()
+        self.turn = keys.index(key) + 1 if key in keys else 0
         rest = r.lpop(key, settings.ORDER_GROUP_MAX - 1) or []
-        self.batch_run(key.decode(), [first, *rest])
+        self.batch_run(key, [first, *rest])
 
     def batch_run(self, key: str, raw: list[bytes]) -> None:
         """Claim, carry out and answer one book's waiting requests (taken off `key`)."""
@@ -169,7 +172,15 @@ class Matcher:
             # them, in the order they came.
             r.lpush(key, *reversed(raw))
             return
-        requests = requests_decode(raw, self.users)
+        requests = []
+        oldest = time.time() - REQUEST_MAX_AGE
+        for request in requests_decode(raw, self.users):
+            if not request.id:
+                continue  # unreadable, and with no address to answer
+            if request.sent and request.sent < oldest:
+                log.warning("matcher: request %s waited too long; not carried out", request.id)
+                continue
+            requests.append(request)
         pipe = r.pipeline(transaction=False)
         for request in requests:
             pipe.set(claim_key(request.id), self.pid, nx=True, ex=KEEP_SECONDS)

@@ -70,7 +70,7 @@ def remote(settings) -> Iterator[Callable[..., subprocess.Popen]]:
     prefix = f"mt{uuid.uuid4().hex[:10]}"
     settings.MATCHER, settings.MATCHER_PREFIX, settings.MATCHER_TIMEOUT = "redis", prefix, 3
     matcher._books_known.clear()
-    matcher._unanswered.clear()
+    matcher._unanswered_until = 0.0
     started: list[subprocess.Popen] = []
 
     def start(*args: str, **extra_env: str) -> subprocess.Popen:
@@ -357,7 +357,7 @@ def test_a_delisting_without_a_matcher_is_finished_by_delisting_again(remote, bo
     assert Order.objects.get(pk=resting["id"]).cancel_reason == "DELISTED"
 
 
-def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote):
+def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote, settings):
     """The clock's liquidation of an account goes to the matcher of its book, which
     closes the position into its own book (the one writer of it); without a matcher the
     clock liquidates the account itself, as safely, since the work takes the books' row
@@ -386,6 +386,8 @@ def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote
     move("64000")
     alice, carol, bob = UserFactory(), UserFactory(), UserFactory()
     fund(bob, "1000000")
+    # Room for a slow machine: the first liquidation must be the matcher's.
+    settings.MATCHER_TIMEOUT = 30
     proc = remote()
     _wait(lambda: book.pk in _leases(), "the matcher's lease")
     long_at_64000(alice, bob)
@@ -405,6 +407,7 @@ def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote
     # No matcher: the clock does it here once the matcher does not take the request.
     move("64000")
     long_at_64000(carol, bob)
+    settings.MATCHER_TIMEOUT = 3
     proc.kill()
     proc.wait(10)
     move("60900")
@@ -417,7 +420,7 @@ def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote
 
 def test_an_expired_market_is_settled_by_the_matcher_of_its_books(remote):
     """Expiry cancels the market's resting orders and closes its positions in the matcher
-    that owns its books, behind the orders it was placing."""
+    that owns its books, ahead of the orders waiting for it."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -469,6 +472,7 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
     import threading
 
     from trading.matcher.requests import request_encode
+    from trading.services import books
     from trading.services.liquidation import liquidations_run
     from trading.services.markets import leverage_set
     from trading.services.prices import index_set, marks_refresh
@@ -499,6 +503,7 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
     index_set(underlying="BTC", price=Decimal("60900"))
     marks_refresh()
     swept: list = []
+    books.engine_cache_clear()
     sweep = threading.Thread(target=lambda: (swept.extend(liquidations_run()), connection.close()))
     sweep.start()
     _wait(lambda: r.llen(queue) == len(flood) + 1, "the liquidation's request in the queue")
@@ -512,3 +517,70 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
     _wait(lambda: flooded.count() == len(flood), "the flood placed")
     assert closing.pk < min(flooded.values_list("pk", flat=True))
     assert closing.status == "FILLED"
+    # The matcher's doing, not this process's after a timeout.
+    assert book.pk not in books._cache
+
+
+def test_without_redis_the_clock_liquidates_the_account_itself(remote, settings):
+    """Redis gone: no matcher can be asked, and the liquidation does not wait for one."""
+    from trading.services.liquidation import liquidations_run
+    from trading.services.markets import leverage_set
+    from trading.services.prices import index_set, marks_refresh
+
+    market = MarketFactory(max_leverage=Decimal("20"))
+    book = Book.objects.get(market=market, mode="PAPER")
+    index_set(underlying="BTC", price=Decimal("64000"))
+    marks_refresh()
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "3300")
+    fund(bob, "1000000")
+    leverage_set(trader=alice, market=market, mode="PAPER", leverage=Decimal("20"))
+    remote()
+    _wait(lambda: book.pk in _leases(), "the matcher's lease")
+    matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("1")))
+    matcher.order_submit(trader=alice, **_order(qty=Decimal("1")))
+    matcher.order_submit(trader=bob, **_order(qty=Decimal("1"), price=Decimal("61500")))
+    index_set(underlying="BTC", price=Decimal("60900"))
+    marks_refresh()
+    # A port nothing listens on.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_queue._client = None
+    try:
+        (done,) = liquidations_run()
+    finally:
+        redis_queue._client = None
+    assert done.trader_id == alice.pk
+    assert Position.objects.get(trader=alice, market=market, mode="PAPER").size == 0
+
+
+def test_a_request_that_waited_too_long_or_cannot_be_read_is_not_carried_out(
+    remote, book_and_traders
+):
+    """A request left in a queue for minutes (no matcher) is not carried out when one
+    comes back: its sender was told nothing was done, and may have sent it again. One
+    that cannot be read (another release's) is answered as failed, and the requests
+    around it are carried out."""
+    import time as clock
+
+    from trading.matcher.requests import request_encode
+
+    _, alice, _ = book_and_traders
+    r = redis_queue.redis_client()
+    queue = redis_queue.queue_key("BTC-PERP", "PAPER")
+    stale = MatcherRequest(PLACE, alice, [_order(client_order_id="stale")], id="stale1")
+    stale.sent = clock.time() - redis_queue.REQUEST_MAX_AGE - 1
+    fresh = MatcherRequest(PLACE, alice, [_order(client_order_id="fresh")], id="fresh1")
+    fresh.sent = clock.time()
+    r.rpush(
+        queue,
+        request_encode(stale),
+        b"not json",
+        b'{"id": "odd1", "kind": "barter"}',
+        request_encode(fresh),
+    )
+    remote()
+    _wait(lambda: Order.objects.filter(client_order_id="fresh").exists(), "the fresh order")
+    assert not Order.objects.filter(client_order_id="stale").exists()
+    answer = r.blpop([redis_queue.answer_key("odd1")], timeout=10)
+    assert answer is not None and b"failed" in answer[1]
+    assert r.llen(queue) == 0
