@@ -357,6 +357,27 @@ def test_a_delisting_without_a_matcher_is_finished_by_delisting_again(remote, bo
     assert Order.objects.get(pk=resting["id"]).cancel_reason == "DELISTED"
 
 
+def _index_move(price: str) -> None:
+    from trading.services.prices import index_set, marks_refresh
+
+    index_set(underlying="BTC", price=Decimal(price))
+    marks_refresh()
+
+
+def _long_at_64000(market, trader, maker) -> None:
+    """Through the matcher: `trader` 1 long from 64000 at 20x on 3,300 of cash, `maker`
+    short against it and bidding 1 at 61500 (what a liquidation closes the long into).
+    An index at 60900 takes the long below maintenance."""
+    from trading.services.markets import leverage_set
+
+    fund(trader, "3300")
+    leverage_set(trader=trader, market=market, mode="PAPER", leverage=Decimal("20"))
+    matcher.order_submit(trader=maker, **_order(side="SELL", qty=Decimal("1")))
+    (placed, _) = matcher.order_submit(trader=trader, **_order(qty=Decimal("1")))
+    assert placed["status"] == "FILLED"
+    matcher.order_submit(trader=maker, **_order(qty=Decimal("1"), price=Decimal("61500")))
+
+
 def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote, settings):
     """The clock's liquidation of an account goes to the matcher of its book, which
     closes the position into its own book (the one writer of it); without a matcher the
@@ -364,35 +385,19 @@ def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote
     locks wherever it runs."""
     from trading.services import books
     from trading.services.liquidation import liquidations_run
-    from trading.services.markets import leverage_set
-    from trading.services.prices import index_set, marks_refresh
 
     market = MarketFactory(max_leverage=Decimal("20"))
     book = Book.objects.get(market=market, mode="PAPER")
-
-    def move(price: str) -> None:
-        index_set(underlying="BTC", price=Decimal(price))
-        marks_refresh()
-
-    def long_at_64000(trader, maker) -> None:
-        fund(trader, "3300")
-        leverage_set(trader=trader, market=market, mode="PAPER", leverage=Decimal("20"))
-        matcher.order_submit(trader=maker, **_order(side="SELL", qty=Decimal("1")))
-        (placed, _) = matcher.order_submit(trader=trader, **_order(qty=Decimal("1")))
-        assert placed["status"] == "FILLED"
-        # A bid the liquidation closes the long into.
-        matcher.order_submit(trader=maker, **_order(qty=Decimal("1"), price=Decimal("61500")))
-
-    move("64000")
+    _index_move("64000")
     alice, carol, bob = UserFactory(), UserFactory(), UserFactory()
     fund(bob, "1000000")
     # Room for a slow machine: the first liquidation must be the matcher's.
     settings.MATCHER_TIMEOUT = 30
     proc = remote()
     _wait(lambda: book.pk in _leases(), "the matcher's lease")
-    long_at_64000(alice, bob)
+    _long_at_64000(market, alice, bob)
     books.engine_cache_clear()
-    move("60900")
+    _index_move("60900")
 
     (done,) = liquidations_run()
 
@@ -405,12 +410,12 @@ def test_a_liquidation_is_carried_out_by_the_matcher_of_the_accounts_book(remote
     assert liquidations_run() == []
 
     # No matcher: the clock does it here once the matcher does not take the request.
-    move("64000")
-    long_at_64000(carol, bob)
+    _index_move("64000")
+    _long_at_64000(market, carol, bob)
     settings.MATCHER_TIMEOUT = 3
     proc.kill()
     proc.wait(10)
-    move("60900")
+    _index_move("60900")
     (done,) = liquidations_run()
     assert done.trader_id == carol.pk
     assert Position.objects.get(trader=carol, market=market, mode="PAPER").size == 0
@@ -474,23 +479,16 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
     from trading.matcher.requests import request_encode
     from trading.services import books
     from trading.services.liquidation import liquidations_run
-    from trading.services.markets import leverage_set
-    from trading.services.prices import index_set, marks_refresh
 
     settings.MATCHER_TIMEOUT = 30
     market = MarketFactory(max_leverage=Decimal("20"))
     book = Book.objects.get(market=market, mode="PAPER")
-    index_set(underlying="BTC", price=Decimal("64000"))
-    marks_refresh()
+    _index_move("64000")
     alice, bob = UserFactory(), UserFactory()
-    fund(alice, "3300")
     fund(bob, "1000000")
-    leverage_set(trader=alice, market=market, mode="PAPER", leverage=Decimal("20"))
     proc = remote()
     _wait(lambda: book.pk in _leases(), "the matcher's lease")
-    matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("1")))
-    matcher.order_submit(trader=alice, **_order(qty=Decimal("1")))
-    matcher.order_submit(trader=bob, **_order(qty=Decimal("1"), price=Decimal("61500")))
+    _long_at_64000(market, alice, bob)
     proc.kill()
     proc.wait(10)
     r = redis_queue.redis_client()
@@ -500,8 +498,7 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
         for i in range(40)
     ]
     r.rpush(queue, *[request_encode(f) for f in flood])
-    index_set(underlying="BTC", price=Decimal("60900"))
-    marks_refresh()
+    _index_move("60900")
     swept: list = []
     books.engine_cache_clear()
     sweep = threading.Thread(target=lambda: (swept.extend(liquidations_run()), connection.close()))
@@ -524,24 +521,16 @@ def test_a_liquidation_goes_ahead_of_the_orders_waiting_for_the_matcher(remote, 
 def test_without_redis_the_clock_liquidates_the_account_itself(remote, settings):
     """Redis gone: no matcher can be asked, and the liquidation does not wait for one."""
     from trading.services.liquidation import liquidations_run
-    from trading.services.markets import leverage_set
-    from trading.services.prices import index_set, marks_refresh
 
     market = MarketFactory(max_leverage=Decimal("20"))
     book = Book.objects.get(market=market, mode="PAPER")
-    index_set(underlying="BTC", price=Decimal("64000"))
-    marks_refresh()
+    _index_move("64000")
     alice, bob = UserFactory(), UserFactory()
-    fund(alice, "3300")
     fund(bob, "1000000")
-    leverage_set(trader=alice, market=market, mode="PAPER", leverage=Decimal("20"))
     remote()
     _wait(lambda: book.pk in _leases(), "the matcher's lease")
-    matcher.order_submit(trader=bob, **_order(side="SELL", qty=Decimal("1")))
-    matcher.order_submit(trader=alice, **_order(qty=Decimal("1")))
-    matcher.order_submit(trader=bob, **_order(qty=Decimal("1"), price=Decimal("61500")))
-    index_set(underlying="BTC", price=Decimal("60900"))
-    marks_refresh()
+    _long_at_64000(market, alice, bob)
+    _index_move("60900")
     # A port nothing listens on.
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     redis_queue._client = None
