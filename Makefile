@@ -120,6 +120,9 @@ bench-ws: install-dev ## WebSocket fan-out vs a bare websockets server, idle cap
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/ws_fanout.py
 
+bench-ws-storm: install-dev ## a reconnect storm: 1,000 sockets opening and subscribing at once, vs a bare websockets server
+	$(BIN)/python bench/ws_storm.py
+
 bench-risk: install-dev ## funding over 1,000 positions, liquidation sweeps over 1,000 accounts
 	$(BIN)/python bench/risk.py
 
