@@ -7,11 +7,15 @@
   recurses once per level, and a library of the wallet checks raises the interpreter's
   recursion limit far past what a thread's stack holds, so a body of a few hundred
   kilobytes of `[` would otherwise crash the process.
+
+`RequestQueueLimitMiddleware` refuses, before any other work, a request that waited
+longer than `REQUEST_QUEUE_TIMEOUT` for a thread of this process: 503 `OVERLOADED`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -39,8 +43,14 @@ def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def error(code: str, message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+def error(code: str, message: str, status: int, retry_after: int | None = None) -> JsonResponse:
+    """The API's error shape; with `retry_after`, its `retryAfter` and a `Retry-After`."""
+    body: dict[str, object] = {"code": code, "message": message}
+    headers = None
+    if retry_after is not None:
+        body["retryAfter"] = retry_after
+        headers = {"Retry-After": str(retry_after)}
+    return JsonResponse({"error": body}, status=status, headers=headers)
 
 
 def _too_large() -> JsonResponse:
@@ -76,3 +86,46 @@ class RequestGuardMiddleware:
             if json_depth_exceeds(body):
                 return error("BAD_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", 400)
         return None
+
+
+class RequestQueueLimitMiddleware:
+    """A request that waited too long for a thread is refused unrun: 503 `OVERLOADED`,
+    with `retryAfter`.
+
+    The router stamps each request with the time it passed it on (`X-Request-Start:
+    t=<epoch seconds>`, deploy/nginx.conf). The `http` role's threads are few and the
+    server queues what they cannot take yet without a bound: offered more than it can
+    serve, the queue grew until every request waited 30 s and its client had given up,
+    and the threads went on serving requests no one waited for (docs/reliability.md,
+    the soak). Refusing the ones that already waited past the bound costs a thread
+    microseconds, so the queue drains to the bound and the rest are served in time.
+    Without the stamp (no router in front) nothing is refused.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.REQUEST_QUEUE_TIMEOUT
+        waited = queue_seconds(request.META.get("HTTP_X_REQUEST_START", ""))
+        if limit and waited > limit:
+            return error(
+                "OVERLOADED",
+                f"the server is overloaded: the request waited {waited:.1f} s for it and was "
+                "not carried out; send it again",
+                503,
+                retry_after=1,
+            )
+        return self.get_response(request)
+
+
+def queue_seconds(stamp: str) -> float:
+    """Seconds since the router's `t=<epoch seconds>` stamp; 0 without a readable one
+    (or one from the future: clocks apart)."""
+    if not stamp.startswith("t="):
+        return 0.0
+    try:
+        started = float(stamp[2:])
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - started)

@@ -53,6 +53,8 @@ INSTALLED_APPS = [
 # request instead of fifteen (about 5 ms of CPU per API request, docs/benchmarks.md). It
 # still refuses a request before any view (and CSRF's process_view) sees it.
 MIDDLEWARE = [
+    # First: a request refused for the time it queued costs nothing else.
+    "dexsite.middleware.RequestQueueLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # /static/ from this process (dexsite/staticfiles.py), before sessions and the rest.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -68,6 +70,10 @@ MIDDLEWARE = [
 # The largest request body accepted (bytes); past it, 413 PAYLOAD_TOO_LARGE. A batch of
 # 20 orders is a few kilobytes.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(256 * 1024)))
+
+# Seconds a request may wait for a thread (from the router's X-Request-Start stamp) before
+# it is refused unrun with 503 OVERLOADED (dexsite/middleware.py); 0: no limit.
+REQUEST_QUEUE_TIMEOUT = float(os.environ.get("REQUEST_QUEUE_TIMEOUT", "2"))
 
 ROOT_URLCONF = "dexsite.urls"
 ASGI_APPLICATION = "dexsite.asgi.application"

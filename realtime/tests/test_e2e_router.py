@@ -133,3 +133,14 @@ def test_the_router_refuses_a_foreign_origin_and_an_oversized_body(site):
         headers={"Authorization": f"Token {alice_key}", "Content-Type": "application/json"},
     )
     assert r.status_code == 413 and "content-length" not in r.request.headers
+
+
+def test_the_router_stamps_when_it_passed_a_request_on(site):
+    """The `http` role refuses a request that waited past REQUEST_QUEUE_TIMEOUT from the
+    router's X-Request-Start stamp: the router replaces a stamp a client sent."""
+    web, [(_alice, alice_key), _] = site
+    r = httpx.get(
+        f"{web.url}/api/v1/balances?mode=REAL",
+        headers={"Authorization": f"Token {alice_key}", "X-Request-Start": "t=1000000000.000"},
+    )
+    assert r.status_code == 200, r.text
