@@ -84,7 +84,12 @@ def batch_open(
         margined = {t for t, asset, _ in guessed if asset == known[2]}
         if margined:
             queries.append(margin.exposures_of_query(margined, mode))
-    reserve = sql.keys_reserve_query([(Order, len(requests))])
+    # With the orders' keys, those of as many trades (and their fills) as the orders
+    # make on average (fewer than one each on a busy book): an order's trades then
+    # rarely need a reservation of their own, a statement and often a round trip.
+    # Keys left unused are gaps in the sequences, nothing more.
+    n = len(requests)
+    reserve = sql.keys_reserve_query([(Order, n), (Trade, n), (Fill, 2 * n)])
     if reserve is not None:
         queries.append(reserve)
     answers = sql.run_all(queries)
@@ -94,7 +99,7 @@ def batch_open(
         _shapes.pop(symbol, None)
         raise ExchangeError("UNKNOWN_MARKET", f"no market {symbol}", field="market") from None
     if reserve is not None:
-        (batch.keys,) = answers.pop()
+        batch.keys, batch.trade_keys, batch.fill_keys = answers.pop()
     market = batch.book.market
     shape = _shapes[symbol] = (market.kind, market.base, market.quote)
     read: set[int] = set()
@@ -134,8 +139,10 @@ def makers_read(batch: Batch, ids: list[int], owners: set[int], trades: int) -> 
     the order in which they were read one by one (positions after the balance rows
     that guard them). Balance rows an owner does not have yet are created where they
     are needed (`balances_hold_or_create`). When something is read, the keys of the order's
-    `trades` trades and their fills (two each) are reserved with it."""
+    `trades` trades and their fills (two each) that the batch's reserved keys lack are
+    reserved with it."""
     market, mode = batch.book.market, batch.book.mode
+    trades = max(0, len(batch.trades) + trades - len(batch.trade_keys))
     orders = sorted(set(ids) - batch.orders.keys())
     assets = {market.quote, market.base} if market.kind == MarketKind.SPOT else {market.quote}
     keys = {(t, a, mode) for t in owners for a in assets} - batch.held.keys()
@@ -206,9 +213,10 @@ def balances_hold_or_create(held: dict[tuple[int, str, str], Balance], keys) -> 
 def batch_write(batch: Batch) -> None:
     """Write what the batch's orders changed: orders, trades, fills, positions, the
     ledger, balances, makers' orders and the book, then credit the fee account (last, see
-    below). The trades and fills take the keys reserved with the makers' reads, and
-    those lacking are reserved first; then every statement goes out in one pipeline,
-    without waiting for the one before."""
+    below). The trades and fills take the keys reserved with the batch and the makers'
+    reads (in order, ascending; those left over go unused), and those lacking are
+    reserved first; then every statement goes out in one pipeline, without waiting for
+    the one before."""
     book = batch.book
     keys = None
     if batch.trades:
@@ -219,25 +227,31 @@ def batch_write(batch: Batch) -> None:
             keys = None if more is None else [k + m for k, m in zip(keys, more, strict=True)]
     if keys is not None:
         for rows, reserved in zip((batch.trades, batch.fills), keys, strict=True):
-            for row, key in zip(rows, reserved, strict=True):
+            for row, key in zip(rows, reserved[: len(rows)], strict=True):
                 row.pk = key
     with sql.pipeline():
-        sql.insert(batch.new_orders, keyed=True)
-        sql.insert(batch.trades, keyed=keys is not None)
-        for f in batch.fills:
-            f.trade_id = f.trade.pk
-        sql.insert(batch.fills, keyed=keys is not None)
-        candles_record(batch.trades)
-        sql.update(
-            batch.changed_positions.values(),
-            ["size", "open_notional", "realized_pnl", "updated_at"],
-        )
-        if batch.ledger or batch.fee_postings:
-            ledger_insert([*batch.ledger, *batch.fee_postings])
-        sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
-        new = {o.pk for o in batch.new_orders}
-        sql.update([o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES)
-        sql.update([book], sorted(batch.book_fields))
+        # One statement (`sql.together`): each write touches rows of its own, none
+        # reads another's, and every row another transaction could lock first (the
+        # book, the balance rows) is held already.
+        with sql.together():
+            sql.insert(batch.new_orders, keyed=True)
+            sql.insert(batch.trades, keyed=keys is not None)
+            for f in batch.fills:
+                f.trade_id = f.trade.pk
+            sql.insert(batch.fills, keyed=keys is not None)
+            candles_record(batch.trades)
+            sql.update(
+                batch.changed_positions.values(),
+                ["size", "open_notional", "realized_pnl", "updated_at"],
+            )
+            if batch.ledger or batch.fee_postings:
+                ledger_insert([*batch.ledger, *batch.fee_postings])
+            sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
+            new = {o.pk for o in batch.new_orders}
+            sql.update(
+                [o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES
+            )
+            sql.update([book], sorted(batch.book_fields))
         # Last: the fee account is credited by every order of every book; touching it
         # at the end means its row lock is held only while this transaction commits,
         # and a holder of it never waits for another lock, so it can't join a deadlock.
