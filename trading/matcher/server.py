@@ -146,18 +146,25 @@ class Matcher:
         if not keys:
             time.sleep(LOOK_SECONDS / 4)
             return
-        # BLPOP serves the first non-empty key it is given: the next turn starts with
+        # BLMPOP serves the first non-empty key it is given: the next turn starts with
         # the book after the one served, so that every waiting book is served in turn and
-        # none waits behind a busy one (whose orders may be sent to hold it up).
+        # none waits behind a busy one (whose orders may be sent to hold it up). It takes
+        # a batch of the book's requests in the same round trip (BLPOP and then LPOP
+        # took two a batch).
         self.turn %= len(keys)
-        popped = r.blpop(keys[self.turn :] + keys[: self.turn], timeout=0.5)
+        popped = r.blmpop(
+            0.5,
+            len(keys),
+            *(keys[self.turn :] + keys[: self.turn]),
+            direction="LEFT",
+            count=settings.ORDER_GROUP_MAX,
+        )
         if popped is None:
             return
-        key, first = popped
+        key, raw = popped
         key = key.decode()
         self.turn = keys.index(key) + 1 if key in keys else 0
-        rest = r.lpop(key, settings.ORDER_GROUP_MAX - 1) or []
-        self.batch_run(key, [first, *rest])
+        self.batch_run(key, raw)
 
     def batch_run(self, key: str, raw: list[bytes]) -> None:
         """Claim, carry out and answer one book's waiting requests (taken off `key`)."""
