@@ -280,13 +280,7 @@ def fetch(sql: str, params: Sequence[Any] = (), db: BaseDatabaseWrapper | None =
 
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
-    """Run a statement; returns the number of rows it changed. Inside `together` an
-    INSERT, UPDATE or DELETE is gathered instead, to be sent with the others, and -1
-    returned (its count is not known yet)."""
-    gathered = getattr(default_db(), "_sql_gathered", None)
-    if gathered is not None and sql.startswith(_WRITES):
-        gathered.append((sql, params))
-        return -1
+    """Run a statement; returns the number of rows it changed."""
     c = cursor()
     _run(c, sql, params)
     return c.rowcount
@@ -544,13 +538,13 @@ def update(objs: Iterable[M], fields: Iterable[str]) -> None:
     fields_, text = _update_plan(type(objs[0]), fields)
     prepare = _preparer(tuple(fields_), False, db.vendor)
     rows = [[*prepare(obj, db), obj.pk] for obj in objs]
-    if len(rows) == 1:
-        execute(text, rows[0])
-        return
     c = cursor(db)
     if getattr(c, "numbered", False):
         text = numbered(text)
-    c.executemany(text, rows)
+    if len(rows) == 1:
+        c.execute(text, rows[0])
+    else:
+        c.executemany(text, rows)
 
 
 @cache
@@ -645,59 +639,3 @@ def pipeline() -> Iterator[None]:
     db.ensure_connection()
     with db.wrap_database_errors, db.connection.pipeline():
         yield
-
-
-_WRITES = ("INSERT ", "UPDATE ", "DELETE ")
-
-# PostgreSQL's protocol numbers a statement's parameters in 16 bits.
-MAX_PARAMS = 65535
-
-
-@contextmanager
-def together() -> Iterator[None]:
-    """Send the block's writes whose rows are not read (`execute`, and so `insert` of
-    keyed rows, `insert_values`, `update`) as one statement on PostgreSQL, when the
-    block ends: each a data-modifying `WITH` part of it (elsewhere, and for any other
-    statement, each runs as it comes). The client's and the server's cost of a
-    statement (building, binding, sending, executing, answering) is then paid once for
-    the lot: it was most of the order path's CPU for what it writes.
-
-    The parts run with one snapshot and in no set order, so they must not depend on one
-    another's rows (a row inserted by one part is invisible to the others; none may
-    write a row another writes), and take no row lock another transaction may hold
-    first (lock those before). Deferred constraints (the foreign keys) are checked at
-    COMMIT as before; a violated check fails the whole statement, as it would have
-    failed the transaction. Nothing is sent if the block raises."""
-    db = default_db()
-    if db.vendor != "postgresql" or getattr(db, "_sql_gathered", None) is not None:
-        yield
-        return
-    gathered: list[tuple[str, Sequence[Any]]] = []
-    db._sql_gathered = gathered
-    try:
-        yield
-    finally:
-        db._sql_gathered = None
-    part: list[tuple[str, Sequence[Any]]] = []
-    count = 0
-    for text, params in gathered:
-        if part and count + len(params) > MAX_PARAMS:
-            _execute_together(part)
-            part, count = [], 0
-        part.append((text, params))
-        count += len(params)
-    if part:
-        _execute_together(part)
-
-
-def _execute_together(statements: list[tuple[str, Sequence[Any]]]) -> None:
-    *parts, (last, params) = statements
-    if not parts:
-        execute(last, params)
-        return
-    head = ", ".join(f'"w{i}" AS ({text})' for i, (text, _) in enumerate(parts))
-    bound: list[Any] = []
-    for _, p in parts:
-        bound += p
-    bound += params
-    execute(f"WITH {head} {last}", bound)

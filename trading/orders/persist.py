@@ -230,28 +230,22 @@ def batch_write(batch: Batch) -> None:
             for row, key in zip(rows, reserved[: len(rows)], strict=True):
                 row.pk = key
     with sql.pipeline():
-        # One statement (`sql.together`): each write touches rows of its own, none
-        # reads another's, and every row another transaction could lock first (the
-        # book, the balance rows) is held already.
-        with sql.together():
-            sql.insert(batch.new_orders, keyed=True)
-            sql.insert(batch.trades, keyed=keys is not None)
-            for f in batch.fills:
-                f.trade_id = f.trade.pk
-            sql.insert(batch.fills, keyed=keys is not None)
-            candles_record(batch.trades)
-            sql.update(
-                batch.changed_positions.values(),
-                ["size", "open_notional", "realized_pnl", "updated_at"],
-            )
-            if batch.ledger or batch.fee_postings:
-                ledger_insert([*batch.ledger, *batch.fee_postings])
-            sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
-            new = {o.pk for o in batch.new_orders}
-            sql.update(
-                [o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES
-            )
-            sql.update([book], sorted(batch.book_fields))
+        sql.insert(batch.new_orders, keyed=True)
+        sql.insert(batch.trades, keyed=keys is not None)
+        for f in batch.fills:
+            f.trade_id = f.trade.pk
+        sql.insert(batch.fills, keyed=keys is not None)
+        candles_record(batch.trades)
+        sql.update(
+            batch.changed_positions.values(),
+            ["size", "open_notional", "realized_pnl", "updated_at"],
+        )
+        if batch.ledger or batch.fee_postings:
+            ledger_insert([*batch.ledger, *batch.fee_postings])
+        sql.update([batch.held[k] for k in sorted(batch.changed_balances)], ["total", "locked"])
+        new = {o.pk for o in batch.new_orders}
+        sql.update([o for o in batch.changed_orders.values() if o.pk not in new], _ORDER_CHANGES)
+        sql.update([book], sorted(batch.book_fields))
         # Last: the fee account is credited by every order of every book; touching it
         # at the end means its row lock is held only while this transaction commits,
         # and a holder of it never waits for another lock, so it can't join a deadlock.

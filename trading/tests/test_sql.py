@@ -159,46 +159,6 @@ def test_a_pipeline_runs_its_statements_and_reports_a_broken_constraint():
     assert len(sql.select(BALANCES, '"trader_id" = %s', [a.pk])) == 1
 
 
-def test_writes_together_are_one_statement_and_a_broken_constraint_undoes_them_all():
-    a, b = UserFactory(), UserFactory()
-    fund(a, "10")
-    fund(b, "10")
-    rows = sql.select(BALANCES, '"trader_id" IN (%s, %s)', [a.pk, b.pk], order_by='"id"')
-    entries = LedgerEntry.objects.count()
-    with CaptureQueriesContext(connection) as q, transaction.atomic(), sql.together():
-        rows[0].locked = Decimal("4")
-        sql.update(rows[:1], ["locked"])
-        rows[1].total = Decimal("12")
-        sql.update(rows[1:], ["total"])
-        entry = LedgerEntry(trader=a, asset="USDC", mode="PAPER", amount=0, reason="FEE")
-        sql.insert([entry], keys=False)
-        if connection.vendor == "postgresql":
-            assert [s for s in q.captured_queries if "SAVEPOINT" not in s["sql"]] == []
-    writes = [s["sql"] for s in q.captured_queries if not s["sql"].startswith(("SAVE", "RELEASE"))]
-    assert len(writes) == (1 if connection.vendor == "postgresql" else 3)
-    got = dict(Balance.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", "locked"))
-    assert got == {rows[0].pk: 4, rows[1].pk: 0}
-    assert Balance.objects.get(pk=rows[1].pk).total == Decimal(12)
-    assert LedgerEntry.objects.count() == entries + 1
-    rows[1].locked = Decimal("13")  # more than the balance holds
-    with pytest.raises(IntegrityError), transaction.atomic(), sql.together():
-        rows[0].locked = Decimal("1")
-        sql.update(rows[:1], ["locked"])
-        sql.update(rows[1:], ["locked"])
-    assert Balance.objects.get(pk=rows[0].pk).locked == Decimal(4)
-
-
-def test_writes_together_are_not_sent_if_the_block_raises():
-    a = UserFactory()
-    fund(a, "10")
-    (row,) = sql.select(BALANCES, '"trader_id" = %s', [a.pk])
-    with pytest.raises(RuntimeError), sql.together():
-        row.locked = Decimal("4")
-        sql.update([row], ["locked"])
-        raise RuntimeError("the block fails")
-    assert Balance.objects.get(pk=row.pk).locked == (0 if connection.vendor == "postgresql" else 4)
-
-
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="sequences are PostgreSQL's")
 def test_keys_of_several_tables_in_one_statement():
     sql.keys_reserve_each([(Position, 1), (LedgerEntry, 1)])  # (their sequences' names)
