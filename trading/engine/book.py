@@ -207,6 +207,28 @@ class OrderBook:
                     return got, cost
         return got, cost
 
+    def resting_within(self, side: str, qty: int, price: int | None) -> list[RestingOrder]:
+        """The resting orders opposite `side`, best first, within limit `price` (None:
+        market), until they hold `qty` in all: those that orders of `side` for `qty`
+        would meet, to read ahead of matching them. (Every owner's counts, in full: a
+        taker's own, which self-trade prevention cancels, or a reduce-only one's
+        unfillable part, may take its matches further.)"""
+        is_buy = side == BUY
+        opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
+        found: list[RestingOrder] = []
+        got = 0
+        for rank in reversed(ranks):
+            key = -rank
+            level_price = key if is_buy else rank
+            if price is not None and (level_price > price if is_buy else level_price < price):
+                break
+            for o in opposite[key].orders.values():
+                found.append(o)
+                got += o.qty
+                if got >= qty:
+                    return found
+        return found
+
     # -- writes ------------------------------------------------------------------
 
     def add_resting(

@@ -31,6 +31,8 @@ from trading.services.books import (
     book_lock_queries,
     book_locked,
     engine_book_return_on_commit,
+    to_lots,
+    to_ticks,
 )
 
 ORDER_COLUMNS = sql.Columns(Order)
@@ -84,12 +86,12 @@ def batch_open(
         margined = {t for t, asset, _ in guessed if asset == known[2]}
         if margined:
             queries.append(margin.exposures_of_query(margined, mode))
-    # With the orders' keys, those of as many trades (and their fills) as the orders
-    # make on average (fewer than one each on a busy book): an order's trades then
-    # rarely need a reservation of their own, a statement and often a round trip.
+    # With the orders' keys, those of twice as many trades (and their fills) as orders
+    # (a busy book's orders make fewer than one each on average): an order's trades
+    # then rarely need a reservation of their own, a statement and often a round trip.
     # Keys left unused are gaps in the sequences, nothing more.
     n = len(requests)
-    reserve = sql.keys_reserve_query([(Order, n), (Trade, n), (Fill, 2 * n)])
+    reserve = sql.keys_reserve_query([(Order, n), (Trade, 2 * n), (Fill, 4 * n)])
     if reserve is not None:
         queries.append(reserve)
     answers = sql.run_all(queries)
@@ -113,7 +115,36 @@ def batch_open(
     unread = {t for t, asset, _ in keys if asset == market.quote} - read
     if unread:
         exposures_read(batch, unread, margin.exposures_of(unread, mode))
+    if group:
+        _makers_ahead(batch, requests)
     return batch
+
+
+def _makers_ahead(batch: Batch, requests: list[OrderRequest]) -> None:
+    """Read the makers that a group's orders would meet on the book as it stands (each
+    side's orders taken together, up to their lots and their furthest limit), before
+    any is matched: one round trip for the group (`makers_read`), where each order that
+    crossed read its own. A maker met beyond the guess is read then, as before."""
+    market, engine = batch.book.market, batch.engine
+    met: dict[int, int] = {}
+    for side in (Side.BUY, Side.SELL):
+        lots, limit, unbounded = 0, None, False
+        for r in requests:
+            if r.side != side or (n := to_lots(r.qty, market)) is None or n <= 0:
+                continue
+            ticks = None if r.price is None else to_ticks(r.price, market)
+            if r.price is not None and ticks is None:
+                continue  # off the tick grid: refused
+            lots += n
+            if ticks is None:
+                unbounded = True
+            elif limit is None or (ticks > limit if side == Side.BUY else ticks < limit):
+                limit = ticks
+        if lots:
+            for o in engine.resting_within(side, lots, None if unbounded else limit):
+                met[o.order_id] = o.owner
+    if met:
+        makers_read(batch, list(met), set(met.values()), 0)
 
 
 # symbol -> (kind, base, quote) of its market when an order last opened its book here:

@@ -587,6 +587,32 @@ def test_sweep_sell_side(book: Any) -> None:
     assert book.sweep(SELL, 3, 99, A) == (2, 2 * 99)
 
 
+def test_resting_within_qty_and_limit() -> None:
+    book = seed(
+        OrderBook(),
+        ("s1", B, SELL, 100, 2),
+        ("s2", A, SELL, 100, 5),
+        ("s3", C, SELL, 101, 3),
+        ("s4", B, SELL, 103, 10),
+        ("b1", C, BUY, 99, 4),
+    )
+
+    def ids(side: str, qty: int, price: int | None) -> list[str]:
+        return [o.order_id for o in book.resting_within(side, qty, price)]
+
+    assert ids(BUY, 2, 101) == ["s1"]
+    assert ids(BUY, 3, 101) == ["s1", "s2"]
+    assert ids(BUY, 100, 101) == ["s1", "s2", "s3"]
+    assert ids(BUY, 100, None) == ["s1", "s2", "s3", "s4"]
+    assert ids(BUY, 1, 99) == []
+    assert ids(SELL, 1, 99) == ["b1"]
+    assert ids(SELL, 1, 100) == []
+    # What a match meets is among them.
+    result = book.place("t1", A, BUY, 8, 101, GTC)
+    met = {f.maker_id for f in result.fills} | {i for i, _ in result.stp_canceled}
+    assert met <= {"s1", "s2", "s3"}
+
+
 # -- bad input -----------------------------------------------------------------------
 
 
