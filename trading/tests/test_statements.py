@@ -10,10 +10,10 @@ from django.test.utils import CaptureQueriesContext
 
 from dexsite.errors import ExchangeError
 from realtime import broadcast
-from trading.models import Book
+from trading.models import Book, Order
 from trading.orders import persist
 from trading.orders.place import order_place
-from trading.tests.factories import fund, spot_market
+from trading.tests.factories import UserFactory, fund, spot_market
 from trading.tests.wire import round_trips
 
 D = Decimal
@@ -66,6 +66,36 @@ def test_orders_wait_for_the_database_a_fixed_few_times(perp, alice, bob, monkey
     # + the makers with the trade and fill keys (one statement each: 12)
     crossing = round_trips(lambda: place(alice, "BUY", "64100"))
     assert crossing <= 5, crossing
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's pipeline mode")
+def test_a_group_of_crossing_orders_waits_for_the_database_as_often_as_one(perp, alice, bob):
+    """The makers a group's orders will meet are read before the first is matched, all
+    in one round trip, however many of its orders cross."""
+    from trading.orders.place import orders_place_many
+
+    carol = UserFactory(username="carol")
+    fund(carol, "100000")
+    for maker in (bob, carol):  # warm: balances, positions and the engine book exist
+        place(maker, "SELL", "64010")
+        place(alice, "BUY", "64010")
+
+    def buys(n: int) -> list[dict]:
+        for i in range(n):
+            place(bob if i % 2 else carol, "SELL", str(64100 + i))
+        return [
+            dict(market="BTC-PERP", mode="PAPER", side="BUY", type="LIMIT", qty=D("0.01"),
+                 price=D(str(64100 + i)))
+            for i in range(n)
+        ]  # fmt: skip
+
+    one = buys(1)
+    alone = round_trips(lambda: orders_place_many(trader=alice, orders=one))
+    four = buys(4)
+    together = round_trips(lambda: orders_place_many(trader=alice, orders=four))
+    assert together <= alone, (together, alone)
+    placed = Order.objects.filter(trader=alice, price__gte=D("64100"))
+    assert sorted(placed.values_list("status", flat=True)) == ["FILLED"] * 5
 
 
 def test_one_commit_publishes_its_events_in_one_batch(perp, alice, bob, monkeypatch):
