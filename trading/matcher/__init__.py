@@ -242,7 +242,8 @@ def _by_matcher_or_here(symbol: str, mode: str, request: MatcherRequest, here: C
         # Ahead of the orders waiting: what it closes is losing money while it waits.
         (outcome,) = _send(symbol, mode, request, first=True)
     except (ExchangeError, redis.RedisError) as e:
-        if isinstance(e, ExchangeError) and e.code != "MATCHER_UNAVAILABLE":
+        unreachable = isinstance(e, redis.RedisError) or isinstance(e.__cause__, redis.RedisError)
+        if isinstance(e, ExchangeError) and e.code != "MATCHER_UNAVAILABLE" and not unreachable:
             raise
         log.warning("%s of %s %s done here: %s", request.kind, symbol, mode, e)
         _unanswered_until = time.monotonic() + UNANSWERED_SECONDS

@@ -89,17 +89,45 @@ def request_send(
     push = pipe.lpush if first else pipe.rpush
     push(queue_key(symbol, mode), request_encode(request))
     pipe.blpop([answer_key(request.id)], timeout=settings.MATCHER_TIMEOUT)
-    _, answer = pipe.execute()
+    try:
+        _, answer = pipe.execute()
+    except redis.RedisError as e:
+        # The connection went on the way: the request may be in its queue.
+        return _answer_of_lost(symbol, request, e)
     if answer is not None:
         return answer_decode(answer[1])
     if r.set(claim_key(request.id), ABANDONED, nx=True, ex=KEEP_SECONDS):
+        raise _not_taken(symbol)
+    return _answer_of_claimed(request)
+
+
+def _not_taken(symbol: str) -> ExchangeError:
+    return ExchangeError(
+        "MATCHER_UNAVAILABLE",
+        f"the matcher of {symbol} did not take the request in time; nothing was done, "
+        "send it again",
+        status_code=503,
+        extra={"retryAfter": 1},
+    )
+
+
+def _answer_of_lost(symbol: str, request: MatcherRequest, lost: redis.RedisError) -> Outcomes:
+    """The answer of a request whose wait was cut (Redis, or the connection to it, went):
+    claimed for the sender now, it never runs; claimed by a matcher, its answer is waited
+    for as ever; with Redis still away, no one can tell (503 ORDER_STATUS_UNKNOWN)."""
+    try:
+        mine = redis_client().set(claim_key(request.id), ABANDONED, nx=True, ex=KEEP_SECONDS)
+    except redis.RedisError:
         raise ExchangeError(
-            "MATCHER_UNAVAILABLE",
-            f"the matcher of {symbol} did not take the request in time; nothing was done, "
-            "send it again",
+            "ORDER_STATUS_UNKNOWN",
+            "the connection to the matcher was lost while the request was sent; it may or "
+            "may not be carried out. Send a clientOrderId with every order so that a retry "
+            "is always safe",
             status_code=503,
             extra={"retryAfter": 1},
-        )
+        ) from lost
+    if mine:
+        raise _not_taken(symbol) from lost
     return _answer_of_claimed(request)
 
 

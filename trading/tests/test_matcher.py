@@ -573,3 +573,53 @@ def test_a_request_that_waited_too_long_or_cannot_be_read_is_not_carried_out(
     answer = r.blpop([redis_queue.answer_key("odd1")], timeout=10)
     assert answer is not None and b"failed" in answer[1]
     assert r.llen(queue) == 0
+
+
+def test_a_wait_cut_by_redis_is_answered_and_the_request_never_runs_later(
+    remote, book_and_traders, settings
+):
+    """The web's connection to Redis cut while it waits for the matcher (a Redis failover,
+    a network blip): the request sits in the queue. The sender claims it and answers 503
+    MATCHER_UNAVAILABLE, and a matcher that comes later does not place it; with Redis
+    itself away, the answer is 503 ORDER_STATUS_UNKNOWN, not a server error."""
+    import threading
+
+    _, alice, _ = book_and_traders
+    settings.MATCHER_TIMEOUT = 30
+    r = redis_queue.redis_client()
+    queue = redis_queue.queue_key("BTC-PERP", "PAPER")
+    answers: list = []
+
+    def send() -> None:
+        try:
+            matcher.order_submit(trader=alice, **_order(client_order_id="cut"))
+        except ExchangeError as e:
+            answers.append(e)
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    _wait(lambda: r.llen(queue) == 1, "the request in the queue")
+    _wait(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), "the sender's wait")
+    waiting = [c for c in r.client_list() if c.get("cmd") == "blpop"]
+    for c in waiting:
+        r.client_kill_filter(_id=c["id"])
+    sender.join(60)
+    (refused,) = answers
+    assert (refused.code, refused.status_code) == ("MATCHER_UNAVAILABLE", 503)
+
+    remote()
+    placed, _ = matcher.order_submit(trader=alice, **_order(client_order_id="after"))
+    assert placed["status"] == "NEW"
+    assert r.llen(queue) == 0
+    assert not Order.objects.filter(client_order_id="cut").exists()
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_queue._client = None
+    try:
+        with pytest.raises(ExchangeError) as unknown:
+            matcher.order_submit(trader=alice, **_order(client_order_id="unreachable"))
+    finally:
+        redis_queue._client = None
+    assert (unknown.value.code, unknown.value.status_code) == ("ORDER_STATUS_UNKNOWN", 503)
