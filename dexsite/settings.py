@@ -127,6 +127,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # of failing with "database is locked" in the embedded run.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # Tests on a file too, as the embedded run has it: Django's default, an in-memory
+    # database, is in shared-cache mode, whose table locks fail a statement at once
+    # ("database table is locked") while another thread of the process (the clock of
+    # account updates) reads, where a file's locks wait out the busy timeout.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", f"{DATABASES['default']['NAME']}.test"
+    )
 
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
