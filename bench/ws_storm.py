@@ -123,13 +123,13 @@ async def storm(url: str, sockets: int, concurrency: int) -> dict:
 async def run(args: argparse.Namespace) -> list[dict]:
     ports = {"ws role": common.free_port(), "bare websockets": common.free_port()}
     procs = {
-        "ws role": ws_role(ports["ws role"], args.db, args.redis),
+        "ws role": ws_role(ports["ws role"], args.db_url, args.redis_url),
         "bare websockets": bare_server(ports["bare websockets"]),
     }
     for root in args.also:
         name = f"ws role at {_commit(root)}"
         ports[name] = common.free_port()
-        procs[name] = ws_role(ports[name], args.db, args.redis, root)
+        procs[name] = ws_role(ports[name], args.db_url, args.redis_url, root)
     try:
         for port in ports.values():
             await wait_listening(port)
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=500, help="handshakes in flight at most")
     p.add_argument("--settle", type=float, default=3.0, help="seconds after the closes")
-    p.add_argument("--db", default="postgres://postgres@127.0.0.1:5432/dexsite_bench_storm")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    p.add_argument("--db-url", default="postgres://postgres@127.0.0.1:5432/dexsite_bench_storm")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     p.add_argument(
         "--also",
         type=Path,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the ws role of another checkout too (an earlier commit, say), same database",
     )
     args = p.parse_args(argv)
-    common.setup_django(args.db)
+    common.setup_django(args.db_url)
     common.perp_create(SYMBOL)
     from django.db import connection
 

@@ -44,6 +44,11 @@ class ExchangeError(Exception):
         body.update(self.extra)
         return {"error": body}
 
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After` for a refusal that says when to try again (`retryAfter`)."""
+        retry = self.extra.get("retryAfter")
+        return {"Retry-After": str(retry)} if retry is not None else None
+
 
 class NotFound(ExchangeError):
     def __init__(self, what: str = "resource") -> None:
@@ -103,9 +108,7 @@ _STATUS_CODES = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ExchangeError):
-        retry = exc.extra.get("retryAfter")
-        headers = {"Retry-After": str(retry)} if retry is not None else None
-        return Response(exc.as_dict(), status=exc.status_code, headers=headers)
+        return Response(exc.as_dict(), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from dexsite.errors import ExchangeError
+
 MAX_JSON_DEPTH = 32
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -43,14 +45,11 @@ def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def error(code: str, message: str, status: int, retry_after: int | None = None) -> JsonResponse:
-    """The API's error shape; with `retry_after`, its `retryAfter` and a `Retry-After`."""
-    body: dict[str, object] = {"code": code, "message": message}
-    headers = None
-    if retry_after is not None:
-        body["retryAfter"] = retry_after
-        headers = {"Retry-After": str(retry_after)}
-    return JsonResponse({"error": body}, status=status, headers=headers)
+def error(code: str, message: str, status: int, **extra: object) -> JsonResponse:
+    """The API's error shape (`ExchangeError`'s, rendered before any view): with
+    `retryAfter` in `extra`, a `Retry-After` too."""
+    refused = ExchangeError(code, message, status_code=status, extra=extra)
+    return JsonResponse(refused.as_dict(), status=status, headers=refused.headers())
 
 
 def _too_large() -> JsonResponse:
@@ -114,7 +113,7 @@ class RequestQueueLimitMiddleware:
                 f"the server is overloaded: the request waited {waited:.1f} s for it and was "
                 "not carried out; send it again",
                 503,
-                retry_after=1,
+                retryAfter=1,
             )
         return self.get_response(request)
 

@@ -25,6 +25,7 @@ from django.conf import settings
 
 from dexsite.redis_async import redis_async
 from realtime.auth import header
+from realtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -176,18 +177,12 @@ class SocketSlots:
             if keys:
                 await self.redis.delete(*keys)
             await self.redis.aclose()
-        _slots.pop(id(asyncio.get_running_loop()), None)
+        _slots.forget()
 
 
-_slots: dict[int, tuple[asyncio.AbstractEventLoop, SocketSlots]] = {}
+_slots: PerLoop[SocketSlots] = PerLoop(lambda: SocketSlots(getattr(settings, "REDIS_URL", None)))
 
 
 def socket_slots() -> SocketSlots:
     """The running event loop's slots."""
-    loop = asyncio.get_running_loop()
-    found = _slots.get(id(loop))
-    if found is None or found[0] is not loop:
-        for key in [k for k, (lp, _) in _slots.items() if lp.is_closed()]:
-            del _slots[key]
-        found = _slots[id(loop)] = (loop, SocketSlots(getattr(settings, "REDIS_URL", None)))
-    return found[1]
+    return _slots.get()

@@ -24,6 +24,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from realtime.per_loop import PerLoop
+
 SNAPSHOT_LEVELS = 500
 
 
@@ -93,15 +95,9 @@ class SharedReads:
                 self._begin(key)
 
 
-_reads: dict[int, tuple[asyncio.AbstractEventLoop, SharedReads]] = {}
+_reads: PerLoop[SharedReads] = PerLoop(lambda: SharedReads(_depth_read))
 
 
 async def depth_shared(symbol: str, mode: str) -> dict[str, Any]:
     """A depth snapshot of the book read after this call began (`depth_get`)."""
-    loop = asyncio.get_running_loop()
-    found = _reads.get(id(loop))
-    if found is None or found[0] is not loop:
-        for key in [k for k, (lp, _) in _reads.items() if lp.is_closed()]:
-            del _reads[key]
-        found = _reads[id(loop)] = (loop, SharedReads(_depth_read))
-    return await found[1].get((symbol, mode))
+    return await _reads.get().get((symbol, mode))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 BUY = "BUY"
@@ -180,17 +180,11 @@ class OrderBook:
         right now: (fillable qty, sum of price*qty). Orders of `owner` are skipped, as
         self-trade prevention would cancel them rather than trade; reduce-only orders
         count only for what they may fill (see `place`)."""
-        is_buy = side == BUY
-        opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
         got = 0
         cost = 0
         took: dict[Hashable, int] = {}
-        for rank in reversed(ranks):
-            key = -rank
-            level_price = key if is_buy else rank
-            if price is not None and (level_price > price if is_buy else level_price < price):
-                break
-            for o in opposite[key].orders.values():
+        for level_price, orders in self._opposite_within(side, price):
+            for o in orders:
                 if o.owner == owner:
                     continue
                 available = o.qty
@@ -213,21 +207,29 @@ class OrderBook:
         would meet, to read ahead of matching them. (Every owner's counts, in full: a
         taker's own, which self-trade prevention cancels, or a reduce-only one's
         unfillable part, may take its matches further.)"""
-        is_buy = side == BUY
-        opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
         found: list[RestingOrder] = []
         got = 0
-        for rank in reversed(ranks):
-            key = -rank
-            level_price = key if is_buy else rank
-            if price is not None and (level_price > price if is_buy else level_price < price):
-                break
-            for o in opposite[key].orders.values():
+        for _, orders in self._opposite_within(side, price):
+            for o in orders:
                 found.append(o)
                 got += o.qty
                 if got >= qty:
                     return found
         return found
+
+    def _opposite_within(
+        self, side: str, price: int | None
+    ) -> Iterator[tuple[int, Iterable[RestingOrder]]]:
+        """(price, its resting orders in time priority) of each level opposite `side`,
+        best first, as far as limit `price` (None: market) reaches."""
+        is_buy = side == BUY
+        opposite, ranks = (self.asks, self._ask_ranks) if is_buy else (self.bids, self._bid_ranks)
+        for rank in reversed(ranks):
+            key = -rank
+            level_price = key if is_buy else rank
+            if price is not None and (level_price > price if is_buy else level_price < price):
+                return
+            yield level_price, opposite[key].orders.values()
 
     # -- writes ------------------------------------------------------------------
 

@@ -7,19 +7,13 @@ restarted matcher serving its deep book."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from trust import procs
-from trust.tests.test_chaos_quick import _db_url
+from trust.tests.benches import bench_run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None),
     reason="the matcher runs on PostgreSQL and Redis",
@@ -27,31 +21,16 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_bench_matcher_quick(tmp_path):
-    db_url = _db_url(f"dexsite_benchm_t{os.getpid()}")
     out = tmp_path / "matcher.json"
-    try:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "bench/matcher.py",
-                "--quick",
-                "--only",
-                "service,http,restart",
-                "--db-url",
-                db_url,
-                "--redis-url",
-                settings.REDIS_URL,
-                "--json",
-                str(out),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    finally:
-        procs.database_drop(db_url)
+    run = bench_run(
+        "matcher.py",
+        "dexsite_benchm",
+        "--quick",
+        "--only",
+        "service,http,restart",
+        "--json",
+        str(out),
+    )
     log = (run.stdout + run.stderr)[-4000:]
     assert run.returncode == 0, log
     figures = json.loads(out.read_text())

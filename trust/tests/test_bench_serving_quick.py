@@ -9,19 +9,14 @@ first order of a round reaches it.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
 from trust import procs
-from trust.tests.test_chaos_quick import _db_url
+from trust.tests.benches import bench_run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.skipif(
         connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None),
@@ -35,29 +30,8 @@ pytestmark = [
 
 
 def test_bench_serving_quick(tmp_path):
-    db_url = _db_url(f"dexsite_benchs_t{os.getpid()}")
     out = tmp_path / "serving.json"
-    try:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "bench/serving.py",
-                "--quick",
-                "--db-url",
-                db_url,
-                "--redis-url",
-                settings.REDIS_URL,
-                "--json",
-                str(out),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    finally:
-        procs.database_drop(db_url)
+    run = bench_run("serving.py", "dexsite_benchs", "--quick", "--json", str(out))
     log = (run.stdout + run.stderr)[-4000:]
     assert run.returncode == 0, log
     figures = json.loads(out.read_text())

@@ -4,19 +4,12 @@ not judged, only that both arrangements opened every socket."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from trust import procs
-from trust.tests.test_chaos_quick import _db_url
+from trust.tests.benches import bench_run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql" or not getattr(settings, "REDIS_URL", None),
     reason="the ws role runs on PostgreSQL and Redis",
@@ -24,31 +17,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_bench_ws_storm_quick():
-    db_url = _db_url(f"dexsite_benchws_t{os.getpid()}")
-    try:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "bench/ws_storm.py",
-                "--sockets",
-                "60",
-                "--rounds",
-                "1",
-                "--settle",
-                "0.5",
-                "--db",
-                db_url,
-                "--redis",
-                settings.REDIS_URL,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    finally:
-        procs.database_drop(db_url)
+    run = bench_run(
+        "ws_storm.py", "dexsite_benchws", "--sockets", "60", "--rounds", "1", "--settle", "0.5"
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith("| ")]
     by_name = {r[1].strip(): r for r in rows[1:]}
