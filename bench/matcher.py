@@ -8,6 +8,10 @@ PostgreSQL and Redis.
    each calls `order_place` (group commit among the threads); *matcher, realtime off*
    (not in --quick): the matcher with its realtime receivers disconnected, i.e. what
    publishing the events costs it. The arrangements alternate round by round.
+   **mix**: the same, with a quarter of each client's requests cancels of the oldest
+   order it left resting (`order_cancel_submit`; most have filled since and are
+   refused ORDER_NOT_OPEN, as in the soak); its rates count requests. An acknowledged
+   cancel must have left its order CANCELED.
 2. **http**: `POST /api/v1/trade`, 8 keep-alive clients (aiohttp, in this process),
    against one web process (`python -m dexsite.serve`, Procfile.dev's `web`: HTTP and
    WebSockets on one port; bench/serving.py compares the servers) with one matcher,
@@ -42,7 +46,7 @@ open orders' reservations; `check_invariants()` must hold on it.
 Usage::
 
     python bench/matcher.py [--quick] [--rounds R] [--duration S] [--warmup S]
-        [--only service,http,profile,restart] [--resting N] [--restarts N]
+        [--only service,mix,http,profile,restart] [--resting N] [--restarts N]
         [--db-url URL] [--redis-url URL] [--json PATH]
 
 The database (default postgres://postgres@127.0.0.1:5432/dexsite_benchm) is created
@@ -97,6 +101,10 @@ SERVICE = ["embedded", "matcher"]
 # updates): what publishing costs it.
 NO_REALTIME = "matcher, realtime off"
 HTTP = ["embedded web", "1 web + matcher", "2 web + matcher"]
+# The mix: a quarter of the requests are cancels of the client's oldest resting order
+# (as the soak's), most of them of orders that have filled since.
+CANCEL_P = 0.25
+MIX = ["embedded, cancels", "matcher, cancels"]
 
 
 def builds_key(prefix: str) -> str:
@@ -293,11 +301,12 @@ def _finish(run: Round, results: list[ClientResult], cpu: dict[str, float], exch
 def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration: float) -> Round:
     from django.conf import settings
 
-    from trading.matcher import order_submit
+    from trading.matcher import order_cancel_submit, order_submit
 
     fx = ctx.fx
     reset(fx)
     remote = arrangement.startswith("matcher")
+    cancels = arrangement in MIX
     settings.MATCHER = "redis" if remote else "embedded"
     realtime = "off" if arrangement == NO_REALTIME else "on"
     ctx.redis.set(f"{builds_key(ctx.mprefix)}:realtime", realtime)
@@ -310,7 +319,14 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
 
     def target(i: int) -> None:
         slots[i] = common.service_client(
-            fx, fx.symbols[:1], seed0 + i, t_measure, t_end, order_submit if remote else None
+            fx,
+            fx.symbols[:1],
+            seed0 + i,
+            t_measure,
+            t_end,
+            order_submit if remote else None,
+            cancel=order_cancel_submit if cancels else None,
+            cancel_p=CANCEL_P,
         )
 
     threads = [threading.Thread(target=target, args=(i,)) for i in range(CLIENTS)]
@@ -327,7 +343,7 @@ def service_round(ctx: Ctx, arrangement: str, rep: int, warmup: float, duration:
         settings.MATCHER = "embedded"
     meter.close()
     results = [r for r in slots if r is not None]
-    run = Round("service", arrangement, 1, CLIENTS, rep, duration)
+    run = Round("mix" if cancels else "service", arrangement, 1, CLIENTS, rep, duration)
     count = "builds" if remote else "local builds"
     run.builds = b[count] - a[count]
     run.batch_mean = meter.batch_mean(a, b) if remote else None
@@ -852,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="rounds of each arrangement (3)")
     ap.add_argument("--duration", type=float, help="measured seconds per round (8)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each (2)")
-    ap.add_argument("--only", help="comma list of service, http, profile, restart")
+    ap.add_argument("--only", help="comma list of service, mix, http, profile, restart")
     ap.add_argument("--resting", type=int, help="resting orders of the restart (100,000)")
     ap.add_argument("--restarts", type=int, help="matcher starts timed (3)")
     ap.add_argument("--db-url", default=os.environ.get("BENCH_MATCHER_DATABASE_URL", DEFAULT_DB))
@@ -872,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1.5 if quick else 2.0)
     resting = args.resting if args.resting is not None else (2000 if quick else 100_000)
     restarts = args.restarts or (1 if quick else 3)
-    only = set((args.only or "service,http,profile,restart").split(","))
+    only = set((args.only or "service,mix,http,profile,restart").split(","))
     out_dir = Path(tempfile.gettempdir()) / f"dexsite-benchm{os.getpid()}"
     out_dir.mkdir(parents=True, exist_ok=True)
     results_dir = ROOT / "bench" / "results"
@@ -912,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     common.install_service_counters()
     common.warm_process(fx)
     try:
-        if only & {"service", "http", "profile"}:
+        if only & {"service", "mix", "http", "profile"}:
             t0 = time.perf_counter()
             servers_start(ctx, "http" in only)
             log(f"servers ready in {time.perf_counter() - t0:.1f}s; logs in {out_dir}")
@@ -922,6 +938,12 @@ def main(argv: list[str] | None = None) -> int:
                 service_round,
                 SERVICE + ([] if quick else [NO_REALTIME]),
                 "1. service: one book, 8 threads: order_submit over Redis vs order_place",
+            ),
+            (
+                "mix",
+                service_round,
+                MIX,
+                f"1b. mix: the service with {CANCEL_P:.0%} of the requests cancels",
             ),
             ("http", http_round, HTTP, "2-3. http: POST /api/v1/trade, 8 clients"),
         ]
@@ -956,6 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = dict(
         service_matcher_over_embedded=ratio(runs, "service", "matcher", "embedded"),
         service_realtime_off_over_on=ratio(runs, "service", NO_REALTIME, "matcher"),
+        mix_matcher_over_embedded=ratio(runs, "mix", *reversed(MIX)),
         http_matcher_over_embedded=ratio(runs, "http", "1 web + matcher", "embedded web"),
         http_two_webs_over_one=ratio(runs, "http", "2 web + matcher", "1 web + matcher"),
     )
@@ -963,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
     if rows:
         log(f"\n== medians over {rounds} round(s) ==")
-        for path in ("service", "http"):
+        for path in ("service", "mix", "http"):
             if any(r["path"] == path for r in rows):
                 log(table(rows, path))
         log("ratios (median of the rounds' own): " + json.dumps(ratios))

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import cProfile
 import io
@@ -318,6 +319,8 @@ class ClientResult:
     errors: Counter = field(default_factory=Counter)
     statements: int = 0  # SQL statements sent after the warm-up (service only)
     placed: int = 0  # orders started after the warm-up (service only)
+    cancelled: list[int] = field(default_factory=list)  # acknowledged cancels' orders
+    not_open: int = 0  # cancels of orders that had filled
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -390,6 +393,14 @@ def verify(run: Run, results: list[ClientResult]) -> None:
     run.in_db = found
     run.open_orders_end = Order.objects.filter(status__in=OPEN_STATUSES).count()
     run.invariants = check_invariants()
+    cancelled = sorted({i for r in results for i in r.cancelled})
+    if cancelled:
+        # An acknowledged cancel is durable.
+        not_cancelled = Order.objects.filter(pk__in=cancelled).exclude(status="CANCELED")
+        run.invariants += [
+            f"order {i} acknowledged cancelled is not"
+            for i in not_cancelled.values_list("pk", flat=True)
+        ]
 
 
 def report_run(run: Run) -> None:
@@ -597,9 +608,13 @@ def service_client(
     t_measure: float,
     t_end: float,
     place: Callable[..., tuple[dict[str, Any], bool]] | None = None,
+    cancel: Callable[..., dict[str, Any]] | None = None,
+    cancel_p: float = 0.0,
 ) -> ClientResult:
     """One client: order_place() (or `place`, which takes its arguments) in a loop on
-    this thread's own DB connection."""
+    this thread's own DB connection. With `cancel` (`order_cancel`'s arguments), a
+    request in `cancel_p` is instead a cancel of the oldest order this client left
+    resting (which may have filled since: ORDER_NOT_OPEN, counted apart)."""
     from django.db import connection
 
     from dexsite.errors import ExchangeError
@@ -611,6 +626,23 @@ def service_client(
     out = ClientResult()
     n = len(fx.traders)
     perf = time.perf_counter
+    resting: collections.deque[tuple[int, int]] = collections.deque()  # (order id, trader)
+
+    def cancel_oldest() -> None:
+        order_id, ti = resting.popleft()
+        t0 = perf()
+        try:
+            cancel(trader=fx.traders[ti], order_id=order_id)
+        except ExchangeError as e:
+            if e.code != "ORDER_NOT_OPEN":
+                out.errors[e.code] += 1
+                return
+            out.not_open += 1
+        else:
+            out.cancelled.append(order_id)
+        t1 = perf()
+        if t_measure <= t1 <= t_end:
+            out.latencies.append(t1 - t0)
 
     def count(execute, sql, params, many, context):
         if perf() >= t_measure:
@@ -620,6 +652,12 @@ def service_client(
     try:
         with connection.execute_wrapper(count):
             while perf() < t_end:
+                if cancel is not None and resting and rng.random() < cancel_p:
+                    try:
+                        cancel_oldest()
+                    except Exception as e:
+                        out.errors[type(e).__name__] += 1
+                    continue
                 ti, symbol, side, price, qty = next_order(rng, n, symbols)
                 t0 = perf()
                 try:
@@ -641,6 +679,8 @@ def service_client(
                 t1 = perf()
                 out.acked.append(body["id"])
                 out.placed += t0 >= t_measure
+                if body["status"] in ("NEW", "PARTIALLY_FILLED"):
+                    resting.append((body["id"], ti))
                 if t_measure <= t1 <= t_end:
                     out.latencies.append(t1 - t0)
                     out.traded += body["filledQty"] != "0"

@@ -80,10 +80,9 @@ def orders_submit(
 
 
 def order_cancel_submit(*, trader: AbstractBaseUser, order_id: int) -> dict[str, Any]:
-    from trading.orders.cancel import order_cancel
-
-    if not remote():
-        return order_cancel(trader=trader, order_id=order_id)
+    """Cancel one of a trader's orders, by its book's matcher (with the placings and
+    cancels waiting there), or embedded, with those that this process's threads send
+    the book at the same time (`order_cancel_on`)."""
     from trading.models import Order
 
     book = (
@@ -93,7 +92,15 @@ def order_cancel_submit(*, trader: AbstractBaseUser, order_id: int) -> dict[str,
     )
     if book is None:
         raise NotFound("order")
-    (order,) = _send(*book, MatcherRequest(CANCEL, trader, order_id=order_id))
+    symbol, mode = book
+    if not remote():
+        from trading.orders.place import order_cancel_on
+
+        return order_cancel_on(trader=trader, order_id=order_id, market=symbol, mode=mode)
+    request = MatcherRequest(
+        CANCEL, trader, order_id=order_id, args={"market": symbol, "mode": mode}
+    )
+    (order,) = _send(symbol, mode, request)
     return order
 
 

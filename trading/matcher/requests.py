@@ -5,9 +5,9 @@ place (one, or a batch's run on that book), one order to cancel, or a cancel-all
 that book; or, from the clock, a conditional order whose trigger was crossed, an
 account to liquidate (LIQUIDATE) or a market to settle at expiry (SETTLE). `request_run`
 is the one place requests are carried out, in the matcher process or, in the embedded
-run, in the web process that received them: consecutive placings share one transaction
-(`orders_place_each`, which groups them by book), the others run in turn, in the order
-they came. A DELIST (the operator's) cancels every open order of a book whose market is
+run, in the web process that received them: consecutive placings and cancels share one
+transaction (`orders_place_each`, which groups them by book), the others run in turn, in
+the order they came. A DELIST (the operator's) cancels every open order of a book whose market is
 delisted.
 
 A liquidation or a settlement may write several books: it goes to the matcher of the
@@ -54,8 +54,9 @@ class MatcherRequest:
     orders: list[dict[str, Any]] = field(default_factory=list)
     # CANCEL, TRIGGER: the order.
     order_id: int | None = None
-    # CANCEL_ALL, DELIST: what to cancel of the book; LIQUIDATE: the account (`trader_id`,
-    # `mode`); SETTLE: the market (`market`, its symbol) and the settlement `price`.
+    # CANCEL: the order's book (`market`, `mode`); CANCEL_ALL, DELIST: what to cancel
+    # of the book; LIQUIDATE: the account (`trader_id`, `mode`); SETTLE: the market
+    # (`market`, its symbol) and the settlement `price`.
     args: dict[str, Any] = field(default_factory=dict)
     # Set for a request carried over Redis: its id (where its answer goes), and when it
     # was sent (seconds since the epoch).
@@ -77,6 +78,7 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
     from trading.orders.cancel import order_cancel, orders_cancel_all
     from trading.orders.conditional import order_trigger
     from trading.orders.place import orders_place_each
+    from trading.orders.request import CancelRequest
     from trading.services.expiry import market_settle
     from trading.services.liquidation import liquidate_account
 
@@ -93,15 +95,19 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
             answers.append(ExchangeError("NOT_FOUND", "trader not found", status_code=404))
             i += 1
             continue
-        if request.kind == PLACE:
+        if _joins(request):
+            # Placings and cancels that came one after another: one transaction.
             run = [request]
-            while (
-                i + len(run) < len(requests)
-                and requests[i + len(run)].kind == PLACE
-                and requests[i + len(run)].trader is not None
-            ):
+            while i + len(run) < len(requests) and _joins(requests[i + len(run)]):
                 run.append(requests[i + len(run)])
-            items = [(r.trader, o) for r in run for o in r.orders]
+            items: list[Any] = []
+            for r in run:
+                if r.kind == PLACE:
+                    items += [(r.trader, o) for o in r.orders]
+                else:
+                    items.append(
+                        CancelRequest(r.trader, r.order_id, r.args["market"], r.args["mode"])
+                    )
             try:
                 outcomes = orders_place_each(items)
             except Exception as e:
@@ -109,8 +115,16 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
             else:
                 at = 0
                 for r in run:
-                    answers.append(outcomes[at : at + len(r.orders)])
-                    at += len(r.orders)
+                    if r.kind == PLACE:
+                        answers.append(outcomes[at : at + len(r.orders)])
+                        at += len(r.orders)
+                    else:
+                        # A cancel's refusal fails its request whole, as `order_cancel`'s.
+                        cancelled = outcomes[at]
+                        answers.append(
+                            cancelled if isinstance(cancelled, Exception) else [cancelled]
+                        )
+                        at += 1
             i += len(run)
             continue
         try:
@@ -133,6 +147,17 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
             answers.append(e)
         i += 1
     return answers
+
+
+def _joins(request: MatcherRequest) -> bool:
+    """Whether the request is carried out in one transaction with the placings and
+    cancels next to it: a placing, or a cancel that names its book (one sent by an
+    earlier release does not, and is carried out alone)."""
+    if request.trader is None:
+        return False
+    return request.kind == PLACE or (
+        request.kind == CANCEL and {"market", "mode"} <= request.args.keys()
+    )
 
 
 # -- over Redis -------------------------------------------------------------------------

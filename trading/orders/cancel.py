@@ -6,7 +6,7 @@ reduce-only orders that can no longer reduce anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -24,13 +24,17 @@ from trading.models import (
     LIVE_STATUSES,
     OPEN_STATUSES,
     Book,
+    Market,
     Order,
     OrderStatus,
     Position,
     Side,
 )
+from trading.orders.batch import Batch
 from trading.orders.fills import ChangeSet, mark_canceled
 from trading.orders.match import only_grows, reduce_only_reason
+from trading.orders.persist import balances_hold, orders_of
+from trading.orders.request import CancelRequest
 from trading.presenters import order_dict
 from trading.services.books import (
     book_lock,
@@ -65,18 +69,8 @@ def _on_book_cancel(book: Book, orders: list[Order], reason: str) -> None:
     market = book.market
     now = timezone.now()
     changes = ChangeSet()
-    bid_deltas: dict[int, int] = {}
-    ask_deltas: dict[int, int] = {}
+    deltas = _off_engine(engine, market, orders)
     for order in orders:
-        removed = engine.cancel(order.pk)
-        if removed is not None:
-            resting, level_total = removed
-            (bid_deltas if resting.side == eng.BUY else ask_deltas)[resting.price] = level_total
-        else:
-            log.warning("order %s was open in the database but not on the book", order.pk)
-            t = to_ticks(order.price, market)
-            side_deltas = bid_deltas if order.side == Side.BUY else ask_deltas
-            side_deltas[t] = engine.level_qty(order.side, t)
         mark_canceled(order, reason, now, changes)
     keys = list(changes.lock_deltas)
     locked = balances_lock(keys)
@@ -89,23 +83,94 @@ def _on_book_cancel(book: Book, orders: list[Order], reason: str) -> None:
     seq = book.seq
     engine_book_return_on_commit(book, engine, seq)
     events = Emitter(book.mode)
-    events.changed(
-        market, seq=seq, deltas=(bid_deltas, ask_deltas), orders=[(o, None) for o in orders]
-    )
+    events.changed(market, seq=seq, deltas=deltas, orders=[(o, None) for o in orders])
     events.paid(locked.values())
     events.send_on_commit()
 
 
-def _waiting_cancel(book: Book, orders: list[Order], reason: str) -> None:
-    now = timezone.now()
+def _off_engine(
+    engine: eng.OrderBook, market: Market, orders: list[Order]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Take resting `orders` off the engine book: the book's deltas (bids, asks), each
+    level's lots as they leave it."""
+    bid_deltas: dict[int, int] = {}
+    ask_deltas: dict[int, int] = {}
     for order in orders:
-        order.status = OrderStatus.CANCELED
-        order.cancel_reason = reason
-        order.updated_at = now
+        removed = engine.cancel(order.pk)
+        if removed is not None:
+            resting, level_total = removed
+            (bid_deltas if resting.side == eng.BUY else ask_deltas)[resting.price] = level_total
+        else:
+            log.warning("order %s was open in the database but not on the book", order.pk)
+            t = to_ticks(order.price, market)
+            side_deltas = bid_deltas if order.side == Side.BUY else ask_deltas
+            side_deltas[t] = engine.level_qty(order.side, t)
+    return bid_deltas, ask_deltas
+
+
+def _waiting_cancel(book: Book, orders: list[Order], reason: str) -> None:
+    _waiting_mark(orders, reason, timezone.now())
     sql.update(orders, ["status", "cancel_reason", "updated_at"])
     events = Emitter(book.mode)
     events.changed(book.market, orders=[(o, None) for o in orders])
     events.send_on_commit()
+
+
+def _waiting_mark(orders: list[Order], reason: str, now) -> None:
+    """Conditional orders waiting for their trigger, cancelled: on no book, they reserve
+    nothing."""
+    for order in orders:
+        order.status = OrderStatus.CANCELED
+        order.cancel_reason = reason
+        order.updated_at = now
+
+
+def cancel_in(batch: Batch, request: CancelRequest) -> Callable[[], dict[str, Any]]:
+    """Cancel one of a trader's orders in a batch's transaction, among the batch's
+    placings (a matcher's batch): refused (NOT_FOUND, ORDER_NOT_OPEN) before it changes
+    anything, as `order_cancel` refuses; otherwise taken off the engine, its reservation
+    released on the batch's balance row, the book's seq moved, all written with the
+    batch. Returns what to call once the batch is written: the order as the API shows
+    it (its events go with the batch's)."""
+    book = batch.book
+    market = book.market
+    order = orders_of(batch, [request.order_id]).get(request.order_id)
+    if (
+        order is None
+        or order.trader_id != request.trader.pk
+        or (order.market_id, order.mode) != (book.market_id, book.mode)
+    ):
+        raise NotFound("order")
+    if order.status not in LIVE_STATUSES:
+        raise ExchangeError(
+            "ORDER_NOT_OPEN", f"order {order.pk} is {order.status}", status_code=400
+        )
+    now = timezone.now()
+    seq, deltas = None, None
+    if order.status == OrderStatus.UNTRIGGERED:
+        _waiting_mark([order], "USER", now)
+    else:
+        deltas = _off_engine(batch.engine, market, [order])
+        changes = ChangeSet()
+        mark_canceled(order, "USER", now, changes)
+        keys = set(changes.lock_deltas)
+        balances_hold(batch.held, keys)
+        for key, delta in changes.lock_deltas.items():
+            batch.held[key].locked += delta
+        batch.changed_balances |= keys
+        batch.mutated = True
+        book.seq += 1
+        batch.book_fields.add("seq")
+        seq = book.seq
+    batch.changed_orders[order.pk] = order
+    payload = order_dict(order, market.symbol)
+
+    def finish() -> dict[str, Any]:
+        batch.events.known[request.trader.pk] = request.trader
+        batch.events.changed(market, seq=seq, deltas=deltas, orders=[(order, payload)])
+        return payload
+
+    return finish
 
 
 def orders_shrinking_cleared(*, book: Book, positions: Iterable[Position]) -> list[Order]:

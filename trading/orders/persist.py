@@ -6,7 +6,7 @@ PostgreSQL). The book's lock and the balance rows' locks are taken here, in the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dexsite import sql
@@ -26,7 +26,7 @@ from trading.models import (
     Trade,
 )
 from trading.orders.batch import Batch, exposures_read
-from trading.orders.request import OrderRequest
+from trading.orders.request import CancelRequest, OrderRequest
 from trading.services.books import (
     book_lock_queries,
     book_locked,
@@ -56,7 +56,12 @@ _ORDER_CHANGES = [
 
 
 def batch_open(
-    symbol: str, mode: str, requests: list[OrderRequest], *, group: bool = False
+    symbol: str,
+    mode: str,
+    requests: list[OrderRequest],
+    *,
+    group: bool = False,
+    cancels: Sequence[CancelRequest] = (),
 ) -> Batch:
     """Lock the book, and the balance rows that the requests reserve from (one statement,
     in primary-key order); read the takers' positions and reserve the new orders' keys.
@@ -71,14 +76,17 @@ def batch_open(
     each still runs after the one before, the book's lock first). Which balance rows an
     order reserves from depends on its market's kind and assets, known from the
     market's last opening in this process; should the market read now differ, what it
-    needs besides is locked and read after."""
+    needs besides is locked and read after.
+
+    `cancels`: orders the group cancels among its placings; they are read with the
+    makers (`_makers_ahead`)."""
     pg = sql.default_db().vendor == "postgresql"
     queries = book_lock_queries(symbol=symbol, mode=mode)
     if group and pg:
         queries.append(sql.Query(f"SET LOCAL lock_timeout = '{GROUP_LOCK_WAIT_MS}ms'"))
     known = _shapes.get(symbol)
     guessed = None
-    if known is not None:
+    if known is not None and requests:
         guessed = _taker_keys(known, mode, requests)
         at_held = len(queries)
         queries.append(balances_query(guessed, lock=True))
@@ -91,7 +99,7 @@ def batch_open(
     # then rarely need a reservation of their own, a statement and often a round trip.
     # Keys left unused are gaps in the sequences, nothing more.
     n = len(requests)
-    reserve = sql.keys_reserve_query([(Order, n), (Trade, 2 * n), (Fill, 4 * n)])
+    reserve = sql.keys_reserve_query([(Order, n), (Trade, 2 * n), (Fill, 4 * n)]) if n else None
     if reserve is not None:
         queries.append(reserve)
     answers = sql.run_all(queries)
@@ -116,15 +124,16 @@ def batch_open(
     if unread:
         exposures_read(batch, unread, margin.exposures_of(unread, mode))
     if group:
-        _makers_ahead(batch, requests)
+        _makers_ahead(batch, requests, cancels)
     return batch
 
 
-def _makers_ahead(batch: Batch, requests: list[OrderRequest]) -> None:
+def _makers_ahead(batch: Batch, requests: list[OrderRequest], cancels: list[CancelRequest]) -> None:
     """Read the makers that a group's orders would meet on the book as it stands (each
     side's orders taken together, up to their lots and their furthest limit), before
     any is matched: one round trip for the group (`makers_read`), where each order that
-    crossed read its own. A maker met beyond the guess is read then, as before."""
+    crossed read its own. A maker met beyond the guess is read then, as before. The
+    orders the group cancels, and their owners' balance rows, are read with them."""
     market, engine = batch.book.market, batch.engine
     met: dict[int, int] = {}
     for side in (Side.BUY, Side.SELL):
@@ -143,8 +152,9 @@ def _makers_ahead(batch: Batch, requests: list[OrderRequest]) -> None:
         if lots:
             for o in engine.resting_within(side, lots, None if unbounded else limit):
                 met[o.order_id] = o.owner
-    if met:
-        makers_read(batch, list(met), set(met.values()), 0)
+    owners = set(met.values()) | {c.trader.pk for c in cancels}
+    if owners:
+        makers_read(batch, [*met, *(c.order_id for c in cancels)], owners, 0)
 
 
 # symbol -> (kind, base, quote) of its market when an order last opened its book here:
@@ -214,12 +224,13 @@ def _orders_by_id(ids: Iterable[int]) -> dict[int, Order]:
 
 
 def orders_of(batch: Batch, ids: Iterable[int]) -> dict[int, Order]:
-    """Orders by id as the batch now has them: read once, then kept in memory."""
+    """Orders by id as the batch now has them: read once, then kept in memory (those
+    that do not exist left out)."""
     ids = set(ids)
     missing = ids - batch.orders.keys()
     if missing:
         batch.orders.update(_orders_by_id(missing))
-    return {i: batch.orders[i] for i in ids}
+    return {i: batch.orders[i] for i in ids if i in batch.orders}
 
 
 def balances_hold(held: dict[tuple[int, str, str], Balance], keys) -> None:

@@ -9,9 +9,9 @@
     -> batch_write   (persist: every row the orders changed, once)
     -> _batch_finish (emit: the events, sent once the transaction commits)
 
-Orders that threads of this process place on one book at the same time share one
-transaction (`_group`, `trading.services.group_commit`); each is acknowledged only once
-it has committed.
+Orders that threads of this process place (or cancel) on one book at the same time
+share one transaction (`_group`, `trading.services.group_commit`); each is acknowledged
+only once it has committed.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from trading.models import (
 )
 from trading.orders.admit import admit
 from trading.orders.batch import Batch, positions_shown
-from trading.orders.cancel import orders_cancel_in_book
+from trading.orders.cancel import cancel_in, order_cancel, orders_cancel_in_book
 from trading.orders.conditional import TriggerGone, order_hold, orders_tpsl_arm
 from trading.orders.match import match
 from trading.orders.persist import batch_open, batch_write
 from trading.orders.record import MakersCannotCarry, record
-from trading.orders.request import OrderRequest
+from trading.orders.request import CancelRequest, OrderRequest
 from trading.presenters import fill_dict, order_dict
 from trading.services.books import (
     book_lock,
@@ -135,6 +135,17 @@ def order_place(
     return placed
 
 
+def order_cancel_on(
+    *, trader: AbstractBaseUser, order_id: int, market: str, mode: str
+) -> dict[str, Any]:
+    """Cancel a trader's order on its book (`market`, `mode`): in the book's next
+    transaction with the placings and cancels that other threads of this process send it
+    at the same time (`_group`), or alone inside a caller's transaction."""
+    if settings.ORDER_GROUP_MAX > 1 and not transaction.get_connection().in_atomic_block:
+        return _group.place((market, mode), CancelRequest(trader, order_id, market, mode))
+    return order_cancel(trader=trader, order_id=order_id)
+
+
 def orders_place_many(
     *, trader: AbstractBaseUser, orders: list[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
@@ -146,14 +157,19 @@ def orders_place_many(
 
 
 def orders_place_each(
-    items: list[tuple[AbstractBaseUser, dict[str, Any]]],
-) -> list[tuple[dict[str, Any], bool] | ExchangeError]:
-    """`orders_place_many` for orders of any traders (the matcher's requests, as they
-    came): per (trader, order), (the order, created?) or the ExchangeError that refused
-    it; anything else that fails is raised."""
+    items: list[tuple[AbstractBaseUser, dict[str, Any]] | CancelRequest],
+) -> list[tuple[dict[str, Any], bool] | dict[str, Any] | ExchangeError]:
+    """`orders_place_many` for orders of any traders, and cancels among them (the
+    matcher's requests, as they came): per (trader, order), (the order, created?); per
+    CancelRequest, the order cancelled; or the ExchangeError that refused it. Anything
+    else that fails is raised. Consecutive items of one book share a transaction."""
     results: list[Any] = [None] * len(items)
-    pending: list[tuple[int, tuple[str, str], OrderRequest]] = []
-    for i, (trader, o) in enumerate(items):
+    pending: list[tuple[int, tuple[str, str], OrderRequest | CancelRequest]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, CancelRequest):
+            pending.append((i, (item.market, item.mode), item))
+            continue
+        trader, o = item
         cid = o.get("client_order_id")
         existing = order_by_client_id(trader, cid) if cid else None
         if existing is not None:
@@ -185,11 +201,11 @@ def orders_place_each(
     for (market, mode), run in groupby(pending, key=lambda p: p[1]):
         run = list(run)
         outcomes = _place_together(market, mode, [r for _, _, r in run])
-        for (i, _, _), outcome in zip(run, outcomes, strict=True):
+        for (i, _, request), outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
                 raise outcome
             results[i] = outcome
-            if not isinstance(outcome, ExchangeError):
+            if isinstance(request, OrderRequest) and not isinstance(outcome, ExchangeError):
                 _tpsl_arm(outcome)
     return results
 
@@ -277,29 +293,43 @@ def _place_alone_once(symbol: str, mode: str, request: OrderRequest) -> tuple[di
         raise ExchangeError("INVALID_QTY", "the order is too large", field="qty") from e
 
 
-def _place_together(symbol: str, mode: str, requests: list[OrderRequest]) -> list[Any]:
-    """Place `requests` (one book) one after another in one transaction. Returns, per
-    request, (its order, created?) or the exception that refused it. A refusal writes nothing,
-    so it leaves the others standing; anything else (a deadlock, a constraint, a fault)
-    undoes them all, and each is then placed alone, as if it had come by itself."""
+def _place_together(
+    symbol: str, mode: str, requests: list[OrderRequest | CancelRequest]
+) -> list[Any]:
+    """Place `requests` (one book), and cancel the orders of its CancelRequests, one
+    after another in one transaction. Returns, per request, (its order, created?) for a
+    placing, the order for a cancel, or the exception that refused it. A refusal writes
+    nothing, so it leaves the others standing; anything else (a deadlock, a constraint,
+    a fault) undoes them all, and each is then carried out alone, as if it had come by
+    itself."""
     if len(requests) > 1:
         committing = False
+        placings = [r for r in requests if isinstance(r, OrderRequest)]
+        cancels = [r for r in requests if isinstance(r, CancelRequest)]
         try:
             with transaction.atomic():
-                batch = batch_open(symbol, mode, requests, group=True)
+                batch = batch_open(symbol, mode, placings, group=True, cancels=cancels)
                 outcomes: list[Any] = []
                 for request in requests:
                     try:
-                        outcomes.append(_place_in(batch, request))
+                        if isinstance(request, CancelRequest):
+                            outcomes.append(cancel_in(batch, request))
+                        else:
+                            outcomes.append(_place_in(batch, request))
                     except ExchangeError as e:
                         if batch.placing:
                             # Refused after it had changed the batch: undo them all.
                             raise RuntimeError("an order was refused half-placed") from e
                         outcomes.append(e)
                 batch_write(batch)
-                placed = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
+                done = iter(_batch_finish(batch, [o for o in outcomes if callable(o)]))
                 answers = [
-                    o if isinstance(o, ExchangeError) else (next(placed), True) for o in outcomes
+                    o
+                    if isinstance(o, ExchangeError)
+                    else next(done)
+                    if isinstance(r, CancelRequest)
+                    else (next(done), True)
+                    for r, o in zip(requests, outcomes, strict=True)
                 ]
                 committing = True
             return answers
@@ -318,7 +348,10 @@ def _place_together(symbol: str, mode: str, requests: list[OrderRequest]) -> lis
     outcomes = []
     for request in requests:
         try:
-            outcomes.append(_place_alone(symbol, mode, request))
+            if isinstance(request, CancelRequest):
+                outcomes.append(order_cancel(trader=request.trader, order_id=request.order_id))
+            else:
+                outcomes.append(_place_alone(symbol, mode, request))
         except Exception as e:
             outcomes.append(e)
     return outcomes
@@ -338,8 +371,8 @@ def _rolled_back(e: Exception) -> bool:
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-# Orders that threads of this process place on one book at the same time share its
-# next transaction (see `group_commit`).
+# Orders that threads of this process place or cancel on one book at the same time
+# share its next transaction (see `group_commit`).
 _group = GroupCommit(
     lambda key, requests: _place_together(key[0], key[1], requests),
     lambda: settings.ORDER_GROUP_MAX,

@@ -54,6 +54,17 @@ class OrderRequest:
         return exec_type(self.type)
 
 
+@dataclass(slots=True)
+class CancelRequest:
+    """One of a trader's orders to cancel, on the book (`market`, `mode`) it rests on:
+    carried out in a transaction with the placings around it (`_place_together`)."""
+
+    trader: AbstractBaseUser
+    order_id: int
+    market: str
+    mode: str
+
+
 def exec_type(type: str) -> str:
     """MARKET or LIMIT: how an order of `type` trades (a conditional one, once triggered)."""
     if type in (

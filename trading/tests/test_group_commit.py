@@ -122,23 +122,33 @@ def _state(mode: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.skipif(
+# The comparisons of a grouped run with one order by one, exact to the last digit.
+exact_decimals = pytest.mark.skipif(
     connection.vendor == "sqlite",
     reason="SQLite keeps decimals as floats: a value read back after each order rounds "
     "unlike one the group keeps in memory",
 )
-@pytest.mark.django_db
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_grouped_orders_end_as_if_placed_one_by_one(seed):
+
+
+def two_books_and_traders() -> list[User]:
+    """A perp and a spot market, and five traders funded alike in both modes."""
     MarketFactory()
     spot_market()
-    rng = random.Random(seed)
     traders = [UserFactory() for _ in range(5)]
     for i, t in enumerate(traders):
         for mode in (ALONE, GROUPED):
             # The last two accounts are poor: some of their orders are refused.
             fund(t, "2000000" if i < 3 else "900", mode=mode)
             fund(t, "400000" if i < 3 else "50", asset="CXPT", mode=mode)
+    return traders
+
+
+@exact_decimals
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_grouped_orders_end_as_if_placed_one_by_one(seed):
+    traders = two_books_and_traders()
+    rng = random.Random(seed)
     flow = _requests(rng, traders, 240)
 
     alone = [_outcome(lambda r=r, s=s: _place_alone(s, ALONE, r)) for s, r in flow]

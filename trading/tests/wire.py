@@ -13,6 +13,17 @@ def round_trips(fn: Callable[[], object]) -> int:
     """How many times the client waited for the server while `fn` ran: in libpq's trace
     of the connection's messages, each turn from what the client sent to what the
     server answered."""
+    sides = [line.split("\t", 1)[0] for line in _trace(fn)]
+    return sum(1 for a, b in pairwise(sides) if (a, b) == ("F", "B"))
+
+
+def commits(fn: Callable[[], object]) -> int:
+    """How many transactions the connection committed while `fn` ran."""
+    return sum(1 for line in _trace(fn) if line.startswith("F") and '"COMMIT"' in line)
+
+
+def _trace(fn: Callable[[], object]) -> list[str]:
+    """libpq's trace of the connection's messages while `fn` ran, a line each."""
     from psycopg import pq
 
     connection.ensure_connection()
@@ -25,5 +36,4 @@ def round_trips(fn: Callable[[], object]) -> int:
         finally:
             pgconn.untrace()
         trace.seek(0)
-        sides = [line.split("\t", 1)[0] for line in trace if line.strip()]
-    return sum(1 for a, b in pairwise(sides) if (a, b) == ("F", "B"))
+        return [line for line in trace if line.strip()]
