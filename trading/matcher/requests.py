@@ -119,10 +119,11 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
                         answers.append(outcomes[at : at + len(r.orders)])
                         at += len(r.orders)
                     else:
-                        # A cancel's refusal fails its request whole, as `order_cancel`'s.
+                        # A cancel's refusal (or fault) fails its request whole, as
+                        # `order_cancel`'s. A placing's is its order's outcome.
                         cancelled = outcomes[at]
                         answers.append(
-                            cancelled if isinstance(cancelled, Exception) else [cancelled]
+                            cancelled if isinstance(cancelled, BaseException) else [cancelled]
                         )
                         at += 1
             i += len(run)

@@ -152,19 +152,41 @@ def orders_place_many(
     """Place a trader's list of orders (`order_place`'s arguments, without `trader`),
     each on its own: per order, (the order, created?) or the ExchangeError that refused
     it. Consecutive orders of one book share a transaction, as a group (`_group`) does;
-    each ends as if placed alone, in the list's order."""
-    return orders_place_each([(trader, o) for o in orders])
+    each ends as if placed alone, in the list's order. A fault is raised."""
+    results = orders_place_each([(trader, o) for o in orders])
+    for outcome in results:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
+            raise outcome
+    return results
 
 
 def orders_place_each(
     items: list[tuple[AbstractBaseUser, dict[str, Any]] | CancelRequest],
-) -> list[tuple[dict[str, Any], bool] | dict[str, Any] | ExchangeError]:
+) -> list[tuple[dict[str, Any], bool] | dict[str, Any] | BaseException]:
     """`orders_place_many` for orders of any traders, and cancels among them (the
-    matcher's requests, as they came): per (trader, order), (the order, created?); per
-    CancelRequest, the order cancelled; or the ExchangeError that refused it. Anything
-    else that fails is raised. Consecutive items of one book share a transaction."""
+    matcher's requests, as they came), each ending as if carried out alone, in turn:
+    per (trader, order), (the order, created?); per CancelRequest, the order cancelled;
+    or the ExchangeError that refused it, or the fault that failed it (logged). Runs of
+    placings and cancels of one book share a transaction; an order held for its trigger,
+    or a clientOrderId already used, is answered at its turn, after the items before it
+    are carried out."""
     results: list[Any] = [None] * len(items)
     pending: list[tuple[int, tuple[str, str], OrderRequest | CancelRequest]] = []
+
+    def carry_out() -> None:
+        for (market, mode), run in groupby(pending, key=lambda p: p[1]):
+            run = list(run)
+            outcomes = _place_together(market, mode, [r for _, _, r in run])
+            for (i, _, request), outcome in zip(run, outcomes, strict=True):
+                results[i] = outcome
+                if isinstance(outcome, ExchangeError):
+                    continue
+                if isinstance(outcome, BaseException):
+                    log.error("a request on %s failed", market, exc_info=outcome)
+                elif isinstance(request, OrderRequest):
+                    _tpsl_arm(outcome)
+        pending.clear()
+
     for i, item in enumerate(items):
         if isinstance(item, CancelRequest):
             pending.append((i, (item.market, item.mode), item))
@@ -173,12 +195,19 @@ def orders_place_each(
         cid = o.get("client_order_id")
         existing = order_by_client_id(trader, cid) if cid else None
         if existing is not None:
+            if pending:
+                # Answered with its order as the items before it leave it (a cancel
+                # among them may have cancelled it).
+                carry_out()
+                existing = order_by_client_id(trader, cid)
             results[i] = (existing, False)
             continue
         if o["type"] in CONDITIONAL_TYPES or (
             o.get("trigger_price") is not None or o.get("callback_rate") is not None
         ):
-            # Held, not matched (or refused): nothing of the book's transaction.
+            # Held, not matched (or refused): nothing of the book's transaction; after
+            # the items before it (a cancel among them may free a slot it needs).
+            carry_out()
             try:
                 results[i] = order_place(trader=trader, **o)
             except ExchangeError as e:
@@ -198,15 +227,7 @@ def orders_place_each(
             stop_loss=o.get("stop_loss"),
         )
         pending.append((i, (o["market"], o["mode"]), request))
-    for (market, mode), run in groupby(pending, key=lambda p: p[1]):
-        run = list(run)
-        outcomes = _place_together(market, mode, [r for _, _, r in run])
-        for (i, _, request), outcome in zip(run, outcomes, strict=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
-                raise outcome
-            results[i] = outcome
-            if isinstance(request, OrderRequest) and not isinstance(outcome, ExchangeError):
-                _tpsl_arm(outcome)
+    carry_out()
     return results
 
 

@@ -392,3 +392,85 @@ def test_threads_placing_and_cancelling_on_one_book_share_transactions(monkeypat
     assert len(cancelled) == 120
     assert check_invariants() == []
     engine_cache_clear()
+
+
+def _stop_order(**kw: Any) -> dict[str, Any]:
+    return {
+        "market": "BTC-PERP",
+        "mode": "PAPER",
+        "side": "SELL",
+        "type": "STOP_MARKET",
+        "qty": D("0.01"),
+        "trigger_price": D("1000"),
+    } | kw
+
+
+@pytest.mark.django_db
+def test_an_order_held_for_its_trigger_comes_after_the_cancel_before_it(settings):
+    """A trader at CONDITIONAL_ORDERS_MAX cancels a stop and sends another: the cancel
+    frees the slot before the new stop is counted, as one by one."""
+    settings.CONDITIONAL_ORDERS_MAX = 1
+    MarketFactory()
+    alice = UserFactory()
+    fund(alice, "100000")
+    (first, _) = order_place(trader=alice, **_stop_order())
+    book = {"market": "BTC-PERP", "mode": "PAPER"}
+    cancelled, held = request_run(
+        [
+            MatcherRequest(CANCEL, alice, order_id=first["id"], args=book),
+            MatcherRequest(PLACE, alice, [_stop_order()]),
+        ]
+    )
+    assert cancelled[0]["status"] == "CANCELED"
+    assert not isinstance(held[0], ExchangeError), held[0]
+    assert held[0][0]["status"] == "UNTRIGGERED"
+
+
+@pytest.mark.django_db
+def test_a_repeated_client_order_id_after_a_cancel_shows_the_order_as_cancelled():
+    MarketFactory()
+    alice = UserFactory()
+    fund(alice, "100000")
+    order = {
+        "market": "BTC-PERP",
+        "mode": "PAPER",
+        "side": "BUY",
+        "type": "LIMIT",
+        "qty": D("0.01"),
+        "price": D("63000"),
+        "client_order_id": "c1",
+    }
+    (first, _) = order_place(trader=alice, **order)
+    book = {"market": "BTC-PERP", "mode": "PAPER"}
+    _, again = request_run(
+        [
+            MatcherRequest(CANCEL, alice, order_id=first["id"], args=book),
+            MatcherRequest(PLACE, alice, [order]),
+        ]
+    )
+    ((replay, created),) = again
+    assert not created and replay["id"] == first["id"] and replay["status"] == "CANCELED"
+
+
+@pytest.mark.django_db
+def test_a_request_that_faults_fails_alone_and_the_orders_around_it_stand():
+    """A cancel that cannot be carried out (an order id that is no number, from a sender
+    that misbehaves) faults; the placings of its batch are placed and answered so, not
+    failed with it (a client told so would send them again)."""
+    MarketFactory()
+    alice, bob = UserFactory(), UserFactory()
+    fund(alice, "100000")
+    fund(bob, "100000")
+    order = {"market": "BTC-PERP", "mode": "PAPER", "side": "BUY", "type": "LIMIT"}
+    book = {"market": "BTC-PERP", "mode": "PAPER"}
+    before, broken, after = request_run(
+        [
+            MatcherRequest(PLACE, bob, [order | {"qty": D("0.02"), "price": D("62000")}]),
+            MatcherRequest(CANCEL, alice, order_id="not a number", args=book),
+            MatcherRequest(PLACE, bob, [order | {"qty": D("0.01"), "price": D("62001")}]),
+        ]
+    )
+    assert isinstance(broken, BaseException)
+    assert before[0][0]["status"] == "NEW" and after[0][0]["status"] == "NEW"
+    assert Order.objects.filter(trader=bob, status="NEW").count() == 2
+    assert check_invariants() == []

@@ -1,7 +1,7 @@
 """bench/matcher.py --quick: the matcher role (and the web processes that hand it orders)
 against the embedded path, on a database of its own next to the test database and the
 test run's Redis. The figures are not judged, only that they were measured: orders
-placed and found, no errors, no engine rebuilds in the matcher after the warm-up, a
+placed and found (and cancels, in the mix, carried out), no errors, no engine rebuilds in the matcher after the warm-up, a
 restarted matcher serving its deep book."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_bench_matcher_quick(tmp_path):
         "dexsite_benchm",
         "--quick",
         "--only",
-        "service,http,restart",
+        "service,mix,http,restart",
         "--json",
         str(out),
     )
@@ -38,6 +38,8 @@ def test_bench_matcher_quick(tmp_path):
     assert set(rows) == {
         ("service", "embedded"),
         ("service", "matcher"),
+        ("mix", "embedded, cancels"),
+        ("mix", "matcher, cancels"),
         ("http", "embedded web"),
         ("http", "1 web + matcher"),
         ("http", "2 web + matcher"),
@@ -47,6 +49,9 @@ def test_bench_matcher_quick(tmp_path):
         assert row["errors"] == 0 and row["verified"], (key, log)
         assert row["p99_ms"] >= row["p50_ms"] > 0, (key, log)
         assert row["exchange_cpu_ms"] > 0, (key, log)
+        if key[0] == "mix":
+            # Cancels were sent, and some found their order still open.
+            assert row["cancels"] > row["not_open"] >= 0, (key, log)
         if "matcher" in key[1]:
             assert row["builds"] == 0, (key, log)
             assert row["cpu"]["matcher"] > 0, (key, log)
