@@ -13,3 +13,8 @@ class AccountsConfig(AppConfig):
 
         check_register(invariants.withdrawals_held)
         check_register(invariants.transfers_booked)
+        # A paper reset writes the account's books: the matcher carries it out.
+        from accounts.services.paper import PAPER_RESET_JOB, paper_reset_job
+        from trading.matcher.requests import job_register
+
+        job_register(PAPER_RESET_JOB, paper_reset_job)

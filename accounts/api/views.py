@@ -141,7 +141,7 @@ class PaperResetApi(APIView):
     )
     def post(self, request: Request) -> Response:
         _no_body(request)
-        return Response(paper.paper_reset(trader=request.user))
+        return Response(paper.paper_reset_submit(trader=request.user))
 
 
 class PaperLeaderboardApi(APIView):

@@ -41,6 +41,7 @@ from ledger.services import (
     system_account_id,
 )
 from trading.emit import Emitter
+from trading.matcher import account_job_submit
 from trading.models import LIVE_STATUSES, Book, Order, Position
 from trading.orders.cancel import orders_cancel_all
 from trading.presenters import dec
@@ -103,6 +104,22 @@ def _hand_over(
     if touched:
         Position.objects.bulk_update(touched, ["size", "open_notional", "realized_pnl"])
     return postings, closed, touched
+
+
+# The name under which the matcher carries out a paper reset (`paper_reset_submit`).
+PAPER_RESET_JOB = "paper_reset"
+
+
+def paper_reset_submit(*, trader: User) -> dict[str, Any]:
+    """`paper_reset`, by the matcher of the account's first PAPER book (which then has
+    nothing to rebuild), behind the requests waiting there; here when the account has no
+    book, or without a matcher."""
+    return account_job_submit(PAPER_RESET_JOB, trader_id=trader.pk, mode=PAPER)
+
+
+def paper_reset_job(*, trader_id: int, mode: str) -> dict[str, Any]:
+    """The job that `paper_reset_submit` sends: `paper_reset` of the account."""
+    return paper_reset(trader=User.objects.get(pk=trader_id))
 
 
 @retrying

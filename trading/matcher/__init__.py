@@ -192,19 +192,15 @@ def account_liquidate_submit(*, trader_id: int, mode: str) -> Liquidation | None
     """Liquidate the account if it is below maintenance (`liquidate_account`), by the
     matcher of the first book it holds a position or an order in, ahead of the requests
     waiting for it, and without making it rebuild the books it writes."""
-    from trading.models import Book, Liquidation
-    from trading.selectors import account_market_ids
+    from trading.models import Liquidation
     from trading.services.liquidation import liquidate_account
 
     def here() -> Liquidation | None:
         return liquidate_account(trader_id=trader_id, mode=mode)
 
-    market_ids = account_market_ids(trader_id, mode)
-    if not remote() or not market_ids:
+    symbol = _account_book(trader_id, mode) if remote() else None
+    if symbol is None:
         return here()
-    symbol = Book.objects.filter(market_id=market_ids[0], mode=mode).values_list(
-        "market__symbol", flat=True
-    )[0]
     request = MatcherRequest(LIQUIDATE, None, args={"trader_id": trader_id, "mode": mode})
     done = _by_matcher_or_here(symbol, mode, request, here)
     return Liquidation.objects.get(pk=done) if isinstance(done, int) else done
@@ -226,6 +222,40 @@ def market_settle_submit(*, market: Market, price: Decimal) -> Settlement | None
     return Settlement.objects.get(pk=done) if isinstance(done, int) else done
 
 
+def account_job_submit(name: str, *, trader_id: int, mode: str, **kwargs: Any) -> Any:
+    """Run the job `name` (`job_register`), which writes the account's books in `mode`,
+    by the matcher of the first book it holds a position or an order in, behind the
+    requests waiting there (the account's own orders sent before it among them), so
+    that the matcher's books stay its own; here when it has none, or no matcher takes
+    it. Returns what the job returned."""
+    from trading.matcher.requests import JOB, job_run
+
+    def here() -> Any:
+        return job_run(name, trader_id=trader_id, mode=mode, **kwargs)
+
+    symbol = _account_book(trader_id, mode) if remote() else None
+    if symbol is None:
+        return here()
+    args = {"name": name, "kwargs": {"trader_id": trader_id, "mode": mode, **kwargs}}
+    return _by_matcher_or_here(
+        symbol, mode, MatcherRequest(JOB, None, args=args), here, first=False
+    )
+
+
+def _account_book(trader_id: int, mode: str) -> str | None:
+    """The market of the first book (by market id) the account holds a position or an
+    order in, in `mode`: whose matcher carries out work on the account's books; None
+    without one."""
+    from trading.models import Book
+    from trading.selectors import account_market_ids
+
+    market_ids = account_market_ids(trader_id, mode)
+    if not market_ids:
+        return None
+    found = Book.objects.filter(market_id=market_ids[0], mode=mode)
+    return found.values_list("market__symbol", flat=True)[0]
+
+
 # How long, after a matcher failed to take such work (liquidation, expiry), the clock
 # does all of it itself rather than ask again: each ask of a matcher that is gone costs
 # MATCHER_TIMEOUT, and the clock does one thing at a time. Longer than a sweep, so that
@@ -234,7 +264,14 @@ UNANSWERED_SECONDS = 30.0
 _unanswered_until = 0.0
 
 
-def _by_matcher_or_here(symbol: str, mode: str, request: MatcherRequest, here: Callable[[], Any]):
+def _by_matcher_or_here(
+    symbol: str,
+    mode: str,
+    request: MatcherRequest,
+    here: Callable[[], Any],
+    *,
+    first: bool = True,
+):
     """The outcome of `request` from the book's matcher; when no matcher took it (or
     Redis cannot be reached), `here()`'s. Safe either way: the work takes every book's
     row lock wherever it runs, and finds the account or market as the matcher's
@@ -246,8 +283,9 @@ def _by_matcher_or_here(symbol: str, mode: str, request: MatcherRequest, here: C
     if _unanswered_until > time.monotonic():
         return here()
     try:
-        # Ahead of the orders waiting: what it closes is losing money while it waits.
-        (outcome,) = _send(symbol, mode, request, first=True)
+        # A liquidation or a settlement goes ahead of the orders waiting (`first`): what
+        # it closes is losing money while it waits.
+        (outcome,) = _send(symbol, mode, request, first=first)
     except (ExchangeError, redis.RedisError) as e:
         unreachable = isinstance(e, redis.RedisError) or isinstance(e.__cause__, redis.RedisError)
         if isinstance(e, ExchangeError) and e.code != "MATCHER_UNAVAILABLE" and not unreachable:

@@ -7,12 +7,13 @@ account to liquidate (LIQUIDATE) or a market to settle at expiry (SETTLE). `requ
 is the one place requests are carried out, in the matcher process or, in the embedded
 run, in the web process that received them: consecutive placings and cancels share one
 transaction (`orders_place_each`, which groups them by book), the others run in turn, in
-the order they came. A DELIST (the operator's) cancels every open order of a book whose market is
-delisted.
+the order they came. A DELIST (the operator's) cancels every open order of a book whose
+market is delisted. A JOB is work of an app above trading that writes an account's
+books (a paper reset), registered by name (`job_register`).
 
-A liquidation or a settlement may write several books: it goes to the matcher of the
-first of them (`trading.matcher`), ahead of the requests waiting there, and takes every
-book's row lock as it does anywhere. A book it writes that another matcher owns (when
+A liquidation, a settlement or a job may write several books: it goes to the matcher of
+the first of them (`trading.matcher`; a liquidation or a settlement ahead of the
+requests waiting there), and takes every book's row lock as it does anywhere. A book it writes that another matcher owns (when
 matchers are sharded) is rebuilt once by its owner, whose cached copy's `seq` no longer
 matches.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,13 +35,29 @@ from dexsite.errors import ExchangeError
 log = logging.getLogger("matcher")
 
 PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST = "place", "cancel", "cancel_all", "trigger", "delist"
-LIQUIDATE, SETTLE = "liquidate", "settle"
-KINDS = (PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST, LIQUIDATE, SETTLE)
+LIQUIDATE, SETTLE, JOB = "liquidate", "settle", "job"
+KINDS = (PLACE, CANCEL, CANCEL_ALL, TRIGGER, DELIST, LIQUIDATE, SETTLE, JOB)
 # What a request that could not be read is taken as: answered as a failure.
 UNREADABLE = "unreadable"
-# The kinds no trader asks for: the clock's triggers, liquidations and settlements, the
-# operator's delisting.
-_NO_TRADER = (TRIGGER, DELIST, LIQUIDATE, SETTLE)
+# The kinds that name no trader: the clock's triggers, liquidations and settlements, the
+# operator's delisting, and jobs (which name their account in their arguments).
+_NO_TRADER = (TRIGGER, DELIST, LIQUIDATE, SETTLE, JOB)
+
+# Work of the apps above trading that writes an account's books under their row locks
+# (a paper reset), by name: registered when such an app loads (`job_register`), since
+# trading may not import it, and run by the matcher of the account's first book, as a
+# liquidation is, so that the matcher's books stay its own.
+_jobs: dict[str, Callable[..., Any]] = {}
+
+
+def job_register(name: str, run: Callable[..., Any]) -> None:
+    """Make `run` (keyword arguments and an outcome that JSON carries) a JOB by `name`."""
+    _jobs[name] = run
+
+
+def job_run(name: str, **kwargs: Any) -> Any:
+    return _jobs[name](**kwargs)
+
 
 # The order arguments that are amounts: sent as strings, read back as Decimal.
 _DECIMALS = ("qty", "price", "trigger_price", "take_profit", "stop_loss", "callback_rate")
@@ -56,7 +74,8 @@ class MatcherRequest:
     order_id: int | None = None
     # CANCEL: the order's book (`market`, `mode`); CANCEL_ALL, DELIST: what to cancel
     # of the book; LIQUIDATE: the account (`trader_id`, `mode`); SETTLE: the market
-    # (`market`, its symbol) and the settlement `price`.
+    # (`market`, its symbol) and the settlement `price`; JOB: the job's `name` and its
+    # keyword arguments (`kwargs`).
     args: dict[str, Any] = field(default_factory=dict)
     # Set for a request carried over Redis: its id (where its answer goes), and when it
     # was sent (seconds since the epoch).
@@ -67,7 +86,8 @@ class MatcherRequest:
 # An outcome per order of a PLACE ((the order, created?) or the ExchangeError that refused
 # it), one for a CANCEL (the order), a CANCEL_ALL or DELIST (the cancelled ids), a TRIGGER
 # (PLACED, GONE, or the code of the refusal), a LIQUIDATE (the Liquidation's id, None if
-# the account was healthy) or a SETTLE (the Settlement's id, None if already settled).
+# the account was healthy), a SETTLE (the Settlement's id, None if already settled) or a
+# JOB (what it returned).
 Outcomes = list[Any]
 
 
@@ -144,6 +164,8 @@ def request_run(requests: list[MatcherRequest]) -> list[Outcomes | BaseException
                 market = Market.objects.get(symbol=request.args["market"])
                 done = market_settle(market=market, price=Decimal(request.args["price"]))
                 answers.append([done.pk if done is not None else None])
+            elif request.kind == JOB:
+                answers.append([job_run(request.args["name"], **request.args["kwargs"])])
         except Exception as e:
             answers.append(e)
         i += 1
