@@ -13,9 +13,9 @@ books (a paper reset), registered by name (`job_register`).
 
 A liquidation, a settlement or a job may write several books: it goes to the matcher of
 the first of them (`trading.matcher`; a liquidation or a settlement ahead of the
-requests waiting there), and takes every book's row lock as it does anywhere. A book it writes that another matcher owns (when
-matchers are sharded) is rebuilt once by its owner, whose cached copy's `seq` no longer
-matches.
+requests waiting there), and takes every book's row lock as it does anywhere. A book it
+writes that another matcher owns (when matchers are sharded) is rebuilt once by its
+owner, whose cached copy's `seq` no longer matches.
 """
 
 from __future__ import annotations

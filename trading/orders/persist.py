@@ -128,7 +128,9 @@ def batch_open(
     return batch
 
 
-def _makers_ahead(batch: Batch, requests: list[OrderRequest], cancels: list[CancelRequest]) -> None:
+def _makers_ahead(
+    batch: Batch, requests: list[OrderRequest], cancels: Sequence[CancelRequest]
+) -> None:
     """Read the makers that a group's orders would meet on the book as it stands (each
     side's orders taken together, up to their lots and their furthest limit), before
     any is matched: one round trip for the group (`makers_read`), where each order that

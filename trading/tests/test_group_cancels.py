@@ -267,7 +267,7 @@ def test_a_matchers_batch_of_placings_and_cancels_commits_once():
     answers: list[Any] = []
     assert commits(lambda: answers.extend(request_run(requests))) == 1
     assert answers[0][0][0]["status"] == "NEW"
-    assert answers[1] == [answers[1][0]] and answers[1][0]["status"] == "CANCELED"
+    assert len(answers[1]) == 1 and answers[1][0]["status"] == "CANCELED"
     assert answers[2][0][0]["status"] == "FILLED"
     assert isinstance(answers[3], ExchangeError) and answers[3].code == "ORDER_NOT_OPEN"
     assert isinstance(answers[4], ExchangeError) and answers[4].code == "NOT_FOUND"
